@@ -1,0 +1,276 @@
+"""The fast exact engine: the reference interpreter's numbers at data-set scale.
+
+Same interface as `refbnn.interpreter.Interpreter` (`predictions`, plus
+`tolerance` and `importance` with the signatures of `refbnn.margin.tolerance`
+and `refbnn.importance.neuron_importance`), and the very same results: the
+tests demand exact equality.
+
+Why float GEMM is exact here: every weight is +-1 and every input of a weight
+layer is an integer with |x| <= M (M = Z for the first weight layer, 1 after a
+threshold, 2 for a delta in Algorithm 1). Each product is then an integer of
+magnitude <= M, and every partial sum, in whatever order or blocking BLAS uses
+(FMA included), is an integer of magnitude <= fan_in * M. A binary float with a
+p-bit significand represents every integer up to 2**p exactly, so if
+fan_in * M <= 2**24 (float32) or 2**53 (float64) no rounding ever happens.
+`_exact_dtype` picks the narrowest such type and refuses a layer past 2**53
+(the model file limits keep real models far below it).
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+from math import ceil, prod
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .importance import relative_drop, require_accuracy
+from .margin import DEFAULT_B, Tolerance
+from .model import Conv2d, Flatten, Linear, MaxPool2d, Model, Threshold
+
+DEFAULT_MEMORY = 2 * 2**30   # bytes of working memory per batch (documented in README)
+
+
+def _exact_dtype(fan_in: int, magnitude: int) -> type:
+    """The narrowest float type in which a +-1 dot product of length fan_in over integers
+    of magnitude <= `magnitude` is exact (see the module docstring)."""
+    bound = fan_in * magnitude
+    if bound <= 2**24:
+        return np.float32
+    if bound <= 2**53:
+        return np.float64
+    raise ValueError(f"fan-in {fan_in} x input magnitude {magnitude} exceeds 2**53: "
+                     f"no exact float type")
+
+
+def weight_signs(model: Model, layer_index: int, mask: Optional[np.ndarray] = None) -> np.ndarray:
+    """The weight tensor of a layer as an int8 array of +-1, bit mask XORed in."""
+    w = model.layers[layer_index].weight
+    bits = np.unpackbits(np.frombuffer(w.bits.tobytes(), dtype=np.uint8), count=len(w.bits))
+    bits = bits.reshape(w.shape).astype(bool)
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != w.shape:
+            raise ValueError(f"mask of shape {list(mask.shape)} for a weight of shape {list(w.shape)}")
+        bits = bits ^ mask
+    return np.where(bits, 1, -1).astype(np.int8)
+
+
+def _im2col(x: np.ndarray, k: int, padding: int) -> np.ndarray:
+    """[B, C, H, W] -> [B, Ho, Wo, C*k*k]: every receptive field in W[n]'s row-major order.
+
+    Zero padding makes padded taps contribute 0 to the sum, i.e. they are absent."""
+    if padding:
+        x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    win = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(2, 3))  # B C Ho Wo k k
+    b, c, ho, wo = win.shape[:4]
+    return win.transpose(0, 2, 3, 1, 4, 5).reshape(b, ho, wo, c * k * k)
+
+
+def _maxpool(x: np.ndarray) -> np.ndarray:
+    """2x2 max pooling, stride 2, floor. On +-1 values the max is the OR of the bits."""
+    b, c, h, w = x.shape
+    x = x[:, :, :h // 2 * 2, :w // 2 * 2]
+    return x.reshape(b, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
+
+
+class FastEngine:
+    """Batched NumPy inference with exact float GEMMs; see the module docstring."""
+
+    name = "fast"
+
+    def __init__(self, model: Model, weight_masks: Optional[Sequence] = None,
+                 memory: int = DEFAULT_MEMORY):
+        self.model = model
+        self.memory = memory
+        masks = list(weight_masks) if weight_masks is not None else [None] * len(model.weight_indices)
+        if len(masks) != len(model.weight_indices):
+            raise ValueError(f"weight_masks: {len(masks)} entries for {len(model.weight_indices)} weight layers")
+        self._w: dict[int, np.ndarray] = {}       # layer -> [N, fan_in] +-1 in its exact dtype
+        self._dtype: dict[int, type] = {}         # layer -> dtype of its input and output
+        first = model.weight_indices[0]
+        for i, mask in zip(model.weight_indices, masks):
+            signs = weight_signs(model, i, mask)
+            fan_in = prod(signs.shape[1:])
+            # Inputs: |x| <= Z in the first layer; deltas in Algorithm 1 are up to 2.
+            dt = _exact_dtype(fan_in, model.Z if i == first else 2)
+            self._dtype[i] = dt
+            self._w[i] = signs.reshape(signs.shape[0], fan_in).astype(dt)
+        self._thr: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for nl in model.neuron_layers:
+            layer: Threshold = model.layers[nl.threshold_index]
+            self._thr[nl.threshold_index] = (np.array(layer.thresholds, dtype=np.float64),
+                                             np.array(layer.polarity) < 0)
+        self.batch_size = self._batch_size()
+
+    # -- sizing ---------------------------------------------------------------------------
+
+    def _batch_size(self) -> int:
+        """Inputs per batch so that one batch's tensors (all layer outputs kept, plus the
+        largest im2col buffer, plus Algorithm 1's copies) stay within `self.memory`."""
+        model = self.model
+        per_input = 8 * prod(model.input_shape)
+        for i, layer in enumerate(model.layers):
+            per_input += 8 * prod(model.shapes[i]) * 3
+            if isinstance(layer, Conv2d):
+                per_input += 8 * prod(model.shapes[i][1:]) * prod(layer.weight.shape[1:])
+        return max(1, int(self.memory // per_input))
+
+    def _batches(self, n: int):
+        for start in range(0, n, self.batch_size):
+            yield slice(start, min(n, start + self.batch_size))
+
+    # -- layers ---------------------------------------------------------------------------
+
+    def _weight_layer(self, i: int, x: np.ndarray, channels: Optional[np.ndarray] = None) -> np.ndarray:
+        """h = W x for layer i; with `channels`, only those input channels/columns of W."""
+        layer = self.model.layers[i]
+        w = self._w[i]
+        dt = self._dtype[i]
+        x = x.astype(dt, copy=False)
+        if isinstance(layer, Linear):
+            if channels is None:
+                return x @ w.T
+            return x[:, channels] @ w[:, channels].T
+        n, c, k, _ = layer.weight.shape
+        if channels is not None:
+            w = w.reshape(n, c, k * k)[:, channels].reshape(n, -1)
+            x = x[:, channels]
+        cols = _im2col(x, k, layer.padding)
+        b, ho, wo, f = cols.shape
+        h = cols.reshape(-1, f) @ w.T
+        return h.reshape(b, ho, wo, n).transpose(0, 3, 1, 2)
+
+    def _threshold(self, i: int, h: np.ndarray) -> np.ndarray:
+        s, negative = self._thr[i]
+        shape = (1, -1) + (1,) * (h.ndim - 2)
+        fires = (h > s.reshape(shape)) ^ negative.reshape(shape)   # polarity -1: h <= s
+        return np.where(fires, 1, -1).astype(np.int8)
+
+    def _layer(self, i: int, x: np.ndarray) -> np.ndarray:
+        layer = self.model.layers[i]
+        if isinstance(layer, (Linear, Conv2d)):
+            return self._weight_layer(i, x)
+        if isinstance(layer, Threshold):
+            return self._threshold(i, x)
+        if isinstance(layer, MaxPool2d):
+            return _maxpool(x)
+        return x.reshape(len(x), -1)   # flatten, C order
+
+    def outputs(self, x: np.ndarray, flip: Optional[int] = None) -> list[np.ndarray]:
+        """The output of every layer for a batch x [B, *input_shape]; `flip` as in
+        `Interpreter.run`. outputs[-1] holds the class scores."""
+        at = self.model.neuron(flip) if flip is not None else None
+        outs = []
+        for i in range(len(self.model.layers)):
+            x = self._layer(i, x)
+            if at is not None and at[0].threshold_index == i:
+                x = x.copy()
+                x[:, at[1]] *= -1
+            outs.append(x)
+        return outs
+
+    @staticmethod
+    def _argmax(scores: np.ndarray) -> np.ndarray:
+        # np.argmax returns the first maximum: ties go to the smallest index.
+        return np.argmax(scores.reshape(len(scores), -1), axis=1)
+
+    # -- the common engine interface ------------------------------------------------------
+
+    def predictions(self, xs: np.ndarray, flip: Optional[int] = None) -> np.ndarray:
+        """The predicted class of every input."""
+        xs = np.asarray(xs)
+        out = np.empty(len(xs), dtype=np.int64)
+        for sl in self._batches(len(xs)):
+            out[sl] = self._argmax(self.outputs(xs[sl], flip)[-1])
+        return out
+
+    def tolerance(self, xs: np.ndarray, bs: Sequence[Fraction] = DEFAULT_B) -> Tolerance:
+        """The T tuple (eqs. 1-5), equal to `refbnn.margin.tolerance`.
+
+        T_{i,n,u,v} >= b  <=>  m / (2 Z_l) >= b with m = |2(h - s) - 1| an odd integer,
+        <=>  m >= ceil(2 b Z_l), an integer comparison. Summing eqs. 3-5:
+        T^b = (1/(I N)) * sum_l (1/P_l) * C_l(b), with C_l(b) the count of (i, n, u, v) in
+        layer l that pass; the layer breakdown is C_l(b) / (I N_l P_l)."""
+        model = self.model
+        xs = np.asarray(xs)
+        if model.neurons == 0:
+            raise ValueError("the model has no neurons (no threshold layer): T is undefined")
+        counts = [{b: 0 for b in bs} for _ in model.neuron_layers]
+        for sl in self._batches(len(xs)):
+            outs = self.outputs(xs[sl])
+            for l, nl in enumerate(model.neuron_layers):
+                m = self._margin2(nl.threshold_index, outs[nl.threshold_index - 1])
+                z = model.Z if nl.first else 1
+                for b in bs:
+                    need = ceil(2 * b * z)
+                    counts[l][b] += int(np.count_nonzero(m >= need)) if need <= 2**62 else 0
+        n_inputs = len(xs)
+        layers = [{b: Fraction(c[b], n_inputs * nl.channels * nl.positions) for b in bs}
+                  for c, nl in zip(counts, model.neuron_layers)]
+        overall = {b: sum((Fraction(c[b], nl.positions) for c, nl in zip(counts, model.neuron_layers)),
+                          Fraction(0)) / (n_inputs * model.neurons) for b in bs}
+        return Tolerance(overall, layers)
+
+    def _margin2(self, threshold_index: int, h: np.ndarray) -> np.ndarray:
+        """m = |2(h - s) - 1| = 2 T (times Z in the first layer), as exact int64."""
+        s, _ = self._thr[threshold_index]
+        shape = (1, -1) + (1,) * (h.ndim - 2)
+        return np.abs(2 * (h.astype(np.int64) - s.astype(np.int64).reshape(shape)) - 1)
+
+    def importance(self, xs: np.ndarray, ys: Sequence[int], progress=None) -> list[Fraction]:
+        """Algorithm 1, equal to `refbnn.importance.neuron_importance` (flip, full re-run),
+        but incremental: see `_correct_with_flip`."""
+        model = self.model
+        xs = np.asarray(xs)
+        ys = np.asarray(ys)
+        correct = np.zeros(model.neurons, dtype=np.int64)
+        clean_correct = 0
+        for sl in self._batches(len(xs)):
+            outs = self.outputs(xs[sl])
+            ok = self._argmax(outs[-1]) == ys[sl]
+            clean_correct += int(ok.sum())
+            for n in range(model.neurons):
+                correct[n] += self._correct_with_flip(xs[sl], outs, ok, ys[sl], n)
+                if progress is not None:
+                    progress(1)
+        a = Fraction(clean_correct, len(xs))
+        require_accuracy(a)
+        return [relative_drop(a, Fraction(int(c), len(xs))) for c in correct]
+
+    def _correct_with_flip(self, x, outs, ok, y, n: int) -> int:
+        """Correct predictions in the batch with neuron n flipped, recomputing only what
+        changes. State: `rows` (inputs still affected), `cur` (their new output of the
+        current layer) and `changed` (channels or columns where cur may differ).
+
+        - a weight layer's new h is clean h + W restricted to the changed inputs applied
+          to (new - clean input): linearity, exact as every value is an integer;
+        - after a threshold, only inputs whose output really changed stay in `rows`."""
+        model = self.model
+        nl, c = model.neuron(n)
+        t = nl.threshold_index
+        rows = np.arange(len(ok))
+        cur = outs[t].copy()
+        cur[:, c] *= -1
+        changed = np.array([c])
+        for j in range(t + 1, len(model.layers)):
+            layer = model.layers[j]
+            if isinstance(layer, (Linear, Conv2d)):
+                delta = cur - outs[j - 1][rows]
+                cur = outs[j][rows] + self._weight_layer(j, delta, changed)
+                changed = np.flatnonzero((cur != outs[j][rows]).reshape(len(rows), cur.shape[1], -1).any(axis=(0, 2)))
+            elif isinstance(layer, Threshold):
+                cur = self._threshold(j, cur)
+                diff = (cur != outs[j][rows]).reshape(len(rows), cur.shape[1], -1)
+                keep = diff.any(axis=(1, 2))
+                rows, cur = rows[keep], cur[keep]
+                changed = np.flatnonzero(diff[keep].any(axis=(0, 2)))
+            elif isinstance(layer, MaxPool2d):
+                cur = _maxpool(cur)
+            else:   # flatten: channel c becomes columns c*P .. c*P+P-1
+                p = prod(cur.shape[2:])
+                cur = cur.reshape(len(rows), -1)
+                changed = (changed[:, None] * p + np.arange(p)).ravel()
+            if len(rows) == 0:
+                return int(ok.sum())
+        new_ok = self._argmax(cur) == y[rows]
+        return int(ok.sum()) - int(ok[rows].sum()) + int(new_ok.sum())

@@ -1,0 +1,60 @@
+"""The inter-neuron bit error tolerance metric VAR(Pi) (paper section IV).
+
+`neuron_importance` is Algorithm 1 as written: flip one neuron's output, re-run
+the whole network on the data set, compare accuracies. It works with any
+engine that offers `predictions(xs, flip=None)`; the fast engine's incremental
+version (`FastEngine.importance`) must equal it exactly.
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Iterable, Optional, Protocol, Sequence
+
+
+class Predictor(Protocol):
+    """What Algorithm 1 needs of an engine."""
+
+    model: object
+
+    def predictions(self, xs: Sequence, flip: Optional[int] = None) -> Sequence[int]: ...
+
+
+class ZeroAccuracyError(ValueError):
+    """Pi[n] = (A - A*_n) / A is undefined when A = 0."""
+
+
+def accuracy(predictions: Iterable[int], ys: Sequence[int]) -> Fraction:
+    """A: the fraction of inputs whose prediction equals the label."""
+    ys = list(ys)
+    correct = sum(1 for p, y in zip(predictions, ys) if int(p) == int(y))
+    return Fraction(correct, len(ys))
+
+
+def require_accuracy(a: Fraction) -> None:
+    """Algorithm 1 divides by A: refuse A = 0 with an explanation."""
+    if a == 0:
+        raise ZeroAccuracyError("accuracy A is 0 on this data set, so Pi[n] = (A - A*_n) / A "
+                                "is undefined (Algorithm 1 divides by A)")
+
+
+def relative_drop(a: Fraction, a_star: Fraction) -> Fraction:
+    """Pi[n] = (A - A*_n) / A (Algorithm 1, line 6)."""
+    require_accuracy(a)
+    return (a - a_star) / a
+
+
+def neuron_importance(engine: Predictor, xs: Sequence, ys: Sequence[int]) -> list[Fraction]:
+    """Algorithm 1: Pi[n] = (A - A*_n) / A for every neuron n, where A*_n is the accuracy
+    with neuron n's output flipped at every position. Output units get no Pi."""
+    a = accuracy(engine.predictions(xs), ys)
+    require_accuracy(a)
+    return [relative_drop(a, accuracy(engine.predictions(xs, flip=n), ys))
+            for n in range(engine.model.neurons)]
+
+
+def importance_variance(pi: Sequence[Fraction]) -> Fraction:
+    """Eq. (6): VAR(Pi) = (1/N) * sum_n (Pi[n] - mean(Pi))^2 (population variance)."""
+    if not pi:
+        raise ValueError("no neurons: VAR(Pi) is undefined")
+    mean = sum(pi, Fraction(0)) / len(pi)
+    return sum(((p - mean) ** 2 for p in pi), Fraction(0)) / len(pi)

@@ -1,0 +1,253 @@
+"""The model: an input spec plus an ordered list of layers (SPEC section 2).
+
+This module holds only the data and its structural rules. Reading and writing
+files is `refbnn.modelfile`; running a model is `refbnn.interpreter` (the
+reference) or `refbnn.engine` (the fast engine).
+
+Weights are kept as one `bitarray` per weight tensor, row-major, bit 1 = +1.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from math import prod
+from typing import Sequence, Union
+
+from bitarray import bitarray
+
+
+class ModelError(ValueError):
+    """A model that breaks a rule of SPEC section 2; the message names the field."""
+
+
+@dataclass(frozen=True)
+class Weight:
+    """A binary weight tensor: `shape` and its bits in row-major order (1 = +1)."""
+
+    shape: tuple[int, ...]
+    bits: bitarray
+
+    def __post_init__(self) -> None:
+        if len(self.bits) != prod(self.shape):
+            raise ModelError(f"weight: {len(self.bits)} bits for shape {list(self.shape)}")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Weight) and self.shape == other.shape and self.bits == other.bits
+
+    @classmethod
+    def from_array(cls, values) -> "Weight":
+        """Build from an array-like of signs or bits (> 0 means +1), any shape."""
+        import numpy as np
+
+        a = np.asarray(values)
+        bits = bitarray(endian="big")
+        bits.pack((a.ravel() > 0).astype(np.uint8).tobytes())
+        return cls(tuple(int(d) for d in a.shape), bits)
+
+    def row(self, n: int) -> bitarray:
+        """The bits of output unit n (all of its fan-in, row-major)."""
+        fan_in = prod(self.shape[1:])
+        return self.bits[n * fan_in:(n + 1) * fan_in]
+
+
+@dataclass(frozen=True)
+class Linear:
+    """`linear`: W[N, K]; vector of K -> integer vector of N, h_n = sum_j W[n, j] x_j."""
+
+    weight: Weight
+    type = "linear"
+
+
+@dataclass(frozen=True)
+class Conv2d:
+    """`conv2d`: W[N, C, k, k], stride 1, zero padding `padding` (padded taps are absent)."""
+
+    weight: Weight
+    padding: int = 0
+    type = "conv2d"
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """`threshold`: per channel n, +1 iff h > s_n (polarity +1) or h <= s_n (polarity -1)."""
+
+    thresholds: tuple[int, ...]
+    polarity: tuple[int, ...] = ()
+
+    type = "threshold"
+
+    def __post_init__(self) -> None:
+        if not self.polarity:
+            object.__setattr__(self, "polarity", (1,) * len(self.thresholds))
+        if len(self.polarity) != len(self.thresholds):
+            raise ModelError("threshold: polarity and thresholds differ in length")
+
+
+@dataclass(frozen=True)
+class MaxPool2d:
+    """`maxpool2d`: 2x2 windows, stride 2, floor; max of integers, or OR of bits on +-1."""
+
+    type = "maxpool2d"
+
+
+@dataclass(frozen=True)
+class Flatten:
+    """`flatten`: [C, H, W] -> vector in C order (channel slowest)."""
+
+    type = "flatten"
+
+
+Layer = Union[Linear, Conv2d, Threshold, MaxPool2d, Flatten]
+WEIGHT_LAYERS = (Linear, Conv2d)
+
+
+@dataclass(frozen=True)
+class NeuronLayer:
+    """Where a threshold layer sits: the facts the metrics need about its neurons."""
+
+    threshold_index: int   # index of the `threshold` layer in Model.layers
+    weight_index: int      # index of the weight layer whose h it thresholds
+    first: bool            # True if that weight layer is the first one (eq. 2 applies)
+    channels: int          # N_l, neurons in this layer
+    positions: int         # U * V of the h entering the threshold (1 after linear)
+    offset: int            # global number of this layer's channel 0 (section 2 order)
+
+
+@dataclass(frozen=True)
+class Model:
+    """An input spec (shape, Z) and layers. Construct through `Model.build` to validate."""
+
+    input_shape: tuple[int, ...]
+    Z: int
+    layers: tuple[Layer, ...]
+    shapes: tuple[tuple[int, ...], ...] = field(compare=False, repr=False, default=())
+    neuron_layers: tuple[NeuronLayer, ...] = field(compare=False, repr=False, default=())
+
+    @classmethod
+    def build(cls, input_shape: Sequence[int], Z: int, layers: Sequence[Layer]) -> "Model":
+        """Validate the structure (shapes and layer order) and return the model."""
+        input_shape = tuple(input_shape)
+        layers = tuple(layers)
+        shapes = infer_shapes(input_shape, layers)
+        check_order(layers)
+        model = cls(input_shape, Z, layers, shapes, describe_neurons(layers, shapes))
+        return model
+
+    @property
+    def neurons(self) -> int:
+        """N: the number of neurons (channels of all threshold layers)."""
+        return sum(nl.channels for nl in self.neuron_layers)
+
+    @property
+    def classes(self) -> int:
+        """Number of class scores: the size of the last layer's output."""
+        return prod(self.shapes[-1])
+
+    @property
+    def weight_indices(self) -> list[int]:
+        """Indices in `layers` of the weight layers, in order."""
+        return [i for i, layer in enumerate(self.layers) if isinstance(layer, WEIGHT_LAYERS)]
+
+    def neuron(self, n: int) -> tuple[NeuronLayer, int]:
+        """Global neuron number n -> (its threshold layer, its channel)."""
+        for nl in self.neuron_layers:
+            if nl.offset <= n < nl.offset + nl.channels:
+                return nl, n - nl.offset
+        raise IndexError(f"neuron {n} out of range 0..{self.neurons - 1}")
+
+
+def _layer_output_shape(i: int, layer: Layer, shape: tuple[int, ...]) -> tuple[int, ...]:
+    where = f"layers[{i}] ({layer.type})"
+    if isinstance(layer, Linear):
+        n, k = _weight_dims(where, layer.weight, 2)
+        if len(shape) != 1:
+            raise ModelError(f"{where}: needs a vector input, got shape {list(shape)} (add a flatten)")
+        if shape[0] != k:
+            raise ModelError(f"{where}.weight.shape: K = {k} but the input has {shape[0]} values")
+        return (n,)
+    if isinstance(layer, Conv2d):
+        n, c, kh, kw = _weight_dims(where, layer.weight, 4)
+        if kh != kw:
+            raise ModelError(f"{where}.weight.shape: kernel must be square, got {kh}x{kw}")
+        if len(shape) != 3:
+            raise ModelError(f"{where}: needs a [C, H, W] input, got shape {list(shape)}")
+        if shape[0] != c:
+            raise ModelError(f"{where}.weight.shape: C = {c} but the input has {shape[0]} channels")
+        if layer.padding < 0:
+            raise ModelError(f"{where}.padding: must be >= 0, got {layer.padding}")
+        h = shape[1] + 2 * layer.padding - kw + 1
+        w = shape[2] + 2 * layer.padding - kw + 1
+        if h < 1 or w < 1:
+            raise ModelError(f"{where}.weight.shape: kernel {kw} too large for input {list(shape)}")
+        return (n, h, w)
+    if isinstance(layer, Threshold):
+        if len(layer.thresholds) != shape[0]:
+            raise ModelError(f"{where}.thresholds: {len(layer.thresholds)} values for {shape[0]} channels")
+        if any(p not in (1, -1) for p in layer.polarity):
+            raise ModelError(f"{where}.polarity: every entry must be 1 or -1")
+        return shape
+    if isinstance(layer, MaxPool2d):
+        if len(shape) != 3 or shape[1] < 2 or shape[2] < 2:
+            raise ModelError(f"{where}: needs a [C, H, W] input with H, W >= 2, got {list(shape)}")
+        return (shape[0], shape[1] // 2, shape[2] // 2)
+    if isinstance(layer, Flatten):
+        if len(shape) != 3:
+            raise ModelError(f"{where}: needs a [C, H, W] input, got shape {list(shape)}")
+        return (prod(shape),)
+    raise ModelError(f"{where}: unknown layer")
+
+
+def _weight_dims(where: str, weight: Weight, rank: int) -> tuple[int, ...]:
+    if len(weight.shape) != rank or any(d < 1 for d in weight.shape):
+        raise ModelError(f"{where}.weight.shape: expected {rank} positive sizes, got {list(weight.shape)}")
+    return weight.shape
+
+
+def infer_shapes(input_shape: tuple[int, ...], layers: tuple[Layer, ...]) -> tuple[tuple[int, ...], ...]:
+    """The shape after each layer, checking that each layer accepts its input."""
+    if len(input_shape) not in (1, 3) or any(d < 1 for d in input_shape):
+        raise ModelError(f"input.shape: expected [K] or [C, H, W] of positive sizes, got {list(input_shape)}")
+    shapes = []
+    shape = input_shape
+    for i, layer in enumerate(layers):
+        shape = _layer_output_shape(i, layer, shape)
+        shapes.append(shape)
+    return tuple(shapes)
+
+
+def check_order(layers: tuple[Layer, ...]) -> None:
+    """SPEC section 2: every weight layer but the last is followed (directly or after one
+    maxpool2d) by a threshold; thresholds follow weight layers only; the model ends with
+    a weight layer."""
+    if not layers or not isinstance(layers[-1], WEIGHT_LAYERS):
+        raise ModelError("layers: the model must end with a linear or conv2d layer (the class scores)")
+    for i, layer in enumerate(layers[:-1]):
+        if isinstance(layer, WEIGHT_LAYERS):
+            nxt = layers[i + 1]
+            after_pool = isinstance(nxt, MaxPool2d) and isinstance(layers[i + 2], Threshold)
+            if not (isinstance(nxt, Threshold) or after_pool):
+                raise ModelError(f"layers[{i}] ({layer.type}): must be followed by a threshold "
+                                 f"(directly or after one maxpool2d)")
+        if isinstance(layer, Threshold):
+            prev = layers[i - 1] if i >= 1 else None
+            prev2 = layers[i - 2] if i >= 2 else None
+            ok = isinstance(prev, WEIGHT_LAYERS) or (
+                isinstance(prev, MaxPool2d) and isinstance(prev2, WEIGHT_LAYERS))
+            if not ok:
+                raise ModelError(f"layers[{i}] (threshold): must follow a weight layer "
+                                 f"(directly or after one maxpool2d)")
+
+
+def describe_neurons(layers: tuple[Layer, ...], shapes: tuple[tuple[int, ...], ...]) -> tuple[NeuronLayer, ...]:
+    """The threshold layers in order, with their weight layer and positions per channel."""
+    first_weight = next(i for i, layer in enumerate(layers) if isinstance(layer, WEIGHT_LAYERS))
+    out, offset = [], 0
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, Threshold):
+            continue
+        weight_index = i - 1 if isinstance(layers[i - 1], WEIGHT_LAYERS) else i - 2
+        shape = shapes[i]
+        positions = prod(shape[1:]) if len(shape) == 3 else 1
+        out.append(NeuronLayer(i, weight_index, weight_index == first_weight,
+                               shape[0], positions, offset))
+        offset += shape[0]
+    return tuple(out)
