@@ -35,7 +35,10 @@ def _header(name: str, zf: zipfile.ZipFile, key: str) -> tuple[tuple[int, ...], 
     with zf.open(f"{key}.npy") as f:
         try:
             version = np.lib.format.read_magic(f)
-            shape, _, dtype = np.lib.format._read_array_header(f, version)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
         except ValueError as e:
             raise InputError(f"{name}: {key}: not a valid .npy array ({e})") from None
     return shape, dtype

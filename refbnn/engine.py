@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from math import ceil, prod
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -217,7 +217,8 @@ class FastEngine:
         shape = (1, -1) + (1,) * (h.ndim - 2)
         return np.abs(2 * (h.astype(np.int64) - s.astype(np.int64).reshape(shape)) - 1)
 
-    def importance(self, xs: np.ndarray, ys: Sequence[int], progress=None) -> list[Fraction]:
+    def importance(self, xs: np.ndarray, ys: Sequence[int],
+                   progress: Optional[Callable[[int, int], None]] = None) -> list[Fraction]:
         """Algorithm 1, equal to `refbnn.importance.neuron_importance` (flip, full re-run),
         but incremental: see `_correct_with_flip`."""
         model = self.model
@@ -225,14 +226,15 @@ class FastEngine:
         ys = np.asarray(ys)
         correct = np.zeros(model.neurons, dtype=np.int64)
         clean_correct = 0
-        for sl in self._batches(len(xs)):
+        batches = list(self._batches(len(xs)))
+        for k, sl in enumerate(batches):
             outs = self.outputs(xs[sl])
             ok = self._argmax(outs[-1]) == ys[sl]
             clean_correct += int(ok.sum())
             for n in range(model.neurons):
                 correct[n] += self._correct_with_flip(xs[sl], outs, ok, ys[sl], n)
                 if progress is not None:
-                    progress(1)
+                    progress(k * model.neurons + n + 1, len(batches) * model.neurons)
         a = Fraction(clean_correct, len(xs))
         require_accuracy(a)
         return [relative_drop(a, Fraction(int(c), len(xs))) for c in correct]

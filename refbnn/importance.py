@@ -8,7 +8,7 @@ version (`FastEngine.importance`) must equal it exactly.
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Iterable, Optional, Protocol, Sequence
+from typing import Callable, Iterable, Optional, Protocol, Sequence
 
 
 class Predictor(Protocol):
@@ -43,13 +43,18 @@ def relative_drop(a: Fraction, a_star: Fraction) -> Fraction:
     return (a - a_star) / a
 
 
-def neuron_importance(engine: Predictor, xs: Sequence, ys: Sequence[int]) -> list[Fraction]:
+def neuron_importance(engine: Predictor, xs: Sequence, ys: Sequence[int],
+                      progress: Optional[Callable[[int, int], None]] = None) -> list[Fraction]:
     """Algorithm 1: Pi[n] = (A - A*_n) / A for every neuron n, where A*_n is the accuracy
     with neuron n's output flipped at every position. Output units get no Pi."""
     a = accuracy(engine.predictions(xs), ys)
     require_accuracy(a)
-    return [relative_drop(a, accuracy(engine.predictions(xs, flip=n), ys))
-            for n in range(engine.model.neurons)]
+    pi = []
+    for n in range(engine.model.neurons):
+        pi.append(relative_drop(a, accuracy(engine.predictions(xs, flip=n), ys)))
+        if progress is not None:
+            progress(n + 1, engine.model.neurons)
+    return pi
 
 
 def importance_variance(pi: Sequence[Fraction]) -> Fraction:

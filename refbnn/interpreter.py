@@ -12,6 +12,7 @@ the first weight layer sees integers and uses bit planes (see `_plane_sum`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from math import prod
 from typing import Optional, Sequence
 
@@ -212,6 +213,19 @@ class Interpreter:
     def predictions(self, xs: Sequence, flip: Optional[int] = None) -> list[int]:
         """The predicted class of every input in `xs`."""
         return [self.run(x, flip).prediction for x in xs]
+
+    # The definitions live in refbnn.margin and refbnn.importance; these bind them so that
+    # the interpreter and the fast engine answer the same calls.
+
+    def tolerance(self, xs: Sequence, bs: Sequence[Fraction]):
+        """The T tuple by eqs. 1-5: `refbnn.margin.tolerance`."""
+        from .margin import tolerance
+        return tolerance(self, xs, bs)
+
+    def importance(self, xs: Sequence, ys: Sequence[int], progress=None) -> list[Fraction]:
+        """Algorithm 1 as written (flip, full re-run): `refbnn.importance.neuron_importance`."""
+        from .importance import neuron_importance
+        return neuron_importance(self, xs, ys, progress)
 
 
 def _flatten(x) -> list[int]:

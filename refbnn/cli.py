@@ -1,0 +1,256 @@
+"""The `refbnn` command line (SPEC section 9).
+
+Every command prints a readable table, writes JSON with `--json PATH`
+(atomically: nothing is written unless the command succeeds), and exits
+0 on success, 1 when a check fails, 2 on bad input with a one-line message that
+names the file and the field.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from fractions import Fraction
+from pathlib import Path
+from typing import Optional
+
+import click
+from tabulate import tabulate
+
+from .datafile import read_data, write_data
+from .engine import FastEngine
+from .example import example_data, example_model
+from .files import InputError, write_json
+from .importance import ZeroAccuracyError
+from .interpreter import Interpreter
+from .model import Conv2d, Linear, Threshold
+from .modelfile import read_model, write_model
+from .report import exact, metrics, parse_bs
+
+ENGINES = {"fast": FastEngine, "reference": Interpreter}
+
+
+class Progress:
+    """A progress callback `(done, total)` that draws a bar on a terminal and is silent
+    otherwise (pipes, CI, CliRunner)."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.bar = None
+        self.shown = 0
+        self.enabled = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.update(done - self.shown)
+        self.shown = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
+def fails_with_exit_2(func):
+    """Turn an InputError into `refbnn: error: ...` on stderr and exit code 2."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except InputError as e:
+            click.echo(f"refbnn: error: {e}", err=True)
+            sys.exit(2)
+    return wrapper
+
+
+def _b_option(func):
+    return click.option("--b", "b_text", default="2,4,8,16,32,64", show_default=True,
+                        help="Comma-separated margins b, each read exactly: 2, 0.5 or 1/2.")(func)
+
+
+def _json_option(func):
+    return click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+                        help="Also write the result as JSON to this file.")(func)
+
+
+def _engine_option(func):
+    return click.option("--engine", type=click.Choice(sorted(ENGINES)), default="fast", show_default=True,
+                        help="fast: the NumPy engine; reference: the bitarray interpreter "
+                             "(the definition; slow, for cross-checks).")(func)
+
+
+def _parse(text: str, parser):
+    try:
+        return parser(text)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="refbnn")
+def main() -> None:
+    """Bit error tolerance metrics for binarized neural networks.
+
+    The reference implementation of Buschjaeger et al. (2021): the neuron-level
+    margin metric T (eqs. 1-5) and the inter-neuron metric VAR(Pi) (Algorithm 1,
+    eq. 6), computed exactly as fractions.
+
+    Start with `refbnn example-model DIR`, then `refbnn metrics DIR/example.json
+    DIR/example.npz --importance`.
+    """
+
+
+@main.command("example-model")
+@click.argument("outdir", type=click.Path(file_okay=False))
+@click.option("--inputs", default=200, show_default=True, type=click.IntRange(1, 10**6),
+              help="Number of example images to write.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the image generator.")
+@fails_with_exit_2
+def example_model_cmd(outdir: str, inputs: int, seed: int) -> None:
+    """Write a hand-built bars model and data set: OUTDIR/example.json, OUTDIR/example.npz.
+
+    The model tells horizontal from vertical bars in noisy 8x8 images (Z = 4):
+    a conv layer of line detectors, a hidden layer of 4 units, 2 class scores.
+    """
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    x, y = example_data(inputs, seed)
+    write_model(out / "example.json", example_model())
+    write_data(out / "example.npz", x, y)
+    click.echo(f"wrote {out / 'example.json'} and {out / 'example.npz'} ({inputs} inputs)")
+
+
+@main.command()
+@click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
+@_json_option
+@fails_with_exit_2
+def inspect(model_path: str, json_path: Optional[str]) -> None:
+    """Show the layers of MODEL: shapes, neurons, weight bits, Z."""
+    model = read_model(model_path)
+    rows = []
+    neuron_at = {nl.threshold_index: nl for nl in model.neuron_layers}
+    for i, layer in enumerate(model.layers):
+        bits = len(layer.weight.bits) if isinstance(layer, (Linear, Conv2d)) else 0
+        extra = f"padding {layer.padding}" if isinstance(layer, Conv2d) else ""
+        neurons = ""
+        if isinstance(layer, Threshold):
+            nl = neuron_at[i]
+            neurons = f"{nl.offset}..{nl.offset + nl.channels - 1}"
+            negative = sum(1 for p in layer.polarity if p < 0)
+            extra = f"{'eq. 2 (/Z)' if nl.first else 'eq. 1'}; {negative} with polarity -1"
+        rows.append([i, layer.type, list(model.shapes[i]), bits or "", neurons, extra])
+    click.echo(f"input shape {list(model.input_shape)}, Z = {model.Z}; "
+               f"{model.neurons} neurons, {model.classes} classes, "
+               f"{sum(len(model.layers[i].weight.bits) for i in model.weight_indices)} weight bits")
+    click.echo(tabulate(rows, headers=["#", "layer", "output shape", "weight bits", "neurons", "notes"]))
+    if json_path:
+        write_json(json_path, {
+            "input": {"shape": list(model.input_shape), "Z": model.Z},
+            "neurons": model.neurons, "classes": model.classes,
+            "layers": [{"type": r[1], "output_shape": r[2], "weight_bits": r[3] or 0} for r in rows]})
+
+
+def _load(model_path: str, data_path: str):
+    model = read_model(model_path)
+    data = read_data(data_path, model)
+    return model, data
+
+
+@main.command("metrics")
+@click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
+@click.argument("data_path", metavar="DATA", type=click.Path(dir_okay=False))
+@_b_option
+@click.option("--importance", is_flag=True,
+              help="Also compute Pi per neuron (Algorithm 1) and VAR(Pi) (eq. 6).")
+@_engine_option
+@_json_option
+@fails_with_exit_2
+def metrics_cmd(model_path, data_path, b_text, importance, engine, json_path) -> None:
+    """Accuracy, the T tuple and T-bar (eqs. 1-5), per layer; with --importance, VAR(Pi).
+
+    T^b is the share of (input, neuron, position) triples, averaged per neuron and
+    per input, whose margin |h - s - 1/2| (divided by Z in the first layer) is at
+    least b. Pi[n] is the relative accuracy drop when neuron n's output is flipped.
+    All results are exact fractions; JSON gives {"exact": "p/q", "value": float}.
+    """
+    bs = _parse(b_text, parse_bs)
+    model, data = _load(model_path, data_path)
+    if model.neurons == 0:
+        raise InputError(f"{model_path}: layers: the model has no threshold layer, so it has "
+                         f"no neurons and T is undefined")
+    progress = Progress("Algorithm 1")
+    try:
+        result = metrics(ENGINES[engine](model), model, data.x, data.y, bs, importance, progress)
+    except ZeroAccuracyError as e:
+        raise InputError(f"{data_path}: {e}") from None
+    finally:
+        progress.close()
+    result = {"model": model_path, "data": data_path, **result}
+    _print_metrics(result)
+    if json_path:
+        write_json(json_path, result)
+
+
+def _print_metrics(r: dict) -> None:
+    click.echo(f"{r['inputs']} inputs, {r['neurons']} neurons, accuracy {_show(r['accuracy'])} "
+               f"[{r['engine']} engine]")
+    names = list(r["T"])
+    rows = [["all", r["neurons"], ""] + [_show(r["T"][b]) for b in names] + [_show(r["T_bar"])]]
+    for layer in r["layers"]:
+        rows.append([f"layer {layer['layer']} ({layer['type']}{', first' if layer['first'] else ''})",
+                     layer["neurons"], layer["positions"]]
+                    + [_show(layer["T"][b]) for b in names] + [_show(layer["T_bar"])])
+    click.echo(tabulate(rows, headers=["neurons of", "N", "U*V"] + [f"T^{b}" for b in names] + ["T-bar"]))
+    if "importance" in r:
+        click.echo(f"VAR(Pi) = {_show(r['var_importance'])} over {len(r['importance'])} neurons")
+
+
+def _show(q: dict) -> str:
+    """A float for reading; the exact value is in the JSON."""
+    return f"{q['value']:.6g}"
+
+
+@main.command()
+@click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
+@click.argument("data_path", metavar="DATA", type=click.Path(dir_okay=False))
+@click.option("--claims", "claims_path", required=True, type=click.Path(dir_okay=False),
+              help="JSON file of claimed values (the layout `refbnn metrics --json` writes).")
+@click.option("--atol", default=1e-9, show_default=True, type=float,
+              help="Allowed absolute error for claims given as plain numbers; "
+                   "claims given as {\"exact\": \"p/q\"} must match exactly.")
+@_engine_option
+@_json_option
+@fails_with_exit_2
+def verify(model_path, data_path, claims_path, atol, engine, json_path) -> None:
+    """Check another implementation's numbers: recompute every claimed quantity exactly.
+
+    CLAIMS may hold any of: accuracy, T (an object from b to value), T_bar, layers
+    (per-layer T and T_bar), importance, var_importance, predictions (a list of
+    class indices), inputs, neurons. Exit 0 if every claim passes, 1 if any fails.
+    """
+    from .verify import check_claims, read_claims
+
+    model, data = _load(model_path, data_path)
+    claims = read_claims(claims_path)
+    try:
+        checks = check_claims(ENGINES[engine](model), model, data, claims, claims_path, atol)
+    except ZeroAccuracyError as e:
+        raise InputError(f"{data_path}: {e}") from None
+    failed = [c for c in checks if not c["pass"]]
+    click.echo(tabulate([[c["quantity"], c["claimed"], c["exact"]["exact"] if isinstance(c["exact"], dict)
+                          else c["exact"], "pass" if c["pass"] else "FAIL"] for c in checks],
+                        headers=["quantity", "claimed", "exact", "result"]))
+    click.echo(f"{len(checks)} claims: {len(checks) - len(failed)} pass, {len(failed)} fail")
+    if json_path:
+        write_json(json_path, {"model": model_path, "data": data_path, "claims": claims_path,
+                               "checks": checks, "passed": len(checks) - len(failed),
+                               "failed": len(failed)})
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":   # pragma: no cover
+    main()
