@@ -193,6 +193,7 @@ class FastEngine:
         layer l that pass; the layer breakdown is C_l(b) / (I N_l P_l)."""
         model = self.model
         xs = np.asarray(xs)
+        bs = list(dict.fromkeys(bs))   # each distinct b once
         if model.neurons == 0:
             raise ValueError("the model has no neurons (no threshold layer): T is undefined")
         counts = [{b: 0 for b in bs} for _ in model.neuron_layers]

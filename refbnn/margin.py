@@ -72,6 +72,7 @@ class Tolerance:
 def tolerance(engine: Interpreter, xs: Iterable, bs: Sequence[Fraction] = DEFAULT_B) -> Tolerance:
     """The T tuple by the definitions (eqs. 1-5), one input at a time."""
     model = engine.model
+    bs = list(dict.fromkeys(bs))   # each distinct b once
     per_input = {b: [] for b in bs}
     layer_sums = [{b: Fraction(0) for b in bs} for _ in model.neuron_layers]
     count = 0

@@ -1,0 +1,29 @@
+"""Shared fixtures and the Hypothesis profiles.
+
+Profiles (pick with HYPOTHESIS_PROFILE): `dev` (default on a workstation), `ci`
+(chosen automatically when CI=true: derandomized, so a CI run is repeatable) and
+`thorough` (many more examples, for a long run before a release).
+"""
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from refbnn.engine import FastEngine
+from refbnn.interpreter import Interpreter
+
+settings.register_profile("dev", max_examples=40, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("thorough", max_examples=1000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+ENGINES = [Interpreter, FastEngine]
+
+
+@pytest.fixture(params=ENGINES, ids=lambda e: e.name)
+def engine_cls(request):
+    """Each behavioural test runs once per engine: the reference and the fast one."""
+    return request.param

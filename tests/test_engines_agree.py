@@ -1,0 +1,71 @@
+"""Differential tests: the fast engine equals the reference interpreter exactly.
+
+The interpreter is the definition (SPEC sections 1-5); the fast engine must give
+identical predictions, T tuples and Pi, compared as exact Fractions. The allowed
+differences between the two are: none.
+"""
+from fractions import Fraction
+
+import numpy as np
+from hypothesis import example, given, strategies as st
+
+from refbnn.engine import FastEngine
+from refbnn.importance import importance_variance, neuron_importance
+from refbnn.interpreter import Interpreter
+from refbnn.margin import tolerance
+
+from strategies import model_cases
+
+B_VALUES = [Fraction(0), Fraction(1, 2), Fraction(1), Fraction(3, 2), Fraction(2), Fraction(1, 255),
+            Fraction(7, 3), Fraction(64)]
+
+
+def _labels_with_a_hit(case, reference):
+    """Labels where at least input 0 is classified correctly, so A > 0."""
+    y = case.y.copy()
+    y[0] = reference.run(case.x[0]).prediction
+    return y
+
+
+@given(model_cases(), st.fractions(min_value=0, max_value=40, max_denominator=20))
+def test_engines_give_identical_predictions_and_T(case, extra_b):
+    """Property: for every model and input, both engines agree exactly on the
+    predictions, on every threshold layer's T^b and on the whole T tuple."""
+    ref, fast = Interpreter(case.model), FastEngine(case.model)
+    assert list(fast.predictions(case.x)) == ref.predictions(case.x)
+    bs = B_VALUES + [extra_b]
+    assert fast.tolerance(case.x, bs) == tolerance(ref, case.x, bs)
+
+
+@given(model_cases())
+def test_incremental_algorithm_1_equals_flip_and_rerun(case):
+    """Property: the fast engine's incremental Algorithm 1 gives the same Pi as the
+    definition (flip the neuron, re-run everything) in either engine."""
+    ref, fast = Interpreter(case.model), FastEngine(case.model)
+    y = _labels_with_a_hit(case, ref)
+    naive_ref = neuron_importance(ref, case.x, y)
+    assert fast.importance(case.x, y) == naive_ref
+    assert neuron_importance(fast, case.x, y) == naive_ref
+    assert importance_variance(naive_ref) >= 0
+
+
+@given(model_cases(max_inputs=30, wide=True))
+def test_engines_agree_with_small_batches(case):
+    """Property: splitting the data into batches of one or two inputs changes nothing
+    (the batch loop and the per-batch Algorithm 1 state are correct)."""
+    fast = FastEngine(case.model)
+    tiny = FastEngine(case.model)
+    tiny.batch_size = 2
+    y = _labels_with_a_hit(case, Interpreter(case.model))
+    assert list(tiny.predictions(case.x)) == list(fast.predictions(case.x))
+    assert tiny.tolerance(case.x, B_VALUES) == fast.tolerance(case.x, B_VALUES)
+    assert tiny.importance(case.x, y) == fast.importance(case.x, y)
+
+
+@given(model_cases(), st.integers(0, 2**32 - 1), st.floats(0, 1))
+def test_engines_agree_under_the_same_weight_masks(case, seed, p):
+    """Property: XORing the same bit masks into the weights gives identical predictions."""
+    rng = np.random.default_rng(seed)
+    masks = [rng.random(case.model.layers[i].weight.shape) < p for i in case.model.weight_indices]
+    ref, fast = Interpreter(case.model, masks), FastEngine(case.model, masks)
+    assert list(fast.predictions(case.x)) == ref.predictions(case.x)
