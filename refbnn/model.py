@@ -127,8 +127,8 @@ class Model:
         """Validate the structure (shapes and layer order) and return the model."""
         input_shape = tuple(input_shape)
         layers = tuple(layers)
-        shapes = infer_shapes(input_shape, layers)
         check_order(layers)
+        shapes = infer_shapes(input_shape, layers)
         model = cls(input_shape, Z, layers, shapes, describe_neurons(layers, shapes))
         return model
 
@@ -156,11 +156,11 @@ class Model:
 
 
 def _layer_output_shape(i: int, layer: Layer, shape: tuple[int, ...]) -> tuple[int, ...]:
-    where = f"layers[{i}] ({layer.type})"
+    where = f"layers[{i}]"
     if isinstance(layer, Linear):
         n, k = _weight_dims(where, layer.weight, 2)
         if len(shape) != 1:
-            raise ModelError(f"{where}: needs a vector input, got shape {list(shape)} (add a flatten)")
+            raise ModelError(f"{where}: linear needs a vector input, got shape {list(shape)} (add a flatten)")
         if shape[0] != k:
             raise ModelError(f"{where}.weight.shape: K = {k} but the input has {shape[0]} values")
         return (n,)
@@ -169,7 +169,7 @@ def _layer_output_shape(i: int, layer: Layer, shape: tuple[int, ...]) -> tuple[i
         if kh != kw:
             raise ModelError(f"{where}.weight.shape: kernel must be square, got {kh}x{kw}")
         if len(shape) != 3:
-            raise ModelError(f"{where}: needs a [C, H, W] input, got shape {list(shape)}")
+            raise ModelError(f"{where}: conv2d needs a [C, H, W] input, got shape {list(shape)}")
         if shape[0] != c:
             raise ModelError(f"{where}.weight.shape: C = {c} but the input has {shape[0]} channels")
         if layer.padding < 0:
@@ -187,11 +187,11 @@ def _layer_output_shape(i: int, layer: Layer, shape: tuple[int, ...]) -> tuple[i
         return shape
     if isinstance(layer, MaxPool2d):
         if len(shape) != 3 or shape[1] < 2 or shape[2] < 2:
-            raise ModelError(f"{where}: needs a [C, H, W] input with H, W >= 2, got {list(shape)}")
+            raise ModelError(f"{where}: maxpool2d needs a [C, H, W] input with H, W >= 2, got {list(shape)}")
         return (shape[0], shape[1] // 2, shape[2] // 2)
     if isinstance(layer, Flatten):
         if len(shape) != 3:
-            raise ModelError(f"{where}: needs a [C, H, W] input, got shape {list(shape)}")
+            raise ModelError(f"{where}: flatten needs a [C, H, W] input, got shape {list(shape)}")
         return (prod(shape),)
     raise ModelError(f"{where}: unknown layer")
 

@@ -1,0 +1,140 @@
+"""The command line through click's CliRunner: exit codes 0/1/2, JSON layout, messages."""
+import json
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from refbnn.cli import main
+from refbnn.datafile import write_data
+
+
+@pytest.fixture
+def example(tmp_path):
+    result = CliRunner().invoke(main, ["example-model", str(tmp_path), "--inputs", "40"])
+    assert result.exit_code == 0, result.output
+    return tmp_path / "example.json", tmp_path / "example.npz"
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_inspect_lists_layers_and_neurons(example):
+    result = run("inspect", example[0])
+    assert result.exit_code == 0
+    assert "Z = 4; 8 neurons, 2 classes, 300 weight bits" in result.output   # 36 + 256 + 8 bits
+    assert "eq. 2 (/Z); 1 with polarity -1" in result.output
+
+
+def test_metrics_json_layout(example, tmp_path):
+    out = tmp_path / "m.json"
+    result = run("metrics", *example, "--b", "2,0.5,1/2", "--importance", "--json", out)
+    assert result.exit_code == 0, result.output
+    r = json.loads(out.read_text())
+    assert {"accuracy", "T", "T_bar", "layers", "importance", "var_importance"} <= set(r)
+    assert list(r["T"]) == ["2", "0.5", "1/2"]            # keys written as given
+    assert r["T"]["0.5"] == r["T"]["1/2"]                 # the same b, read exactly
+    for q in [r["accuracy"], r["T_bar"], r["var_importance"], *r["T"].values(), *r["importance"]]:
+        p, _, d = q["exact"].partition("/")
+        assert d and q["value"] == float(Fraction(int(p), int(d)))
+    assert len(r["importance"]) == r["neurons"] == 8
+    assert [layer["neurons"] for layer in r["layers"]] == [4, 4]
+    # T-bar is the mean of the tuple's entries
+    assert Fraction(r["T_bar"]["exact"]) == sum(Fraction(v["exact"]) for v in r["T"].values()) / 3
+
+
+def test_both_engines_write_the_same_numbers(example, tmp_path):
+    outs = []
+    for engine in ("fast", "reference"):
+        out = tmp_path / f"{engine}.json"
+        assert run("metrics", *example, "--importance", "--engine", engine, "--json", out).exit_code == 0
+        r = json.loads(out.read_text())
+        assert r.pop("engine") == engine
+        outs.append(r)
+    assert outs[0] == outs[1]
+
+
+def test_bad_model_exits_2_names_the_field_and_writes_nothing(example, tmp_path):
+    doc = json.loads(example[0].read_text())
+    doc["layers"][1]["polarity"][0] = 2
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(doc))
+    out = tmp_path / "never.json"
+    result = run("metrics", bad, example[1], "--json", out)
+    assert result.exit_code == 2
+    assert result.output.strip() == f"refbnn: error: {bad}: layers[1].polarity[0]: must be 1 or -1, got 2"
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("b,message", [("2,x", "'x' is not a rational"), ("-1", "negative"), ("1/0", "not a rational")])
+def test_bad_b_exits_2(example, b, message):
+    result = run("metrics", *example, "--b", b)
+    assert result.exit_code == 2 and "--b: " in result.output and message in result.output
+
+
+def test_zero_accuracy_with_importance_exits_2_naming_the_data(example, tmp_path):
+    # Give every input the label the model does not predict: A = 0, Pi undefined.
+    preds_file = tmp_path / "p.json"
+    assert run("metrics", *example, "--json", preds_file).exit_code == 0
+    from refbnn.datafile import read_data
+    from refbnn.engine import FastEngine
+    from refbnn.modelfile import read_model
+    model = read_model(example[0])
+    data = read_data(example[1], model)
+    wrong = tmp_path / "wrong.npz"
+    write_data(wrong, data.x, 1 - FastEngine(model).predictions(data.x))
+    result = run("metrics", example[0], wrong, "--importance")
+    assert result.exit_code == 2 and f"{wrong}: accuracy A is 0" in result.output
+    assert run("metrics", example[0], wrong).exit_code == 0   # T alone is still defined
+
+
+def test_verify_passes_its_own_metrics(example, tmp_path):
+    claims = tmp_path / "claims.json"
+    assert run("metrics", *example, "--importance", "--json", claims).exit_code == 0
+    result = run("verify", *example, "--claims", claims)
+    assert result.exit_code == 0, result.output
+    assert "0 fail" in result.output
+
+
+def test_verify_fails_a_wrong_claim_with_exit_1(example, tmp_path):
+    claims = tmp_path / "claims.json"
+    assert run("metrics", *example, "--json", claims).exit_code == 0
+    doc = json.loads(claims.read_text())
+    true_t2 = Fraction(doc["T"]["2"]["exact"])
+    doc["T"]["2"] = {"exact": str(true_t2 + Fraction(1, 10**9))}     # off by 1e-9: exact claims must match
+    doc["T_bar"] = doc["T_bar"]["value"]                            # a float claim within atol passes
+    claims.write_text(json.dumps(doc))
+    report = tmp_path / "report.json"
+    result = run("verify", *example, "--claims", claims, "--json", report)
+    assert result.exit_code == 1
+    checks = {c["quantity"]: c["pass"] for c in json.loads(report.read_text())["checks"]}
+    assert checks["T[2]"] is False and checks["T_bar"] is True and checks["T[4]"] is True
+
+
+def test_verify_checks_predictions(example, tmp_path):
+    from refbnn.datafile import read_data
+    from refbnn.interpreter import Interpreter
+    from refbnn.modelfile import read_model
+    model = read_model(example[0])
+    preds = Interpreter(model).predictions(read_data(example[1], model).x)
+    claims = tmp_path / "c.json"
+    claims.write_text(json.dumps({"predictions": preds}))
+    assert run("verify", *example, "--claims", claims).exit_code == 0
+    preds[3] = 1 - preds[3]
+    claims.write_text(json.dumps({"predictions": preds}))
+    result = run("verify", *example, "--claims", claims)
+    assert result.exit_code == 1 and "predictions[3]" in result.output
+
+
+def test_verify_rejects_unknown_claims_with_exit_2(example, tmp_path):
+    claims = tmp_path / "c.json"
+    claims.write_text(json.dumps({"acuracy": {"exact": "1/1"}}))
+    result = run("verify", *example, "--claims", claims)
+    assert result.exit_code == 2 and "acuracy: unknown claim" in result.output
+
+
+def test_missing_data_file_exits_2(example, tmp_path):
+    result = run("metrics", example[0], tmp_path / "nope.npz")
+    assert result.exit_code == 2 and "nope.npz: cannot read" in result.output
