@@ -17,6 +17,8 @@ fan_in * M <= 2**24 (float32) or 2**53 (float64) no rounding ever happens.
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from math import ceil, prod
 from typing import Callable, Optional, Sequence
@@ -24,6 +26,8 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from .importance import relative_drop, require_accuracy
+from .incremental import BatchFlips
+from .ops import im2col, maxpool
 from .margin import DEFAULT_B, Tolerance
 from .model import Conv2d, Flatten, Linear, MaxPool2d, Model, Threshold
 
@@ -55,33 +59,16 @@ def weight_signs(model: Model, layer_index: int, mask: Optional[np.ndarray] = No
     return np.where(bits, 1, -1).astype(np.int8)
 
 
-def _im2col(x: np.ndarray, k: int, padding: int) -> np.ndarray:
-    """[B, C, H, W] -> [B, Ho, Wo, C*k*k]: every receptive field in W[n]'s row-major order.
-
-    Zero padding makes padded taps contribute 0 to the sum, i.e. they are absent."""
-    if padding:
-        x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-    win = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(2, 3))  # B C Ho Wo k k
-    b, c, ho, wo = win.shape[:4]
-    return win.transpose(0, 2, 3, 1, 4, 5).reshape(b, ho, wo, c * k * k)
-
-
-def _maxpool(x: np.ndarray) -> np.ndarray:
-    """2x2 max pooling, stride 2, floor. On +-1 values the max is the OR of the bits."""
-    b, c, h, w = x.shape
-    x = x[:, :, :h // 2 * 2, :w // 2 * 2]
-    return x.reshape(b, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
-
-
 class FastEngine:
     """Batched NumPy inference with exact float GEMMs; see the module docstring."""
 
     name = "fast"
 
     def __init__(self, model: Model, weight_masks: Optional[Sequence] = None,
-                 memory: int = DEFAULT_MEMORY):
+                 memory: int = DEFAULT_MEMORY, threads: Optional[int] = None):
         self.model = model
         self.memory = memory
+        self.threads = threads or min(4, len(os.sched_getaffinity(0)))
         masks = list(weight_masks) if weight_masks is not None else [None] * len(model.weight_indices)
         if len(masks) != len(model.weight_indices):
             raise ValueError(f"weight_masks: {len(masks)} entries for {len(model.weight_indices)} weight layers")
@@ -122,26 +109,27 @@ class FastEngine:
     # -- layers ---------------------------------------------------------------------------
 
     def _weight_layer(self, i: int, x: np.ndarray, channels: Optional[np.ndarray] = None) -> np.ndarray:
-        """h = W x for layer i; with `channels`, only those input channels/columns of W."""
+        """h = W x for layer i. With `channels`, x holds only those input channels (or
+        columns) and only the matching part of W is used."""
         layer = self.model.layers[i]
         w = self._w[i]
         dt = self._dtype[i]
         x = x.astype(dt, copy=False)
         if isinstance(layer, Linear):
-            if channels is None:
-                return x @ w.T
-            return x[:, channels] @ w[:, channels].T
+            return x @ (w if channels is None else w[:, channels]).T
         n, c, k, _ = layer.weight.shape
         if channels is not None:
             w = w.reshape(n, c, k * k)[:, channels].reshape(n, -1)
-            x = x[:, channels]
-        cols = _im2col(x, k, layer.padding)
+        cols = im2col(x, k, layer.padding)
         b, ho, wo, f = cols.shape
         h = cols.reshape(-1, f) @ w.T
         return h.reshape(b, ho, wo, n).transpose(0, 3, 1, 2)
 
-    def _threshold(self, i: int, h: np.ndarray) -> np.ndarray:
+    def _threshold(self, i: int, h: np.ndarray, channels: Optional[np.ndarray] = None) -> np.ndarray:
+        """+-1 outputs of threshold layer i; with `channels`, h holds only those channels."""
         s, negative = self._thr[i]
+        if channels is not None:
+            s, negative = s[channels], negative[channels]
         shape = (1, -1) + (1,) * (h.ndim - 2)
         fires = (h > s.reshape(shape)) ^ negative.reshape(shape)   # polarity -1: h <= s
         return np.where(fires, 1, -1).astype(np.int8)
@@ -153,7 +141,7 @@ class FastEngine:
         if isinstance(layer, Threshold):
             return self._threshold(i, x)
         if isinstance(layer, MaxPool2d):
-            return _maxpool(x)
+            return maxpool(x)
         return x.reshape(len(x), -1)   # flatten, C order
 
     def outputs(self, x: np.ndarray, flip: Optional[int] = None) -> list[np.ndarray]:
@@ -200,17 +188,43 @@ class FastEngine:
         for sl in self._batches(len(xs)):
             outs = self.outputs(xs[sl])
             for l, nl in enumerate(model.neuron_layers):
-                m = self._margin2(nl.threshold_index, outs[nl.threshold_index - 1])
                 z = model.Z if nl.first else 1
-                for b in bs:
-                    need = ceil(2 * b * z)
-                    counts[l][b] += int(np.count_nonzero(m >= need)) if need <= 2**62 else 0
+                needs = [ceil(2 * b * z) for b in bs]
+                found = self._count_at_least(nl, outs[nl.threshold_index - 1], needs)
+                for b, c in zip(bs, found):
+                    counts[l][b] += c
         n_inputs = len(xs)
         layers = [{b: Fraction(c[b], n_inputs * nl.channels * nl.positions) for b in bs}
                   for c, nl in zip(counts, model.neuron_layers)]
         overall = {b: sum((Fraction(c[b], nl.positions) for c, nl in zip(counts, model.neuron_layers)),
                           Fraction(0)) / (n_inputs * model.neurons) for b in bs}
         return Tolerance(overall, layers)
+
+    def _count_at_least(self, nl, h: np.ndarray, needs: list[int]) -> list[int]:
+        """For each need: how many entries of h have m = |2(h - s) - 1| >= need.
+
+        m is computed in the narrowest exact type: |m| <= 2 (|h|max + |s|max) + 1, and
+        |h| <= fan-in * M; float32 holds every integer up to 2**24, float64 up to 2**53.
+        Rows are taken in chunks of about 2**20 values so that the passes stay in cache."""
+        s, _ = self._thr[nl.threshold_index]
+        w = self.model.layers[nl.weight_index].weight
+        h_max = prod(w.shape[1:]) * (self.model.Z if nl.first else 1)
+        bound = 2 * (h_max + int(np.abs(s).max())) + 1
+        dt = np.float32 if bound <= 2**24 else np.float64 if bound <= 2**53 else np.int64
+        h = h.reshape(len(h), nl.channels, -1)
+        shift = s.astype(dt)[None, :, None]
+        counts = [0] * len(needs)
+        chunk = max(1, 2**20 // (nl.channels * nl.positions))
+        for start in range(0, len(h), chunk):
+            m = h[start:start + chunk].astype(dt)
+            m -= shift
+            m *= 2
+            m -= 1
+            np.abs(m, out=m)
+            for k, need in enumerate(needs):
+                if need <= bound:
+                    counts[k] += int(np.count_nonzero(m >= need))
+        return counts
 
     def _margin2(self, threshold_index: int, h: np.ndarray) -> np.ndarray:
         """m = |2(h - s) - 1| = 2 T (times Z in the first layer), as exact int64."""
@@ -221,7 +235,7 @@ class FastEngine:
     def importance(self, xs: np.ndarray, ys: Sequence[int],
                    progress: Optional[Callable[[int, int], None]] = None) -> list[Fraction]:
         """Algorithm 1, equal to `refbnn.importance.neuron_importance` (flip, full re-run),
-        but incremental: see `_correct_with_flip`."""
+        but incremental: see `refbnn.incremental`."""
         model = self.model
         xs = np.asarray(xs)
         ys = np.asarray(ys)
@@ -230,50 +244,14 @@ class FastEngine:
         batches = list(self._batches(len(xs)))
         for k, sl in enumerate(batches):
             outs = self.outputs(xs[sl])
-            ok = self._argmax(outs[-1]) == ys[sl]
-            clean_correct += int(ok.sum())
-            for n in range(model.neurons):
-                correct[n] += self._correct_with_flip(xs[sl], outs, ok, ys[sl], n)
-                if progress is not None:
-                    progress(k * model.neurons + n + 1, len(batches) * model.neurons)
+            clean_correct += int((self._argmax(outs[-1]) == ys[sl]).sum())
+            flips = BatchFlips(self, outs, ys[sl])
+            # Neurons are independent; NumPy releases the GIL in its loops, so threads help.
+            with ThreadPoolExecutor(self.threads) as pool:
+                for n, c in enumerate(pool.map(flips.correct_with_flip, range(model.neurons))):
+                    correct[n] += c
+                    if progress is not None:
+                        progress(k * model.neurons + n + 1, len(batches) * model.neurons)
         a = Fraction(clean_correct, len(xs))
         require_accuracy(a)
         return [relative_drop(a, Fraction(int(c), len(xs))) for c in correct]
-
-    def _correct_with_flip(self, x, outs, ok, y, n: int) -> int:
-        """Correct predictions in the batch with neuron n flipped, recomputing only what
-        changes. State: `rows` (inputs still affected), `cur` (their new output of the
-        current layer) and `changed` (channels or columns where cur may differ).
-
-        - a weight layer's new h is clean h + W restricted to the changed inputs applied
-          to (new - clean input): linearity, exact as every value is an integer;
-        - after a threshold, only inputs whose output really changed stay in `rows`."""
-        model = self.model
-        nl, c = model.neuron(n)
-        t = nl.threshold_index
-        rows = np.arange(len(ok))
-        cur = outs[t].copy()
-        cur[:, c] *= -1
-        changed = np.array([c])
-        for j in range(t + 1, len(model.layers)):
-            layer = model.layers[j]
-            if isinstance(layer, (Linear, Conv2d)):
-                delta = cur - outs[j - 1][rows]
-                cur = outs[j][rows] + self._weight_layer(j, delta, changed)
-                changed = np.flatnonzero((cur != outs[j][rows]).reshape(len(rows), cur.shape[1], -1).any(axis=(0, 2)))
-            elif isinstance(layer, Threshold):
-                cur = self._threshold(j, cur)
-                diff = (cur != outs[j][rows]).reshape(len(rows), cur.shape[1], -1)
-                keep = diff.any(axis=(1, 2))
-                rows, cur = rows[keep], cur[keep]
-                changed = np.flatnonzero(diff[keep].any(axis=(0, 2)))
-            elif isinstance(layer, MaxPool2d):
-                cur = _maxpool(cur)
-            else:   # flatten: channel c becomes columns c*P .. c*P+P-1
-                p = prod(cur.shape[2:])
-                cur = cur.reshape(len(rows), -1)
-                changed = (changed[:, None] * p + np.arange(p)).ravel()
-            if len(rows) == 0:
-                return int(ok.sum())
-        new_ok = self._argmax(cur) == y[rows]
-        return int(ok.sum()) - int(ok[rows].sum()) + int(new_ok.sum())

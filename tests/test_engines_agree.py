@@ -7,6 +7,7 @@ differences between the two are: none.
 from fractions import Fraction
 
 import numpy as np
+import pytest
 from hypothesis import example, given, strategies as st
 
 from refbnn.engine import FastEngine
@@ -69,3 +70,20 @@ def test_engines_agree_under_the_same_weight_masks(case, seed, p):
     masks = [rng.random(case.model.layers[i].weight.shape) < p for i in case.model.weight_indices]
     ref, fast = Interpreter(case.model, masks), FastEngine(case.model, masks)
     assert list(fast.predictions(case.x)) == ref.predictions(case.x)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0], ids=["dense-only", "sparse-always"])
+@given(case=model_cases(max_inputs=12, wide=True))
+def test_incremental_paths_each_equal_the_definition(fraction, case):
+    """Property: Algorithm 1 gives the definition's Pi whether the linear->threshold
+    candidate shortcut is never taken or always taken (its bound m2 < 4d is sound)."""
+    import refbnn.incremental as inc
+
+    ref = Interpreter(case.model)
+    y = _labels_with_a_hit(case, ref)
+    saved = inc.SPARSE_FRACTION
+    inc.SPARSE_FRACTION = fraction
+    try:
+        assert FastEngine(case.model).importance(case.x, y) == neuron_importance(ref, case.x, y)
+    finally:
+        inc.SPARSE_FRACTION = saved

@@ -1,0 +1,112 @@
+"""Benchmark of the fast engine (issue: fast exact engine). Prints ratios measured in one run.
+
+    python benchmarks/engine.py [--inputs 10000] [--cnn] [--quick]
+
+Architectures of the paper's Table II with random weight bits, random inputs in
+0..255 (Z = 255) and random labels. Ratios compare:
+  1. engine forward + T tuple  vs  a bare float32 GEMM/conv of the same shapes;
+  2. incremental Algorithm 1   vs  naive (flip, full re-run), naive timed on a few
+     neurons and extrapolated to all;
+  3. the fast engine           vs  the bitarray interpreter (inputs per second);
+and report peak resident memory.
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import numpy as np
+
+from refbnn.engine import FastEngine
+from refbnn.ops import im2col
+from refbnn.interpreter import Interpreter
+from refbnn.margin import DEFAULT_B
+from refbnn.model import Conv2d, Flatten, Linear, MaxPool2d, Model, Threshold, Weight
+
+
+def _w(rng, *shape):
+    return Weight.from_array(rng.integers(0, 2, shape))
+
+
+def fashion_fc(rng) -> Model:
+    """In -> FC 2048 -> FC 2048 -> 10 (Table II)."""
+    return Model.build((1, 28, 28), 255, [
+        Flatten(), Linear(_w(rng, 2048, 784)), Threshold(tuple(rng.integers(-300, 300, 2048).tolist())),
+        Linear(_w(rng, 2048, 2048)), Threshold(tuple(rng.integers(-10, 10, 2048).tolist())),
+        Linear(_w(rng, 10, 2048))])
+
+
+def fashion_cnn(rng) -> Model:
+    """In -> C64 -> MP2 -> C64 -> MP2 -> FC2048 -> 10 (Table II), the authors' block order
+    conv -> pool -> threshold, padding 1."""
+    return Model.build((1, 28, 28), 255, [
+        Conv2d(_w(rng, 64, 1, 3, 3), 1), MaxPool2d(), Threshold(tuple(rng.integers(0, 300, 64).tolist())),
+        Conv2d(_w(rng, 64, 64, 3, 3), 1), MaxPool2d(), Threshold(tuple(rng.integers(0, 20, 64).tolist())),
+        Flatten(), Linear(_w(rng, 2048, 3136)), Threshold(tuple(rng.integers(-10, 10, 2048).tolist())),
+        Linear(_w(rng, 10, 2048))])
+
+
+def bare_float32(model: Model, x: np.ndarray, batch: int) -> None:
+    """The same GEMMs/convs in float32 with nothing else: the floor for exact +-1 products."""
+    ws = {i: np.where(np.frombuffer(model.layers[i].weight.bits.unpack(), dtype=bool), 1, -1)
+          .astype(np.float32).reshape(model.layers[i].weight.shape[0], -1) for i in model.weight_indices}
+    for start in range(0, len(x), batch):
+        v = x[start:start + batch].astype(np.float32)
+        for i, layer in enumerate(model.layers):
+            if isinstance(layer, Linear):
+                v = v @ ws[i].T
+            elif isinstance(layer, Conv2d):
+                cols = im2col(v, layer.weight.shape[-1], layer.padding)
+                b, ho, wo, f = cols.shape
+                v = (cols.reshape(-1, f) @ ws[i].T).reshape(b, ho, wo, -1).transpose(0, 3, 1, 2)
+            elif isinstance(layer, MaxPool2d):
+                b, c, h, w = v.shape
+                v = v[:, :, :h // 2 * 2, :w // 2 * 2].reshape(b, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
+            elif isinstance(layer, Flatten):
+                v = v.reshape(len(v), -1)
+
+
+def timed(f, *args, **kwargs):
+    t = time.perf_counter()
+    out = f(*args, **kwargs)
+    return time.perf_counter() - t, out
+
+
+def bench(name: str, model: Model, n: int, naive_neurons: int, ref_inputs: int, rng) -> None:
+    x = rng.integers(0, 256, (n,) + model.input_shape)
+    y = rng.integers(0, 10, n)
+    engine = FastEngine(model)
+    print(f"\n== {name}: {model.neurons} neurons, {n} inputs, batch {engine.batch_size} ==")
+    t_bare, _ = timed(bare_float32, model, x, engine.batch_size)
+    t_fwd, _ = timed(engine.tolerance, x, DEFAULT_B)
+    print(f"forward + T tuple vs bare float32 GEMM:       {t_fwd / t_bare:6.2f}x  (target <= 1.5x on FC)")
+    t_inc, pi = timed(engine.importance, x, y)
+    picks = np.linspace(0, model.neurons - 1, naive_neurons).astype(int)
+    t_naive_some, _ = timed(lambda: [engine.predictions(x, flip=int(k)) for k in picks])
+    t_naive = t_naive_some / naive_neurons * model.neurons
+    print(f"Algorithm 1 naive (extrapolated from {naive_neurons} neurons) / incremental: "
+          f"{t_naive / t_inc:6.1f}x  (incremental {t_inc:.1f} s for all {model.neurons} neurons)")
+    ref = Interpreter(model)
+    t_ref, _ = timed(ref.predictions, x[:ref_inputs])
+    t_fast, _ = timed(engine.predictions, x)
+    print(f"interpreter: {ref_inputs / t_ref:8.1f} inputs/s;  fast engine / interpreter speed: "
+          f"{(n / t_fast) / (ref_inputs / t_ref):8.0f}x")
+    print(f"peak resident memory so far: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--inputs", type=int, default=10000)
+    ap.add_argument("--cnn", action="store_true", help="also the Fashion CNN of Table II")
+    ap.add_argument("--quick", action="store_true", help="fewer inputs, for a smoke run")
+    args = ap.parse_args()
+    n = 500 if args.quick else args.inputs
+    rng = np.random.default_rng(0)
+    bench("Fashion FC 2048-2048-10", fashion_fc(rng), n, 4, 20 if args.quick else 100, rng)
+    if args.cnn:
+        bench("Fashion CNN C64-MP2-C64-MP2-FC2048-10", fashion_cnn(rng), n, 2, 5, rng)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""Incremental Algorithm 1 for the fast engine: flip one neuron, recompute only what changes.
+
+Definition (refbnn.importance.neuron_importance): negate neuron n's threshold
+output at every position and re-run the whole network. Here, for one batch whose
+clean layer outputs `outs` are known, the flip is pushed forward as a *change*:
+
+- State between layers: `rows` (inputs whose tensor still differs from the clean
+  run), `changed` (channels, or columns after flatten, where it may differ) and
+  `sub`, the new values of outs[j][rows][:, changed]. Everything else is clean.
+- Weight layer (linearity): h_new = h_clean + W[:, changed] (sub - clean_sub).
+  Every value is an integer within the engine's exact bound (|delta| <= 2), so
+  the float arithmetic is exact (see refbnn.engine).
+- Threshold: only outputs whose value really changed stay in the state; inputs
+  without any change leave it, and when none is left the predictions are clean.
+- Linear layer followed by a threshold, sparse shortcut: with d = len(changed)
+  columns each changing by at most 2, |h_new - h| <= 2d, so the output of unit m
+  for input i can only change if m2 = |2(h - s) - 1| < 4d (the sign of
+  2(h - s) - 1 moves by 2|h_new - h|). Only those candidate entries, found once
+  per batch and d, are recomputed. A test checks this against the full re-run.
+"""
+from __future__ import annotations
+
+from math import prod
+
+import numpy as np
+
+from .model import Conv2d, Linear, MaxPool2d, Threshold
+from .ops import maxpool
+
+SPARSE_FRACTION = 0.25   # use the candidate shortcut while it covers at most this share
+
+
+class BatchFlips:
+    """Algorithm 1 on one batch: `correct_with_flip(n)` for each neuron n."""
+
+    def __init__(self, engine, outs: list[np.ndarray], y: np.ndarray):
+        self.engine = engine
+        self.model = engine.model
+        self.outs = outs
+        self.ok = engine._argmax(outs[-1]) == y
+        self.clean_correct = int(self.ok.sum())
+        self.y = y
+        self._candidates: dict[tuple[int, int], tuple | None] = {}
+        self._wt: dict[int, np.ndarray] = {}
+
+    def correct_with_flip(self, n: int) -> int:
+        """Correct predictions in this batch with neuron n's output negated everywhere."""
+        nl, c = self.model.neuron(n)
+        t = nl.threshold_index
+        rows = np.arange(len(self.y))
+        changed = np.array([c])
+        sub = -self.outs[t][:, changed]
+        flips = None   # (row pos, column pos) of negated +-1 entries, when a sparse step knows them
+        j = t + 1
+        layers = self.model.layers
+        while j < len(layers):
+            layer = layers[j]
+            if sub is None and not self._takes_flips(j):
+                sub = _gather(self.outs[j - 1], rows, changed)
+                sub[flips[0], flips[1]] *= -1
+            if isinstance(layer, Linear) and j + 1 < len(layers) and isinstance(layers[j + 1], Threshold):
+                step = self._sparse_linear_threshold(j, rows, changed, sub)
+                if step is not None:
+                    rows, changed, flips = step
+                    sub = None
+                    j += 2
+                    if len(rows) == 0:
+                        return self.clean_correct
+                    continue
+            if isinstance(layer, (Linear, Conv2d)):
+                sub = self._weight_step(j, rows, changed, sub, flips)
+                changed = np.arange(sub.shape[1])
+            elif isinstance(layer, Threshold):
+                rows, changed, sub = self._threshold_step(j, rows, changed, sub)
+                if len(rows) == 0:
+                    return self.clean_correct
+            elif isinstance(layer, MaxPool2d):
+                sub = maxpool(sub)
+            else:   # flatten: channel c becomes columns c*P .. c*P + P - 1
+                p = prod(sub.shape[2:])
+                sub = sub.reshape(len(rows), -1)
+                changed = (changed[:, None] * p + np.arange(p)).ravel()
+            flips = None
+            j += 1
+        new_ok = self.engine._argmax(sub) == self.y[rows]
+        return self.clean_correct - int(self.ok[rows].sum()) + int(new_ok.sum())
+
+    def _takes_flips(self, j: int) -> bool:
+        """Layer j is the output layer, linear with few class scores: it takes the list of
+        negated entries directly, without a dense tensor."""
+        return (j == len(self.model.layers) - 1 and isinstance(self.model.layers[j], Linear)
+                and self.engine._w[j].shape[0] <= 32)
+
+    def _delta(self, j: int, rows: np.ndarray, changed: np.ndarray, sub: np.ndarray) -> np.ndarray:
+        """sub - clean input of layer j, on the changed rows and channels (values in -2..2)."""
+        clean = _gather(self.outs[j - 1], rows, changed)
+        return sub.astype(np.int8) - clean.astype(np.int8)
+
+    def _weight_step(self, j: int, rows, changed, sub, flips=None) -> np.ndarray:
+        """New full output h of weight layer j for `rows`: h_clean + W[:, changed] delta."""
+        h = self.outs[j][rows]
+        w = self.engine._w[j]
+        if not self._takes_flips(j):
+            return h + self.engine._weight_layer(j, self._delta(j, rows, changed, sub), changed)
+        # Few outputs (class scores): add up W[:, col] * delta over the non-zero deltas,
+        # grouped by row (np.nonzero and the sparse step list them in row order).
+        if flips is None:
+            delta = self._delta(j, rows, changed, sub)
+            r, col = np.nonzero(delta)
+            vals = delta[r, col].astype(np.float64)
+        else:
+            r, col, vals = flips
+        if len(r) == 0:
+            return h
+        starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
+        dh = np.add.reduceat(self._w_t(j)[changed[col]] * vals[:, None].astype(np.float32), starts, axis=0)
+        h = h.copy()
+        h[r[starts]] += dh.astype(h.dtype)
+        return h
+
+    def _w_t(self, j: int) -> np.ndarray:
+        """W of layer j transposed (fan-in major), cached: its rows gather fast. float32 is
+        exact here: the sums are of at most fan-in terms of magnitude 2 (< 2**24)."""
+        if j not in self._wt:
+            self._wt[j] = np.ascontiguousarray(self.engine._w[j].T, dtype=self.engine._dtype[j])
+        return self._wt[j]
+
+    def _threshold_step(self, j: int, rows, changed, sub):
+        """Apply threshold j on the changed channels; keep only entries that really changed."""
+        new = self.engine._threshold(j, sub, changed)
+        diff = (new != _gather(self.outs[j], rows, changed)).reshape(len(rows), len(changed), -1)
+        keep_rows = diff.any(axis=(1, 2))
+        keep_ch = diff.any(axis=(0, 2))
+        return rows[keep_rows], changed[keep_ch], new[keep_rows][:, keep_ch]
+
+    def _sparse_linear_threshold(self, j: int, rows, changed, sub):
+        """Linear layer j and threshold j+1 on the candidate entries only: the new
+        (rows, changed, flips), or None when the candidates are too many (see the module
+        docstring for the bound)."""
+        cand = self._candidate_entries(j, 4 * len(changed))
+        if cand is None:
+            return None
+        ci, cm, g, old = cand
+        n_batch = len(self.y)
+        if len(rows) != n_batch:
+            pos = np.full(n_batch, -1, dtype=np.int32)
+            pos[rows] = np.arange(len(rows))
+            keep = pos[ci] >= 0
+            ci, cm, g, old = ci[keep], cm[keep], g[keep], old[keep]
+            rpos = pos[ci]
+        else:
+            rpos = ci   # rows is arange(n_batch)
+        delta = self._delta(j, rows, changed, sub)
+        w = self.engine._w[j][:, changed].astype(np.int8)
+        if len(changed) == 1:
+            dh = delta[:, 0][rpos].astype(np.int32) * w[:, 0][cm]
+        else:
+            dh = np.einsum("ek,ek->e", delta[rpos], w[cm], dtype=np.int32)
+        # g = 2(h - s) - 1 is odd; the output flips iff g + 2 dh has the other sign
+        # (either polarity: polarity -1 only swaps which side is +1).
+        flipped = np.flatnonzero(g * (g + 2 * dh) < 0)   # index arrays gather faster than masks
+        fi, fm = ci[flipped], cm[flipped]
+        new_rows, row_pos = _compress(fi, n_batch)
+        new_changed, col_pos = _compress(fm, self.outs[j + 1].shape[1])
+        vals = -2.0 * old[flipped]   # a negated +-1 output changes by -2 * its clean value
+        return new_rows, new_changed, (row_pos[fi], col_pos[fm], vals)
+
+    def _candidate_entries(self, j: int, bound: int):
+        """For layer j's h and threshold j+1: the entries (i, m) with
+        m2 = |2(h - s) - 1| < bound, with g = 2(h - s) - 1 and the clean output there;
+        or None if they exceed SPARSE_FRACTION of all entries. Cached per (layer, bound)."""
+        key = (j, bound)
+        if key not in self._candidates:
+            m2 = self.engine._margin2(j + 1, self.outs[j])
+            hit = m2 < bound
+            entry = None
+            if np.count_nonzero(hit) <= SPARSE_FRACTION * hit.size:
+                ci, cm = (a.astype(np.int32) for a in np.nonzero(hit))
+                s, _ = self.engine._thr[j + 1]
+                # |g| < bound <= 4 * fan-in, so int32 holds g + 2 dh
+                g = (2 * (self.outs[j][ci, cm].astype(np.int64) - s[cm].astype(np.int64)) - 1).astype(np.int32)
+                entry = (ci, cm, g, self.outs[j + 1][ci, cm])
+            self._candidates[key] = entry
+        return self._candidates[key]
+
+
+def _compress(idx: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted distinct values of idx (all in 0..size-1) and a map value -> position."""
+    present = np.bincount(idx, minlength=size) > 0
+    return np.flatnonzero(present), np.cumsum(present) - 1
+
+
+def _gather(a: np.ndarray, rows: np.ndarray, channels: np.ndarray) -> np.ndarray:
+    """a[rows][:, channels] without copying the unselected channels of every row."""
+    return a[rows[:, None], channels[None, :]]

@@ -1,0 +1,22 @@
+"""Tensor helpers shared by the fast engine and its incremental Algorithm 1."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def im2col(x: np.ndarray, k: int, padding: int) -> np.ndarray:
+    """[B, C, H, W] -> [B, Ho, Wo, C*k*k]: every receptive field in W[n]'s row-major order.
+
+    Zero padding makes padded taps contribute 0 to the sum, i.e. they are absent."""
+    if padding:
+        x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    win = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(2, 3))  # B C Ho Wo k k
+    b, c, ho, wo = win.shape[:4]
+    return win.transpose(0, 2, 3, 1, 4, 5).reshape(b, ho, wo, c * k * k)
+
+
+def maxpool(x: np.ndarray) -> np.ndarray:
+    """2x2 max pooling, stride 2, floor. On +-1 values the max is the OR of the bits."""
+    b, c, h, w = x.shape
+    x = x[:, :, :h // 2 * 2, :w // 2 * 2]
+    return x.reshape(b, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
