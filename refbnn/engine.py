@@ -132,7 +132,7 @@ class FastEngine:
             s, negative = s[channels], negative[channels]
         shape = (1, -1) + (1,) * (h.ndim - 2)
         fires = (h > s.reshape(shape)) ^ negative.reshape(shape)   # polarity -1: h <= s
-        return np.where(fires, 1, -1).astype(np.int8)
+        return np.where(fires, np.int8(1), np.int8(-1))
 
     def _layer(self, i: int, x: np.ndarray) -> np.ndarray:
         layer = self.model.layers[i]
