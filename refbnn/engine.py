@@ -144,12 +144,16 @@ class FastEngine:
             return maxpool(x)
         return x.reshape(len(x), -1)   # flatten, C order
 
-    def outputs(self, x: np.ndarray, flip: Optional[int] = None) -> list[np.ndarray]:
-        """The output of every layer for a batch x [B, *input_shape]; `flip` as in
-        `Interpreter.run`. outputs[-1] holds the class scores."""
+    def outputs(self, x: np.ndarray, flip: Optional[int] = None,
+                act_masks: Optional[dict] = None) -> list[np.ndarray]:
+        """The output of every layer for a batch x [B, *input_shape]; `flip` and
+        `act_masks` (masks [B, ...] per hidden weight layer) as in `Interpreter.run`.
+        outputs[-1] holds the class scores."""
         at = self.model.neuron(flip) if flip is not None else None
         outs = []
         for i in range(len(self.model.layers)):
+            if act_masks and i in act_masks:
+                x = np.where(act_masks[i].reshape(x.shape), -x, x)
             x = self._layer(i, x)
             if at is not None and at[0].threshold_index == i:
                 x = x.copy()
@@ -164,12 +168,14 @@ class FastEngine:
 
     # -- the common engine interface ------------------------------------------------------
 
-    def predictions(self, xs: np.ndarray, flip: Optional[int] = None) -> np.ndarray:
-        """The predicted class of every input."""
+    def predictions(self, xs: np.ndarray, flip: Optional[int] = None,
+                    act_masks: Optional[dict] = None) -> np.ndarray:
+        """The predicted class of every input; `act_masks[i]` holds one mask per input."""
         xs = np.asarray(xs)
         out = np.empty(len(xs), dtype=np.int64)
         for sl in self._batches(len(xs)):
-            out[sl] = self._argmax(self.outputs(xs[sl], flip)[-1])
+            masks = {i: m[sl] for i, m in act_masks.items()} if act_masks else None
+            out[sl] = self._argmax(self.outputs(xs[sl], flip, masks)[-1])
         return out
 
     def tolerance(self, xs: np.ndarray, bs: Sequence[Fraction] = DEFAULT_B) -> Tolerance:

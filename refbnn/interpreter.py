@@ -179,11 +179,14 @@ class Interpreter:
 
     # -- whole network ------------------------------------------------------------------
 
-    def run(self, x: Sequence[int], flip: Optional[int] = None) -> Run:
+    def run(self, x: Sequence[int], flip: Optional[int] = None,
+            act_masks: Optional[dict] = None) -> Run:
         """Forward one input (`x` flat in C order, or nested lists of ints).
 
         `flip` is a global neuron number whose threshold output is negated at every
-        position (Algorithm 1's "flip the output of neuron n")."""
+        position (Algorithm 1's "flip the output of neuron n"). `act_masks` maps a
+        hidden weight layer's index to a mask over its +-1 input (any nesting, C order):
+        those input bits are read flipped (a transient activation bit error)."""
         model = self.model
         values = _flatten(x)
         if len(values) != prod(model.input_shape):
@@ -192,6 +195,8 @@ class Interpreter:
         shape = model.input_shape
         hs = []
         for i, layer in enumerate(model.layers):
+            if act_masks and i in act_masks:
+                values = [-v if m else v for v, m in zip(values, _flatten(act_masks[i]))]
             if isinstance(layer, Linear):
                 values = self._linear(i, values)
             elif isinstance(layer, Conv2d):
@@ -210,9 +215,11 @@ class Interpreter:
             shape = model.shapes[i]
         return Run(hs, values)
 
-    def predictions(self, xs: Sequence, flip: Optional[int] = None) -> list[int]:
-        """The predicted class of every input in `xs`."""
-        return [self.run(x, flip).prediction for x in xs]
+    def predictions(self, xs: Sequence, flip: Optional[int] = None,
+                    act_masks: Optional[dict] = None) -> list[int]:
+        """The predicted class of every input in `xs`; `act_masks[i]` holds one mask per input."""
+        return [self.run(x, flip, {i: m[k] for i, m in act_masks.items()} if act_masks else None).prediction
+                for k, x in enumerate(xs)]
 
     # The definitions live in refbnn.margin and refbnn.importance; these bind them so that
     # the interpreter and the fast engine answer the same calls.
