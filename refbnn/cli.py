@@ -364,6 +364,153 @@ def masks_cmd(model_path, ber_text, reps, inputs, seed, granularity, batch_size,
     click.echo(f"wrote {out_path}: {reps} repetitions x {(inputs + em.batch_size - 1) // em.batch_size} batches")
 
 
+def _train_options(func):
+    func = click.option("--order", type=click.Choice(["pool-threshold", "threshold-pool"]),
+                        default="pool-threshold", show_default=True,
+                        help="Block order: conv -> pool -> BN -> sign (the authors'), or pool after sign.")(func)
+    func = click.option("--seed", default=0, show_default=True, type=int,
+                        help="Seed of initialisation, shuffling and training flips.")(func)
+    func = click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(min=0, min_open=True),
+                        help="Adam learning rate, halved every 25 epochs.")(func)
+    func = click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1))(func)
+    func = click.option("--epochs", default=None, type=click.IntRange(1),
+                        help="Epochs (paper: 100 for Fashion, 250 for CIFAR10).")(func)
+    func = click.option("--dataset", default="digits", show_default=True,
+                        help="digits (scikit-learn's, built in), fashion-mnist[:DIR] (default DIR "
+                             "/usr/share/datasets/fashion-mnist), mnist-idx:DIR, cifar10:DIR, npz:TRAIN,TEST.")(func)
+    func = click.option("--z", "z", default=None, type=click.IntRange(1),
+                        help="Input bound Z, for npz data sets.")(func)
+    return func
+
+
+def _train(cfg, data, checkpoint=None, resume=False, label="") -> "Trainer":
+    from .trainer import Trainer
+
+    trainer = Trainer(cfg, data)
+    if resume:
+        if not checkpoint or not os.path.exists(checkpoint):
+            raise InputError(f"--resume: no checkpoint at {checkpoint!r} (give --checkpoint PATH)")
+        trainer.load(checkpoint)
+        click.echo(f"{label}resumed from {checkpoint} after epoch {trainer.epoch}")
+    while trainer.epoch < cfg.epochs:
+        progress = Progress(f"{label}epoch {trainer.epoch + 1}/{cfg.epochs}")
+        try:
+            log = trainer.train_epoch(progress)
+        finally:
+            progress.close()
+        click.echo(f"{label}epoch {log.epoch:3d}/{cfg.epochs}: loss {log.loss:.4f}, "
+                   f"train accuracy {log.train_accuracy:.4f}, test accuracy {log.test_accuracy:.4f}")
+        if checkpoint:
+            trainer.save(checkpoint)
+    return trainer
+
+
+@main.command()
+@click.option("--arch", default="fc-32", show_default=True,
+              help="fc:W1,W2,... | cnn:C1,mp,C2,mp;F1,... | a preset: fashion-fc, fashion-cnn, "
+                   "cifar10-cnn, fc-8..fc-128, cnn-8..cnn-64.")
+@_train_options
+@click.option("--train-ber", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+              help="Bit flip training: flip each binarised weight with this probability at every forward call.")
+@click.option("-o", "--output", "out_path", required=True, type=click.Path(dir_okay=False),
+              help="The model file to write (SPEC format).")
+@click.option("--test-data", "test_path", default=None, type=click.Path(dir_okay=False),
+              help="Also write the test split as a data file for metrics/eval/certify.")
+@click.option("--checkpoint", default=None, type=click.Path(dir_okay=False),
+              help="Write a checkpoint (.npz) after every epoch.")
+@click.option("--resume", is_flag=True, help="Continue from --checkpoint to --epochs: the same result "
+                                              "as an uninterrupted run.")
+@fails_with_exit_2
+def train(arch, order, seed, lr, batch_size, epochs, dataset, z, train_ber, out_path, test_path,
+          checkpoint, resume) -> None:
+    """Train a BNN in NumPy (straight-through estimator, batch norm, Adam) and export it.
+
+    The export folds batch norm into integer thresholds; the reported test accuracy is
+    computed through the exported integer model, so it is exactly what `refbnn metrics`
+    will report. Reproducible: the same options give the same model, bit for bit.
+    """
+    from .datasets import load_dataset
+    from .trainer import TrainConfig
+
+    data = load_dataset(dataset, z)
+    cfg = TrainConfig(arch, epochs or 20, batch_size, lr, 25, train_ber, seed, order)
+    trainer = _train(cfg, data, checkpoint, resume)
+    write_model(out_path, trainer.model())
+    if test_path:
+        write_data(test_path, data.x_test, data.y_test)
+    click.echo(f"wrote {out_path}" + (f" and {test_path}" if test_path else ""))
+
+
+@main.command()
+@click.option("--dataset", default="digits", show_default=True,
+              help="digits (built in) or fashion-mnist[:DIR] (the paper's data).")
+@click.option("--arch", default=None, help="Architecture (default: fc-32 on digits, fc-128 on fashion-mnist).")
+@click.option("--epochs", default=None, type=click.IntRange(1),
+              help="Epochs per model (default: 60 on digits, 10 on fashion-mnist).")
+@click.option("--train-ber", default=0.05, show_default=True, type=click.FloatRange(0, 1),
+              help="Flip probability for the bit-flip-trained model.")
+@click.option("--ber", "ber_text", default="0,0.01,0.05,0.1", show_default=True,
+              help="Bit error rates for the accuracy sweep.")
+@click.option("--reps", default=5, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--out", "out_dir", default="demo-out", show_default=True, type=click.Path(file_okay=False),
+              help="Directory for the two models and the test data.")
+@_json_option
+@fails_with_exit_2
+def demo(dataset, arch, epochs, train_ber, ber_text, reps, seed, out_dir, json_path) -> None:
+    """The paper's story in one command: train a regular and a bit-flip-trained BNN, then
+    compare accuracy over BER, the T tuple, T-bar and VAR(Pi) side by side.
+
+    Bit flip training should raise the accuracy under errors, raise T (larger margins,
+    paper section V-B) and, for small networks, lower VAR(Pi) (Hypothesis 1).
+    """
+    from .biterrors import ErrorModel, Summary, correct_under_errors
+    from .datasets import load_dataset
+    from .importance import importance_variance
+    from .margin import DEFAULT_B, t_bar
+    from .trainer import TrainConfig
+
+    bers = _parse(ber_text, _parse_bers)
+    data = load_dataset(dataset)
+    fashion = dataset.startswith("fashion")
+    arch = arch or ("fc-128" if fashion else "fc-32")
+    epochs = epochs or (10 if fashion else 60)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_data(out / "test.npz", data.x_test, data.y_test)
+    columns = {}
+    for name, p in (("regular", 0.0), (f"flips {train_ber:g}", train_ber)):
+        cfg = TrainConfig(arch, epochs, 128, 1e-3, 25, p, seed)
+        trainer = _train(cfg, data, label=f"[{name}] ")
+        model = trainer.model()
+        write_model(out / f"{'regular' if p == 0 else 'flips'}.json", model)
+        engine = FastEngine(model)
+        x, y = data.x_test, data.y_test
+        sweep = {}
+        for b, q in bers:
+            summary = Summary(b)
+            em = ErrorModel(q, seed, 128)
+            for r in range(reps):
+                summary.accuracies.append(Fraction(correct_under_errors(FastEngine, model, x, y, em, r), len(y)))
+            sweep[b] = summary.as_dict()
+        T = engine.tolerance(x, DEFAULT_B).overall
+        pi = engine.importance(x, y)
+        columns[name] = {"train_ber": p, "sweep": sweep, "T": {str(b): exact(v) for b, v in T.items()},
+                         "T_bar": exact(t_bar(T)), "var_importance": exact(importance_variance(pi))}
+    names = list(columns)
+    rows = [[f"accuracy at BER {b}"] + [f"{columns[n]['sweep'][b]['mean']['value']:.4f}" for n in names]
+            for b, _ in bers]
+    rows += [[f"T^{b}"] + [f"{columns[n]['T'][str(b)]['value']:.4f}" for n in names] for b in DEFAULT_B]
+    rows += [["T-bar"] + [f"{columns[n]['T_bar']['value']:.4f}" for n in names]]
+    rows += [["VAR(Pi)"] + [f"{columns[n]['var_importance']['value']:.3e}" for n in names]]
+    click.echo(f"\n{data.name}, {arch}, {epochs} epochs, {len(data.y_test)} test inputs, "
+               f"{reps} repetitions per BER (seed {seed})")
+    click.echo(tabulate(rows, headers=[""] + names))
+    click.echo(f"models and test data in {out}/ (try: refbnn metrics {out}/flips.json {out}/test.npz --importance)")
+    if json_path:
+        write_json(json_path, {"dataset": data.name, "arch": arch, "epochs": epochs, "models": columns})
+
+
 def _parse_ks(text: str) -> list[int]:
     out = []
     for token in text.split(","):

@@ -1,0 +1,162 @@
+"""Training: Adam, learning rate halved every 25 epochs, optional bit flip training.
+
+Reproducible by construction: every random draw is keyed, not streamed:
+initialisation from `default_rng(seed)`, the shuffle of epoch e from
+`default_rng([seed, e])`, and the flip mask of weight layer t at step k of epoch e
+from `default_rng([seed, e, k, t]).random(shape) < p` (the same keyed scheme as
+`refbnn.biterrors`). A checkpoint (an `.npz`, no pickle, written atomically after
+every epoch) therefore holds everything a resumed run needs, and `--resume`
+continues to exactly the result of an uninterrupted run.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+from .architectures import Network
+from .datasets import DataSplit
+from .engine import FastEngine
+from .export import export
+from .files import InputError, atomic_open
+from .model import Model
+from .nn import softmax_cross_entropy
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    arch: str
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    lr_halving: int = 25          # epochs between halvings of the learning rate
+    train_ber: float = 0.0        # bit flip probability during training
+    seed: int = 0
+    order: str = "pool-threshold"
+
+
+class Adam:
+    """Adam (beta1 0.9, beta2 0.999, eps 1e-8) with bias correction."""
+
+    def __init__(self, params):
+        self.params = params
+        self.m = [np.zeros_like(p.value) for p in params]
+        self.v = [np.zeros_like(p.value) for p in params]
+        self.t = 0
+
+    def step(self, lr: float) -> None:
+        self.t += 1
+        b1, b2 = 0.9, 0.999
+        for p, m, v in zip(self.params, self.m, self.v):
+            m *= b1
+            m += (1 - b1) * p.grad
+            v *= b2
+            v += (1 - b2) * p.grad**2
+            mhat = m / (1 - b1**self.t)
+            vhat = v / (1 - b2**self.t)
+            p.value -= (lr * mhat / (np.sqrt(vhat) + 1e-8)).astype(p.value.dtype)
+            p.grad[...] = 0
+
+
+@dataclass
+class EpochLog:
+    epoch: int
+    loss: float
+    train_accuracy: float
+    test_accuracy: float
+
+
+class Trainer:
+    """Trains a `Network` on a `DataSplit`; `model()` exports it."""
+
+    def __init__(self, cfg: TrainConfig, data: DataSplit):
+        self.cfg, self.data = cfg, data
+        self.input_shape = tuple(data.x_train.shape[1:])
+        self.net = Network(cfg.arch, self.input_shape, data.classes, cfg.seed, cfg.order)
+        self.opt = Adam(self.net.params())
+        self.epoch = 0
+        self.history: list[EpochLog] = []
+
+    def model(self) -> Model:
+        return export(self.net, self.input_shape, self.data.Z)
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> float:
+        """Accuracy through the exported integer model (exact; see refbnn.export)."""
+        return float((FastEngine(self.model()).predictions(x) == y).mean())
+
+    def _flips(self, step: int) -> Optional[list[np.ndarray]]:
+        if self.cfg.train_ber <= 0:
+            return None
+        return [np.random.default_rng([self.cfg.seed, self.epoch, step, t]).random(m.w.value.shape)
+                < self.cfg.train_ber for t, m in enumerate(self.net.weighted)]
+
+    def train_epoch(self, progress: Optional[Callable[[int, int], None]] = None) -> EpochLog:
+        cfg, d = self.cfg, self.data
+        lr = cfg.lr * 0.5 ** (self.epoch // cfg.lr_halving)
+        order = np.random.default_rng([cfg.seed, self.epoch]).permutation(len(d.y_train))
+        steps = (len(order) + cfg.batch_size - 1) // cfg.batch_size
+        total_loss = correct = 0.0
+        for step in range(steps):
+            idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            x = (d.x_train[idx] / d.Z).astype(np.float32)
+            scores = self.net.forward(x, train=True, flips=self._flips(step))
+            loss, grad = softmax_cross_entropy(scores, d.y_train[idx])
+            self.net.backward(grad)
+            self.opt.step(lr)
+            for m in self.net.weighted:
+                np.clip(m.w.value, -1, 1, out=m.w.value)
+            total_loss += loss * len(idx)
+            correct += int((scores.argmax(axis=1) == d.y_train[idx]).sum())
+            if progress is not None:
+                progress(step + 1, steps)
+        self.epoch += 1
+        log = EpochLog(self.epoch, total_loss / len(order), correct / len(order),
+                       self.evaluate(d.x_test, d.y_test))
+        self.history.append(log)
+        return log
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        out = {}
+        for k, (p, m, v) in enumerate(zip(self.opt.params, self.opt.m, self.opt.v)):
+            out[f"param{k}"], out[f"adam_m{k}"], out[f"adam_v{k}"] = p.value, m, v
+        bns = [m for m in self.net.modules if hasattr(m, "running_mean")]
+        for k, bn in enumerate(bns):
+            out[f"bn_mean{k}"], out[f"bn_var{k}"] = bn.running_mean, bn.running_var
+        return out
+
+    def save(self, path: str) -> None:
+        """Write the checkpoint atomically: arrays plus a JSON `meta` (as bytes, no pickle)."""
+        meta = {"config": asdict(self.cfg), "epoch": self.epoch, "adam_t": self.opt.t,
+                "dataset": self.data.name, "history": [asdict(h) for h in self.history]}
+        arrays = self._arrays()
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        with atomic_open(path, "wb") as f:
+            np.savez(f, **arrays)
+
+    def load(self, path: str) -> None:
+        """Resume from a checkpoint written by `save` with the same configuration."""
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                arrays = {k: f[k] for k in f.files}
+            meta = json.loads(arrays.pop("meta").tobytes())
+        except (OSError, ValueError, KeyError) as e:
+            raise InputError(f"{path}: not a refbnn checkpoint ({e})") from None
+        saved = meta["config"]
+        mine = asdict(self.cfg)
+        for key in saved:
+            if key != "epochs" and saved[key] != mine.get(key):
+                raise InputError(f"{path}: config.{key}: checkpoint has {saved[key]!r}, "
+                                 f"this run has {mine.get(key)!r}")
+        if meta["dataset"] != self.data.name:
+            raise InputError(f"{path}: dataset: checkpoint has {meta['dataset']!r}, this run {self.data.name!r}")
+        mine_arrays = self._arrays()
+        for key, value in mine_arrays.items():
+            if key not in arrays or arrays[key].shape != value.shape:
+                raise InputError(f"{path}: {key}: missing or of the wrong shape")
+            value[...] = arrays[key]
+        self.epoch, self.opt.t = meta["epoch"], meta["adam_t"]
+        self.history = [EpochLog(**h) for h in meta["history"]]
