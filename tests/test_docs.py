@@ -17,6 +17,7 @@ def test_readme_python_snippets_run():
 
 def test_readme_opens_with_the_two_commands():
     first = (ROOT / "README.md").read_text().split("```bash\n", 1)[1].split("```")[0].splitlines()
+    assert first[0].strip() == "python -m pip install -e '.[data]' && refbnn demo"
     assert first[1].strip() == "python -m pip install -e '.[test]' && pytest -q"
     assert "pytest -q" in (ROOT / ".ci" / "run").read_text().splitlines()[-1]
 
