@@ -31,8 +31,12 @@ class Param:
 
 
 def binarize(w: np.ndarray) -> np.ndarray:
-    """+1 iff w > 0, else -1 (sign(0) = -1)."""
-    return np.where(w > 0, 1, -1).astype(w.dtype)
+    """+1 iff w > 0, else -1 (sign(0) = -1), in w's dtype."""
+    out = np.empty_like(w)
+    np.greater(w, 0, out=out)          # 1.0 or 0.0 (np.where is ten times slower here)
+    out *= 2
+    out -= 1
+    return out
 
 
 class BinaryLinear:
@@ -47,15 +51,18 @@ class BinaryLinear:
 
     def signs(self, flip: Optional[np.ndarray]) -> np.ndarray:
         wb = binarize(self.w.value)
-        return np.where(flip, -wb, wb) if flip is not None else wb
+        if flip is not None:
+            np.negative(wb, out=wb, where=flip)
+        return wb
 
     def forward(self, x: np.ndarray, train: bool, flip: Optional[np.ndarray] = None) -> np.ndarray:
         self.x, self.wb = x, self.signs(flip)
         return x @ self.wb.T
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        # straight-through: d sign(W) / dW = 1 where |W| <= 1 (always, as W is clipped)
-        self.w.grad += (dy.T @ self.x) * (np.abs(self.w.value) <= 1)
+        # straight-through: d sign(W) / dW = 1 where |W| <= 1, which is everywhere because
+        # the trainer clips the latent weights to [-1, 1] after every step
+        self.w.grad += dy.T @ self.x
         return dy @ self.wb
 
 
@@ -80,7 +87,7 @@ class BinaryConv2d(BinaryLinear):
         dyt = dy.transpose(0, 2, 3, 1).reshape(-1, n)
         f = self.cols.shape[-1]
         dw = (dyt.T @ self.cols.reshape(-1, f)).reshape(self.w.value.shape)
-        self.w.grad += dw * (np.abs(self.w.value) <= 1)
+        self.w.grad += dw            # straight-through, as in BinaryLinear.backward
         dcols = (dyt @ self.wb).reshape(b, ho, wo, -1, self.k, self.k)
         _, c, h, w = self.x_shape
         p = self.padding

@@ -3,8 +3,8 @@
 Reproducible by construction: every random draw is keyed, not streamed:
 initialisation from `default_rng(seed)`, the shuffle of epoch e from
 `default_rng([seed, e])`, and the flip mask of weight layer t at step k of epoch e
-from `default_rng([seed, e, k, t]).random(shape) < p` (the same keyed scheme as
-`refbnn.biterrors`). A checkpoint (an `.npz`, no pickle, written atomically after
+from `default_rng([seed, e, k, t]).random(shape, float32) < p` (keyed like
+`refbnn.biterrors`, in float32 for speed: training flips need not match evaluation's). A checkpoint (an `.npz`, no pickle, written atomically after
 every epoch) therefore holds everything a resumed run needs, and `--resume`
 continues to exactly the result of an uninterrupted run.
 """
@@ -38,7 +38,9 @@ class TrainConfig:
 
 
 class Adam:
-    """Adam (beta1 0.9, beta2 0.999, eps 1e-8) with bias correction."""
+    """Adam (beta1 0.9, beta2 0.999, eps 1e-8) with bias correction, as PyTorch computes it:
+    p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps). In place, so a step
+    costs a few passes over each parameter and no large temporaries."""
 
     def __init__(self, params):
         self.params = params
@@ -48,16 +50,22 @@ class Adam:
 
     def step(self, lr: float) -> None:
         self.t += 1
-        b1, b2 = 0.9, 0.999
+        b1, b2, eps = 0.9, 0.999, 1e-8
+        c1, c2 = 1 - b1**self.t, np.sqrt(1 - b2**self.t)
         for p, m, v in zip(self.params, self.m, self.v):
+            g = p.grad
             m *= b1
-            m += (1 - b1) * p.grad
+            m += (1 - b1) * g
+            g *= g                                  # the gradient buffer is reset below anyway
             v *= b2
-            v += (1 - b2) * p.grad**2
-            mhat = m / (1 - b1**self.t)
-            vhat = v / (1 - b2**self.t)
-            p.value -= (lr * mhat / (np.sqrt(vhat) + 1e-8)).astype(p.value.dtype)
-            p.grad[...] = 0
+            v += (1 - b2) * g
+            np.sqrt(v, out=g)
+            g /= c2
+            g += eps
+            np.divide(m, g, out=g)
+            g *= lr / c1
+            p.value -= g
+            g[...] = 0
 
 
 @dataclass
@@ -89,7 +97,7 @@ class Trainer:
     def _flips(self, step: int) -> Optional[list[np.ndarray]]:
         if self.cfg.train_ber <= 0:
             return None
-        return [np.random.default_rng([self.cfg.seed, self.epoch, step, t]).random(m.w.value.shape)
+        return [np.random.default_rng([self.cfg.seed, self.epoch, step, t]).random(m.w.value.shape, np.float32)
                 < self.cfg.train_ber for t, m in enumerate(self.net.weighted)]
 
     def train_epoch(self, progress: Optional[Callable[[int, int], None]] = None) -> EpochLog:

@@ -1,0 +1,107 @@
+"""Benchmark of the NumPy trainer against PyTorch on the CPU. Prints ratios from one run.
+
+    python benchmarks/train.py [--steps 40] [--arch fashion-fc] [--train-ber 0.0]
+
+Random data of Fashion-MNIST's shape (1x28x28, values 0..255). Both sides run the
+same network (binarised weights with a straight-through estimator, batch norm,
+hardtanh + sign, scaled output, cross-entropy, Adam, batch 128) for the same number
+of steps; the ratio is NumPy time / PyTorch time per step (equal to the epoch-time
+ratio). Needs torch (`pip install torch==2.13.0` takes a local CPU build here);
+without it, only the NumPy time is printed.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from refbnn.architectures import parse_arch
+from refbnn.datasets import DataSplit
+from refbnn.trainer import TrainConfig, Trainer
+
+
+def numpy_steps(arch: str, x, y, steps: int, ber: float) -> float:
+    data = DataSplit(x, y, x[:128], y[:128], 255, 10, "random")
+    trainer = Trainer(TrainConfig(arch, epochs=1, batch_size=128, train_ber=ber), data)
+    trainer.evaluate = lambda *a: 0.0            # time the training steps only
+    t = time.perf_counter()
+    trainer.train_epoch()
+    return (time.perf_counter() - t) / steps
+
+
+def torch_steps(arch: str, x, y, steps: int, ber: float) -> float:
+    import torch
+    from torch import nn
+
+    class Sign(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, v):
+            return torch.where(v > 0, 1.0, -1.0)
+
+        @staticmethod
+        def backward(ctx, g):
+            return g
+
+    class BinLinear(nn.Linear):
+        def forward(self, v):
+            wb = Sign.apply(self.weight)
+            if ber > 0:
+                wb = wb * torch.where(torch.rand_like(wb) < ber, -1.0, 1.0)
+            return nn.functional.linear(v, wb)
+
+    class Act(nn.Module):
+        def forward(self, v):
+            return Sign.apply(nn.functional.hardtanh(v))
+
+    convs, fcs = parse_arch(arch)
+    if convs:
+        raise SystemExit("the torch side of this benchmark covers fc architectures")
+    layers, n = [nn.Flatten()], 784
+    for width in fcs:
+        layers += [BinLinear(n, width, bias=False), nn.BatchNorm1d(width), Act()]
+        n = width
+    layers.append(BinLinear(n, 10, bias=False))
+    net = nn.Sequential(*layers)
+    scale = nn.Parameter(torch.tensor(1.0))
+    opt = torch.optim.Adam(list(net.parameters()) + [scale], lr=1e-3)
+    xt = torch.tensor(x / 255.0, dtype=torch.float32)
+    yt = torch.tensor(y)
+    t = time.perf_counter()
+    for k in range(steps):
+        xb, yb = xt[k * 128:(k + 1) * 128], yt[k * 128:(k + 1) * 128]
+        loss = nn.functional.cross_entropy(net(xb) * scale.exp(), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            for m in net:
+                if isinstance(m, BinLinear):
+                    m.weight.clamp_(-1, 1)
+    return (time.perf_counter() - t) / steps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--arch", default="fashion-fc")
+    ap.add_argument("--train-ber", type=float, default=0.0)
+    args = ap.parse_args()
+    rng = np.random.default_rng(0)
+    n = 128 * args.steps
+    x = rng.integers(0, 256, (n, 1, 28, 28))
+    y = rng.integers(0, 10, n)
+    t_np = numpy_steps(args.arch, x, y, args.steps, args.train_ber)
+    print(f"{args.arch}, train BER {args.train_ber}: NumPy {t_np * 1000:.1f} ms per step "
+          f"({t_np * 469:.1f} s per Fashion-MNIST epoch of 469 steps)")
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("torch not installed: no ratio")
+        return
+    t_torch = torch_steps(args.arch, x, y, args.steps, args.train_ber)
+    print(f"NumPy / PyTorch time per step: {t_np / t_torch:.2f}x  (target <= 1.2x)")
+
+
+if __name__ == "__main__":
+    main()
