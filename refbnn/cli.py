@@ -323,8 +323,11 @@ def eval_cmd(model_path, data_path, ber_text, reps, seed, granularity, batch_siz
         rows.append([d["ber"], d["reps"], f"{d['mean']['value']:.4f}", f"{d['std']:.4f}",
                      f"{d['min']['value']:.4f}", f"{d['max']['value']:.4f}", ci])
     click.echo(tabulate(rows, headers=["BER", "reps", "mean acc", "std", "min", "max", "95% CI (t)"]))
+    size = given.batch_size if given is not None else em.batch_size
     result = {"model": model_path, "data": data_path, "engine": engine, "inputs": n,
-              "seed": seed, "granularity": granularity, "results": summaries}
+              "seed": seed, "granularity": granularity, "batch_size": size,
+              "layers": None if em.layers is None else list(em.layers), "activations": activations,
+              "results": summaries}
     if exact_neuron_flips:
         ps = [p for _, p in bers]
         flips = layer_flip_probabilities(FastEngine(model), data.x, ps)
@@ -587,7 +590,10 @@ def verify(model_path, data_path, claims_path, atol, engine, json_path) -> None:
 
     CLAIMS may hold any of: accuracy, T (an object from b to value), T_bar, layers
     (per-layer T and T_bar), importance, var_importance, predictions (a list of
-    class indices), inputs, neurons. Exit 0 if every claim passes, 1 if any fails.
+    class indices), inputs, neurons, and bit_errors (the layout `refbnn eval --json`
+    writes: seed, batch_size, layers, activations and results with each BER's
+    accuracies per repetition, recomputed under the same keyed masks).
+    Exit 0 if every claim passes, 1 if any fails.
     """
     from .verify import check_claims, read_claims
 

@@ -20,7 +20,9 @@ from .model import Model
 from .report import exact
 
 KNOWN = {"accuracy", "T", "T_bar", "layers", "importance", "var_importance", "predictions",
-         "inputs", "neurons", "engine", "model", "data"}   # engine, model, data: informational
+         "inputs", "neurons", "bit_errors", "engine", "model", "data"}   # engine, model, data: informational
+BIT_ERROR_KEYS = {"seed", "batch_size", "layers", "activations", "results",
+                  "model", "data", "engine", "inputs", "granularity"}     # the last five: informational
 
 
 def read_claims(path: str) -> dict:
@@ -135,6 +137,55 @@ def check_claims(engine, model: Model, data: Dataset, claims: dict, path: str, a
                 c.number(f"importance[{n}]", v, pi[n])
         if "var_importance" in claims:
             c.number("var_importance", claims["var_importance"], importance_variance(pi))
+    if "bit_errors" in claims:
+        _check_bit_errors(c, type(engine), model, data, claims["bit_errors"])
     if not c.checks:
         raise InputError(f"{path}: no claims to check")
     return c.checks
+
+
+def _check_bit_errors(c: _Checker, engine_cls, model: Model, data: Dataset, claim: Any) -> None:
+    """Recompute each claimed accuracy under the keyed masks (refbnn.biterrors)."""
+    from .biterrors import ErrorModel, correct_under_errors
+
+    where = "bit_errors"
+    if not isinstance(claim, dict):
+        raise InputError(f"{c.path}: {where}: expected an object")
+    unknown = sorted(set(claim) - BIT_ERROR_KEYS)
+    if unknown:
+        raise InputError(f"{c.path}: {where}.{unknown[0]}: unknown key")
+    seed, size = claim.get("seed", 0), claim.get("batch_size", 128)
+    layers, acts = claim.get("layers"), claim.get("activations", False)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise InputError(f"{c.path}: {where}.seed: expected a non-negative integer")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise InputError(f"{c.path}: {where}.batch_size: expected a positive integer")
+    if layers is not None and (not isinstance(layers, list) or any(l not in model.weight_indices for l in layers)):
+        raise InputError(f"{c.path}: {where}.layers: expected null or a list of weight layer indices "
+                         f"({', '.join(map(str, model.weight_indices))})")
+    if not isinstance(acts, bool):
+        raise InputError(f"{c.path}: {where}.activations: expected true or false")
+    results = claim.get("results")
+    if not isinstance(results, list) or not results:
+        raise InputError(f"{c.path}: {where}.results: expected a non-empty list")
+    n = len(data.y)
+    for k, entry in enumerate(results):
+        field = f"{where}.results[{k}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("ber"), str):
+            raise InputError(f"{c.path}: {field}.ber: expected the BER as a string, e.g. \"0.01\"")
+        try:
+            p = float(Fraction(entry["ber"]))
+        except (ValueError, ZeroDivisionError):
+            raise InputError(f"{c.path}: {field}.ber: {entry['ber']!r} is not a number") from None
+        if not 0 <= p <= 1:
+            raise InputError(f"{c.path}: {field}.ber: {entry['ber']} is outside [0, 1]")
+        claimed = entry.get("accuracies")
+        if not isinstance(claimed, list) or not claimed:
+            raise InputError(f"{c.path}: {field}.accuracies: expected one accuracy per repetition")
+        em = ErrorModel(p, seed, size, None if layers is None else tuple(layers), acts)
+        truths = [Fraction(correct_under_errors(engine_cls, model, data.x, data.y, em, r), n)
+                  for r in range(len(claimed))]
+        for r, value in enumerate(claimed):
+            c.number(f"{field}.accuracies[{r}]", value, truths[r])
+        if "mean" in entry:
+            c.number(f"{field}.mean", entry["mean"], sum(truths, Fraction(0)) / len(truths))

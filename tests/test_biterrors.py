@@ -188,3 +188,20 @@ def test_bad_mask_files_exit_2(files, tmp_path, arrays, message):
     np.savez(path, **arrays)
     result = run("eval", *files, "--masks", path)
     assert result.exit_code == 2 and f"{path}: {message}" in result.output
+
+
+def test_verify_recomputes_accuracy_under_keyed_bit_errors(files, tmp_path):
+    ev = tmp_path / "eval.json"
+    assert run("eval", *files, "--ber", "0.1,0.3", "--reps", 3, "--batch-size", 2, "--layers", "0",
+               "--activations", "--seed", 9, "--json", ev).exit_code == 0
+    claims = tmp_path / "claims.json"
+    doc = json.loads(ev.read_text())
+    assert (doc["batch_size"], doc["layers"], doc["activations"]) == (2, [0], True)
+    claims.write_text(json.dumps({"bit_errors": doc}))
+    result = run("verify", *files, "--claims", claims)
+    assert result.exit_code == 0 and "8 claims: 8 pass" in result.output   # 2 BERs x (3 reps + mean)
+    first = Fraction(doc["results"][0]["accuracies"][0]["exact"])
+    doc["results"][0]["accuracies"][0] = {"exact": str(first + Fraction(1, 4))}   # one more input right
+    claims.write_text(json.dumps({"bit_errors": doc}))
+    result = run("verify", *files, "--claims", claims)
+    assert result.exit_code == 1 and "bit_errors.results[0].accuracies[0]" in result.output
