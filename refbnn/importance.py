@@ -8,15 +8,10 @@ version (`FastEngine.importance`) must equal it exactly.
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Callable, Iterable, Optional, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Optional, Sequence
 
-
-class Predictor(Protocol):
-    """What Algorithm 1 needs of an engine."""
-
-    model: object
-
-    def predictions(self, xs: Sequence, flip: Optional[int] = None) -> Sequence[int]: ...
+if TYPE_CHECKING:
+    from .protocol import Engine
 
 
 class ZeroAccuracyError(ValueError):
@@ -43,7 +38,7 @@ def relative_drop(a: Fraction, a_star: Fraction) -> Fraction:
     return (a - a_star) / a
 
 
-def neuron_importance(engine: Predictor, xs: Sequence, ys: Sequence[int],
+def neuron_importance(engine: "Engine", xs: Sequence, ys: Sequence[int],
                       progress: Optional[Callable[[int, int], None]] = None) -> list[Fraction]:
     """Algorithm 1: Pi[n] = (A - A*_n) / A for every neuron n, where A*_n is the accuracy
     with neuron n's output flipped at every position. Output units get no Pi."""

@@ -20,6 +20,16 @@ settings.register_profile("thorough", max_examples=1000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
+
+def pytest_addoption(parser):
+    parser.addoption("--thorough", action="store_true",
+                     help="use the 'thorough' Hypothesis profile (1,000 examples per property)")
+
+
+def pytest_configure(config):
+    if config.getoption("--thorough"):
+        settings.load_profile("thorough")
+
 ENGINES = [Interpreter, FastEngine]
 
 

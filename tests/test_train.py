@@ -130,6 +130,9 @@ def test_train_command_writes_model_and_test_data(tmp_path):
     assert (tmp_path / "m2.json").read_text() == out.read_text()        # reproducible
     metrics = CliRunner().invoke(main, ["metrics", str(out), str(tmp_path / "t.npz")])
     assert metrics.exit_code == 0 and again.exit_code == 0
+    # a trained model is certified and no adversarial pattern at the certified k changes it
+    certify = CliRunner().invoke(main, ["certify", str(out), str(tmp_path / "t.npz"), "--check", "5"])
+    assert certify.exit_code == 0, certify.output
 
 
 def test_train_command_bad_options_exit_2(tmp_path):

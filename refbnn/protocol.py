@@ -1,0 +1,31 @@
+"""The one interface both engines implement (the reference interpreter and the fast one).
+
+Every command and metric talks to an engine through these calls only, so a test can
+run the same check on both and demand identical results.
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Callable, Optional, Protocol, Sequence
+
+from .margin import Tolerance
+from .model import Model
+
+
+class Engine(Protocol):
+    """Built as `Engine(model, weight_masks=None)`; masks are XORed into the weight bits."""
+
+    name: str
+    model: Model
+
+    def predictions(self, xs: Sequence, flip: Optional[int] = None,
+                    act_masks: Optional[dict] = None) -> Sequence[int]:
+        """Predicted classes; `flip` negates one neuron's output (Algorithm 1),
+        `act_masks` flips input bits of hidden weight layers (bit errors)."""
+
+    def tolerance(self, xs: Sequence, bs: Sequence[Fraction]) -> Tolerance:
+        """The T tuple (eqs. 1-5) and its per-layer breakdown."""
+
+    def importance(self, xs: Sequence, ys: Sequence[int],
+                   progress: Optional[Callable[[int, int], None]] = None) -> list[Fraction]:
+        """Pi per neuron (Algorithm 1)."""
