@@ -12,6 +12,7 @@ without it, only the NumPy time is printed.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import time
 
 import numpy as np
@@ -94,9 +95,7 @@ def main() -> None:
     t_np = numpy_steps(args.arch, x, y, args.steps, args.train_ber)
     print(f"{args.arch}, train BER {args.train_ber}: NumPy {t_np * 1000:.1f} ms per step "
           f"({t_np * 469:.1f} s per Fashion-MNIST epoch of 469 steps)")
-    try:
-        import torch  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("torch") is None:
         print("torch not installed: no ratio")
         return
     t_torch = torch_steps(args.arch, x, y, args.steps, args.train_ber)

@@ -65,6 +65,20 @@ def _outputs(h: np.ndarray, s: int, negative: bool) -> np.ndarray:
     return (h > s) ^ negative
 
 
+def _changed(res: Result, h: np.ndarray, h_flip: np.ndarray, s: int, negative: bool) -> np.ndarray:
+    """[cases, flip sets]: does the flip set change the output? Counts the cases checked."""
+    changed = _outputs(h_flip, s, negative) != _outputs(h, s, negative)[:, None]
+    res.cases += changed.size
+    return changed
+
+
+def _violation(changed: np.ndarray, sizes: np.ndarray, bound: np.ndarray):
+    """The first (case, flip set) whose set is within the claimed bound yet changes the
+    output, or None."""
+    bad = changed & (sizes[None, :] <= bound[:, None])
+    return tuple(np.argwhere(bad)[0]) if bad.any() else None
+
+
 def check_hidden(k: int, bound: Bound = hidden_bound) -> Result:
     """Hidden neuron, fan-in k: every w, x in {+-1}^k, s in [-k-1, k], both polarities,
     every weight flip set. Claims: (1) no flip set of size <= bound(m) changes the
@@ -84,11 +98,9 @@ def check_hidden(k: int, bound: Bound = hidden_bound) -> Result:
         b = bound(m)
         agree = ((w * x) == np.sign(g)[:, None]).sum(axis=1)
         for negative in (False, True):
-            changed = _outputs(h_flip, s, negative) != _outputs(h, s, negative)[:, None]
-            res.cases += changed.size
-            bad = changed & (sizes[None, :] <= b[:, None])
-            if bad.any():
-                p, f = np.argwhere(bad)[0]
+            changed = _changed(res, h, h_flip, s, negative)
+            if (v := _violation(changed, sizes, b)) is not None:
+                p, f = v
                 res.add(f"w={w[p].tolist()} x={x[p].tolist()} s={s} polarity={-1 if negative else 1}: "
                         f"flips {np.flatnonzero(sets[f]).tolist()} change the output, bound {b[p]}")
             tight = (changed & (sizes[None, :] == b[:, None] + 1)).any(axis=1)
@@ -115,11 +127,9 @@ def check_input_flips(k: int, bound: Bound = hidden_bound) -> Result:
     h_flip = (w * x) @ ((1 - 2 * fw) * (1 - 2 * fx)).T
     for s in range(-k - 1, k + 1):
         b = bound(np.abs(2 * (h - s) - 1))
-        changed = _outputs(h_flip, s, False) != _outputs(h, s, False)[:, None]
-        res.cases += changed.size
-        bad = changed & (total[None, :] <= b[:, None])
-        if bad.any():
-            p, f = np.argwhere(bad)[0]
+        changed = _changed(res, h, h_flip, s, False)
+        if (v := _violation(changed, total, b)) is not None:
+            p, f = v
             res.add(f"w={w[p].tolist()} x={x[p].tolist()} s={s}: weight flips {np.flatnonzero(fw[f]).tolist()} "
                     f"and input flips {np.flatnonzero(fx[f]).tolist()} change the output, bound {b[p]}")
     return res
@@ -150,11 +160,9 @@ def check_first_layer(k: int, z: int, signed: bool, bound: Bound | None = None) 
         reach = 4 * s_f > m[:, None]                     # f flips can change the output
         least = np.where(reach.any(axis=1), reach.argmax(axis=1), -1)
         for negative in (False, True):
-            changed = _outputs(h_flip, s, negative) != _outputs(h, s, negative)[:, None]
-            res.cases += changed.size
-            bad = changed & (sizes[None, :] <= b[:, None])
-            if bad.any():
-                p, f = np.argwhere(bad)[0]
+            changed = _changed(res, h, h_flip, s, negative)
+            if (v := _violation(changed, sizes, b)) is not None:
+                p, f = v
                 res.add(f"w={w[p].tolist()} x={x[p].tolist()} s={s}: flips {np.flatnonzero(sets[f]).tolist()} "
                         f"change the output, bound {b[p]}")
             smallest = np.where(changed.any(axis=1),
@@ -181,11 +189,9 @@ def check_pooled(k: int, bound: Bound = hidden_bound) -> Result:
         h_flip = ((xq * w)[:, :, None, :] * (1 - 2 * sets)[None, None]).sum(axis=3).max(axis=1)  # [Q, sets]
         for s in range(-k - 1, k + 1):
             b = bound(np.abs(2 * (h - s) - 1))
-            changed = _outputs(h_flip, s, False) != _outputs(h, s, False)[:, None]
-            res.cases += changed.size
-            bad = changed & (sizes[None, :] <= b[:, None])
-            if bad.any():
-                q, f = np.argwhere(bad)[0]
+            changed = _changed(res, h, h_flip, s, False)
+            if (v := _violation(changed, sizes, b)) is not None:
+                q, f = v
                 res.add(f"w={w.tolist()} inputs={xq[q].tolist()} s={s}: flips "
                         f"{np.flatnonzero(sets[f]).tolist()} change the pooled output, bound {b[q]}")
     return res

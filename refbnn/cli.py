@@ -8,7 +8,6 @@ names the file and the field.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 from fractions import Fraction
@@ -386,7 +385,8 @@ def _train_options(func):
     return func
 
 
-def _train(cfg, data, checkpoint=None, resume=False, label="") -> "Trainer":
+def _train(cfg, data, checkpoint=None, resume=False, label=""):
+    """Run (or resume) training to cfg.epochs, printing a line per epoch; returns the Trainer."""
     from .trainer import Trainer
 
     trainer = Trainer(cfg, data)

@@ -29,7 +29,7 @@ from .importance import relative_drop, require_accuracy
 from .incremental import BatchFlips
 from .ops import im2col, maxpool
 from .margin import DEFAULT_B, Tolerance
-from .model import Conv2d, Flatten, Linear, MaxPool2d, Model, Threshold
+from .model import Conv2d, Linear, MaxPool2d, Model, Threshold
 
 DEFAULT_MEMORY = 2 * 2**30   # bytes of working memory per batch (documented in README)
 

@@ -37,6 +37,20 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
         raise
 
 
+def read_json(path: str | os.PathLike, max_bytes: int | None = None) -> Any:
+    """Parse a JSON file; an unreadable or invalid file is an InputError naming it."""
+    name = os.fspath(path)
+    try:
+        if max_bytes is not None and os.path.getsize(path) > max_bytes:
+            raise InputError(f"{name}: file of {os.path.getsize(path)} bytes exceeds the limit {max_bytes}")
+        with open(path, "rb") as f:
+            return json.loads(f.read())
+    except OSError as e:
+        raise InputError(f"{name}: cannot read ({e.strerror})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{name}: not valid JSON ({e})") from None
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write `obj` as JSON atomically."""
     text = json.dumps(obj, indent=1) + "\n"

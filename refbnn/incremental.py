@@ -99,7 +99,6 @@ class BatchFlips:
     def _weight_step(self, j: int, rows, changed, sub, flips=None) -> np.ndarray:
         """New full output h of weight layer j for `rows`: h_clean + W[:, changed] delta."""
         h = self.outs[j][rows]
-        w = self.engine._w[j]
         if not self._takes_flips(j):
             return h + self.engine._weight_layer(j, self._delta(j, rows, changed, sub), changed)
         # Few outputs (class scores): add up W[:, col] * delta over the non-zero deltas,

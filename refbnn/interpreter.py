@@ -102,7 +102,6 @@ class Interpreter:
     def __init__(self, model: Model, weight_masks: Optional[Sequence] = None):
         self.model = model
         self._rows: dict[int, list[bitarray]] = {}
-        first = True
         masks = list(weight_masks) if weight_masks is not None else [None] * len(model.weight_indices)
         if len(masks) != len(model.weight_indices):
             raise ValueError(f"weight_masks: {len(masks)} entries for {len(model.weight_indices)} weight layers")

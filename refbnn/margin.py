@@ -12,7 +12,7 @@ from fractions import Fraction
 from typing import Iterable, Sequence
 
 from .interpreter import Interpreter, Run
-from .model import Model, NeuronLayer
+from .model import Model
 
 DEFAULT_B = tuple(Fraction(b) for b in (2, 4, 8, 16, 32, 64))
 
@@ -86,8 +86,3 @@ def tolerance(engine: Interpreter, xs: Iterable, bs: Sequence[Fraction] = DEFAUL
     overall = {b: dataset_tolerance(per_input[b]) for b in bs}
     layers = [{b: total / count for b, total in sums.items()} for sums in layer_sums]
     return Tolerance(overall, layers)
-
-
-def layer_weight(nl: NeuronLayer, model: Model) -> Fraction:
-    """Share N_l / N of a layer's neurons: T^b = sum_l (N_l / N) * T^b_l."""
-    return Fraction(nl.channels, model.neurons)

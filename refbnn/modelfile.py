@@ -16,7 +16,7 @@ from typing import Any
 
 from bitarray import bitarray
 
-from .files import InputError, write_json
+from .files import InputError, read_json, write_json
 from .model import Conv2d, Flatten, Linear, MaxPool2d, Model, ModelError, Threshold, Weight
 
 FORMAT = "refbnn-model"
@@ -179,18 +179,7 @@ def model_from_dict(doc: Any, name: str = "<model>") -> Model:
 
 def read_model(path: str | os.PathLike) -> Model:
     """Read and validate a model file; every problem is an `InputError` naming the field."""
-    name = os.fspath(path)
-    try:
-        size = os.path.getsize(path)
-        if size > LIMITS["file_bytes"]:
-            raise InputError(f"{name}: file of {size} bytes exceeds the limit {LIMITS['file_bytes']}")
-        with open(path, "rb") as f:
-            doc = json.loads(f.read())
-    except OSError as e:
-        raise InputError(f"{name}: cannot read ({e.strerror})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{name}: not valid JSON ({e})") from None
-    return model_from_dict(doc, name)
+    return model_from_dict(read_json(path, LIMITS["file_bytes"]), os.fspath(path))
 
 
 def _weight_dict(w: Weight) -> dict:

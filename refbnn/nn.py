@@ -218,6 +218,3 @@ def softmax_cross_entropy(scores: np.ndarray, y: np.ndarray) -> tuple[float, np.
     grad = np.exp(logp)
     grad[np.arange(len(y)), y] -= 1
     return float(loss), grad / len(y)
-
-
-WEIGHTED = (BinaryLinear,)   # modules whose weights are bits (ScaledOutput, BinaryConv2d included)

@@ -21,18 +21,6 @@ def exact(q: Fraction | int) -> dict:
     return {"exact": f"{q.numerator}/{q.denominator}", "value": float(q)}
 
 
-def parse_exact(obj, field: str) -> Fraction:
-    """Read a claimed quantity: {"exact": "p/q", ...}, or a bare "p/q" string or integer."""
-    if isinstance(obj, dict) and "exact" in obj:
-        obj = obj["exact"]
-    if isinstance(obj, (str, int)) and not isinstance(obj, bool):
-        try:
-            return Fraction(obj)
-        except (ValueError, ZeroDivisionError):
-            pass
-    raise ValueError(f"{field}: expected {{\"exact\": \"p/q\"}}, got {str(obj)[:40]}")
-
-
 def parse_bs(text: str) -> list[tuple[str, Fraction]]:
     """`--b 2,0.5,1/2` -> [("2", 2), ("0.5", 1/2), ("1/2", 1/2)], each read exactly."""
     out = []

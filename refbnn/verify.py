@@ -8,12 +8,11 @@ number (must lie within `atol` of the exact value).
 from __future__ import annotations
 
 import json
-import os
 from fractions import Fraction
 from typing import Any
 
 from .datafile import Dataset
-from .files import InputError
+from .files import InputError, read_json
 from .importance import accuracy, importance_variance
 from .margin import t_bar
 from .model import Model
@@ -27,13 +26,7 @@ BIT_ERROR_KEYS = {"seed", "batch_size", "layers", "activations", "results",
 
 def read_claims(path: str) -> dict:
     """Read a claims file; unknown keys are an error (a typo must not pass silently)."""
-    try:
-        with open(path, "rb") as f:
-            doc = json.loads(f.read())
-    except OSError as e:
-        raise InputError(f"{path}: cannot read ({e.strerror})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: not valid JSON ({e})") from None
+    doc = read_json(path)
     if not isinstance(doc, dict):
         raise InputError(f"{path}: expected a JSON object of claims")
     unknown = sorted(set(doc) - KNOWN)

@@ -2,7 +2,6 @@
 import json
 from fractions import Fraction
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 

@@ -8,7 +8,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from hypothesis import example, given, strategies as st
+from hypothesis import given, strategies as st
 
 from refbnn.engine import FastEngine
 from refbnn.importance import importance_variance, neuron_importance

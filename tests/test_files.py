@@ -2,7 +2,6 @@
 
 Each bad file must give an InputError whose message names the file and the field."""
 import base64
-import copy
 import json
 
 import numpy as np

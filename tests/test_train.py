@@ -1,6 +1,5 @@
 """Training and export (SPEC section 8): exact export, reproducibility, resume."""
 import json
-import math
 
 import numpy as np
 import pytest
@@ -13,7 +12,6 @@ from refbnn.engine import FastEngine
 from refbnn.export import fold_batchnorm
 from refbnn.files import InputError
 from refbnn.interpreter import Interpreter
-from refbnn.model import Model
 from refbnn.nn import BatchNorm
 from refbnn.trainer import TrainConfig, Trainer
 
