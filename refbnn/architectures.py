@@ -4,7 +4,8 @@
     cnn:C1,mp,C2,mp;F1,...  [conv 3x3 pad 1 (-> maxpool) -> BN -> sign]* -> Flatten
                             -> [BinaryLinear(F) -> BN -> sign]* -> output
 
-`mp` after a conv width pools that block. The block order is the authors'
+`mp` after a conv width pools that block. Convolutions are 3x3 with padding 1
+(default) or 0. The block order is the authors'
 conv -> pool -> BN -> sign by default (`order="pool-threshold"`); with
 `order="threshold-pool"` it is conv -> BN -> sign -> pool.
 
@@ -69,7 +70,7 @@ class Network:
     bookkeeping export needs: which modules carry weight bits."""
 
     def __init__(self, arch: str, input_shape: tuple[int, ...], classes: int, seed: int,
-                 order: str = "pool-threshold", dtype=np.float32):
+                 order: str = "pool-threshold", dtype=np.float32, padding: int = 1):
         if order not in ORDERS:
             raise InputError(f"--order: {order!r} is not one of {', '.join(ORDERS)}")
         rng = np.random.default_rng(seed)
@@ -81,9 +82,10 @@ class Network:
             if token == "mp":
                 continue
             pooled = k + 1 < len(convs) and convs[k + 1] == "mp"
-            if pooled and min(h, w) < 2:
-                raise InputError(f"--arch: a maxpool would shrink {h}x{w} below 1x1")
-            self.modules.append(BinaryConv2d(token, c, 3, 1, rng, dtype))
+            h, w = h + 2 * padding - 2, w + 2 * padding - 2
+            if min(h, w) < (2 if pooled else 1):
+                raise InputError(f"--arch: {arch!r} shrinks the input below 1x1 (padding {padding})")
+            self.modules.append(BinaryConv2d(token, c, 3, padding, rng, dtype))
             block = [BatchNorm(token, dtype), SignActivation()]
             if pooled:
                 block = [MaxPool()] + block if order == "pool-threshold" else block + [MaxPool()]

@@ -370,6 +370,8 @@ def _train_options(func):
     func = click.option("--order", type=click.Choice(["pool-threshold", "threshold-pool"]),
                         default="pool-threshold", show_default=True,
                         help="Block order: conv -> pool -> BN -> sign (the authors'), or pool after sign.")(func)
+    func = click.option("--padding", default=1, show_default=True, type=click.IntRange(0, 1),
+                        help="Zero padding of the 3x3 convolutions.")(func)
     func = click.option("--seed", default=0, show_default=True, type=int,
                         help="Seed of initialisation, shuffling and training flips.")(func)
     func = click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(min=0, min_open=True),
@@ -424,7 +426,7 @@ def _train(cfg, data, checkpoint=None, resume=False, label=""):
 @click.option("--resume", is_flag=True, help="Continue from --checkpoint to --epochs: the same result "
                                               "as an uninterrupted run.")
 @fails_with_exit_2
-def train(arch, order, seed, lr, batch_size, epochs, dataset, z, train_ber, out_path, test_path,
+def train(arch, order, padding, seed, lr, batch_size, epochs, dataset, z, train_ber, out_path, test_path,
           checkpoint, resume) -> None:
     """Train a BNN in NumPy (straight-through estimator, batch norm, Adam) and export it.
 
@@ -436,7 +438,7 @@ def train(arch, order, seed, lr, batch_size, epochs, dataset, z, train_ber, out_
     from .trainer import TrainConfig
 
     data = load_dataset(dataset, z)
-    cfg = TrainConfig(arch, epochs or 20, batch_size, lr, 25, train_ber, seed, order)
+    cfg = TrainConfig(arch, epochs or 20, batch_size, lr, 25, train_ber, seed, order, padding)
     trainer = _train(cfg, data, checkpoint, resume)
     write_model(out_path, trainer.model())
     if test_path:

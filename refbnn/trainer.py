@@ -35,6 +35,7 @@ class TrainConfig:
     train_ber: float = 0.0        # bit flip probability during training
     seed: int = 0
     order: str = "pool-threshold"
+    padding: int = 1              # of the 3x3 convolutions
 
 
 class Adam:
@@ -82,7 +83,8 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, data: DataSplit):
         self.cfg, self.data = cfg, data
         self.input_shape = tuple(data.x_train.shape[1:])
-        self.net = Network(cfg.arch, self.input_shape, data.classes, cfg.seed, cfg.order)
+        self.net = Network(cfg.arch, self.input_shape, data.classes, cfg.seed, cfg.order,
+                           padding=cfg.padding)
         self.opt = Adam(self.net.params())
         self.epoch = 0
         self.history: list[EpochLog] = []

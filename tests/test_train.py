@@ -59,12 +59,14 @@ def small_split(seed=0, n=120, shape=(1, 6, 6), z=7):
     return DataSplit(x[:90], y[:90], x[90:], y[90:], z, 2, "synthetic")
 
 
-@pytest.mark.parametrize("arch,order,ber", [("fc:12,8", "pool-threshold", 0.0),
-                                             ("cnn:4,mp,4;6", "pool-threshold", 0.1),
-                                             ("cnn:4,mp,3,mp;", "threshold-pool", 0.05)])
-def test_trained_model_evaluation_equals_the_interpreter_on_every_input(arch, order, ber):
+@pytest.mark.parametrize("arch,order,ber,padding", [("fc:12,8", "pool-threshold", 0.0, 1),
+                                                     ("cnn:4,mp,4;6", "pool-threshold", 0.1, 1),
+                                                     ("cnn:4,mp,3,mp;", "threshold-pool", 0.05, 1),
+                                                     ("cnn:4,3,mp;5", "pool-threshold", 0.0, 0)])
+def test_trained_model_evaluation_equals_the_interpreter_on_every_input(arch, order, ber, padding):
     data = small_split()
-    trainer = Trainer(TrainConfig(arch, epochs=3, batch_size=16, train_ber=ber, order=order), data)
+    trainer = Trainer(TrainConfig(arch, epochs=3, batch_size=16, train_ber=ber, order=order,
+                                  padding=padding), data)
     for _ in range(3):
         trainer.train_epoch()
     model = trainer.model()
