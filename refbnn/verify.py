@@ -108,6 +108,8 @@ def check_claims(engine, model: Model, data: Dataset, claims: dict, path: str, a
                 bs.update(c.bmap(f"layers[{l}].T", entry["T"]))
     if "T_bar" in claims and not bs:
         raise InputError(f"{path}: T_bar: needs the claimed T (its b values) beside it")
+    if bs and model.neurons == 0:
+        raise InputError(f"{path}: T: the model has no neurons, so T is undefined")
     if bs:
         values = sorted(set(bs.values()))
         tol = engine.tolerance(x, values)
