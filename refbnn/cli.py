@@ -99,8 +99,9 @@ def main() -> None:
     margin metric T (eqs. 1-5) and the inter-neuron metric VAR(Pi) (Algorithm 1,
     eq. 6), computed exactly as fractions.
 
-    Start with `refbnn example-model DIR`, then `refbnn metrics DIR/example.json
-    DIR/example.npz --importance`.
+    Start with `refbnn demo` (trains two small BNNs and compares them), or
+    `refbnn example-model DIR` then `refbnn metrics DIR/example.json
+    DIR/example.npz --importance`. Every command takes --help.
     """
 
 
@@ -160,7 +161,7 @@ def _load(model_path: str, data_path: str):
     return model, data
 
 
-@main.command("metrics")
+@main.command("metrics", short_help="Accuracy, T tuple, T-bar, per layer; with --importance VAR(Pi).")
 @click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
 @click.argument("data_path", metavar="DATA", type=click.Path(dir_okay=False))
 @_b_option
@@ -262,7 +263,7 @@ def _error_model(model, p, seed, granularity, batch_size, layers_text, activatio
     return ErrorModel(p, seed, size, _parse_layers(layers_text, model), activations)
 
 
-@main.command("eval")
+@main.command("eval", short_help="Accuracy over bit error rates, with spread and 95% interval.")
 @click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
 @click.argument("data_path", metavar="DATA", type=click.Path(dir_okay=False))
 @click.option("--ber", "ber_text", default="0,0.01,0.05,0.1", show_default=True,
