@@ -185,7 +185,7 @@ def metrics_cmd(model_path, data_path, b_text, importance, engine, json_path) ->
                          f"no neurons and T is undefined")
     progress = Progress("Algorithm 1")
     try:
-        result = metrics(ENGINES[engine](model), model, data.x, data.y, bs, importance, progress)
+        result = metrics(ENGINES[engine](model), data.x, data.y, bs, importance, progress)
     except ZeroAccuracyError as e:
         raise InputError(f"{data_path}: {e}") from None
     finally:

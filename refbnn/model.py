@@ -43,11 +43,6 @@ class Weight:
         bits.pack((a.ravel() > 0).astype(np.uint8).tobytes())
         return cls(tuple(int(d) for d in a.shape), bits)
 
-    def row(self, n: int) -> bitarray:
-        """The bits of output unit n (all of its fan-in, row-major)."""
-        fan_in = prod(self.shape[1:])
-        return self.bits[n * fan_in:(n + 1) * fan_in]
-
 
 @dataclass(frozen=True)
 class Linear:

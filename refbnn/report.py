@@ -12,7 +12,6 @@ import numpy as np
 
 from .importance import accuracy, importance_variance
 from .margin import t_bar
-from .model import Model
 
 
 def exact(q: Fraction | int) -> dict:
@@ -38,9 +37,10 @@ def parse_bs(text: str) -> list[tuple[str, Fraction]]:
     return out
 
 
-def metrics(engine, model: Model, x: np.ndarray, y: np.ndarray, bs: Sequence[tuple[str, Fraction]],
+def metrics(engine, x: np.ndarray, y: np.ndarray, bs: Sequence[tuple[str, Fraction]],
             with_importance: bool, progress: Optional[Callable[[int, int], None]] = None) -> dict:
     """Accuracy, T tuple, T-bar, per-layer breakdown and (optionally) Pi and VAR(Pi)."""
+    model = engine.model
     values = [b for _, b in bs]
     tol = engine.tolerance(x, values)
     acc = accuracy(engine.predictions(x), y)

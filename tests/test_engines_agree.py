@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from refbnn.engine import FastEngine
-from refbnn.importance import importance_variance, neuron_importance
+from refbnn.importance import neuron_importance
 from refbnn.interpreter import Interpreter
 from refbnn.margin import tolerance
 
@@ -47,7 +47,6 @@ def test_incremental_algorithm_1_equals_flip_and_rerun(case):
     naive_ref = neuron_importance(ref, case.x, y)
     assert fast.importance(case.x, y) == naive_ref
     assert neuron_importance(fast, case.x, y) == naive_ref
-    assert importance_variance(naive_ref) >= 0
 
 
 @given(model_cases(max_inputs=30, wide=True))

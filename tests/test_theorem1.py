@@ -70,6 +70,14 @@ def _fires(h, s):
     return h > s
 
 
+def _output_kept_after(w, x, h, s, f):
+    """Flip the f most harmful weights (see _adversarial); is the output unchanged?"""
+    g_sign = 1 if 2 * (h - s) - 1 > 0 else -1
+    w2 = w.copy()
+    w2[_adversarial(w, x, g_sign, f)] *= -1
+    return _fires(int((w2 * x).sum()), s) == _fires(h, s)
+
+
 @st.composite
 def neurons(draw, first_layer=False):
     return _neuron(draw, first_layer)
@@ -81,13 +89,8 @@ def test_hidden_neuron_survives_floor_b_half_adversarial_flips(neuron, share):
     """Property (Theorem 1): T >= b => the floor(b/2) most harmful weight flips leave the
     output unchanged; for any b in [0, T]."""
     w, x, _, h, s = neuron
-    t = margin(h, s)
-    b = t * share
-    g_sign = 1 if 2 * (h - s) - 1 > 0 else -1
-    flip = _adversarial(w, x, g_sign, int(b // 2))
-    w2 = w.copy()
-    w2[flip] *= -1
-    assert _fires(int((w2 * x).sum()), s) == _fires(h, s)
+    b = margin(h, s) * share
+    assert _output_kept_after(w, x, h, s, int(b // 2))
 
 
 @given(neurons())
@@ -98,12 +101,8 @@ def test_one_flip_beyond_floor_T_half_changes_the_output_when_enough_summands_ag
     g = 2 * (h - s) - 1
     f = int(margin(h, s) // 2) + 1
     assert f == (abs(g) - 1) // 4 + 1
-    g_sign = 1 if g > 0 else -1
-    agree = int((g_sign * w * x > 0).sum())
-    flip = _adversarial(w, x, g_sign, f)
-    w2 = w.copy()
-    w2[flip] *= -1
-    assert (_fires(int((w2 * x).sum()), s) != _fires(h, s)) == (agree >= f)
+    agree = int(((1 if g > 0 else -1) * w * x > 0).sum())
+    assert (not _output_kept_after(w, x, h, s, f)) == (agree >= f)
 
 
 @given(neurons(first_layer=True), st.fractions(0, 1))
@@ -111,13 +110,8 @@ def test_first_layer_neuron_survives_floor_b_half_flips_with_eq2(neuron, share):
     """Property (Theorem 1, eq. 2): T = |h - s - 1/2| / Z >= b => the floor(b/2) flips of
     the agreeing weights with the largest inputs leave the output unchanged."""
     w, x, z, h, s = neuron
-    t = margin(h, s, z)
-    b = t * share
-    g_sign = 1 if 2 * (h - s) - 1 > 0 else -1
-    flip = _adversarial(w, x, g_sign, int(b // 2))
-    w2 = w.copy()
-    w2[flip] *= -1
-    assert _fires(int((w2 * x).sum()), s) == _fires(h, s)
+    b = margin(h, s, z) * share
+    assert _output_kept_after(w, x, h, s, int(b // 2))
 
 
 @given(neurons(), st.integers(0, 2**32 - 1))
