@@ -18,11 +18,11 @@ import time
 
 import numpy as np
 
-from refbnn.engine import FastEngine
-from refbnn.ops import im2col
-from refbnn.interpreter import Interpreter
-from refbnn.margin import DEFAULT_B
-from refbnn.model import Conv2d, Flatten, Linear, MaxPool2d, Model, Threshold, Weight
+from refbnn.engines.fast import FastEngine
+from refbnn.engines.ops import im2col
+from refbnn.engines.interpreter import Interpreter
+from refbnn.semantics.margin import DEFAULT_B
+from refbnn.semantics.model import Conv2d, Flatten, Linear, MaxPool2d, Model, Threshold, Weight
 
 
 def _w(rng, *shape):

@@ -17,9 +17,9 @@ import time
 
 import numpy as np
 
-from refbnn.architectures import parse_arch
-from refbnn.datasets import DataSplit
-from refbnn.trainer import TrainConfig, Trainer
+from refbnn.training.architectures import parse_arch
+from refbnn.training.datasets import DataSplit
+from refbnn.training.trainer import TrainConfig, Trainer
 
 
 def numpy_steps(arch: str, x, y, steps: int, ber: float) -> float:

@@ -10,9 +10,9 @@ from fractions import Fraction
 
 import numpy as np
 
-from refbnn.interpreter import Interpreter
-from refbnn.margin import margin
-from refbnn.model import Linear, Model, Threshold, Weight
+from refbnn.engines.interpreter import Interpreter
+from refbnn.semantics.margin import margin
+from refbnn.semantics.model import Linear, Model, Threshold, Weight
 
 # 6 inputs of +-1 in a hidden-style neuron (Z = 1), all weights +1, threshold s = -3.
 model = Model.build((6,), 1, [Linear(Weight.from_array(np.ones((1, 6)))), Threshold((-3,)),

@@ -9,8 +9,8 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
-from refbnn.engine import FastEngine
-from refbnn.interpreter import Interpreter
+from refbnn.engines.fast import FastEngine
+from refbnn.engines.interpreter import Interpreter
 
 settings.register_profile("dev", max_examples=40, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from hypothesis import strategies as st
 
-from refbnn.model import Conv2d, Flatten, Linear, MaxPool2d, Model, Threshold, Weight
+from refbnn.semantics.model import Conv2d, Flatten, Linear, MaxPool2d, Model, Threshold, Weight
 
 BLOCK_ORDERS = ("threshold", "pool-threshold", "threshold-pool")
 

@@ -8,14 +8,15 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given, strategies as st
 
-from refbnn.biterrors import (ErrorModel, Summary, correct_under_errors, flip_probability_float,
-                              layer_flip_probabilities, neuron_flip_probability, pattern)
+from refbnn.biterrors.flipprob import flip_probability_float, layer_flip_probabilities, neuron_flip_probability
+from refbnn.biterrors.masks import ErrorModel, pattern
+from refbnn.biterrors.sweep import Summary, correct_under_errors
 from refbnn.cli import main
-from refbnn.datafile import write_data
-from refbnn.engine import FastEngine
-from refbnn.interpreter import Interpreter
-from refbnn.model import Conv2d, Flatten, Linear, Model, Threshold, Weight
-from refbnn.modelfile import write_model
+from refbnn.formats.datafile import write_data
+from refbnn.engines.fast import FastEngine
+from refbnn.engines.interpreter import Interpreter
+from refbnn.semantics.model import Conv2d, Flatten, Linear, Model, Threshold, Weight
+from refbnn.formats.modelfile import write_model
 
 from strategies import model_cases
 
@@ -48,8 +49,8 @@ def test_engines_agree_under_the_same_keyed_errors(case, seed, p):
     predictions in the reference interpreter and the fast engine."""
     em = ErrorModel(p, seed=seed, batch_size=2, activations=True)
     for r in range(2):
-        assert correct_under_errors(Interpreter, case.model, case.x, case.y, em, r) == \
-            correct_under_errors(FastEngine, case.model, case.x, case.y, em, r)
+        assert correct_under_errors(Interpreter(case.model), case.x, case.y, em, r) == \
+            correct_under_errors(FastEngine(case.model), case.x, case.y, em, r)
 
 
 def exact_expected_accuracy(model: Model, x, y, p: Fraction) -> Fraction:
@@ -77,7 +78,7 @@ def test_monte_carlo_estimate_lies_in_its_confidence_interval():
     em = ErrorModel(float(p), seed=2024, batch_size=1)
     summary = Summary("0.1")
     for r in range(40):
-        summary.accuracies.append(Fraction(correct_under_errors(FastEngine, model, TINY_X, TINY_Y, em, r), 4))
+        summary.accuracies.append(Fraction(correct_under_errors(FastEngine(model), TINY_X, TINY_Y, em, r), 4))
     low, high = summary.as_dict()["ci95"]
     assert low <= float(truth) <= high, (low, float(truth), high)
     assert high - low < 0.25      # and the interval is informative
@@ -168,7 +169,7 @@ def test_eval_under_replayed_masks_equals_the_keyed_run(files, tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--ber", "1.5"], "--ber: 1.5 is outside [0, 1]"),
     (["--ber", "x"], "--ber: 'x' is not a number"),
-    (["--reps", "0"], "--reps: must be at least 1"),
+    (["--reps", "0"], "Invalid value for '--reps': 0 is not in the range x>=1"),
     (["--layers", "1"], "--layers: '1' is not a weight layer"),
 ])
 def test_eval_bad_options_exit_2(files, tmp_path, args, message):

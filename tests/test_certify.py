@@ -6,13 +6,13 @@ import numpy as np
 from click.testing import CliRunner
 from hypothesis import given
 
-from refbnn.certify import _score_bound, adversarial_masks, certified_k, certified_ks, check_certificates
+from refbnn.analysis.certify import _score_bound, adversarial_masks, certified_k, certified_ks, check_certificates
 from refbnn.cli import main
-from refbnn.datafile import write_data
-from refbnn.engine import FastEngine
-from refbnn.interpreter import Interpreter
-from refbnn.model import Linear, Model, Threshold, Weight
-from refbnn.modelfile import write_model
+from refbnn.formats.datafile import write_data
+from refbnn.engines.fast import FastEngine
+from refbnn.engines.interpreter import Interpreter
+from refbnn.semantics.model import Linear, Model, Threshold, Weight
+from refbnn.formats.modelfile import write_model
 
 from strategies import model_cases
 

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from refbnn.cli import main
-from refbnn.datafile import write_data
+from refbnn.formats.datafile import write_data
 
 
 @pytest.fixture
@@ -77,9 +77,9 @@ def test_zero_accuracy_with_importance_exits_2_naming_the_data(example, tmp_path
     # Give every input the label the model does not predict: A = 0, Pi undefined.
     preds_file = tmp_path / "p.json"
     assert run("metrics", *example, "--json", preds_file).exit_code == 0
-    from refbnn.datafile import read_data
-    from refbnn.engine import FastEngine
-    from refbnn.modelfile import read_model
+    from refbnn.formats.datafile import read_data
+    from refbnn.engines.fast import FastEngine
+    from refbnn.formats.modelfile import read_model
     model = read_model(example[0])
     data = read_data(example[1], model)
     wrong = tmp_path / "wrong.npz"
@@ -113,9 +113,9 @@ def test_verify_fails_a_wrong_claim_with_exit_1(example, tmp_path):
 
 
 def test_verify_checks_predictions(example, tmp_path):
-    from refbnn.datafile import read_data
-    from refbnn.interpreter import Interpreter
-    from refbnn.modelfile import read_model
+    from refbnn.formats.datafile import read_data
+    from refbnn.engines.interpreter import Interpreter
+    from refbnn.formats.modelfile import read_model
     model = read_model(example[0])
     preds = Interpreter(model).predictions(read_data(example[1], model).x)
     claims = tmp_path / "c.json"

@@ -6,10 +6,10 @@ from fractions import Fraction as F
 import numpy as np
 import pytest
 
-from refbnn.importance import accuracy, importance_variance, neuron_importance
-from refbnn.interpreter import Interpreter
-from refbnn.margin import input_tolerance, margin, neuron_tolerance, t_bar
-from refbnn.model import Conv2d, Flatten, Linear, MaxPool2d, Model, Threshold, Weight
+from refbnn.semantics.importance import accuracy, importance_variance, neuron_importance
+from refbnn.engines.interpreter import Interpreter
+from refbnn.semantics.margin import input_tolerance, margin, neuron_tolerance, t_bar
+from refbnn.semantics.model import Conv2d, Flatten, Linear, MaxPool2d, Model, Threshold, Weight
 
 
 def fc_net() -> Model:

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import example, given, strategies as st
 
 from proofs import theorem1
-from refbnn.margin import margin
+from refbnn.semantics.margin import margin
 
 
 @pytest.mark.exhaustive

@@ -5,15 +5,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from refbnn.architectures import Network, parse_arch
+from refbnn.training.architectures import Network, parse_arch
 from refbnn.cli import main
-from refbnn.datasets import DataSplit
-from refbnn.engine import FastEngine
-from refbnn.export import fold_batchnorm
-from refbnn.files import InputError
-from refbnn.interpreter import Interpreter
-from refbnn.nn import BatchNorm
-from refbnn.trainer import TrainConfig, Trainer
+from refbnn.training.datasets import DataSplit
+from refbnn.engines.fast import FastEngine
+from refbnn.training.export import fold_batchnorm
+from refbnn.formats.files import InputError
+from refbnn.engines.interpreter import Interpreter
+from refbnn.training.nn import BatchNorm
+from refbnn.training.trainer import TrainConfig, Trainer
 
 
 def bn_with(mean, var, gamma, beta):

@@ -18,7 +18,7 @@ from typing import Optional
 
 import numpy as np
 
-from .ops import im2col, maxpool
+from ..engines.ops import im2col, maxpool
 
 
 @dataclass

@@ -25,8 +25,8 @@ from math import prod
 
 import numpy as np
 
+from ..semantics.model import Conv2d, Flatten, Linear, MaxPool2d, Model, Threshold, Weight
 from .architectures import Network
-from .model import Conv2d, Flatten, Linear, MaxPool2d, Model, Threshold, Weight
 from .nn import BatchNorm, BinaryConv2d, BinaryLinear, MaxPool, SignActivation
 from .nn import Flatten as FloatFlatten
 

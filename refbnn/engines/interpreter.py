@@ -1,9 +1,9 @@
 """The reference interpreter: integer-exact BNN inference on `bitarray`.
 
-This module *defines* what a refbnn model computes (SPEC sections 1-2, which
+This module *defines* what a refbnn model computes (docs/semantics.md §1-2, which
 make precise the paper "Bit Error Tolerance Metrics for Binarized Neural
-Networks", Buschjaeger et al. 2021). Any disagreement between it and the SPEC is
-a bug here. The inference path uses Python ints and bitarrays only: no NumPy,
+Networks", Buschjaeger et al. 2021). Any disagreement between it and that contract
+is a bug here. The inference path uses Python ints and bitarrays only: no NumPy,
 no floats. (NumPy appears only in `__init__`, to accept bit masks as arrays.)
 
 Hidden weight layers use the paper's form h = 2*popcount(xnor(W, X)) - #bits;
@@ -11,7 +11,6 @@ the first weight layer sees integers and uses bit planes (see `_plane_sum`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from fractions import Fraction
 from math import prod
 from typing import Optional, Sequence
@@ -19,23 +18,9 @@ from typing import Optional, Sequence
 from bitarray import bitarray
 from bitarray.util import count_and, count_xor
 
-from .model import Conv2d, Linear, MaxPool2d, Model, Threshold
-
-
-@dataclass(frozen=True)
-class Run:
-    """One forward pass of one input.
-
-    `h[l]` is the flat (C-order) integer tensor entering the l-th threshold layer,
-    `scores` the class scores (the last layer's h, flattened)."""
-
-    h: list[list[int]]
-    scores: list[int]
-
-    @property
-    def prediction(self) -> int:
-        """Index of the largest score; ties go to the smallest index (SPEC section 2)."""
-        return self.scores.index(max(self.scores))
+from ..semantics.importance import neuron_importance
+from ..semantics.margin import Tolerance, tolerance
+from ..semantics.model import Conv2d, Linear, MaxPool2d, Model, Run, Threshold, check_masks
 
 
 def _bits(values: Sequence[bool]) -> bitarray:
@@ -102,18 +87,19 @@ class Interpreter:
     def __init__(self, model: Model, weight_masks: Optional[Sequence] = None):
         self.model = model
         self._rows: dict[int, list[bitarray]] = {}
-        masks = list(weight_masks) if weight_masks is not None else [None] * len(model.weight_indices)
-        if len(masks) != len(model.weight_indices):
-            raise ValueError(f"weight_masks: {len(masks)} entries for {len(model.weight_indices)} weight layers")
-        for i, mask in zip(model.weight_indices, masks):
+        for i, mask in zip(model.weight_indices, check_masks(weight_masks, model)):
             w = model.layers[i].weight
             bits = w.bits.copy()
             if mask is not None:
-                bits ^= _mask_bits(mask, w.shape)
+                bits ^= _mask_bits(mask)
             fan_in = prod(w.shape[1:])
             self._rows[i] = [bits[n * fan_in:(n + 1) * fan_in] for n in range(w.shape[0])]
         self._first = model.weight_indices[0]
         self._valid: dict[int, list[bitarray]] = {}
+
+    def with_flips(self, weight_masks: Optional[Sequence]) -> "Interpreter":
+        """The interpreter of the same model with `weight_masks` XORed into its bits."""
+        return Interpreter(self.model, weight_masks)
 
     # -- one layer at a time ------------------------------------------------------------
 
@@ -220,17 +206,15 @@ class Interpreter:
         return [self.run(x, flip, {i: m[k] for i, m in act_masks.items()} if act_masks else None).prediction
                 for k, x in enumerate(xs)]
 
-    # The definitions live in refbnn.margin and refbnn.importance; these bind them so that
-    # the interpreter and the fast engine answer the same calls.
+    # The definitions live in refbnn.semantics; these bind them so that the interpreter
+    # and the fast engine answer the same calls.
 
-    def tolerance(self, xs: Sequence, bs: Sequence[Fraction]):
-        """The T tuple by eqs. 1-5: `refbnn.margin.tolerance`."""
-        from .margin import tolerance
-        return tolerance(self, xs, bs)
+    def tolerance(self, xs: Sequence, bs: Sequence[Fraction]) -> Tolerance:
+        """The T tuple by eqs. 1-5: `refbnn.semantics.margin.tolerance` on one run per input."""
+        return tolerance(self.model, (self.run(x) for x in xs), bs)
 
     def importance(self, xs: Sequence, ys: Sequence[int], progress=None) -> list[Fraction]:
-        """Algorithm 1 as written (flip, full re-run): `refbnn.importance.neuron_importance`."""
-        from .importance import neuron_importance
+        """Algorithm 1 as written (flip, full re-run): `refbnn.semantics.importance.neuron_importance`."""
         return neuron_importance(self, xs, ys, progress)
 
 
@@ -248,13 +232,8 @@ def _flatten(x) -> list[int]:
     return out
 
 
-def _mask_bits(mask, shape: tuple[int, ...]) -> bitarray:
-    """A bit mask (array-like of bools, the weight's shape) as a big-endian bitarray."""
-    import numpy as np
-
-    m = np.asarray(mask)
-    if m.shape != tuple(shape):
-        raise ValueError(f"mask of shape {list(m.shape)} for a weight of shape {list(shape)}")
+def _mask_bits(mask) -> bitarray:
+    """A checked bool mask array (see `check_masks`) as a big-endian bitarray."""
     out = bitarray(endian="big")
-    out.pack(m.astype(bool).ravel().astype(np.uint8).tobytes())
+    out.pack(mask.ravel().astype("u1").tobytes())
     return out

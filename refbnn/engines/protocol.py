@@ -8,12 +8,15 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Callable, Optional, Protocol, Sequence
 
-from .margin import Tolerance
-from .model import Model
+from ..semantics.margin import Tolerance
+from ..semantics.model import Model
 
 
 class Engine(Protocol):
-    """Built as `Engine(model, weight_masks=None)`; masks are XORed into the weight bits."""
+    """Built as `Engine(model, weight_masks=None)`; masks are XORed into the weight bits.
+
+    `with_flips(weight_masks)` returns an engine for the same model with those masks XORed
+    in, without redoing the work that does not depend on them (bit error sweeps)."""
 
     name: str
     model: Model
@@ -22,6 +25,9 @@ class Engine(Protocol):
                     act_masks: Optional[dict] = None) -> Sequence[int]:
         """Predicted classes; `flip` negates one neuron's output (Algorithm 1),
         `act_masks` flips input bits of hidden weight layers (bit errors)."""
+
+    def with_flips(self, weight_masks: Optional[Sequence]) -> "Engine":
+        """The same engine reading every weight bit through the masks (one per weight layer)."""
 
     def tolerance(self, xs: Sequence, bs: Sequence[Fraction]) -> Tolerance:
         """The T tuple (eqs. 1-5) and its per-layer breakdown."""

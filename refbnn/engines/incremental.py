@@ -1,6 +1,6 @@
 """Incremental Algorithm 1 for the fast engine: flip one neuron, recompute only what changes.
 
-Definition (refbnn.importance.neuron_importance): negate neuron n's threshold
+Definition (refbnn.semantics.importance.neuron_importance): negate neuron n's threshold
 output at every position and re-run the whole network. Here, for one batch whose
 clean layer outputs `outs` are known, the flip is pushed forward as a *change*:
 
@@ -9,14 +9,15 @@ clean layer outputs `outs` are known, the flip is pushed forward as a *change*:
   `sub`, the new values of outs[j][rows][:, changed]. Everything else is clean.
 - Weight layer (linearity): h_new = h_clean + W[:, changed] (sub - clean_sub).
   Every value is an integer within the engine's exact bound (|delta| <= 2), so
-  the float arithmetic is exact (see refbnn.engine).
+  the float arithmetic is exact (see refbnn.engines.fast).
 - Threshold: only outputs whose value really changed stay in the state; inputs
   without any change leave it, and when none is left the predictions are clean.
-- Linear layer followed by a threshold, sparse shortcut: with d = len(changed)
-  columns each changing by at most 2, |h_new - h| <= 2d, so the output of unit m
-  for input i can only change if m2 = |2(h - s) - 1| < 4d (the sign of
-  2(h - s) - 1 moves by 2|h_new - h|). Only those candidate entries, found once
-  per batch and d, are recomputed. A test checks this against the full re-run.
+- Linear layer followed by a threshold, sparse shortcut: d = len(changed) changed
+  columns act on each unit like d flipped summands (each moves h by at most 2), so
+  by Theorem 1 the output of unit m for input i can only change if
+  tolerated_flips(odd_margin(h, s)) < d, i.e. m < 4d. Only those candidate
+  entries, found once per batch and d, are recomputed. A test checks this against
+  the full re-run.
 """
 from __future__ import annotations
 
@@ -24,20 +25,24 @@ from math import prod
 
 import numpy as np
 
-from .model import Conv2d, Linear, MaxPool2d, Threshold
+from ..semantics.model import Conv2d, Linear, MaxPool2d, Threshold
+from ..semantics.theorem1 import tolerated_flips
 from .ops import maxpool
 
 SPARSE_FRACTION = 0.25   # use the candidate shortcut while it covers at most this share
 
 
 class BatchFlips:
-    """Algorithm 1 on one batch: `correct_with_flip(n)` for each neuron n."""
+    """Algorithm 1 on one batch: `correct_with_flip(n)` for each neuron n.
+
+    A friend of `FastEngine`: besides its public surface it calls `_weight_layer` and
+    `_threshold` to recompute the changed channels of one layer."""
 
     def __init__(self, engine, outs: list[np.ndarray], y: np.ndarray):
         self.engine = engine
         self.model = engine.model
         self.outs = outs
-        self.ok = engine._argmax(outs[-1]) == y
+        self.ok = engine.predicted(outs[-1]) == y
         self.clean_correct = int(self.ok.sum())
         self.y = y
         self._candidates: dict[tuple[int, int], tuple | None] = {}
@@ -82,14 +87,14 @@ class BatchFlips:
                 changed = (changed[:, None] * p + np.arange(p)).ravel()
             flips = None
             j += 1
-        new_ok = self.engine._argmax(sub) == self.y[rows]
+        new_ok = self.engine.predicted(sub) == self.y[rows]
         return self.clean_correct - int(self.ok[rows].sum()) + int(new_ok.sum())
 
     def _takes_flips(self, j: int) -> bool:
         """Layer j is the output layer, linear with few class scores: it takes the list of
         negated entries directly, without a dense tensor."""
         return (j == len(self.model.layers) - 1 and isinstance(self.model.layers[j], Linear)
-                and self.engine._w[j].shape[0] <= 32)
+                and self.engine.weight_matrix(j).shape[0] <= 32)
 
     def _delta(self, j: int, rows: np.ndarray, changed: np.ndarray, sub: np.ndarray) -> np.ndarray:
         """sub - clean input of layer j, on the changed rows and channels (values in -2..2)."""
@@ -121,7 +126,7 @@ class BatchFlips:
         """W of layer j transposed (fan-in major), cached: its rows gather fast. float32 is
         exact here: the sums are of at most fan-in terms of magnitude 2 (< 2**24)."""
         if j not in self._wt:
-            self._wt[j] = np.ascontiguousarray(self.engine._w[j].T, dtype=self.engine._dtype[j])
+            self._wt[j] = np.ascontiguousarray(self.engine.weight_matrix(j).T, dtype=self.engine._dtype[j])
         return self._wt[j]
 
     def _threshold_step(self, j: int, rows, changed, sub):
@@ -136,7 +141,7 @@ class BatchFlips:
         """Linear layer j and threshold j+1 on the candidate entries only: the new
         (rows, changed, flips), or None when the candidates are too many (see the module
         docstring for the bound)."""
-        cand = self._candidate_entries(j, 4 * len(changed))
+        cand = self._candidate_entries(j, len(changed))
         if cand is None:
             return None
         ci, cm, g, old = cand
@@ -150,7 +155,7 @@ class BatchFlips:
         else:
             rpos = ci   # rows is arange(n_batch)
         delta = self._delta(j, rows, changed, sub)
-        w = self.engine._w[j][:, changed].astype(np.int8)
+        w = self.engine.weight_matrix(j)[:, changed].astype(np.int8)
         if len(changed) == 1:
             dh = delta[:, 0][rpos].astype(np.int32) * w[:, 0][cm]
         else:
@@ -164,20 +169,19 @@ class BatchFlips:
         vals = -2.0 * old[flipped]   # a negated +-1 output changes by -2 * its clean value
         return new_rows, new_changed, (row_pos[fi], col_pos[fm], vals)
 
-    def _candidate_entries(self, j: int, bound: int):
-        """For layer j's h and threshold j+1: the entries (i, m) with
-        m2 = |2(h - s) - 1| < bound, with g = 2(h - s) - 1 and the clean output there;
-        or None if they exceed SPARSE_FRACTION of all entries. Cached per (layer, bound)."""
-        key = (j, bound)
+    def _candidate_entries(self, j: int, d: int):
+        """For layer j's h and threshold j+1: the entries (i, m) that d changed columns may
+        flip (tolerated_flips < d), with g = 2(h - s) - 1 and the clean output there;
+        or None if they exceed SPARSE_FRACTION of all entries. Cached per (layer, d)."""
+        key = (j, d)
         if key not in self._candidates:
-            m2 = self.engine._margin2(j + 1, self.outs[j])
-            hit = m2 < bound
+            g_all = self.engine.signed_margins(j + 1, self.outs[j])
+            hit = tolerated_flips(np.abs(g_all)) < d   # |g| = odd_margin(h, s)
             entry = None
             if np.count_nonzero(hit) <= SPARSE_FRACTION * hit.size:
                 ci, cm = (a.astype(np.int32) for a in np.nonzero(hit))
-                s, _ = self.engine._thr[j + 1]
-                # |g| < bound <= 4 * fan-in, so int32 holds g + 2 dh
-                g = (2 * (self.outs[j][ci, cm].astype(np.int64) - s[cm].astype(np.int64)) - 1).astype(np.int32)
+                # |g| < 4d <= 4 * fan-in, so int32 holds g + 2 dh
+                g = g_all[ci, cm].astype(np.int32)
                 entry = (ci, cm, g, self.outs[j + 1][ci, cm])
             self._candidates[key] = entry
         return self._candidates[key]

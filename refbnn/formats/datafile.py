@@ -14,7 +14,7 @@ from math import prod
 import numpy as np
 
 from .files import InputError, atomic_open
-from .model import Model
+from ..semantics.model import Model
 
 LIMITS = {"values": 2**31}   # x values in one data file
 

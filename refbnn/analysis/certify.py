@@ -8,9 +8,10 @@ each output unit leave the prediction unchanged:
              floor((s_c - s_j - 1) / 4M) for classes j < c,          (strictly above)
              floor((s_c - s_j) / 4M)     for classes j > c )         (ties go to c)
 
-with T from eq. 1 / eq. 2 (floor(T/2) = floor((m - 1)/4) or floor(m/(4Z)) with
-m = |2(h - s) - 1|) and M the input magnitude of the output layer. A layer whose
-bound reaches its fan-in tolerates flipping all of its weights and does not limit k.
+with T from eq. 1 / eq. 2 (floor(T/2) = `tolerated_flips(odd_margin(h, s), Z)`,
+refbnn.semantics.theorem1) and M the input magnitude of the output layer. A layer
+whose bound reaches its fan-in tolerates flipping all of its weights and does not
+limit k (the fan-in cap of the corollary).
 
 `certified_k` is the definition on one reference run; `certified_ks` is the same
 vectorised over a batch with the fast engine, and a test asserts they agree.
@@ -18,13 +19,16 @@ vectorised over a batch with the fast engine, and a test asserts they agree.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from math import prod
 from typing import Optional
 
 import numpy as np
 
-from .interpreter import Run
-from .model import Model
+from ..engines.ops import im2col
+from ..formats.values import exact
+from ..semantics.model import Conv2d, Model, Run
+from ..semantics.theorem1 import odd_margin, tolerated_flips
 
 SCORES = "scores"
 
@@ -58,8 +62,7 @@ def certified_k(model: Model, run: Run) -> Certificate:
         z = model.Z if nl.first else 1
         best = cap
         for idx, v in enumerate(h):
-            m = abs(2 * (v - s[idx // nl.positions]) - 1)
-            best = min(best, m // (4 * z))   # floor(T/2); for z = 1 equal to (m - 1) // 4, m odd
+            best = min(best, tolerated_flips(odd_margin(v, s[idx // nl.positions]), z))
         if best >= _fan_in(model, nl.weight_index):
             best = cap                       # all of its weights may flip
         bounds.append((best, f"layer {nl.threshold_index}"))
@@ -87,13 +90,13 @@ def certified_ks(engine, x: np.ndarray) -> tuple[np.ndarray, list[str]]:
     names = [f"layer {nl.threshold_index}" for nl in model.neuron_layers] + [SCORES]
     ks = np.empty(len(x), dtype=np.int64)
     where: list[str] = []
-    for sl in engine._batches(len(x)):
+    for sl in engine.batches(len(x)):
         outs = engine.outputs(x[sl])
         cols = []
         for nl in model.neuron_layers:
-            m = engine._margin2(nl.threshold_index, outs[nl.threshold_index - 1])
+            m = engine.odd_margins(nl.threshold_index, outs[nl.threshold_index - 1])
             z = model.Z if nl.first else 1
-            best = (m.reshape(len(m), -1) // (4 * z)).min(axis=1)
+            best = tolerated_flips(m.reshape(len(m), -1), z).min(axis=1)
             best[best >= _fan_in(model, nl.weight_index)] = cap
             cols.append(np.minimum(best, cap))
         cols.append(_score_bound(outs[-1], _output_magnitude(model), cap,
@@ -128,7 +131,7 @@ def adversarial_masks(engine, x_i: np.ndarray, k: int, rng: Optional[np.random.G
     for i in model.weight_indices:
         layer = model.layers[i]
         inp = x_i[None] if i == 0 else outs[i - 1]
-        signs = engine._w[i].astype(np.float64)                          # [N, F]
+        signs = engine.weight_matrix(i).astype(np.float64)               # [N, F]
         fields = _fields(layer, inp)                                      # [P, F]
         direction = _direction(engine, model, i, outs)                    # [N, P] in {-1, 0, 1}
         # flipping weight j moves h by -2 w_j x_j: it helps where -direction * w_j x_j > 0
@@ -144,9 +147,6 @@ def adversarial_masks(engine, x_i: np.ndarray, k: int, rng: Optional[np.random.G
 
 
 def _fields(layer, inp: np.ndarray) -> np.ndarray:
-    from .model import Conv2d
-    from .ops import im2col
-
     if isinstance(layer, Conv2d):
         cols = im2col(inp.astype(np.float64), layer.weight.shape[-1], layer.padding)
         return cols.reshape(-1, cols.shape[-1])
@@ -165,10 +165,8 @@ def _direction(engine, model: Model, i: int, outs: list[np.ndarray]) -> np.ndarr
     nxt = i + 1
     pooled = not any(nl.threshold_index == nxt for nl in model.neuron_layers)
     t = nxt + 1 if pooled else nxt
-    h = outs[t - 1][0]
-    s, _ = engine._thr[t]
-    g = 2 * (h.reshape(h.shape[0], -1) - s[:, None]) - 1
-    d = -np.sign(g)                    # move g toward 0
+    g = engine.signed_margins(t, outs[t - 1])[0]
+    d = -np.sign(g.reshape(g.shape[0], -1))   # move g toward 0
     if not pooled:
         return d
     n, ho, wo = outs[i][0].shape       # spread each pooled direction over its 2x2 window
@@ -196,3 +194,19 @@ def check_certificates(engine, reference_cls, x: np.ndarray, ks: np.ndarray, dra
         out.append({"input": i, "k": int(ks[i]), "flips": int(sum(m.sum() for m in masks)),
                     "prediction": clean, "under_flips": flipped, "changed": clean != flipped})
     return out
+
+
+def certified_accuracy(engine, x: np.ndarray, y: np.ndarray, ks_wanted: list[int]) -> dict:
+    """What `refbnn certify` reports: accuracy, the certified k per input, certified
+    accuracy at each wanted k (inputs correct *and* certified at k) and how many inputs
+    each layer (or the class scores) limits."""
+    model = engine.model
+    ks, where = certified_ks(engine, x)
+    correct = engine.predictions(x) == y
+    n = len(y)
+    names = [f"layer {nl.threshold_index}" for nl in model.neuron_layers] + [SCORES]
+    return {"inputs": n, "accuracy": exact(Fraction(int(correct.sum()), n)),
+            "certified_accuracy": {str(k): exact(Fraction(int((correct & (ks >= k)).sum()), n))
+                                   for k in ks_wanted},
+            "bottleneck": {name: where.count(name) for name in names},
+            "certified_k": [int(k) for k in ks]}

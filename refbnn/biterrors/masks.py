@@ -1,4 +1,4 @@
-"""The bit error model (paper section II-C, SPEC section 6) and accuracy under it.
+"""The bit error model (paper section II-C, docs/semantics.md §6): keyed flip masks and mask files.
 
 - Symmetric: every targeted stored bit reads flipped with the same probability p.
 - Transient: a flip affects one read; the stored model is unchanged afterwards.
@@ -17,14 +17,13 @@ order or threads, and any implementation can rebuild it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from fractions import Fraction
-from math import comb, sqrt
+from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-from .model import Model
+from ..formats.files import InputError, atomic_open
+from ..semantics.model import Model
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,7 @@ def activation_layers(model: Model) -> list[int]:
 
 
 def keyed_mask(seed: int, r: int, j: int, t: int, shape: tuple[int, ...], p: float) -> np.ndarray:
-    """SPEC section 6: default_rng([seed, r, j, t]).random(shape) < p."""
+    """docs/semantics.md §6: default_rng([seed, r, j, t]).random(shape) < p."""
     return np.random.default_rng([seed, r, j, t]).random(shape) < p
 
 
@@ -69,60 +68,9 @@ def pattern(model: Model, em: ErrorModel, r: int, j: int, batch: int) -> tuple[l
 
 
 def batches(n: int, batch_size: int) -> Iterator[tuple[int, slice]]:
+    """(j, slice) of the j-th batch of `batch_size` inputs (the last may be shorter)."""
     for j, start in enumerate(range(0, n, batch_size)):
         yield j, slice(start, min(n, start + batch_size))
-
-
-def correct_under_errors(engine_cls, model: Model, x: np.ndarray, y: np.ndarray, em: ErrorModel,
-                         r: int, given: Optional["MaskSet"] = None) -> int:
-    """Correct predictions in repetition r: each batch j under its own flip pattern (keyed,
-    or taken from a MaskSet)."""
-    correct = 0
-    for j, sl in batches(len(y), em.batch_size):
-        if given is not None:
-            weights, acts = given.pattern(r, j, sl.stop - sl.start)
-        else:
-            weights, acts = pattern(model, em, r, j, sl.stop - sl.start)
-        engine = engine_cls(model, weights)
-        correct += int((np.asarray(engine.predictions(x[sl], act_masks=acts or None)) == y[sl]).sum())
-    return correct
-
-
-# -- summaries ----------------------------------------------------------------------------
-
-# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (standard tables).
-_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-         2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
-
-
-def t_quantile_975(df: int) -> float:
-    """t_{0.975, df}: the table above, then the Cornish-Fisher expansion (error < 1e-4)."""
-    if df <= len(_T975):
-        return _T975[df - 1]
-    z = 1.959963984540054
-    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-
-
-@dataclass
-class Summary:
-    """Accuracy over R repetitions at one BER."""
-
-    ber: str
-    accuracies: list[Fraction] = field(default_factory=list)
-
-    def as_dict(self) -> dict:
-        from .report import exact
-
-        acc = [float(a) for a in self.accuracies]
-        r = len(acc)
-        mean = sum(self.accuracies, Fraction(0)) / r
-        std = float(np.std(acc, ddof=1)) if r > 1 else 0.0
-        half = t_quantile_975(r - 1) * std / sqrt(r) if r > 1 else None
-        return {"ber": self.ber, "reps": r, "mean": exact(mean), "std": std,
-                "min": exact(min(self.accuracies)), "max": exact(max(self.accuracies)),
-                "ci95": None if half is None else [max(0.0, float(mean) - half), min(1.0, float(mean) + half)],
-                "accuracies": [exact(a) for a in self.accuracies]}
 
 
 # -- mask files ---------------------------------------------------------------------------
@@ -133,8 +81,6 @@ class MaskSet:
     optionally `a{t}` bool [R, J, batch_size, *input shape] for activation tensor t."""
 
     def __init__(self, arrays: dict[str, np.ndarray], model: Model, name: str):
-        from .files import InputError
-
         def fail(field_: str, msg: str) -> InputError:
             return InputError(f"{name}: {field_}: {msg}")
 
@@ -187,8 +133,6 @@ def read_masks(path: str, model: Model) -> MaskSet:
     """Read and validate a masks file against `model` (no pickle)."""
     import zipfile
 
-    from .files import InputError
-
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
@@ -199,8 +143,6 @@ def read_masks(path: str, model: Model) -> MaskSet:
 
 def write_masks(path: str, model: Model, em: ErrorModel, reps: int, n_inputs: int) -> None:
     """Write the keyed masks of `reps` repetitions over `n_inputs` inputs (atomically)."""
-    from .files import atomic_open
-
     n_batches = (n_inputs + em.batch_size - 1) // em.batch_size
     arrays: dict[str, np.ndarray] = {"batch_size": np.array(em.batch_size)}
     n_w = len(model.weight_indices)
@@ -218,83 +160,12 @@ def write_masks(path: str, model: Model, em: ErrorModel, reps: int, n_inputs: in
         np.savez_compressed(f, **arrays)
 
 
-# -- exact flip probability of one hidden neuron ------------------------------------------
-
-def neuron_flip_probability(agree: int, disagree: int, m: int, p: Fraction) -> Fraction:
-    """P(a hidden neuron's output flips) when each of its weights flips independently with
-    probability p, exactly.
-
-    With g = 2(h - s) - 1 and m = |g|, `agree` summands w_j x_j equal sign(g) and
-    `disagree` do not. Flipping X of the agreeing and Y of the disagreeing summands moves
-    g by -4 sign(g) (X - Y), so the output flips iff X - Y >= f = (m - 1) // 4 + 1, with
-    X ~ Bin(agree, p) and Y ~ Bin(disagree, p) independent:
-        P = sum_{x - y >= f} C(a, x) p^x (1-p)^(a-x) * C(d, y) p^y (1-p)^(d-y)."""
-    p = Fraction(p)
-    q = 1 - p
-    f = (m - 1) // 4 + 1
-    px = [comb(agree, x) * p**x * q**(agree - x) for x in range(agree + 1)]
-    py = [comb(disagree, y) * p**y * q**(disagree - y) for y in range(disagree + 1)]
-    return sum((px[x] * py[y] for x in range(agree + 1) for y in range(disagree + 1) if x - y >= f),
-               Fraction(0))
-
-
-def _binom_pmf(n: int, p: float) -> np.ndarray:
-    """Binomial(n, p) probabilities in float64, via log-gamma (stable for n in the thousands)."""
-    from math import lgamma, log
-
-    k = np.arange(n + 1)
-    if p <= 0:
-        return (k == 0).astype(float)
-    if p >= 1:
-        return (k == n).astype(float)
-    lg = np.array([lgamma(n + 1) - lgamma(i + 1) - lgamma(n - i + 1) for i in k])
-    return np.exp(lg + k * log(p) + (n - k) * log(1 - p))
-
-
-def flip_probability_float(agree: int, disagree: int, m: int, p: float) -> float:
-    """`neuron_flip_probability` evaluated in float64: sum_y P(Y = y) P(X >= f + y)."""
-    f = (m - 1) // 4 + 1
-    px = _binom_pmf(agree, p)
-    tail = np.concatenate([np.cumsum(px[::-1])[::-1], [0.0]])   # tail[k] = P(X >= k)
-    py = _binom_pmf(disagree, p)
-    idx = np.minimum(f + np.arange(disagree + 1), agree + 1)
-    return float((py * tail[np.maximum(idx, 0)]).sum())
-
-
-def layer_flip_probabilities(engine, x: np.ndarray, ps: Sequence[float]) -> dict[int, list[float]]:
-    """Mean output flip probability of each hidden threshold layer (neurons directly after
-    a weight layer, not the first one) over inputs, neurons and positions, per p.
-    Computed from the closed form, grouped by the distinct (agree, disagree, m)."""
-    from .ops import im2col
-    from .model import Conv2d
-
-    model = engine.model
-    out: dict[int, list[float]] = {}
-    for nl in model.neuron_layers:
-        if nl.first or nl.weight_index != nl.threshold_index - 1:
-            continue     # first layer (integer inputs) and pooled h: not a binomial difference
-        counts: dict[tuple[int, int, int], int] = {}
-        for sl in engine._batches(len(x)):
-            outs = engine.outputs(x[sl])
-            layer = model.layers[nl.weight_index]
-            inp = outs[nl.weight_index - 1]
-            h = outs[nl.weight_index]
-            s, _ = engine._thr[nl.threshold_index]
-            if isinstance(layer, Conv2d):   # real (non-padded) taps at each position
-                real = im2col(np.ones_like(inp[:1], dtype=np.int64), layer.weight.shape[-1], layer.padding)
-                k_real = np.broadcast_to(real.sum(axis=-1)[0][None, None], h.shape)
-            else:
-                k_real = np.full(h.shape, inp.shape[1], dtype=np.int64)
-            hv = h.astype(np.int64)
-            g = 2 * (hv - s.reshape((1, -1) + (1,) * (h.ndim - 2)).astype(np.int64)) - 1
-            # K summands of +-1 add up to h, so (K + h) / 2 of them are +1
-            plus = (k_real + hv) // 2
-            agree = np.where(g > 0, plus, k_real - plus)
-            key = np.stack([agree.ravel(), (k_real - agree).ravel(), np.abs(g).ravel()], axis=1)
-            uniq, cnt = np.unique(key, axis=0, return_counts=True)
-            for (a, d, m), c in zip(uniq.tolist(), cnt.tolist()):
-                counts[(a, d, m)] = counts.get((a, d, m), 0) + c
-        total = sum(counts.values())
-        out[nl.threshold_index] = [sum(c * flip_probability_float(a, d, m, p) for (a, d, m), c in counts.items()) / total
-                                   for p in ps]
-    return out
+def error_model(model: Model, p: float, seed: int, granularity: str, batch_size: int,
+                layers: Optional[tuple[int, ...]], activations: bool, n_inputs: int) -> ErrorModel:
+    """The error model of the command-line options: `granularity` batch (a pattern per
+    `batch_size` inputs), input (per input) or pass (one pattern for all `n_inputs`)."""
+    size = {"batch": batch_size, "input": 1, "pass": n_inputs}[granularity]
+    if layers is not None and any(i not in model.weight_indices for i in layers):
+        raise ValueError(f"layers: {list(layers)} are not all weight layers "
+                         f"({', '.join(map(str, model.weight_indices))})")
+    return ErrorModel(p, seed, size, layers, activations)

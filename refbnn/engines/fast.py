@@ -1,9 +1,15 @@
 """The fast exact engine: the reference interpreter's numbers at data-set scale.
 
-Same interface as `refbnn.interpreter.Interpreter` (`predictions`, plus
-`tolerance` and `importance` with the signatures of `refbnn.margin.tolerance`
-and `refbnn.importance.neuron_importance`), and the very same results: the
-tests demand exact equality.
+Same interface as `refbnn.engines.interpreter.Interpreter` (`predictions`,
+`with_flips`, `tolerance`, `importance`; see `refbnn.engines.protocol`) and the
+very same results: the tests demand exact equality.
+
+Beyond the protocol, the engine offers an analysis surface for the commands that
+reason about exact integers in bulk (`refbnn.analysis.certify`, the exact flip
+probability in `refbnn.biterrors`): `batches`, `outputs` (every layer's output),
+`weight_matrix`, `thresholds`, `odd_margins`, `signed_margins` and `predicted`.
+`refbnn.engines.incremental` is a friend: it also uses `_weight_layer` and
+`_threshold` to recompute parts of a layer.
 
 Why float GEMM is exact here: every weight is +-1 and every input of a weight
 layer is an integer with |x| <= M (M = Z for the first weight layer, 1 after a
@@ -17,46 +23,50 @@ fan_in * M <= 2**24 (float32) or 2**53 (float64) no rounding ever happens.
 """
 from __future__ import annotations
 
+import copy
 import os
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
-from math import ceil, prod
+from math import prod
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from .importance import relative_drop, require_accuracy
+from ..semantics.importance import relative_drop, require_accuracy
+from ..semantics.margin import DEFAULT_B, Tolerance, min_odd_margin
+from ..semantics.model import Conv2d, Linear, MaxPool2d, Model, Threshold, check_masks
+from ..semantics.theorem1 import odd_margin, signed_margin
 from .incremental import BatchFlips
 from .ops import im2col, maxpool
-from .margin import DEFAULT_B, Tolerance
-from .model import Conv2d, Linear, MaxPool2d, Model, Threshold
 
 DEFAULT_MEMORY = 2 * 2**30   # bytes of working memory per batch (documented in README)
+
+
+def exact_float(bound: int) -> Optional[type]:
+    """The narrowest float type that holds every integer of magnitude <= bound exactly
+    (a p-bit significand holds every integer up to 2**p), or None past 2**53."""
+    if bound <= 2**24:
+        return np.float32
+    if bound <= 2**53:
+        return np.float64
+    return None
 
 
 def _exact_dtype(fan_in: int, magnitude: int) -> type:
     """The narrowest float type in which a +-1 dot product of length fan_in over integers
     of magnitude <= `magnitude` is exact (see the module docstring)."""
-    bound = fan_in * magnitude
-    if bound <= 2**24:
-        return np.float32
-    if bound <= 2**53:
-        return np.float64
-    raise ValueError(f"fan-in {fan_in} x input magnitude {magnitude} exceeds 2**53: "
-                     f"no exact float type")
+    dt = exact_float(fan_in * magnitude)
+    if dt is None:
+        raise ValueError(f"fan-in {fan_in} x input magnitude {magnitude} exceeds 2**53: "
+                         f"no exact float type")
+    return dt
 
 
-def weight_signs(model: Model, layer_index: int, mask: Optional[np.ndarray] = None) -> np.ndarray:
-    """The weight tensor of a layer as an int8 array of +-1, bit mask XORed in."""
+def weight_signs(model: Model, layer_index: int) -> np.ndarray:
+    """The weight tensor of a layer as an int8 array of +-1 (bit 1 = +1)."""
     w = model.layers[layer_index].weight
     bits = np.unpackbits(np.frombuffer(w.bits.tobytes(), dtype=np.uint8), count=len(w.bits))
-    bits = bits.reshape(w.shape).astype(bool)
-    if mask is not None:
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != w.shape:
-            raise ValueError(f"mask of shape {list(mask.shape)} for a weight of shape {list(w.shape)}")
-        bits = bits ^ mask
-    return np.where(bits, 1, -1).astype(np.int8)
+    return np.where(bits.reshape(w.shape), np.int8(1), np.int8(-1))
 
 
 class FastEngine:
@@ -69,25 +79,42 @@ class FastEngine:
         self.model = model
         self.memory = memory
         self.threads = threads or min(4, len(os.sched_getaffinity(0)))
-        masks = list(weight_masks) if weight_masks is not None else [None] * len(model.weight_indices)
-        if len(masks) != len(model.weight_indices):
-            raise ValueError(f"weight_masks: {len(masks)} entries for {len(model.weight_indices)} weight layers")
         self._w: dict[int, np.ndarray] = {}       # layer -> [N, fan_in] +-1 in its exact dtype
         self._dtype: dict[int, type] = {}         # layer -> dtype of its input and output
         first = model.weight_indices[0]
-        for i, mask in zip(model.weight_indices, masks):
-            signs = weight_signs(model, i, mask)
+        for i in model.weight_indices:
+            signs = weight_signs(model, i)
             fan_in = prod(signs.shape[1:])
             # Inputs: |x| <= Z in the first layer; deltas in Algorithm 1 are up to 2.
             dt = _exact_dtype(fan_in, model.Z if i == first else 2)
             self._dtype[i] = dt
             self._w[i] = signs.reshape(signs.shape[0], fan_in).astype(dt)
+        self._clean = self._w                     # the stored weights, before any flips
         self._thr: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for nl in model.neuron_layers:
             layer: Threshold = model.layers[nl.threshold_index]
             self._thr[nl.threshold_index] = (np.array(layer.thresholds, dtype=np.float64),
                                              np.array(layer.polarity) < 0)
         self.batch_size = self._batch_size()
+        if weight_masks is not None:
+            self._w = self._flipped(weight_masks)
+
+    def with_flips(self, weight_masks: Optional[Sequence]) -> "FastEngine":
+        """The same engine reading its weights through `weight_masks` (one per weight layer,
+        None for a clean one): each masked +-1 is negated in the exact-dtype matrices the
+        engine already holds, so nothing is unpacked or converted again. A flip is
+        transient: the masks apply to the stored weights, not to earlier flips."""
+        engine = copy.copy(self)
+        engine._w = self._flipped(weight_masks)
+        return engine
+
+    def _flipped(self, weight_masks: Optional[Sequence]) -> dict[int, np.ndarray]:
+        out = dict(self._clean)
+        for i, mask in zip(self.model.weight_indices, check_masks(weight_masks, self.model)):
+            if mask is not None:
+                w = self._clean[i]
+                out[i] = np.where(mask.reshape(w.shape), -w, w)
+        return out
 
     # -- sizing ---------------------------------------------------------------------------
 
@@ -102,7 +129,8 @@ class FastEngine:
                 per_input += 8 * prod(model.shapes[i][1:]) * prod(layer.weight.shape[1:])
         return max(1, int(self.memory // per_input))
 
-    def _batches(self, n: int):
+    def batches(self, n: int):
+        """Slices of at most `batch_size` inputs covering 0..n-1 in order."""
         for start in range(0, n, self.batch_size):
             yield slice(start, min(n, start + self.batch_size))
 
@@ -162,9 +190,33 @@ class FastEngine:
         return outs
 
     @staticmethod
-    def _argmax(scores: np.ndarray) -> np.ndarray:
-        # np.argmax returns the first maximum: ties go to the smallest index.
+    def predicted(scores: np.ndarray) -> np.ndarray:
+        """The predicted class per row of class scores; ties go to the smallest index
+        (np.argmax returns the first maximum)."""
         return np.argmax(scores.reshape(len(scores), -1), axis=1)
+
+    # -- the analysis surface (exact integers, for certify and the flip probability) -------
+
+    def weight_matrix(self, i: int) -> np.ndarray:
+        """Weight layer i as [N, fan-in] +-1 values (in the layer's exact float type), with
+        any flips of this engine applied. Read only."""
+        return self._w[i]
+
+    def thresholds(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """Threshold layer t: (s as float64, polarity == -1 as bool), one entry per channel."""
+        return self._thr[t]
+
+    def signed_margins(self, t: int, h: np.ndarray) -> np.ndarray:
+        """g = 2(h - s) - 1 (Theorem 1) for h [B, C, ...] entering threshold layer t, int64."""
+        s, _ = self._thr[t]
+        shape = (1, -1) + (1,) * (h.ndim - 2)
+        return signed_margin(h.astype(np.int64), s.astype(np.int64).reshape(shape))
+
+    def odd_margins(self, t: int, h: np.ndarray) -> np.ndarray:
+        """m = |2(h - s) - 1| = 2T (times Z in the first layer), exact int64."""
+        s, _ = self._thr[t]
+        shape = (1, -1) + (1,) * (h.ndim - 2)
+        return odd_margin(h.astype(np.int64), s.astype(np.int64).reshape(shape))
 
     # -- the common engine interface ------------------------------------------------------
 
@@ -173,13 +225,13 @@ class FastEngine:
         """The predicted class of every input; `act_masks[i]` holds one mask per input."""
         xs = np.asarray(xs)
         out = np.empty(len(xs), dtype=np.int64)
-        for sl in self._batches(len(xs)):
+        for sl in self.batches(len(xs)):
             masks = {i: m[sl] for i, m in act_masks.items()} if act_masks else None
-            out[sl] = self._argmax(self.outputs(xs[sl], flip, masks)[-1])
+            out[sl] = self.predicted(self.outputs(xs[sl], flip, masks)[-1])
         return out
 
     def tolerance(self, xs: np.ndarray, bs: Sequence[Fraction] = DEFAULT_B) -> Tolerance:
-        """The T tuple (eqs. 1-5), equal to `refbnn.margin.tolerance`.
+        """The T tuple (eqs. 1-5), equal to `refbnn.semantics.margin.tolerance`.
 
         T_{i,n,u,v} >= b  <=>  m / (2 Z_l) >= b with m = |2(h - s) - 1| an odd integer,
         <=>  m >= ceil(2 b Z_l), an integer comparison. Summing eqs. 3-5:
@@ -191,11 +243,11 @@ class FastEngine:
         if model.neurons == 0:
             raise ValueError("the model has no neurons (no threshold layer): T is undefined")
         counts = [{b: 0 for b in bs} for _ in model.neuron_layers]
-        for sl in self._batches(len(xs)):
+        for sl in self.batches(len(xs)):
             outs = self.outputs(xs[sl])
             for l, nl in enumerate(model.neuron_layers):
                 z = model.Z if nl.first else 1
-                needs = [ceil(2 * b * z) for b in bs]
+                needs = [min_odd_margin(b, z) for b in bs]
                 found = self._count_at_least(nl, outs[nl.threshold_index - 1], needs)
                 for b, c in zip(bs, found):
                     counts[l][b] += c
@@ -216,12 +268,13 @@ class FastEngine:
         w = self.model.layers[nl.weight_index].weight
         h_max = prod(w.shape[1:]) * (self.model.Z if nl.first else 1)
         bound = 2 * (h_max + int(np.abs(s).max())) + 1
-        dt = np.float32 if bound <= 2**24 else np.float64 if bound <= 2**53 else np.int64
+        dt = exact_float(bound) or np.int64
         h = h.reshape(len(h), nl.channels, -1)
         shift = s.astype(dt)[None, :, None]
         counts = [0] * len(needs)
         chunk = max(1, 2**20 // (nl.channels * nl.positions))
         for start in range(0, len(h), chunk):
+            # m = odd_margin(h, s) (refbnn.semantics.theorem1), in place and in dt.
             m = h[start:start + chunk].astype(dt)
             m -= shift
             m *= 2
@@ -232,25 +285,19 @@ class FastEngine:
                     counts[k] += int(np.count_nonzero(m >= need))
         return counts
 
-    def _margin2(self, threshold_index: int, h: np.ndarray) -> np.ndarray:
-        """m = |2(h - s) - 1| = 2 T (times Z in the first layer), as exact int64."""
-        s, _ = self._thr[threshold_index]
-        shape = (1, -1) + (1,) * (h.ndim - 2)
-        return np.abs(2 * (h.astype(np.int64) - s.astype(np.int64).reshape(shape)) - 1)
-
     def importance(self, xs: np.ndarray, ys: Sequence[int],
                    progress: Optional[Callable[[int, int], None]] = None) -> list[Fraction]:
-        """Algorithm 1, equal to `refbnn.importance.neuron_importance` (flip, full re-run),
-        but incremental: see `refbnn.incremental`."""
+        """Algorithm 1, equal to `refbnn.semantics.importance.neuron_importance` (flip, full re-run),
+        but incremental: see `refbnn.engines.incremental`."""
         model = self.model
         xs = np.asarray(xs)
         ys = np.asarray(ys)
         correct = np.zeros(model.neurons, dtype=np.int64)
         clean_correct = 0
-        batches = list(self._batches(len(xs)))
+        batches = list(self.batches(len(xs)))
         for k, sl in enumerate(batches):
             outs = self.outputs(xs[sl])
-            clean_correct += int((self._argmax(outs[-1]) == ys[sl]).sum())
+            clean_correct += int((self.predicted(outs[-1]) == ys[sl]).sum())
             flips = BatchFlips(self, outs, ys[sl])
             # Neurons are independent; NumPy releases the GIL in its loops, so threads help.
             with ThreadPoolExecutor(self.threads) as pool:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import InputError
+from ..formats.files import InputError
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

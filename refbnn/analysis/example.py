@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .model import Conv2d, Flatten, Linear, MaxPool2d, Model, Threshold, Weight
+from ..semantics.model import Conv2d, Flatten, Linear, MaxPool2d, Model, Threshold, Weight
 
 SIZE, Z = 8, 4
 

@@ -1,4 +1,4 @@
-"""`refbnn verify`: the oracle other implementations check their numbers against.
+"""`refbnn verify`: the oracle other implementations check their numbers against (docs/semantics.md §9).
 
 A claims file is JSON in the layout `refbnn metrics --json` writes (any subset
 of its keys), plus `predictions`. Each claimed number may be exact
@@ -11,12 +11,14 @@ import json
 from fractions import Fraction
 from typing import Any
 
-from .datafile import Dataset
-from .files import InputError, read_json
-from .importance import accuracy, importance_variance
-from .margin import t_bar
-from .model import Model
-from .report import exact
+from ..biterrors.masks import ErrorModel
+from ..biterrors.sweep import correct_under_errors
+from ..formats.datafile import Dataset
+from ..formats.files import InputError, read_json
+from ..formats.values import exact, parse_ber
+from ..semantics.importance import accuracy, importance_variance
+from ..semantics.margin import t_bar
+from ..semantics.model import Model
 
 KNOWN = {"accuracy", "T", "T_bar", "layers", "importance", "var_importance", "predictions",
          "inputs", "neurons", "bit_errors", "engine", "model", "data"}   # engine, model, data: informational
@@ -133,16 +135,14 @@ def check_claims(engine, model: Model, data: Dataset, claims: dict, path: str, a
         if "var_importance" in claims:
             c.number("var_importance", claims["var_importance"], importance_variance(pi))
     if "bit_errors" in claims:
-        _check_bit_errors(c, type(engine), model, data, claims["bit_errors"])
+        _check_bit_errors(c, engine, model, data, claims["bit_errors"])
     if not c.checks:
         raise InputError(f"{path}: no claims to check")
     return c.checks
 
 
-def _check_bit_errors(c: _Checker, engine_cls, model: Model, data: Dataset, claim: Any) -> None:
+def _check_bit_errors(c: _Checker, engine, model: Model, data: Dataset, claim: Any) -> None:
     """Recompute each claimed accuracy under the keyed masks (refbnn.biterrors)."""
-    from .biterrors import ErrorModel, correct_under_errors
-
     where = "bit_errors"
     if not isinstance(claim, dict):
         raise InputError(f"{c.path}: {where}: expected an object")
@@ -169,16 +169,14 @@ def _check_bit_errors(c: _Checker, engine_cls, model: Model, data: Dataset, clai
         if not isinstance(entry, dict) or not isinstance(entry.get("ber"), str):
             raise InputError(f"{c.path}: {field}.ber: expected the BER as a string, e.g. \"0.01\"")
         try:
-            p = float(Fraction(entry["ber"]))
-        except (ValueError, ZeroDivisionError):
-            raise InputError(f"{c.path}: {field}.ber: {entry['ber']!r} is not a number") from None
-        if not 0 <= p <= 1:
-            raise InputError(f"{c.path}: {field}.ber: {entry['ber']} is outside [0, 1]")
+            p = parse_ber(entry["ber"], f"{field}.ber")
+        except ValueError as e:
+            raise InputError(f"{c.path}: {e}") from None
         claimed = entry.get("accuracies")
         if not isinstance(claimed, list) or not claimed:
             raise InputError(f"{c.path}: {field}.accuracies: expected one accuracy per repetition")
         em = ErrorModel(p, seed, size, None if layers is None else tuple(layers), acts)
-        truths = [Fraction(correct_under_errors(engine_cls, model, data.x, data.y, em, r), n)
+        truths = [Fraction(correct_under_errors(engine, data.x, data.y, em, r), n)
                   for r in range(len(claimed))]
         for r, value in enumerate(claimed):
             c.number(f"{field}.accuracies[{r}]", value, truths[r])

@@ -1,10 +1,10 @@
-"""The model: an input spec plus an ordered list of layers (SPEC section 2).
+"""The model: an input spec plus an ordered list of layers (docs/semantics.md §2).
 
-This module holds only the data and its structural rules. Reading and writing
-files is `refbnn.modelfile`; running a model is `refbnn.interpreter` (the
-reference) or `refbnn.engine` (the fast engine).
+This module holds the data, its structural rules and the record of one forward
+pass (`Run`). Reading and writing files is `refbnn.formats.modelfile`; running a
+model is `refbnn.engines.interpreter` (the reference) or `refbnn.engines.fast`.
 
-Weights are kept as one `bitarray` per weight tensor, row-major, bit 1 = +1.
+Weights are kept as one big-endian `bitarray` per weight tensor, row-major, bit 1 = +1.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from bitarray import bitarray
 
 
 class ModelError(ValueError):
-    """A model that breaks a rule of SPEC section 2; the message names the field."""
+    """A model that breaks a rule of docs/semantics.md §2; the message names the field."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,10 @@ class Weight:
     def __post_init__(self) -> None:
         if len(self.bits) != prod(self.shape):
             raise ModelError(f"weight: {len(self.bits)} bits for shape {list(self.shape)}")
+        endian = self.bits.endian   # a method before bitarray 3, a property since
+        if (endian() if callable(endian) else endian) != "big":
+            # The file format packs bits big-endian (§3.1); every engine reads them so.
+            raise ModelError("weight: bits must be a big-endian bitarray")
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Weight) and self.shape == other.shape and self.bits == other.bits
@@ -91,6 +95,27 @@ class Flatten:
     type = "flatten"
 
 
+def check_mask(mask, shape: tuple[int, ...]):
+    """A bit mask for a weight of `shape` as a bool array; a wrong shape is a ValueError.
+
+    Both engines accept weight masks (one per weight layer) and check them here."""
+    import numpy as np
+
+    m = np.asarray(mask)
+    if m.shape != tuple(shape):
+        raise ValueError(f"mask of shape {list(m.shape)} for a weight of shape {list(shape)}")
+    return m.astype(bool, copy=False)
+
+
+def check_masks(masks, model: "Model") -> list:
+    """One entry (a mask or None) per weight layer, in layer order."""
+    masks = list(masks) if masks is not None else [None] * len(model.weight_indices)
+    if len(masks) != len(model.weight_indices):
+        raise ValueError(f"weight_masks: {len(masks)} entries for {len(model.weight_indices)} weight layers")
+    return [None if m is None else check_mask(m, model.layers[i].weight.shape)
+            for i, m in zip(model.weight_indices, masks)]
+
+
 Layer = Union[Linear, Conv2d, Threshold, MaxPool2d, Flatten]
 WEIGHT_LAYERS = (Linear, Conv2d)
 
@@ -105,6 +130,22 @@ class NeuronLayer:
     channels: int          # N_l, neurons in this layer
     positions: int         # U * V of the h entering the threshold (1 after linear)
     offset: int            # global number of this layer's channel 0 (section 2 order)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One forward pass of one input.
+
+    `h[l]` is the flat (C-order) integer tensor entering the l-th threshold layer,
+    `scores` the class scores (the last layer's h, flattened)."""
+
+    h: list[list[int]]
+    scores: list[int]
+
+    @property
+    def prediction(self) -> int:
+        """Index of the largest score; ties go to the smallest index (docs/semantics.md §2.5)."""
+        return self.scores.index(max(self.scores))
 
 
 @dataclass(frozen=True)
@@ -210,7 +251,7 @@ def infer_shapes(input_shape: tuple[int, ...], layers: tuple[Layer, ...]) -> tup
 
 
 def check_order(layers: tuple[Layer, ...]) -> None:
-    """SPEC section 2: every weight layer but the last is followed (directly or after one
+    """docs/semantics.md §2.4: every weight layer but the last is followed (directly or after one
     maxpool2d) by a threshold; thresholds follow weight layers only; the model ends with
     a weight layer."""
     if not layers or not isinstance(layers[-1], WEIGHT_LAYERS):

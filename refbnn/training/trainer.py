@@ -11,17 +11,19 @@ continues to exactly the result of an uninterrupted run.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass
-from typing import Callable, Optional
+from contextlib import nullcontext
+from typing import Callable, ContextManager, Optional
 
 import numpy as np
 
+from ..engines.fast import FastEngine
+from ..formats.files import InputError, atomic_open
+from ..semantics.model import Model
 from .architectures import Network
 from .datasets import DataSplit
-from .engine import FastEngine
 from .export import export
-from .files import InputError, atomic_open
-from .model import Model
 from .nn import softmax_cross_entropy
 
 
@@ -170,3 +172,27 @@ class Trainer:
             value[...] = arrays[key]
         self.epoch, self.opt.t = meta["epoch"], meta["adam_t"]
         self.history = [EpochLog(**h) for h in meta["history"]]
+
+
+def train(cfg: TrainConfig, data: DataSplit, checkpoint: Optional[str] = None, resume: bool = False,
+          progress: Optional[Callable[[int], ContextManager[Callable[[int, int], None]]]] = None,
+          on_epoch: Optional[Callable[[EpochLog], None]] = None,
+          on_resume: Optional[Callable[[int], None]] = None) -> Trainer:
+    """Train (or resume from `checkpoint`) to cfg.epochs, saving a checkpoint after every
+    epoch when one is given. `progress(epoch)` opens the progress callback of an epoch;
+    `on_epoch` hears each finished epoch, `on_resume` the epoch a checkpoint ended."""
+    trainer = Trainer(cfg, data)
+    if resume:
+        if not checkpoint or not os.path.exists(checkpoint):
+            raise InputError(f"--resume: no checkpoint at {checkpoint!r} (give --checkpoint PATH)")
+        trainer.load(checkpoint)
+        if on_resume is not None:
+            on_resume(trainer.epoch)
+    while trainer.epoch < cfg.epochs:
+        with progress(trainer.epoch + 1) if progress else nullcontext() as callback:
+            log = trainer.train_epoch(callback)
+        if on_epoch is not None:
+            on_epoch(log)
+        if checkpoint:
+            trainer.save(checkpoint)
+    return trainer

@@ -1,18 +1,19 @@
 """The neuron-level bit error tolerance metric T (paper section III, eqs. 1-5).
 
-Each equation is one function, computed from the reference interpreter's
-recorded pre-activations with exact `Fraction`s. The fast engine
-(`refbnn.engine.FastEngine.tolerance`) must return the very same numbers; the
-tests compare the two exactly.
+Each equation is one function over exact `Fraction`s, computed from recorded
+forward passes (`Run`s). The reference interpreter feeds its runs to `tolerance`;
+the fast engine (`refbnn.engines.fast.FastEngine.tolerance`) must return the very
+same numbers, and the tests compare the two exactly. docs/semantics.md §4.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
+from math import ceil
 from typing import Iterable, Sequence
 
-from .interpreter import Interpreter, Run
-from .model import Model
+from .model import Model, Run
+from .theorem1 import odd_margin
 
 DEFAULT_B = tuple(Fraction(b) for b in (2, 4, 8, 16, 32, 64))
 
@@ -21,7 +22,13 @@ def margin(h: int, s: int, Z: int = 1) -> Fraction:
     """Eq. (1): T_{i,n,u,v} = |h - s_n - 1/2|; eq. (2) for the first weight layer: the same / Z.
 
     Pass Z = 1 for a neuron outside the first weight layer."""
-    return abs(Fraction(2 * (h - s) - 1, 2)) / Z
+    return Fraction(odd_margin(h, s), 2 * Z)
+
+
+def min_odd_margin(b: Fraction, Z: int = 1) -> int:
+    """The least odd margin m that passes T >= b: T = m / 2Z >= b iff m >= ceil(2bZ), an
+    integer comparison (the fast engine counts with it)."""
+    return ceil(2 * Fraction(b) * Z)
 
 
 def neuron_tolerance(h: Sequence[int], s: int, Z: int, b: Fraction) -> Fraction:
@@ -69,15 +76,13 @@ class Tolerance:
     layers: list[dict[Fraction, Fraction]]
 
 
-def tolerance(engine: Interpreter, xs: Iterable, bs: Sequence[Fraction] = DEFAULT_B) -> Tolerance:
-    """The T tuple by the definitions (eqs. 1-5), one input at a time."""
-    model = engine.model
+def tolerance(model: Model, runs: Iterable[Run], bs: Sequence[Fraction] = DEFAULT_B) -> Tolerance:
+    """The T tuple by the definitions (eqs. 1-5), from one run per input."""
     bs = list(dict.fromkeys(bs))   # each distinct b once
     per_input = {b: [] for b in bs}
     layer_sums = [{b: Fraction(0) for b in bs} for _ in model.neuron_layers]
     count = 0
-    for x in xs:
-        run = engine.run(x)
+    for run in runs:
         count += 1
         for b in bs:
             per_input[b].append(input_tolerance(model, run, b))

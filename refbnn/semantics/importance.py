@@ -1,17 +1,24 @@
-"""The inter-neuron bit error tolerance metric VAR(Pi) (paper section IV).
+"""The inter-neuron bit error tolerance metric VAR(Pi) (paper section IV, docs/semantics.md §5).
 
 `neuron_importance` is Algorithm 1 as written: flip one neuron's output, re-run
-the whole network on the data set, compare accuracies. It works with any
-engine that offers `predictions(xs, flip=None)`; the fast engine's incremental
-version (`FastEngine.importance`) must equal it exactly.
+the whole network on the data set, compare accuracies. It works with anything
+that offers `model` and `predictions(xs, flip=None)` (both engines do); the fast
+engine's incremental version (`FastEngine.importance`) must equal it exactly.
 """
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import TYPE_CHECKING, Callable, Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Protocol, Sequence
 
-if TYPE_CHECKING:
-    from .protocol import Engine
+from .model import Model
+
+
+class Predictor(Protocol):
+    """What Algorithm 1 needs of an engine: the model and predictions with one neuron flipped."""
+
+    model: Model
+
+    def predictions(self, xs: Sequence, flip: Optional[int] = None) -> Sequence[int]: ...
 
 
 class ZeroAccuracyError(ValueError):
@@ -38,7 +45,7 @@ def relative_drop(a: Fraction, a_star: Fraction) -> Fraction:
     return (a - a_star) / a
 
 
-def neuron_importance(engine: "Engine", xs: Sequence, ys: Sequence[int],
+def neuron_importance(engine: Predictor, xs: Sequence, ys: Sequence[int],
                       progress: Optional[Callable[[int, int], None]] = None) -> list[Fraction]:
     """Algorithm 1: Pi[n] = (A - A*_n) / A for every neuron n, where A*_n is the accuracy
     with neuron n's output flipped at every position. Output units get no Pi."""

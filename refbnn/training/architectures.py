@@ -19,7 +19,7 @@ from typing import Optional
 
 import numpy as np
 
-from .files import InputError
+from ..formats.files import InputError
 from .nn import (BatchNorm, BinaryConv2d, BinaryLinear, Flatten, MaxPool, ScaledOutput,
                  SignActivation)
 

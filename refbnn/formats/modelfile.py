@@ -17,7 +17,7 @@ from typing import Any
 from bitarray import bitarray
 
 from .files import InputError, read_json, write_json
-from .model import Conv2d, Flatten, Linear, MaxPool2d, Model, ModelError, Threshold, Weight
+from ..semantics.model import Conv2d, Flatten, Linear, MaxPool2d, Model, ModelError, Threshold, Weight
 
 FORMAT = "refbnn-model"
 VERSION = 1

@@ -1,0 +1,92 @@
+"""The exact probability that a hidden neuron's output flips under weight bit errors.
+
+A closed form (no sampling) from Theorem 1's odd margin; `refbnn eval
+--exact-neuron-flips` prints its mean per hidden layer (docs/bit-errors.md).
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+from math import comb
+from typing import Sequence
+
+import numpy as np
+
+from ..engines.ops import im2col
+from ..semantics.model import Conv2d
+from ..semantics.theorem1 import flips_to_change
+
+
+def neuron_flip_probability(agree: int, disagree: int, m: int, p: Fraction) -> Fraction:
+    """P(a hidden neuron's output flips) when each of its weights flips independently with
+    probability p, exactly.
+
+    With g = 2(h - s) - 1 and m = |g|, `agree` summands w_j x_j equal sign(g) and
+    `disagree` do not. Flipping X of the agreeing and Y of the disagreeing summands moves
+    g by -4 sign(g) (X - Y), so the output flips iff X - Y >= f = flips_to_change(m), with
+    X ~ Bin(agree, p) and Y ~ Bin(disagree, p) independent:
+        P = sum_{x - y >= f} C(a, x) p^x (1-p)^(a-x) * C(d, y) p^y (1-p)^(d-y)."""
+    p = Fraction(p)
+    q = 1 - p
+    f = flips_to_change(m)
+    px = [comb(agree, x) * p**x * q**(agree - x) for x in range(agree + 1)]
+    py = [comb(disagree, y) * p**y * q**(disagree - y) for y in range(disagree + 1)]
+    return sum((px[x] * py[y] for x in range(agree + 1) for y in range(disagree + 1) if x - y >= f),
+               Fraction(0))
+
+
+def _binom_pmf(n: int, p: float) -> np.ndarray:
+    """Binomial(n, p) probabilities in float64, via log-gamma (stable for n in the thousands)."""
+    from math import lgamma, log
+
+    k = np.arange(n + 1)
+    if p <= 0:
+        return (k == 0).astype(float)
+    if p >= 1:
+        return (k == n).astype(float)
+    lg = np.array([lgamma(n + 1) - lgamma(i + 1) - lgamma(n - i + 1) for i in k])
+    return np.exp(lg + k * log(p) + (n - k) * log(1 - p))
+
+
+def flip_probability_float(agree: int, disagree: int, m: int, p: float) -> float:
+    """`neuron_flip_probability` evaluated in float64: sum_y P(Y = y) P(X >= f + y)."""
+    f = flips_to_change(m)
+    px = _binom_pmf(agree, p)
+    tail = np.concatenate([np.cumsum(px[::-1])[::-1], [0.0]])   # tail[k] = P(X >= k)
+    py = _binom_pmf(disagree, p)
+    idx = np.minimum(f + np.arange(disagree + 1), agree + 1)
+    return float((py * tail[np.maximum(idx, 0)]).sum())
+
+
+def layer_flip_probabilities(engine, x: np.ndarray, ps: Sequence[float]) -> dict[int, list[float]]:
+    """Mean output flip probability of each hidden threshold layer (neurons directly after
+    a weight layer, not the first one) over inputs, neurons and positions, per p.
+    Computed from the closed form, grouped by the distinct (agree, disagree, m)."""
+    model = engine.model
+    out: dict[int, list[float]] = {}
+    for nl in model.neuron_layers:
+        if nl.first or nl.weight_index != nl.threshold_index - 1:
+            continue     # first layer (integer inputs) and pooled h: not a binomial difference
+        counts: dict[tuple[int, int, int], int] = {}
+        for sl in engine.batches(len(x)):
+            outs = engine.outputs(x[sl])
+            layer = model.layers[nl.weight_index]
+            inp = outs[nl.weight_index - 1]
+            h = outs[nl.weight_index]
+            if isinstance(layer, Conv2d):   # real (non-padded) taps at each position
+                real = im2col(np.ones_like(inp[:1], dtype=np.int64), layer.weight.shape[-1], layer.padding)
+                k_real = np.broadcast_to(real.sum(axis=-1)[0][None, None], h.shape)
+            else:
+                k_real = np.full(h.shape, inp.shape[1], dtype=np.int64)
+            hv = h.astype(np.int64)
+            g = engine.signed_margins(nl.threshold_index, h)
+            # K summands of +-1 add up to h, so (K + h) / 2 of them are +1
+            plus = (k_real + hv) // 2
+            agree = np.where(g > 0, plus, k_real - plus)
+            key = np.stack([agree.ravel(), (k_real - agree).ravel(), np.abs(g).ravel()], axis=1)
+            uniq, cnt = np.unique(key, axis=0, return_counts=True)
+            for (a, d, m), c in zip(uniq.tolist(), cnt.tolist()):
+                counts[(a, d, m)] = counts.get((a, d, m), 0) + c
+        total = sum(counts.values())
+        out[nl.threshold_index] = [sum(c * flip_probability_float(a, d, m, p) for (a, d, m), c in counts.items()) / total
+                                   for p in ps]
+    return out

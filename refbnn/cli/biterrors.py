@@ -1,0 +1,122 @@
+"""Commands about bit errors: `eval` (accuracy over BER) and `masks` (replayable flips)."""
+from __future__ import annotations
+
+import click
+from tabulate import tabulate
+
+from ..biterrors.flipprob import layer_flip_probabilities
+from ..biterrors.masks import error_model, read_masks, write_masks
+from ..biterrors.sweep import accuracy_sweep
+from ..engines.fast import FastEngine
+from ..formats.files import InputError, write_json
+from ..formats.modelfile import read_model
+from ..formats.values import parse_bers, parse_naturals
+from . import main
+from .common import ENGINES, Progress, engine_option, json_option, load, parsed
+
+
+def error_options(func):
+    func = click.option("--seed", default=0, show_default=True, type=click.IntRange(0),
+                        help="Seed of the keyed flip masks.")(func)
+    func = click.option("--granularity", type=click.Choice(["batch", "input", "pass"]), default="batch",
+                        show_default=True, help="A fresh flip pattern per batch, per input, or one per pass.")(func)
+    func = click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1, 2**20),
+                        help="Inputs per flip pattern with --granularity batch.")(func)
+    func = click.option("--layers", "layers_text", default=None,
+                        help="Comma-separated weight layer indices to target (default: all; see inspect).")(func)
+    func = click.option("--activations", is_flag=True,
+                        help="Also flip the +-1 activations that feed hidden weight layers.")(func)
+    return func
+
+
+def _error_model(model, p, seed, granularity, batch_size, layers_text, activations, n_inputs):
+    layers = None
+    if layers_text not in (None, "all"):
+        what = (f"a weight layer of this model (weight layers: "
+                f"{', '.join(map(str, model.weight_indices))}; see refbnn inspect)")
+        layers = tuple(parsed(layers_text, parse_naturals, "--layers", model.weight_indices, what))
+    return error_model(model, p, seed, granularity, batch_size, layers, activations, n_inputs)
+
+
+@main.command("eval", short_help="Accuracy over bit error rates, with spread and 95% interval.")
+@click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
+@click.argument("data_path", metavar="DATA", type=click.Path(dir_okay=False))
+@click.option("--ber", "ber_text", default="0,0.01,0.05,0.1", show_default=True,
+              help="Comma-separated bit error rates p in [0, 1].")
+@click.option("--reps", default=5, show_default=True, type=click.IntRange(1), help="Repetitions per BER.")
+@error_options
+@click.option("--masks", "masks_path", default=None, type=click.Path(dir_okay=False),
+              help="Evaluate under the flip patterns in this file (from `refbnn masks`) instead "
+                   "of keyed random ones; --ber, --reps, --seed and the granularity come from it.")
+@click.option("--exact-neuron-flips", is_flag=True,
+              help="Also print each hidden layer's mean probability that a neuron's output flips "
+                   "(closed form, no sampling).")
+@engine_option
+@json_option
+def eval_cmd(model_path, data_path, ber_text, reps, seed, granularity, batch_size, layers_text,
+             activations, masks_path, exact_neuron_flips, engine, json_path) -> None:
+    """Accuracy under symmetric, transient bit flips (paper Fig. 1, top row).
+
+    For each BER p and repetition r, every targeted bit of batch j reads flipped where
+    default_rng([seed, r, j, t]).random(shape) < p (t: tensor number, weights first).
+    Reports mean, standard deviation, min, max over repetitions and a 95% t-interval
+    over repetitions (valid whatever the granularity, as repetitions are independent).
+    The same seed gives identical results in either engine.
+    """
+    bers = parsed(ber_text, parse_bers)
+    model, data = load(model_path, data_path)
+    n = len(data.y)
+    em = _error_model(model, 0.0, seed, granularity, batch_size, layers_text, activations, n)
+    given = read_masks(masks_path, model) if masks_path else None
+    if given is not None:
+        bers, reps = [("file", float("nan"))], given.reps
+        em = type(em)(0.0, 0, given.batch_size, None, False)
+        if given.n_batches < (n + given.batch_size - 1) // given.batch_size:
+            raise InputError(f"{masks_path}: w0: {given.n_batches} batches of {given.batch_size} "
+                             f"do not cover {n} inputs")
+    with Progress("bit errors") as progress:
+        summaries = [s.as_dict() for s in accuracy_sweep(ENGINES[engine](model), data.x, data.y, bers, reps,
+                                                         em, given, progress)]
+    rows = []
+    for d in summaries:
+        ci = "" if d["ci95"] is None else f"[{d['ci95'][0]:.4f}, {d['ci95'][1]:.4f}]"
+        rows.append([d["ber"], d["reps"], f"{d['mean']['value']:.4f}", f"{d['std']:.4f}",
+                     f"{d['min']['value']:.4f}", f"{d['max']['value']:.4f}", ci])
+    click.echo(tabulate(rows, headers=["BER", "reps", "mean acc", "std", "min", "max", "95% CI (t)"]))
+    result = {"model": model_path, "data": data_path, "engine": engine, "inputs": n,
+              "seed": seed, "granularity": granularity, "batch_size": em.batch_size,
+              "layers": None if em.layers is None else list(em.layers), "activations": activations,
+              "results": summaries}
+    if exact_neuron_flips:
+        flips = layer_flip_probabilities(FastEngine(model), data.x, [p for _, p in bers])
+        result["neuron_flip_probability"] = {f"layer {l}": dict(zip([b for b, _ in bers], v))
+                                             for l, v in flips.items()}
+        click.echo(tabulate([[f"layer {l}"] + [f"{v:.4g}" for v in vals] for l, vals in flips.items()],
+                            headers=["P(neuron output flips)"] + [b for b, _ in bers]))
+    if json_path:
+        write_json(json_path, result)
+
+
+@main.command("masks")
+@click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
+@click.option("--ber", "ber_text", required=True, help="The bit error rate p in [0, 1].")
+@click.option("--reps", default=1, show_default=True, type=click.IntRange(1), help="Repetitions.")
+@click.option("--inputs", required=True, type=click.IntRange(1), help="Inputs to cover (sets the batch count).")
+@error_options
+@click.option("-o", "--output", "out_path", required=True, type=click.Path(dir_okay=False),
+              help="The .npz masks file to write.")
+def masks_cmd(model_path, ber_text, reps, inputs, seed, granularity, batch_size, layers_text,
+              activations, out_path) -> None:
+    """Write the keyed flip masks that `refbnn eval` would use, for replay elsewhere.
+
+    Layout (docs/bit-errors.md): batch_size (int), w{t} bool [R, J, *weight shape] per
+    targeted weight tensor t, a{t} bool [R, J, batch_size, *input shape] per activation
+    tensor. `refbnn eval --masks FILE` evaluates under exactly these flips.
+    """
+    bers = parsed(ber_text, parse_bers)
+    if len(bers) != 1:
+        raise InputError("--ber: give exactly one bit error rate")
+    model = read_model(model_path)
+    em = _error_model(model, bers[0][1], seed, granularity, batch_size, layers_text, activations, inputs)
+    write_masks(out_path, model, em, reps, inputs)
+    click.echo(f"wrote {out_path}: {reps} repetitions x {(inputs + em.batch_size - 1) // em.batch_size} batches")

@@ -1,0 +1,79 @@
+"""What the commands share: options, loading, progress bars, number display."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..engines.fast import FastEngine
+from ..engines.interpreter import Interpreter
+from ..formats.datafile import read_data
+from ..formats.files import InputError
+from ..formats.modelfile import read_model
+
+ENGINES = {"fast": FastEngine, "reference": Interpreter}
+
+
+class Progress:
+    """A progress callback `(done, total)` that draws a bar on a terminal and is silent
+    otherwise (pipes, CI, CliRunner)."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.bar = None
+        self.shown = 0
+        self.enabled = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.update(done - self.shown)
+        self.shown = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def parsed(text: str, parser, *args):
+    """Run an option parser of refbnn.formats.values; its ValueError becomes bad input."""
+    try:
+        return parser(text, *args)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+
+
+def load(model_path: str, data_path: str):
+    """The model and its data set, both validated."""
+    model = read_model(model_path)
+    return model, read_data(data_path, model)
+
+
+def show(q: dict) -> str:
+    """A float for reading; the exact value is in the JSON."""
+    return f"{q['value']:.6g}"
+
+
+def b_option(func):
+    return click.option("--b", "b_text", default="2,4,8,16,32,64", show_default=True,
+                        help="Comma-separated margins b, each read exactly: 2, 0.5 or 1/2.")(func)
+
+
+def json_option(func):
+    return click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+                        help="Also write the result as JSON to this file.")(func)
+
+
+def engine_option(func):
+    return click.option("--engine", type=click.Choice(sorted(ENGINES)), default="fast", show_default=True,
+                        help="fast: the NumPy engine; reference: the bitarray interpreter "
+                             "(the definition; slow, for cross-checks).")(func)
