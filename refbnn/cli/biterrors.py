@@ -11,7 +11,7 @@ from ..engines.fast import FastEngine
 from ..formats.files import InputError, write_json
 from ..formats.modelfile import read_model
 from ..formats.values import parse_bers, parse_naturals
-from . import main
+from .group import main
 from .common import ENGINES, Progress, engine_option, json_option, load, parsed
 
 

@@ -15,7 +15,7 @@ from ..engines.interpreter import Interpreter
 from ..formats.files import InputError, write_json
 from ..formats.values import parse_bs, parse_naturals
 from ..semantics.importance import ZeroAccuracyError
-from . import main
+from .group import main
 from .common import ENGINES, Progress, b_option, engine_option, json_option, load, parsed, show
 
 

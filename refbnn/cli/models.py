@@ -12,7 +12,7 @@ from ..analysis.report import describe_model
 from ..formats.datafile import write_data
 from ..formats.files import write_json
 from ..formats.modelfile import read_model, write_model
-from . import main
+from .group import main
 from .common import json_option
 
 

@@ -12,7 +12,7 @@ from ..formats.values import parse_bers
 from ..semantics.margin import DEFAULT_B
 from ..training.datasets import load_dataset
 from ..training.trainer import EpochLog, TrainConfig, train
-from . import main
+from .group import main
 from .common import Progress, json_option, parsed
 
 

