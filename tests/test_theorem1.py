@@ -12,14 +12,52 @@ import pytest
 from hypothesis import example, given, strategies as st
 
 from proofs import theorem1
+from refbnn.analysis.certify import certified_k
+from refbnn.engines.interpreter import Interpreter
 from refbnn.semantics.margin import margin
+from refbnn.semantics.model import Linear, Model, Threshold, Weight
+from refbnn.semantics.theorem1 import flips_to_change, signed_margin
 
 
 @pytest.mark.exhaustive
 def test_every_exhaustive_check_holds():
-    results = theorem1.all_checks(max_fan_in=8)
+    results = theorem1.all_checks(max_fan_in=10)
     assert [r.name for r in results if not r.holds] == []
     assert sum(r.cases for r in results) > 10**8
+
+
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_hidden_check_enumerates_every_product_threshold_and_flip_set(k):
+    # 2^k product vectors x 2^k flip sets x the 2k + 2 thresholds -k-1..k
+    assert theorem1.check_hidden(k).cases == 2**k * 2**k * (2 * k + 2)
+    # weight and input flip sets in pairs: 2^k products x 4^k pairs x 2k + 2 thresholds
+    assert theorem1.check_input_flips(k).cases == 2**k * 4**k * (2 * k + 2)
+
+
+@pytest.mark.parametrize("k,z,signed", [(1, 1, False), (2, 3, True), (3, 2, False)])
+def test_first_layer_check_enumerates_every_weight_input_threshold_and_flip_set(k, z, signed):
+    values = 2 * z + 1 if signed else z + 1
+    # 2^k weights x values^k inputs x 2^k flip sets x the 2kZ + 2 thresholds -kZ-1..kZ
+    assert theorem1.check_first_layer(k, z, signed).cases == 2**k * values**k * 2**k * (2 * k * z + 2)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_pooled_check_enumerates_every_quad_threshold_and_flip_set(k):
+    # (2^k)^4 quads of candidate inputs x 2^k flip sets x 2k + 2 thresholds
+    assert theorem1.check_pooled(k).cases == 2**(4 * k) * 2**k * (2 * k + 2)
+
+
+def test_a_bound_too_small_only_at_the_extreme_thresholds_is_refuted():
+    # m = 4k + 1 occurs only at s = -k-1 (h = k) and s = k (h = -k). Claiming one flip less
+    # there breaks tightness: all k summands agree, yet no set of k flips changes the output.
+    k = 5
+    res = theorem1.check_hidden(k, bound=lambda m: np.where(m == 4 * k + 1, k - 1, m // 4))
+    assert not res.holds and f"s={-k - 1}" in res.counterexamples[0]
+
+
+def test_polarity_minus_one_is_the_negation_at_every_h():
+    h = np.arange(-5, 6)
+    assert all(theorem1.polarity_is_vacuous(h, s) for s in range(-6, 6))
 
 
 @pytest.mark.parametrize("k", [4, 6, 8])
@@ -37,10 +75,43 @@ def test_claiming_one_flip_less_breaks_the_tightness_claim():
 
 
 def test_first_layer_bound_without_Z_is_refuted():
-    # Forgetting the Z of eq. 2 (claiming floor(m/4) flips) fails for Z = 3.
+    # Forgetting the Z of eq. 2 (claiming floor(m/4) flips) fails for Z = 3, pooled or not.
     assert not theorem1.check_first_layer(3, 3, signed=False, bound=lambda m: m // 4).holds
+    assert not theorem1.check_first_layer_pooled(2, 2, signed=False, bound=lambda m: m // 4).holds
     assert not theorem1.check_input_flips(4, bound=lambda m: (m - 1) // 4 + 1).holds
     assert not theorem1.check_pooled(3, bound=lambda m: (m - 1) // 4 + 1).holds
+
+
+def test_a_corollary_one_flip_too_generous_is_refuted():
+    res = theorem1.check_corollary(1, k_fn=lambda *a: theorem1.certified_k_of(*a) + 1)
+    assert not res.holds and "change the prediction" in res.counterexamples[0]
+
+
+def test_a_corollary_without_the_tie_rule_is_refuted():
+    def no_tie_rule(w1, s1, w2, x, z):
+        # the score bound floor((s_c - s_j) / 4) for every j, as if ties always went to c
+        h1 = np.einsum("cnk,ck->cn", w1, x)
+        neuron = np.where(theorem1.tolerated_flips(theorem1.odd_margin(h1, s1), z) >= 2, 2,
+                          theorem1.tolerated_flips(theorem1.odd_margin(h1, s1), z)).min(axis=1)
+        scores = np.einsum("cnk,ck->cn", w2, np.where(h1 > s1, 1, -1))
+        gap = np.abs(scores[:, 0] - scores[:, 1]) // 4
+        return np.minimum(np.minimum(neuron, np.where(gap >= 2, 2, gap)), 2)
+    assert not theorem1.check_corollary(1, k_fn=no_tie_rule).holds
+
+
+@given(st.integers(0, 2**32 - 1), st.sampled_from([1, 2]))
+def test_the_corollary_checker_computes_refbnns_certified_k(seed, z):
+    """Property: on 2-2-2 networks, the checker's vectorised certified k equals
+    `refbnn.analysis.certify.certified_k` on the reference run, so the enumeration above
+    checks refbnn's own rule."""
+    rng = np.random.default_rng(seed)
+    w1, w2 = rng.choice([1, -1], (2, 2)), rng.choice([1, -1], (2, 2))
+    s1 = rng.integers(-2 * z - 1, 2 * z + 1, 2)
+    x = rng.integers(-z, z + 1, 2)
+    model = Model.build((2,), z, [Linear(Weight.from_array(w1)), Threshold(tuple(int(v) for v in s1)),
+                                  Linear(Weight.from_array(w2))])
+    mine = theorem1.certified_k_of(w1[None], s1[None], w2[None], x[None], z)[0]
+    assert mine == certified_k(model, Interpreter(model).run(x)).k
 
 
 def _neuron(draw, first_layer: bool):
@@ -98,9 +169,9 @@ def test_one_flip_beyond_floor_T_half_changes_the_output_when_enough_summands_ag
     """Property (exact form): floor(T/2) + 1 flips of agreeing summands change the output
     iff there are that many agreeing summands."""
     w, x, _, h, s = neuron
-    g = 2 * (h - s) - 1
+    g = signed_margin(h, s)
     f = int(margin(h, s) // 2) + 1
-    assert f == (abs(g) - 1) // 4 + 1
+    assert f == flips_to_change(abs(g))
     agree = int(((1 if g > 0 else -1) * w * x > 0).sum())
     assert (not _output_kept_after(w, x, h, s, f)) == (agree >= f)
 
