@@ -1,4 +1,4 @@
-"""Hypothesis strategies: random models of every shape the SPEC allows, with data.
+"""Hypothesis strategies: random models of every shape docs/semantics.md §2 allows, with data.
 
 Structure (layer kinds, sizes, block orders, padding, polarity, Z) is drawn by
 Hypothesis so it shrinks well; bits, thresholds and inputs come from a NumPy

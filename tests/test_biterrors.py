@@ -1,4 +1,4 @@
-"""Bit errors (SPEC section 6): keyed masks, accuracy over BER, exact flip probabilities."""
+"""Bit errors (docs/semantics.md §6): keyed masks, accuracy over BER, exact flip probabilities."""
 import itertools
 import json
 from fractions import Fraction

@@ -26,3 +26,71 @@ def test_readme_opens_with_the_two_commands():
 def test_example_runs(script, capsys):
     runpy.run_path(str(script), run_name="__main__")
     assert capsys.readouterr().out.strip()
+
+
+# -- links and citations --------------------------------------------------------------------
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "proofs").glob("*.md"))]
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_relative_link_resolves_inside_the_repository(doc):
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text())
+    local = [t for t in targets if "://" not in t]
+    missing = [t for t in local if not (doc.parent / t).resolve().is_relative_to(ROOT)
+               or not (doc.parent / t).exists()]
+    assert missing == []
+
+
+def _sections() -> set[str]:
+    """Section numbers of docs/semantics.md: '1', '2', '2.1', ..."""
+    return set(re.findall(r"^#+ (\d+(?:\.\d+)?)\.? ", (ROOT / "docs" / "semantics.md").read_text(), re.M))
+
+
+def test_every_semantics_citation_names_an_existing_section():
+    cited = set()
+    for path in [*ROOT.joinpath("refbnn").rglob("*.py"), *ROOT.joinpath("tests").glob("*.py"),
+                 *ROOT.joinpath("proofs").glob("*"), *DOCS]:
+        for first, last in re.findall(r"semantics\.md §(\d+(?:\.\d+)?)(?:-(\d+))?", path.read_text()):
+            cited |= {first} | ({last} if last else set())
+    assert cited and cited <= _sections(), sorted(cited - _sections())
+
+
+def test_nothing_cites_a_file_outside_the_repository():
+    offenders = [str(p.relative_to(ROOT)) for p in [*ROOT.joinpath("refbnn").rglob("*.py"), *DOCS,
+                                                    *ROOT.joinpath("tests").glob("*.py")]
+                 if re.search(r"\.\./shared|SPEC section|SPEC\.md", p.read_text()) and p.name != "test_docs.py"]
+    assert offenders == []
+
+
+# -- the demo output shown in the README ------------------------------------------------------
+
+# The models `refbnn demo` trained when the README's table was made. Training uses float
+# BLAS, so another machine may train other models; the table's numbers are then not
+# comparable, but its rows and columns still are.
+README_DEMO_MODELS = {
+    "regular.json": "f19ff0ed2e045ad17055828d6662535b4b10e8f8107a1d183007d50b13cff70c",
+    "flips.json": "d171e4a71ce66014adafe7e53e046b1004911ba47b87db31750188c25739108d",
+}
+
+
+@pytest.mark.slow
+def test_readme_demo_output_is_what_refbnn_demo_prints(tmp_path):
+    import hashlib
+
+    from click.testing import CliRunner
+
+    from refbnn.cli import main
+
+    shown = (ROOT / "README.md").read_text().split("$ refbnn demo\n", 1)[1].split("```")[0].splitlines()
+    result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    printed = result.output.splitlines()
+    start = printed.index(shown[0])
+    table = printed[start:start + len(shown)]
+    same_models = all(hashlib.sha256((tmp_path / name).read_bytes()).hexdigest() == digest
+                      for name, digest in README_DEMO_MODELS.items())
+    if same_models:
+        assert table == shown
+    else:   # other BLAS, other models: the same rows in the same order
+        assert [line.split("  ")[0] for line in table] == [line.split("  ")[0] for line in shown]

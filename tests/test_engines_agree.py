@@ -1,6 +1,6 @@
 """Differential tests: the fast engine equals the reference interpreter exactly.
 
-The interpreter is the definition (SPEC sections 1-5); the fast engine must give
+The interpreter is the definition (docs/semantics.md §1-5); the fast engine must give
 identical predictions, T tuples and Pi, compared as exact Fractions. The allowed
 differences between the two are: none.
 """

@@ -1,4 +1,4 @@
-"""Model and data files (SPEC section 3): round trips and every malformed case.
+"""Model and data files (docs/semantics.md §3): round trips and every malformed case.
 
 Each bad file must give an InputError whose message names the file and the field."""
 import base64
@@ -31,7 +31,7 @@ def test_model_round_trip_gives_an_equal_model(tmp_path):
 
 
 def test_bits_are_packbits_big_endian_of_the_row_major_tensor(doc):
-    # SPEC: bits = base64(numpy.packbits(bits, bitorder="big")), bit 1 = +1.
+    # docs/semantics.md §3.1: bits = base64(numpy.packbits(bits, bitorder="big")), bit 1 = +1.
     model = example_model()
     conv = model.layers[0].weight
     signs = np.array(conv.bits.tolist()).reshape(conv.shape)

@@ -1,4 +1,4 @@
-"""Training and export (SPEC section 8): exact export, reproducibility, resume."""
+"""Training and export (docs/semantics.md §8): exact export, reproducibility, resume."""
 import json
 
 import numpy as np

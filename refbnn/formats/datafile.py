@@ -1,4 +1,4 @@
-"""The data file (SPEC section 3): an `.npz` with integer arrays `x` and `y`.
+"""The data file (docs/semantics.md §3.2): an `.npz` with integer arrays `x` and `y`.
 
 `x` has shape [I, *input shape] and |x| <= Z; `y` has shape [I] with labels in
 0..classes-1. Loading never unpickles (`allow_pickle=False`), and the array

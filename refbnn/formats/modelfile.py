@@ -1,6 +1,6 @@
-"""The JSON model file (SPEC section 3): read, validate, write.
+"""The JSON model file (docs/semantics.md §3.1): read, validate, write.
 
-A reader rejects anything the SPEC does not allow with an `InputError` whose
+A reader rejects anything docs/semantics.md §3 does not allow with an `InputError` whose
 message names the file and the field, e.g.
 `net.json: layers[2].weight.bits: expected 12 base64 characters, got 8`.
 Sizes are checked against `LIMITS` before anything is decoded or allocated.
@@ -22,7 +22,7 @@ from ..semantics.model import Conv2d, Flatten, Linear, MaxPool2d, Model, ModelEr
 FORMAT = "refbnn-model"
 VERSION = 1
 
-# Limits, documented in docs/spec.md. They keep every integer of inference exact
+# Limits, documented in docs/semantics.md §3.3. They keep every integer of inference exact
 # in float64 (|h| <= fan-in * Z < 2**53) and memory per input bounded.
 LIMITS = {
     "file_bytes": 2**31,         # model file size
@@ -187,7 +187,7 @@ def _weight_dict(w: Weight) -> dict:
 
 
 def model_to_dict(model: Model) -> dict:
-    """The SPEC section 3 document of `model`."""
+    """The JSON document (docs/semantics.md §3.1) of `model`."""
     layers = []
     for layer in model.layers:
         if isinstance(layer, Linear):
@@ -204,5 +204,5 @@ def model_to_dict(model: Model) -> dict:
 
 
 def write_model(path: str | os.PathLike, model: Model) -> None:
-    """Write `model` atomically in the SPEC format."""
+    """Write `model` atomically in the model file format (docs/semantics.md §3.1)."""
     write_json(path, model_to_dict(model))

@@ -1,4 +1,4 @@
-"""Export a trained float network to the SPEC model (section 8): exact by construction.
+"""Export a trained float network to the integer model (docs/semantics.md §8): exact by construction.
 
 Batch norm followed by sign outputs +1 iff gamma (h - mu) / sqrt(var + eps) + beta > 0.
 With tau = mu - beta * sqrt(var + eps) / gamma:
@@ -56,7 +56,7 @@ def fold_batchnorm(bn: BatchNorm, scale: float, reach: int) -> Threshold:
 
 
 def export(net: Network, input_shape: tuple[int, ...], z: int) -> Model:
-    """The SPEC model of a (trained) network."""
+    """The integer model (docs/semantics.md §2) of a (trained) network."""
     layers = []
     first = True
     magnitude, fan_in = z, 0

@@ -1,4 +1,4 @@
-"""The float BNN for training (SPEC section 8), with hand-written backward passes.
+"""The float BNN for training (docs/semantics.md §8), with hand-written backward passes.
 
 Binarisation as in the authors' code: +1 iff the value is > 0, else -1, for
 weights and activations, with a straight-through estimator. The activation is
