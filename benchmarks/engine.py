@@ -19,8 +19,8 @@ import time
 import numpy as np
 
 from refbnn.engines.fast import FastEngine
-from refbnn.engines.ops import im2col
 from refbnn.engines.interpreter import Interpreter
+from refbnn.engines.ops import im2col
 from refbnn.semantics.margin import DEFAULT_B
 from refbnn.semantics.model import Conv2d, Flatten, Linear, MaxPool2d, Model, Threshold, Weight
 

@@ -6,19 +6,19 @@ from fractions import Fraction
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
+from strategies import model_cases
 
 from refbnn.biterrors.flipprob import flip_probability_float, layer_flip_probabilities, neuron_flip_probability
 from refbnn.biterrors.masks import ErrorModel, pattern
 from refbnn.biterrors.sweep import Summary, correct_under_errors
 from refbnn.cli import main
-from refbnn.formats.datafile import write_data
 from refbnn.engines.fast import FastEngine
 from refbnn.engines.interpreter import Interpreter
-from refbnn.semantics.model import Conv2d, Flatten, Linear, Model, Threshold, Weight
+from refbnn.formats.datafile import write_data
 from refbnn.formats.modelfile import write_model
-
-from strategies import model_cases
+from refbnn.semantics.model import Conv2d, Flatten, Linear, Model, Threshold, Weight
 
 
 def tiny_net() -> Model:

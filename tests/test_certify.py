@@ -5,16 +5,15 @@ from fractions import Fraction
 import numpy as np
 from click.testing import CliRunner
 from hypothesis import given
+from strategies import model_cases
 
 from refbnn.analysis.certify import _score_bound, adversarial_masks, certified_k, certified_ks, check_certificates
 from refbnn.cli import main
-from refbnn.formats.datafile import write_data
 from refbnn.engines.fast import FastEngine
 from refbnn.engines.interpreter import Interpreter
-from refbnn.semantics.model import Linear, Model, Threshold, Weight
+from refbnn.formats.datafile import write_data
 from refbnn.formats.modelfile import write_model
-
-from strategies import model_cases
+from refbnn.semantics.model import Linear, Model, Threshold, Weight
 
 
 def certify_net() -> Model:

@@ -77,8 +77,8 @@ def test_zero_accuracy_with_importance_exits_2_naming_the_data(example, tmp_path
     # Give every input the label the model does not predict: A = 0, Pi undefined.
     preds_file = tmp_path / "p.json"
     assert run("metrics", *example, "--json", preds_file).exit_code == 0
-    from refbnn.formats.datafile import read_data
     from refbnn.engines.fast import FastEngine
+    from refbnn.formats.datafile import read_data
     from refbnn.formats.modelfile import read_model
     model = read_model(example[0])
     data = read_data(example[1], model)
@@ -113,8 +113,8 @@ def test_verify_fails_a_wrong_claim_with_exit_1(example, tmp_path):
 
 
 def test_verify_checks_predictions(example, tmp_path):
-    from refbnn.formats.datafile import read_data
     from refbnn.engines.interpreter import Interpreter
+    from refbnn.formats.datafile import read_data
     from refbnn.formats.modelfile import read_model
     model = read_model(example[0])
     preds = Interpreter(model).predictions(read_data(example[1], model).x)

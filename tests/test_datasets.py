@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from refbnn.training.datasets import FASHION_DIR, load_cifar10, load_dataset, load_idx_dir, read_idx
 from refbnn.formats.files import InputError
+from refbnn.training.datasets import FASHION_DIR, load_cifar10, load_dataset, load_idx_dir, read_idx
 
 
 def idx_bytes(arr: np.ndarray) -> bytes:

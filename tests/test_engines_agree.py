@@ -8,14 +8,14 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
+from strategies import model_cases
 
 from refbnn.engines.fast import FastEngine
-from refbnn.semantics.importance import neuron_importance
 from refbnn.engines.interpreter import Interpreter
+from refbnn.semantics.importance import neuron_importance
 from refbnn.semantics.margin import tolerance
-
-from strategies import model_cases
 
 B_VALUES = [Fraction(0), Fraction(1, 2), Fraction(1), Fraction(3, 2), Fraction(2), Fraction(1, 255),
             Fraction(7, 3), Fraction(64)]

@@ -11,7 +11,9 @@ from itertools import combinations
 import numpy as np
 import pytest
 from bitarray import bitarray
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from strategies import model_cases
 
 from refbnn.analysis.certify import certified_k, certified_ks
 from refbnn.engines.fast import FastEngine, _exact_dtype, exact_float
@@ -20,8 +22,6 @@ from refbnn.formats.datafile import read_data, write_data
 from refbnn.formats.files import InputError
 from refbnn.semantics.model import Linear, Model, ModelError, Threshold, Weight
 from refbnn.semantics.theorem1 import odd_margin
-
-from strategies import model_cases
 
 # -- the float limits of the fast engine ----------------------------------------------------
 

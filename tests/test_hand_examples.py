@@ -6,8 +6,8 @@ from fractions import Fraction as F
 import numpy as np
 import pytest
 
-from refbnn.semantics.importance import accuracy, importance_variance, neuron_importance
 from refbnn.engines.interpreter import Interpreter
+from refbnn.semantics.importance import accuracy, importance_variance, neuron_importance
 from refbnn.semantics.margin import input_tolerance, margin, neuron_tolerance, t_bar
 from refbnn.semantics.model import Conv2d, Flatten, Linear, MaxPool2d, Model, Threshold, Weight
 

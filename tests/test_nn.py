@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from refbnn.training.nn import (BatchNorm, BinaryConv2d, BinaryLinear, MaxPool, ScaledOutput, SignActivation,
-                       softmax_cross_entropy)
+                                softmax_cross_entropy)
 
 RNG = np.random.default_rng(0)
 

@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from refbnn.training.architectures import Network, parse_arch
 from refbnn.cli import main
-from refbnn.training.datasets import DataSplit
 from refbnn.engines.fast import FastEngine
-from refbnn.training.export import fold_batchnorm
-from refbnn.formats.files import InputError
 from refbnn.engines.interpreter import Interpreter
+from refbnn.formats.files import InputError
+from refbnn.training.architectures import Network, parse_arch
+from refbnn.training.datasets import DataSplit
+from refbnn.training.export import fold_batchnorm
 from refbnn.training.nn import BatchNorm
 from refbnn.training.trainer import TrainConfig, Trainer
 

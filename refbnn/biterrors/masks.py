@@ -18,7 +18,7 @@ order or threads, and any implementation can rebuild it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Optional
 
 import numpy as np
 
@@ -129,8 +129,9 @@ class MaskSet:
         return weights, acts
 
 
-def read_masks(path: str, model: Model) -> MaskSet:
-    """Read and validate a masks file against `model` (no pickle)."""
+def read_masks(path: str, model: Model, n_inputs: Optional[int] = None) -> MaskSet:
+    """Read and validate a masks file against `model` (no pickle), and check that its
+    batches cover `n_inputs` inputs when given."""
     import zipfile
 
     try:
@@ -138,7 +139,11 @@ def read_masks(path: str, model: Model) -> MaskSet:
             arrays = {k: npz[k] for k in npz.files}
     except (OSError, ValueError, zipfile.BadZipFile) as e:
         raise InputError(f"{path}: cannot read as .npz ({e})") from None
-    return MaskSet(arrays, model, path)
+    masks = MaskSet(arrays, model, path)
+    if n_inputs is not None and masks.n_batches < -(-n_inputs // masks.batch_size):
+        raise InputError(f"{path}: w0: {masks.n_batches} batches of {masks.batch_size} "
+                         f"do not cover {n_inputs} inputs")
+    return masks
 
 
 def write_masks(path: str, model: Model, em: ErrorModel, reps: int, n_inputs: int) -> None:

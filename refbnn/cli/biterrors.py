@@ -5,14 +5,14 @@ import click
 from tabulate import tabulate
 
 from ..biterrors.flipprob import layer_flip_probabilities
-from ..biterrors.masks import error_model, read_masks, write_masks
+from ..biterrors.masks import ErrorModel, error_model, read_masks, write_masks
 from ..biterrors.sweep import accuracy_sweep
 from ..engines.fast import FastEngine
 from ..formats.files import InputError, write_json
 from ..formats.modelfile import read_model
 from ..formats.values import parse_bers, parse_naturals
-from .group import main
 from .common import ENGINES, Progress, engine_option, json_option, load, parsed
+from .group import main
 
 
 def error_options(func):
@@ -67,13 +67,9 @@ def eval_cmd(model_path, data_path, ber_text, reps, seed, granularity, batch_siz
     model, data = load(model_path, data_path)
     n = len(data.y)
     em = _error_model(model, 0.0, seed, granularity, batch_size, layers_text, activations, n)
-    given = read_masks(masks_path, model) if masks_path else None
-    if given is not None:
-        bers, reps = [("file", float("nan"))], given.reps
-        em = type(em)(0.0, 0, given.batch_size, None, False)
-        if given.n_batches < (n + given.batch_size - 1) // given.batch_size:
-            raise InputError(f"{masks_path}: w0: {given.n_batches} batches of {given.batch_size} "
-                             f"do not cover {n} inputs")
+    given = read_masks(masks_path, model, n) if masks_path else None
+    if given is not None:   # the flips, repetitions and batch size come from the file
+        bers, reps, em = [("file", float("nan"))], given.reps, ErrorModel(0.0, 0, given.batch_size)
     with Progress("bit errors") as progress:
         summaries = [s.as_dict() for s in accuracy_sweep(ENGINES[engine](model), data.x, data.y, bers, reps,
                                                          em, given, progress)]

@@ -15,8 +15,8 @@ from ..engines.interpreter import Interpreter
 from ..formats.files import InputError, write_json
 from ..formats.values import parse_bs, parse_naturals
 from ..semantics.importance import ZeroAccuracyError
-from .group import main
 from .common import ENGINES, Progress, b_option, engine_option, json_option, load, parsed, show
+from .group import main
 
 
 @main.command("metrics", short_help="Accuracy, T tuple, T-bar, per layer; with --importance VAR(Pi).")

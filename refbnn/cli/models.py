@@ -12,8 +12,8 @@ from ..analysis.report import describe_model
 from ..formats.datafile import write_data
 from ..formats.files import write_json
 from ..formats.modelfile import read_model, write_model
-from .group import main
 from .common import json_option
+from .group import main
 
 
 @main.command("example-model")

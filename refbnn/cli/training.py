@@ -12,8 +12,8 @@ from ..formats.values import parse_bers
 from ..semantics.margin import DEFAULT_B
 from ..training.datasets import load_dataset
 from ..training.trainer import EpochLog, TrainConfig, train
-from .group import main
 from .common import Progress, json_option, parsed
+from .group import main
 
 
 def train_options(func):

@@ -13,8 +13,8 @@ from math import prod
 
 import numpy as np
 
-from .files import InputError, atomic_open
 from ..semantics.model import Model
+from .files import InputError, atomic_open
 
 LIMITS = {"values": 2**31}   # x values in one data file
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from bitarray import bitarray
 
-from .files import InputError, read_json, write_json
 from ..semantics.model import Conv2d, Flatten, Linear, MaxPool2d, Model, ModelError, Threshold, Weight
+from .files import InputError, read_json, write_json
 
 FORMAT = "refbnn-model"
 VERSION = 1

@@ -20,8 +20,7 @@ from typing import Optional
 import numpy as np
 
 from ..formats.files import InputError
-from .nn import (BatchNorm, BinaryConv2d, BinaryLinear, Flatten, MaxPool, ScaledOutput,
-                 SignActivation)
+from .nn import BatchNorm, BinaryConv2d, BinaryLinear, Flatten, MaxPool, ScaledOutput, SignActivation
 
 PRESETS = {
     "fashion-fc": "fc:2048,2048",

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
 from contextlib import nullcontext
+from dataclasses import asdict, dataclass
 from typing import Callable, ContextManager, Optional
 
 import numpy as np
