@@ -1,6 +1,7 @@
 """Bit errors (docs/semantics.md §6): keyed masks, accuracy over BER, exact flip probabilities."""
 import itertools
 import json
+from dataclasses import replace
 from fractions import Fraction
 
 import numpy as np
@@ -10,9 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from strategies import model_cases
 
+from refbnn.analysis.example import example_data, example_model
 from refbnn.biterrors.flipprob import flip_probability_float, layer_flip_probabilities, neuron_flip_probability
 from refbnn.biterrors.masks import ErrorModel, pattern
-from refbnn.biterrors.sweep import Summary, correct_under_errors
+from refbnn.biterrors.sweep import Summary, accuracy_sweep, correct_under_errors
 from refbnn.cli import main
 from refbnn.engines.fast import FastEngine
 from refbnn.engines.interpreter import Interpreter
@@ -67,6 +69,34 @@ def exact_expected_accuracy(model: Model, x, y, p: Fraction) -> Fraction:
         k = int(flat.sum())
         total += p**k * (1 - p)**(n - k) * correct
     return total / len(y)
+
+
+@given(model_cases(max_inputs=6), st.integers(0, 1000), st.booleans(), st.integers(1, 4))
+def test_a_sweep_equals_each_ber_and_repetition_run_on_its_own(case, seed, activations, batch_size):
+    """Property: drawing the keyed uniforms once per batch and thresholding them at every BER
+    gives exactly the accuracies of running each (BER, repetition) on its own masks."""
+    engine = FastEngine(case.model)
+    bers = [("0.3", 0.3), ("0", 0.0), ("0.05", 0.05)]
+    em = ErrorModel(0.0, seed, batch_size, activations=activations)
+    sweep = accuracy_sweep(engine, case.x, case.y, bers, 2, em)
+    for summary, (_, p) in zip(sweep, bers):
+        assert summary.accuracies == [
+            Fraction(correct_under_errors(engine, case.x, case.y, replace(em, p=p), r), len(case.y))
+            for r in range(2)]
+
+
+def test_sweep_accuracies_match_the_values_before_the_shared_draws():
+    """A regression pin: these accuracies (bars model, 100 inputs of seed 3, seed 11, batch 16,
+    3 repetitions) were computed by the earlier sweep, which drew its own masks for every BER;
+    the shared draws must reproduce them exactly."""
+    model, (x, y) = example_model(), example_data(100, seed=3)
+    bers = [("0.2", 0.2), ("0", 0.0), ("0.05", 0.05)]
+    before = {False: [["16/25", "3/5", "12/25"], ["1", "1", "1"], ["19/20", "19/20", "83/100"]],
+              True: [["13/25", "29/50", "53/100"], ["1", "1", "1"], ["43/50", "91/100", "81/100"]]}
+    for activations, want in before.items():
+        em = ErrorModel(0.0, seed=11, batch_size=16, activations=activations)
+        got = accuracy_sweep(FastEngine(model), x, y, bers, 3, em)
+        assert [[str(a) for a in s.accuracies] for s in got] == want
 
 
 def test_monte_carlo_estimate_lies_in_its_confidence_interval():

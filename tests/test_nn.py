@@ -7,8 +7,15 @@ cross-entropy, and the linear and conv maps for fixed signs) is checked in float
 import numpy as np
 import pytest
 
-from refbnn.training.nn import (BatchNorm, BinaryConv2d, BinaryLinear, MaxPool, ScaledOutput, SignActivation,
-                                softmax_cross_entropy)
+from refbnn.training.nn import (
+    BatchNorm,
+    BinaryConv2d,
+    BinaryLinear,
+    MaxPool,
+    ScaledOutput,
+    SignActivation,
+    softmax_cross_entropy,
+)
 
 RNG = np.random.default_rng(0)
 

@@ -50,21 +50,42 @@ def keyed_mask(seed: int, r: int, j: int, t: int, shape: tuple[int, ...], p: flo
     return np.random.default_rng([seed, r, j, t]).random(shape) < p
 
 
-def pattern(model: Model, em: ErrorModel, r: int, j: int, batch: int) -> tuple[list, dict]:
-    """The flip pattern of repetition r, batch j (of `batch` inputs): weight masks (one
-    per weight layer, None where untargeted) and activation masks {layer: [batch, ...]}."""
+def keyed_uniforms(model: Model, em: ErrorModel, r: int, j: int) -> tuple[list, dict]:
+    """The uniform draws behind the masks of repetition r, batch j: for every targeted tensor t,
+    default_rng([seed, r, j, t]).random(shape) (weights: one per weight layer, None where
+    untargeted; activations: {layer: [batch_size, ...]} if targeted). The mask at BER p is
+    draw < p, so one draw serves every p of a sweep, and the masks are nested in p."""
     targets = set(em.targets(model))
     weights = []
     for t, i in enumerate(model.weight_indices):
         shape = model.layers[i].weight.shape
-        weights.append(keyed_mask(em.seed, r, j, t, shape, em.p) if i in targets and em.p > 0 else None)
+        weights.append(np.random.default_rng([em.seed, r, j, t]).random(shape) if i in targets else None)
     acts = {}
-    if em.activations and em.p > 0:
+    if em.activations:
         n_weights = len(model.weight_indices)
         for k, i in enumerate(activation_layers(model)):
             shape = (em.batch_size,) + model.shapes[i - 1]
-            acts[i] = keyed_mask(em.seed, r, j, n_weights + k, shape, em.p)[:batch]
+            acts[i] = np.random.default_rng([em.seed, r, j, n_weights + k]).random(shape)
     return weights, acts
+
+
+def masks_at(draws: tuple[list, dict], p: float, batch: int) -> tuple[list, dict]:
+    """The flip pattern at BER p from `keyed_uniforms` draws: draw < p (None where nothing can
+    flip), activation masks cut to the `batch` inputs of a short last batch."""
+    weights, acts = draws
+    if p <= 0:
+        return [None] * len(weights), {}
+    return ([None if u is None else u < p for u in weights],
+            {i: u[:batch] < p for i, u in acts.items()})
+
+
+def pattern(model: Model, em: ErrorModel, r: int, j: int, batch: int) -> tuple[list, dict]:
+    """The flip pattern of repetition r, batch j (of `batch` inputs): weight masks (one
+    per weight layer, None where untargeted) and activation masks {layer: [batch, ...]}.
+    Each mask is `keyed_mask(seed, r, j, t, shape, p)` (docs/semantics.md §6)."""
+    if em.p <= 0:
+        return [None] * len(model.weight_indices), {}
+    return masks_at(keyed_uniforms(model, em, r, j), em.p, batch)
 
 
 def batches(n: int, batch_size: int) -> Iterator[tuple[int, slice]]:

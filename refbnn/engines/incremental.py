@@ -104,16 +104,11 @@ class BatchFlips:
     def _weight_step(self, j: int, rows, changed, sub, flips=None) -> np.ndarray:
         """New full output h of weight layer j for `rows`: h_clean + W[:, changed] delta."""
         h = self.outs[j][rows]
-        if not self._takes_flips(j):
-            return h + self.engine._weight_layer(j, self._delta(j, rows, changed, sub), changed)
-        # Few outputs (class scores): add up W[:, col] * delta over the non-zero deltas,
-        # grouped by row (np.nonzero and the sparse step list them in row order).
         if flips is None:
-            delta = self._delta(j, rows, changed, sub)
-            r, col = np.nonzero(delta)
-            vals = delta[r, col].astype(np.float64)
-        else:
-            r, col, vals = flips
+            return h + self._delta_product(j, self._delta(j, rows, changed, sub), changed)
+        # The sparse step listed the negated entries (few class scores): add up W[:, col] * delta
+        # over them, grouped by row (the sparse step lists them in row order).
+        r, col, vals = flips
         if len(r) == 0:
             return h
         starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
@@ -121,6 +116,17 @@ class BatchFlips:
         h = h.copy()
         h[r[starts]] += dh.astype(h.dtype)
         return h
+
+    def _delta_product(self, j: int, delta: np.ndarray, changed: np.ndarray) -> np.ndarray:
+        """W[:, changed] delta for weight layer j. For a linear layer where most columns
+        changed, the delta is scattered into full width instead: one GEMM with the stored W
+        costs less than gathering most of its columns into a copy."""
+        w = self.engine.weight_matrix(j)
+        if isinstance(self.model.layers[j], Linear) and 2 * len(changed) > w.shape[1]:
+            full = np.zeros((len(delta), w.shape[1]), dtype=w.dtype)
+            full[:, changed] = delta
+            return full @ w.T
+        return self.engine._weight_layer(j, delta, changed)
 
     def _w_t(self, j: int) -> np.ndarray:
         """W of layer j transposed (fan-in major), cached: its rows gather fast. float32 is
@@ -194,5 +200,13 @@ def _compress(idx: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _gather(a: np.ndarray, rows: np.ndarray, channels: np.ndarray) -> np.ndarray:
-    """a[rows][:, channels] without copying the unselected channels of every row."""
+    """A copy of a[rows][:, channels], without copying the unselected channels of every row.
+    rows and channels are sorted and distinct, so a full-length one is an arange."""
+    all_rows, all_channels = len(rows) == len(a), len(channels) == a.shape[1]
+    if all_rows and all_channels:
+        return a.copy()
+    if all_rows:
+        return a[:, channels]
+    if all_channels:
+        return a[rows]
     return a[rows[:, None], channels[None, :]]
