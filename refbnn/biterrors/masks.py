@@ -23,6 +23,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from ..formats.files import InputError, atomic_open
+from ..formats.npzfile import npz_arrays, npz_headers
 from ..semantics.model import Model
 
 
@@ -96,50 +97,56 @@ def batches(n: int, batch_size: int) -> Iterator[tuple[int, slice]]:
 
 # -- mask files ---------------------------------------------------------------------------
 
+MASK_BYTES = 2**32   # all arrays of one mask file together (bool: one byte per bit)
+
+
+def _check_layout(layout: dict, batch_size: int, model: Model, name: str) -> tuple[int, int]:
+    """Check the mask arrays' names, dtypes and shapes (from headers or arrays: anything with
+    .shape and .dtype) against `model`; return (R, J)."""
+    def fail(field_: str, msg: str) -> InputError:
+        return InputError(f"{name}: {field_}: {msg}")
+
+    n_w = len(model.weight_indices)
+    hidden = activation_layers(model)
+    allowed = {f"w{t}" for t in range(n_w)} | {f"a{n_w + k}" for k in range(len(hidden))}
+    unknown = sorted(set(layout) - allowed)
+    if unknown:
+        raise fail(unknown[0][:40], f"unknown array (this model has w0..w{n_w - 1}"
+                                    f"{f' and a{n_w}..a{n_w + len(hidden) - 1}' if hidden else ''})")
+    rj = None
+    for key, arr in sorted(layout.items()):
+        if arr.dtype != np.bool_:
+            raise fail(key, f"expected dtype bool, got {arr.dtype}")
+        t = int(key[1:])
+        if key[0] == "w":
+            want = model.layers[model.weight_indices[t]].weight.shape
+        else:
+            want = (batch_size,) + model.shapes[hidden[t - n_w] - 1]
+        if len(arr.shape) != 2 + len(want) or tuple(arr.shape[2:]) != tuple(want):
+            raise fail(key, f"shape {list(arr.shape)}, expected [R, J, {', '.join(map(str, want))}]")
+        if rj is not None and tuple(arr.shape[:2]) != rj:
+            raise fail(key, f"R, J = {list(arr.shape[:2])} differ from the other arrays' {list(rj)}")
+        rj = tuple(arr.shape[:2])
+    if rj is None:
+        raise fail("w0", "the file holds no masks")
+    if 0 in rj:
+        raise fail(sorted(layout)[0], f"R, J = {list(rj)}: no repetitions or no batches")
+    return rj
+
+
 class MaskSet:
-    """Flip patterns read from a masks file (layout in docs/bit-errors.md):
+    """Flip patterns read from a masks file (layout in docs/semantics.md §3.4):
     `batch_size` (int scalar), `w{t}` bool [R, J, *weight shape] per weight tensor t,
     optionally `a{t}` bool [R, J, batch_size, *input shape] for activation tensor t."""
 
     def __init__(self, arrays: dict[str, np.ndarray], model: Model, name: str):
-        def fail(field_: str, msg: str) -> InputError:
-            return InputError(f"{name}: {field_}: {msg}")
-
         if "batch_size" not in arrays:
-            raise fail("batch_size", "missing")
-        bs = arrays["batch_size"]
-        if bs.shape != () or bs.dtype.kind not in "iu" or int(bs) < 1:
-            raise fail("batch_size", "expected a positive integer scalar")
-        self.batch_size = int(bs)
-        n_w = len(model.weight_indices)
-        hidden = activation_layers(model)
-        allowed = {f"w{t}" for t in range(n_w)} | {f"a{n_w + k}" for k in range(len(hidden))} | {"batch_size"}
-        unknown = sorted(set(arrays) - allowed)
-        if unknown:
-            raise fail(unknown[0], f"unknown array (this model has w0..w{n_w - 1}"
-                                   f"{f' and a{n_w}..a{n_w + len(hidden) - 1}' if hidden else ''})")
-        self.weights: dict[int, np.ndarray] = {}
-        self.acts: dict[int, np.ndarray] = {}
-        rj = None
-        for key, arr in sorted(arrays.items()):
-            if key == "batch_size":
-                continue
-            if arr.dtype != np.bool_:
-                raise fail(key, f"expected dtype bool, got {arr.dtype}")
-            t = int(key[1:])
-            if key[0] == "w":
-                want = model.layers[model.weight_indices[t]].weight.shape
-            else:
-                want = (self.batch_size,) + model.shapes[hidden[t - n_w] - 1]
-            if arr.ndim != 2 + len(want) or tuple(arr.shape[2:]) != tuple(want):
-                raise fail(key, f"shape {list(arr.shape)}, expected [R, J, {', '.join(map(str, want))}]")
-            if rj is not None and arr.shape[:2] != rj:
-                raise fail(key, f"R, J = {list(arr.shape[:2])} differ from the other arrays' {list(rj)}")
-            rj = arr.shape[:2]
-            (self.weights if key[0] == "w" else self.acts)[t] = arr
-        if rj is None:
-            raise fail("w0", "the file holds no masks")
-        self.reps, self.n_batches = rj
+            raise InputError(f"{name}: batch_size: missing")
+        self.batch_size = _batch_size(arrays["batch_size"], name)
+        masks = {k: v for k, v in arrays.items() if k != "batch_size"}
+        self.reps, self.n_batches = _check_layout(masks, self.batch_size, model, name)
+        self.weights = {int(k[1:]): v for k, v in masks.items() if k[0] == "w"}
+        self.acts = {int(k[1:]): v for k, v in masks.items() if k[0] == "a"}
         self.model = model
 
     def pattern(self, r: int, j: int, batch: int) -> tuple[list, dict]:
@@ -150,17 +157,28 @@ class MaskSet:
         return weights, acts
 
 
+def _batch_size(value, name: str) -> int:
+    if value.shape != () or value.dtype.kind not in "iu" or not 1 <= int(value) <= 2**20:
+        raise InputError(f"{name}: batch_size: expected a positive integer scalar (at most 2^20)")
+    return int(value)
+
+
 def read_masks(path: str, model: Model, n_inputs: Optional[int] = None) -> MaskSet:
     """Read and validate a masks file against `model` (no pickle), and check that its
-    batches cover `n_inputs` inputs when given."""
-    import zipfile
-
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise InputError(f"{path}: cannot read as .npz ({e})") from None
-    masks = MaskSet(arrays, model, path)
+    batches cover `n_inputs` inputs when given. Names, dtypes, shapes and the total size
+    are checked from the headers before any mask is decoded."""
+    headers = npz_headers(path, MASK_BYTES)
+    if "batch_size" not in headers:
+        raise InputError(f"{path}: batch_size: missing")
+    if headers["batch_size"].shape != ():
+        raise InputError(f"{path}: batch_size: expected a positive integer scalar")
+    batch_size = _batch_size(npz_arrays(path, headers, ["batch_size"])["batch_size"], path)
+    layout = {k: h for k, h in headers.items() if k != "batch_size"}
+    _check_layout(layout, batch_size, model, path)
+    total = sum(h.nbytes for h in layout.values())
+    if total > MASK_BYTES:
+        raise InputError(f"{path}: the masks declare {total} bytes, past the limit of {MASK_BYTES}")
+    masks = MaskSet({"batch_size": np.array(batch_size), **npz_arrays(path, headers, layout)}, model, path)
     if n_inputs is not None and masks.n_batches < -(-n_inputs // masks.batch_size):
         raise InputError(f"{path}: w0: {masks.n_batches} batches of {masks.batch_size} "
                          f"do not cover {n_inputs} inputs")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,18 +38,50 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
         raise
 
 
-def read_json(path: str | os.PathLike, max_bytes: int | None = None) -> Any:
-    """Parse a JSON file; an unreadable or invalid file is an InputError naming it."""
-    name = os.fspath(path)
+MAX_JSON_BYTES = 2**28   # any JSON refbnn reads, unless the caller gives a limit
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text[:20]} is out of the float range")
+    return value
+
+
+def _no_constant(text: str):
+    raise ValueError(f"{text} is not valid JSON")
+
+
+def parse_json_bytes(raw: bytes, where: str) -> Any:
+    """Parse JSON text; anything malformed (bad UTF-8, syntax, NaN/Infinity, numbers past the
+    float range or of more than 4,300 digits, nesting too deep) is an InputError at `where`."""
     try:
-        if max_bytes is not None and os.path.getsize(path) > max_bytes:
-            raise InputError(f"{name}: file of {os.path.getsize(path)} bytes exceeds the limit {max_bytes}")
+        return json.loads(raw.decode("utf-8"), parse_float=_finite_float, parse_constant=_no_constant)
+    except RecursionError:
+        raise InputError(f"{where}: nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as e:   # JSONDecodeError is a ValueError
+        text = str(e).replace("\n", " ")
+        raise InputError(f"{where}: not valid JSON ({text[:120]})") from None
+
+
+def read_json(path: str | os.PathLike, max_bytes: int | None = None) -> Any:
+    """Parse a JSON file; an unreadable, oversized, special or invalid file is an InputError
+    naming it. Only regular files are read (a FIFO would block), and at most the limit."""
+    name = os.fspath(path)
+    limit = MAX_JSON_BYTES if max_bytes is None else max_bytes
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"{name}: not a regular file")
+        if st.st_size > limit:
+            raise InputError(f"{name}: file of {st.st_size} bytes exceeds the limit {limit}")
         with open(path, "rb") as f:
-            return json.loads(f.read())
+            raw = f.read(limit + 1)
     except OSError as e:
         raise InputError(f"{name}: cannot read ({e.strerror})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{name}: not valid JSON ({e})") from None
+    if len(raw) > limit:
+        raise InputError(f"{name}: file exceeds the limit {limit} bytes")
+    return parse_json_bytes(raw, name)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -113,7 +113,7 @@ class _Reader:
         if not isinstance(obj, dict) or "type" not in obj:
             raise self.fail(field, "expected an object with a 'type'")
         kind = obj["type"]
-        if kind not in _LAYER_KEYS:
+        if not isinstance(kind, str) or kind not in _LAYER_KEYS:
             raise self.fail(f"{field}.type", f"unknown layer type {json.dumps(kind)[:40]} "
                                              f"(known: {', '.join(_LAYER_KEYS)})")
         allowed = _LAYER_KEYS[kind]

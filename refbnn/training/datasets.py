@@ -23,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..formats.datafile import LIMITS as DATA_LIMITS
 from ..formats.files import InputError
+from ..formats.npzfile import npz_arrays, npz_headers
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -146,17 +148,20 @@ def load_npz_pair(train: str, test: str, z: int) -> DataSplit:
     """Two refbnn data files; inputs must satisfy |x| <= z."""
     parts = []
     for path in (train, test):
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                if sorted(f.files) != ["x", "y"]:
-                    raise InputError(f"{path}: expected exactly the arrays x and y")
-                x, y = f["x"], f["y"]
-        except (OSError, ValueError) as e:
-            raise InputError(f"{path}: cannot read as .npz ({e})") from None
-        if x.dtype.kind not in "iu" or y.dtype.kind not in "iu":
+        headers = npz_headers(path, 8 * DATA_LIMITS["values"])
+        if sorted(headers) != ["x", "y"]:
+            raise InputError(f"{path}: expected exactly the arrays x and y")
+        xh, yh = headers["x"], headers["y"]
+        if xh.dtype.kind not in "iu" or yh.dtype.kind not in "iu":
             raise InputError(f"{path}: x, y: expected integer arrays")
-        if np.abs(x).max(initial=0) > z:
+        if len(xh.shape) not in (2, 3, 4) or yh.shape != xh.shape[:1] or xh.shape[0] == 0:
+            raise InputError(f"{path}: x: expected a non-empty [I, K], [I, H, W] or [I, C, H, W] array "
+                             f"and y of shape [I], got {list(xh.shape)} and {list(yh.shape)}")
+        x, y = npz_arrays(path, headers, ["x", "y"]).values()
+        if int(np.abs(x).max()) > z:
             raise InputError(f"{path}: x: values exceed --z {z}")
+        if int(y.min()) < 0 or int(y.max()) >= 2**16:
+            raise InputError(f"{path}: y: labels must lie in 0..65535")
         if x.ndim == 2:
             x = x[:, None, None, :]      # vectors: one channel, one row
         elif x.ndim == 3:

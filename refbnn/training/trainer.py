@@ -19,7 +19,8 @@ from typing import Callable, ContextManager, Optional
 import numpy as np
 
 from ..engines.fast import FastEngine
-from ..formats.files import InputError, atomic_open
+from ..formats.files import InputError, atomic_open, parse_json_bytes
+from ..formats.npzfile import npz_arrays, npz_headers
 from ..semantics.model import Model
 from .architectures import Network
 from .datasets import DataSplit
@@ -150,28 +151,62 @@ class Trainer:
             np.savez(f, **arrays)
 
     def load(self, path: str) -> None:
-        """Resume from a checkpoint written by `save` with the same configuration."""
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                arrays = {k: f[k] for k in f.files}
-            meta = json.loads(arrays.pop("meta").tobytes())
-        except (OSError, ValueError, KeyError) as e:
-            raise InputError(f"{path}: not a refbnn checkpoint ({e})") from None
-        saved = meta["config"]
-        mine = asdict(self.cfg)
-        for key in saved:
-            if key != "epochs" and saved[key] != mine.get(key):
-                raise InputError(f"{path}: config.{key}: checkpoint has {saved[key]!r}, "
-                                 f"this run has {mine.get(key)!r}")
-        if meta["dataset"] != self.data.name:
-            raise InputError(f"{path}: dataset: checkpoint has {meta['dataset']!r}, this run {self.data.name!r}")
-        mine_arrays = self._arrays()
-        for key, value in mine_arrays.items():
-            if key not in arrays or arrays[key].shape != value.shape:
-                raise InputError(f"{path}: {key}: missing or of the wrong shape")
+        """Resume from a checkpoint written by `save` with the same configuration. Every
+        array and every field of the meta is checked before anything is changed."""
+        mine = self._arrays()
+        headers = npz_headers(path, max(v.nbytes for v in mine.values()) + 2**20)
+        if "meta" not in headers or headers["meta"].dtype != np.uint8 or len(headers["meta"].shape) != 1:
+            raise InputError(f"{path}: meta: missing (not a refbnn checkpoint)")
+        for key, value in mine.items():
+            h = headers.get(key)
+            if h is None or h.shape != value.shape or h.dtype.kind != "f":
+                raise InputError(f"{path}: {key}: missing, or not a float array of shape {list(value.shape)}")
+        extra = sorted(set(headers) - set(mine) - {"meta"})
+        if extra:
+            raise InputError(f"{path}: {extra[0][:40]}: unknown array")
+        arrays = npz_arrays(path, headers, headers)
+        meta = self._check_meta(path, arrays.pop("meta").tobytes())
+        for key, value in mine.items():
+            if not np.isfinite(arrays[key]).all():
+                raise InputError(f"{path}: {key}: holds NaN or infinity")
             value[...] = arrays[key]
         self.epoch, self.opt.t = meta["epoch"], meta["adam_t"]
         self.history = [EpochLog(**h) for h in meta["history"]]
+
+    def _check_meta(self, path: str, raw: bytes) -> dict:
+        """The checkpoint's meta, checked field by field against this run."""
+        meta = parse_json_bytes(raw, f"{path}: meta")
+        if not isinstance(meta, dict) or set(meta) != {"config", "epoch", "adam_t", "dataset", "history"}:
+            raise InputError(f"{path}: meta: expected an object with config, epoch, adam_t, dataset, history")
+        saved, mine = meta["config"], asdict(self.cfg)
+        if not isinstance(saved, dict) or set(saved) != set(mine):
+            raise InputError(f"{path}: meta.config: expected the fields {', '.join(sorted(mine))}")
+        for key in mine:
+            if key != "epochs" and saved[key] != mine[key]:
+                raise InputError(f"{path}: config.{key}: checkpoint has {_brief(saved[key])}, "
+                                 f"this run has {mine[key]!r}")
+        if meta["dataset"] != self.data.name:
+            raise InputError(f"{path}: dataset: checkpoint has {_brief(meta['dataset'])}, "
+                             f"this run {self.data.name!r}")
+        for key in ("epoch", "adam_t"):
+            v = meta[key]
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 10**9:
+                raise InputError(f"{path}: meta.{key}: expected a non-negative integer")
+        history = meta["history"]
+        fields = {f: t for f, t in EpochLog.__annotations__.items()}
+        if not isinstance(history, list) or len(history) != meta["epoch"] or not all(
+                isinstance(h, dict) and set(h) == set(fields)
+                and all(isinstance(h[f], (int, float)) and not isinstance(h[f], bool) for f in fields)
+                for h in history):
+            raise InputError(f"{path}: meta.history: expected one record per epoch with "
+                             f"{', '.join(fields)}")
+        return meta
+
+
+def _brief(value) -> str:
+    """repr of a value read from a file, cut to 40 characters for a one-line message."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def train(cfg: TrainConfig, data: DataSplit, checkpoint: Optional[str] = None, resume: bool = False,
