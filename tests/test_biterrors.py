@@ -197,7 +197,7 @@ def test_eval_under_replayed_masks_equals_the_keyed_run(files, tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--ber", "1.5"], "--ber: 1.5 is outside [0, 1]"),
+    (["--ber", "1.5"], "--ber: '1.5' is outside [0, 1]"),
     (["--ber", "x"], "--ber: 'x' is not a number"),
     (["--reps", "0"], "Invalid value for '--reps': 0 is not in the range x>=1"),
     (["--layers", "1"], "--layers: '1' is not a weight layer"),

@@ -15,7 +15,7 @@ from ..biterrors.masks import ErrorModel
 from ..biterrors.sweep import correct_under_errors
 from ..formats.datafile import Dataset
 from ..formats.files import InputError, read_json
-from ..formats.values import exact, parse_ber
+from ..formats.values import exact, parse_ber, parse_rational
 from ..semantics.importance import accuracy, importance_variance
 from ..semantics.margin import t_bar
 from ..semantics.model import Model
@@ -50,8 +50,8 @@ class _Checker:
             try:
                 if isinstance(value, bool) or not isinstance(value, (str, int)):
                     raise ValueError
-                q = Fraction(value)
-            except (ValueError, ZeroDivisionError):
+                q = Fraction(value) if isinstance(value, int) else parse_rational(value, field)
+            except ValueError:
                 raise InputError(f"{self.path}: {field}: expected {{\"exact\": \"p/q\"}} or a number, "
                                  f"got {json.dumps(claimed)[:40]}") from None
             ok = q == truth
@@ -74,9 +74,9 @@ class _Checker:
         out = {}
         for name in claimed:
             try:
-                out[name] = Fraction(name)
-            except (ValueError, ZeroDivisionError):
-                raise InputError(f"{self.path}: {field}: key {name!r} is not a rational b") from None
+                out[name] = parse_rational(name, field)
+            except ValueError:
+                raise InputError(f"{self.path}: {field}: key {name[:40]!r} is not a rational b") from None
             if out[name] < 0:
                 raise InputError(f"{self.path}: {field}: b = {name} is negative")
         return out

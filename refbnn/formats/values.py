@@ -6,6 +6,7 @@ every command and for claims files that hold the same values.
 """
 from __future__ import annotations
 
+import re
 from fractions import Fraction
 from typing import Iterable
 
@@ -14,6 +15,28 @@ def exact(q: Fraction | int) -> dict:
     """A rational as JSON: always "p/q", even for integers ("1/1") (docs/semantics.md §9)."""
     q = Fraction(q)
     return {"exact": f"{q.numerator}/{q.denominator}", "value": float(q)}
+
+
+# An integer, a decimal with an optional exponent of at most 3 digits, or p/q; Fraction()
+# alone would accept "1e999999999" and then build a number of a billion digits.
+_RATIONAL = re.compile(r"[+-]?([0-9]{1,400}(\.[0-9]{0,400})?|\.[0-9]{1,400})([eE][+-]?[0-9]{1,3})?"
+                       r"|[+-]?[0-9]{1,400}/[0-9]{1,400}")
+
+
+def parse_rational(token: str, field: str) -> Fraction:
+    """A rational written as an integer, a decimal (exponent at most 3 digits) or p/q, exactly;
+    a ValueError naming `field` otherwise."""
+    token = token.strip()
+    if not _RATIONAL.fullmatch(token):
+        raise ValueError(f"{field}: {_brief(token)} is not a rational number (write 2, 0.5, 1e-3 or 1/2)")
+    try:
+        return Fraction(token)
+    except ZeroDivisionError:
+        raise ValueError(f"{field}: {_brief(token)} is not a rational number (it divides by zero)") from None
+
+
+def _brief(token: str) -> str:
+    return repr(token) if len(token) <= 40 else repr(token[:37] + "...")
 
 
 def _tokens(text: str, option: str) -> list[str]:
@@ -27,12 +50,9 @@ def parse_bs(text: str) -> list[tuple[str, Fraction]]:
     """`--b 2,0.5,1/2` -> [("2", 2), ("0.5", 1/2), ("1/2", 1/2)], each read exactly."""
     out = []
     for token in _tokens(text, "--b"):
-        try:
-            b = Fraction(token)
-        except (ValueError, ZeroDivisionError):
-            raise ValueError(f"--b: {token!r} is not a rational number (write 2, 0.5 or 1/2)") from None
+        b = parse_rational(token, "--b")
         if b < 0:
-            raise ValueError(f"--b: {token!r} is negative; b must be >= 0")
+            raise ValueError(f"--b: {_brief(token)} is negative; b must be >= 0")
         out.append((token, b))
     return out
 
@@ -40,12 +60,12 @@ def parse_bs(text: str) -> list[tuple[str, Fraction]]:
 def parse_ber(token: str, field: str = "--ber") -> float:
     """One bit error rate in [0, 1], written as a decimal or a fraction."""
     try:
-        p = float(Fraction(token))
-    except (ValueError, ZeroDivisionError):
-        raise ValueError(f"{field}: {token!r} is not a number") from None
-    if not 0 <= p <= 1:
-        raise ValueError(f"{field}: {token} is outside [0, 1]")
-    return p
+        q = parse_rational(token, field)
+    except ValueError:
+        raise ValueError(f"{field}: {_brief(token)} is not a number") from None
+    if not 0 <= q <= 1:
+        raise ValueError(f"{field}: {_brief(token)} is outside [0, 1]")
+    return float(q)
 
 
 def parse_bers(text: str) -> list[tuple[str, float]]:
@@ -60,7 +80,8 @@ def parse_naturals(text: str, option: str, allowed: Iterable[int] | None = None,
     allowed = None if allowed is None else set(allowed)
     out = []
     for token in _tokens(text, option):
-        if not (token.isascii() and token.isdigit()) or (allowed is not None and int(token) not in allowed):
-            raise ValueError(f"{option}: {token[:40]!r} is not {what}")
+        if not (token.isascii() and token.isdigit() and len(token) <= 18) or \
+                (allowed is not None and int(token) not in allowed):
+            raise ValueError(f"{option}: {_brief(token)} is not {what}")
         out.append(int(token))
     return out
