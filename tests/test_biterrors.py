@@ -230,9 +230,26 @@ def test_verify_recomputes_accuracy_under_keyed_bit_errors(files, tmp_path):
     assert (doc["batch_size"], doc["layers"], doc["activations"]) == (2, [0], True)
     claims.write_text(json.dumps({"bit_errors": doc}))
     result = run("verify", *files, "--claims", claims)
-    assert result.exit_code == 0 and "8 claims: 8 pass" in result.output   # 2 BERs x (3 reps + mean)
+    # inputs, and per BER: 3 accuracies, reps, mean, min, max, std and the two interval ends
+    assert result.exit_code == 0 and "21 claims: 21 pass" in result.output
     first = Fraction(doc["results"][0]["accuracies"][0]["exact"])
     doc["results"][0]["accuracies"][0] = {"exact": str(first + Fraction(1, 4))}   # one more input right
     claims.write_text(json.dumps({"bit_errors": doc}))
     result = run("verify", *files, "--claims", claims)
     assert result.exit_code == 1 and "bit_errors.results[0].accuracies[0]" in result.output
+
+
+def test_verify_checks_every_summary_field_of_a_bit_error_result(files, tmp_path):
+    ev, claims = tmp_path / "eval.json", tmp_path / "claims.json"
+    assert run("eval", *files, "--ber", "0.2", "--reps", 3, "--seed", 4, "--json", ev).exit_code == 0
+    doc = json.loads(ev.read_text())
+    for key, wrong in (("std", 0.5), ("min", {"exact": "0/1"}), ("ci95", [0.25, 0.375]), ("reps", 4)):
+        bad = json.loads(json.dumps(doc))
+        bad["results"][0][key] = wrong
+        claims.write_text(json.dumps({"bit_errors": bad}))
+        result = run("verify", *files, "--claims", claims)
+        assert result.exit_code == 1 and f"bit_errors.results[0].{key}" in result.output, key
+    doc["results"][0]["stdev"] = 0.1
+    claims.write_text(json.dumps({"bit_errors": doc}))
+    result = run("verify", *files, "--claims", claims)
+    assert result.exit_code == 2 and "bit_errors.results[0].stdev: unknown key" in result.output

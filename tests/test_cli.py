@@ -137,3 +137,59 @@ def test_verify_rejects_unknown_claims_with_exit_2(example, tmp_path):
 def test_missing_data_file_exits_2(example, tmp_path):
     result = run("metrics", example[0], tmp_path / "nope.npz")
     assert result.exit_code == 2 and "nope.npz: cannot read" in result.output
+
+
+def test_verify_refuses_an_unknown_key_inside_a_layer_entry(example, tmp_path):
+    claims = tmp_path / "c.json"
+    assert run("metrics", *example, "--json", claims).exit_code == 0
+    doc = json.loads(claims.read_text())
+    doc["layers"][0]["T_bra"] = doc["layers"][0].pop("T_bar")
+    claims.write_text(json.dumps(doc))
+    result = run("verify", *example, "--claims", claims)
+    assert result.exit_code == 2 and "layers[0].T_bra: unknown key" in result.output
+
+
+def test_verify_checks_the_descriptive_fields_of_each_layer(example, tmp_path):
+    # The bars model's first threshold layer sits after conv -> threshold: 4 channels of
+    # 8x8 positions (padding 1 keeps 8x8); a pooling-order bug would claim 16 positions.
+    claims = tmp_path / "c.json"
+    assert run("metrics", *example, "--json", claims).exit_code == 0
+    doc = json.loads(claims.read_text())
+    assert doc["layers"][0]["positions"] == 64
+    doc["layers"][0]["positions"] = 16
+    claims.write_text(json.dumps(doc))
+    result = run("verify", *example, "--claims", claims)
+    assert result.exit_code == 1 and "layers[0].positions" in result.output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--b", "1e999999999"], "--b: '1e999999999' is not a rational number"),
+    (["--b", "²"], "--b: '²' is not a rational number"),
+    (["--b", "2" * 5000], "is not a rational number"),
+    (["--json", "/nonexistent-dir/m.json"], "--json: the directory /nonexistent-dir does not exist"),
+])
+def test_bad_options_give_one_bounded_line_and_exit_2(example, args, message):
+    result = run("metrics", *example, *args)
+    assert result.exit_code == 2 and message in result.output
+    assert len(result.output.strip().splitlines()) == 1 and len(result.output) <= 420
+
+
+def test_a_click_usage_error_is_one_line_with_exit_2(example):
+    result = run("certify", *example, "--seed", "-1")
+    assert result.exit_code == 2 and result.output.startswith("refbnn: error: ")
+    assert "'--seed'" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_an_unexpected_error_exits_3_in_one_line(example, monkeypatch):
+    import refbnn.cli.measure as measure
+
+    def broken(*args, **kwargs):
+        raise TypeError("something refbnn did not expect")
+
+    monkeypatch.setattr(measure, "metrics", broken)
+    result = run("metrics", *example)
+    assert result.exit_code == 3
+    assert result.output.startswith("refbnn: internal error: TypeError: something refbnn did not expect")
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    debug = CliRunner().invoke(main, ["--debug", "metrics", *map(str, example)])
+    assert debug.exit_code == 3 and "Traceback" in debug.output

@@ -12,7 +12,7 @@ from fractions import Fraction
 from typing import Any
 
 from ..biterrors.masks import ErrorModel
-from ..biterrors.sweep import correct_under_errors
+from ..biterrors.sweep import Summary, correct_under_errors
 from ..formats.datafile import Dataset
 from ..formats.files import InputError, read_json
 from ..formats.values import exact, parse_ber, parse_rational
@@ -22,8 +22,11 @@ from ..semantics.model import Model
 
 KNOWN = {"accuracy", "T", "T_bar", "layers", "importance", "var_importance", "predictions",
          "inputs", "neurons", "bit_errors", "engine", "model", "data"}   # engine, model, data: informational
-BIT_ERROR_KEYS = {"seed", "batch_size", "layers", "activations", "results",
-                  "model", "data", "engine", "inputs", "granularity"}     # the last five: informational
+BIT_ERROR_KEYS = {"seed", "batch_size", "layers", "activations", "results", "inputs",
+                  "model", "data", "engine", "granularity"}     # the last four: informational
+# The keys `refbnn metrics --json` writes per threshold layer, and `refbnn eval --json` per BER.
+LAYER_KEYS = {"layer", "weight_layer", "type", "first", "neurons", "positions", "T", "T_bar"}
+RESULT_KEYS = {"ber", "reps", "mean", "std", "min", "max", "ci95", "accuracies"}
 
 
 def read_claims(path: str) -> dict:
@@ -57,6 +60,22 @@ class _Checker:
             ok = q == truth
             shown = f"{q.numerator}/{q.denominator}"
         self.checks.append({"quantity": field, "claimed": shown, "exact": exact(truth), "pass": bool(ok)})
+
+    def close(self, field: str, claimed: Any, truth: float | None) -> None:
+        """A float that refbnn itself writes as a float (std, interval ends): within atol."""
+        if truth is None:
+            ok, shown = claimed is None, json.dumps(claimed)[:40]
+        elif isinstance(claimed, bool) or not isinstance(claimed, (int, float)):
+            raise InputError(f"{self.path}: {field}: expected a number")
+        else:
+            ok, shown = abs(claimed - truth) <= self.atol, repr(claimed)
+        self.checks.append({"quantity": field, "claimed": shown, "exact": truth, "pass": bool(ok)})
+
+    def same(self, field: str, claimed: Any, truth: Any) -> None:
+        """A descriptive field (a type name, a flag): equal in value and JSON type."""
+        if type(claimed) is not type(truth):
+            raise InputError(f"{self.path}: {field}: expected {type(truth).__name__}, got {json.dumps(claimed)[:40]}")
+        self.checks.append({"quantity": field, "claimed": claimed, "exact": truth, "pass": claimed == truth})
 
     def integer(self, field: str, claimed: Any, truth: int) -> None:
         if isinstance(claimed, bool) or not isinstance(claimed, int):
@@ -103,9 +122,24 @@ def check_claims(engine, model: Model, data: Dataset, claims: dict, path: str, a
     layers = claims.get("layers")
     if layers is not None:
         c.listed("layers", layers, len(model.neuron_layers))
-        for l, entry in enumerate(layers):
+        for l, (entry, nl) in enumerate(zip(layers, model.neuron_layers)):
             if not isinstance(entry, dict):
                 raise InputError(f"{path}: layers[{l}]: expected an object")
+            unknown = sorted(set(entry) - LAYER_KEYS)
+            if unknown:
+                raise InputError(f"{path}: layers[{l}].{unknown[0][:40]}: unknown key "
+                                 f"(known: {', '.join(sorted(LAYER_KEYS))})")
+            if "T_bar" in entry and "T" not in entry:
+                raise InputError(f"{path}: layers[{l}].T_bar: needs the claimed T (its b values) beside it")
+            facts = {"layer": nl.threshold_index, "weight_layer": nl.weight_index, "neurons": nl.channels,
+                     "positions": nl.positions}
+            for key, truth in facts.items():
+                if key in entry:
+                    c.integer(f"layers[{l}].{key}", entry[key], truth)
+            if "type" in entry:
+                c.same(f"layers[{l}].type", entry["type"], model.layers[nl.weight_index].type)
+            if "first" in entry:
+                c.same(f"layers[{l}].first", entry["first"], nl.first)
             if "T" in entry:
                 bs.update(c.bmap(f"layers[{l}].T", entry["T"]))
     if "T_bar" in claims and not bs:
@@ -153,8 +187,10 @@ def _check_bit_errors(c: _Checker, engine, model: Model, data: Dataset, claim: A
     layers, acts = claim.get("layers"), claim.get("activations", False)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise InputError(f"{c.path}: {where}.seed: expected a non-negative integer")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise InputError(f"{c.path}: {where}.batch_size: expected a positive integer")
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 2**20:
+        raise InputError(f"{c.path}: {where}.batch_size: expected an integer in 1..2^20")
+    if "inputs" in claim:
+        c.integer(f"{where}.inputs", claim["inputs"], len(data.y))
     if layers is not None and (not isinstance(layers, list) or any(l not in model.weight_indices for l in layers)):
         raise InputError(f"{c.path}: {where}.layers: expected null or a list of weight layer indices "
                          f"({', '.join(map(str, model.weight_indices))})")
@@ -168,6 +204,10 @@ def _check_bit_errors(c: _Checker, engine, model: Model, data: Dataset, claim: A
         field = f"{where}.results[{k}]"
         if not isinstance(entry, dict) or not isinstance(entry.get("ber"), str):
             raise InputError(f"{c.path}: {field}.ber: expected the BER as a string, e.g. \"0.01\"")
+        unknown = sorted(set(entry) - RESULT_KEYS)
+        if unknown:
+            raise InputError(f"{c.path}: {field}.{unknown[0][:40]}: unknown key "
+                             f"(known: {', '.join(sorted(RESULT_KEYS))})")
         try:
             p = parse_ber(entry["ber"], f"{field}.ber")
         except ValueError as e:
@@ -180,5 +220,21 @@ def _check_bit_errors(c: _Checker, engine, model: Model, data: Dataset, claim: A
                   for r in range(len(claimed))]
         for r, value in enumerate(claimed):
             c.number(f"{field}.accuracies[{r}]", value, truths[r])
-        if "mean" in entry:
-            c.number(f"{field}.mean", entry["mean"], sum(truths, Fraction(0)) / len(truths))
+        summary = Summary(entry["ber"], truths)
+        if "reps" in entry:
+            c.integer(f"{field}.reps", entry["reps"], len(truths))
+        for key, truth in (("mean", summary.mean), ("min", min(truths)), ("max", max(truths))):
+            if key in entry:
+                c.number(f"{field}.{key}", entry[key], truth)
+        if "std" in entry:
+            c.close(f"{field}.std", entry["std"], summary.std)
+        if "ci95" in entry:
+            ci = summary.ci95
+            claimed_ci = entry["ci95"]
+            if ci is None or claimed_ci is None:
+                c.close(f"{field}.ci95", claimed_ci, None if ci is None else ci[0])
+            elif not isinstance(claimed_ci, list) or len(claimed_ci) != 2:
+                raise InputError(f"{c.path}: {field}.ci95: expected null or [low, high]")
+            else:
+                c.close(f"{field}.ci95[0]", claimed_ci[0], ci[0])
+                c.close(f"{field}.ci95[1]", claimed_ci[1], ci[1])

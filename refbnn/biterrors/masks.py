@@ -18,6 +18,7 @@ order or threads, and any implementation can rebuild it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import prod
 from typing import Iterator, Optional
 
 import numpy as np
@@ -188,6 +189,10 @@ def read_masks(path: str, model: Model, n_inputs: Optional[int] = None) -> MaskS
 def write_masks(path: str, model: Model, em: ErrorModel, reps: int, n_inputs: int) -> None:
     """Write the keyed masks of `reps` repetitions over `n_inputs` inputs (atomically)."""
     n_batches = (n_inputs + em.batch_size - 1) // em.batch_size
+    need = reps * n_batches * draw_bytes(model, em) // 8
+    if need > MASK_BYTES:
+        raise InputError(f"--reps, --inputs: {reps} repetitions x {n_batches} batches of masks need {need} "
+                         f"bytes, past the mask file limit of {MASK_BYTES}")
     arrays: dict[str, np.ndarray] = {"batch_size": np.array(em.batch_size)}
     n_w = len(model.weight_indices)
     targets = set(em.targets(model))
@@ -212,4 +217,20 @@ def error_model(model: Model, p: float, seed: int, granularity: str, batch_size:
     if layers is not None and any(i not in model.weight_indices for i in layers):
         raise ValueError(f"layers: {list(layers)} are not all weight layers "
                          f"({', '.join(map(str, model.weight_indices))})")
-    return ErrorModel(p, seed, size, layers, activations)
+    em = ErrorModel(p, seed, size, layers, activations)
+    need = draw_bytes(model, em)
+    if need > MAX_DRAW_BYTES:
+        raise InputError(f"--batch-size: the flip patterns of one batch of {size} inputs need {need} bytes "
+                         f"of draws, past the limit of {MAX_DRAW_BYTES} (use a smaller batch, or no --activations)")
+    return em
+
+
+MAX_DRAW_BYTES = 2**31   # the uniforms of one batch's flip pattern (float64)
+
+
+def draw_bytes(model: Model, em: ErrorModel) -> int:
+    """Bytes of the uniform draws behind one batch's flip pattern (8 per targeted bit)."""
+    bits = sum(prod(model.layers[i].weight.shape) for i in em.targets(model))
+    if em.activations:
+        bits += em.batch_size * sum(prod(model.shapes[i - 1]) for i in activation_layers(model))
+    return 8 * bits

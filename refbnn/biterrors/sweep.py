@@ -82,18 +82,30 @@ def t_quantile_975(df: int) -> float:
 
 @dataclass
 class Summary:
-    """Accuracy over R repetitions at one BER."""
+    """Accuracy over R repetitions at one BER: mean, sample standard deviation, min, max and
+    the 95% Student-t interval over repetitions (docs/semantics.md §6)."""
 
     ber: str
     accuracies: list[Fraction] = field(default_factory=list)
 
-    def as_dict(self) -> dict:
+    @property
+    def mean(self) -> Fraction:
+        return sum(self.accuracies, Fraction(0)) / len(self.accuracies)
+
+    @property
+    def std(self) -> float:
         acc = [float(a) for a in self.accuracies]
-        r = len(acc)
-        mean = sum(self.accuracies, Fraction(0)) / r
-        std = float(np.std(acc, ddof=1)) if r > 1 else 0.0
-        half = t_quantile_975(r - 1) * std / sqrt(r) if r > 1 else None
-        return {"ber": self.ber, "reps": r, "mean": exact(mean), "std": std,
+        return float(np.std(acc, ddof=1)) if len(acc) > 1 else 0.0
+
+    @property
+    def ci95(self) -> Optional[list[float]]:
+        r = len(self.accuracies)
+        if r < 2:
+            return None
+        half = t_quantile_975(r - 1) * self.std / sqrt(r)
+        return [max(0.0, float(self.mean) - half), min(1.0, float(self.mean) + half)]
+
+    def as_dict(self) -> dict:
+        return {"ber": self.ber, "reps": len(self.accuracies), "mean": exact(self.mean), "std": self.std,
                 "min": exact(min(self.accuracies)), "max": exact(max(self.accuracies)),
-                "ci95": None if half is None else [max(0.0, float(mean) - half), min(1.0, float(mean) + half)],
-                "accuracies": [exact(a) for a in self.accuracies]}
+                "ci95": self.ci95, "accuracies": [exact(a) for a in self.accuracies]}

@@ -11,12 +11,12 @@ from ..engines.fast import FastEngine
 from ..formats.files import InputError, write_json
 from ..formats.modelfile import read_model
 from ..formats.values import parse_bers, parse_naturals
-from .common import ENGINES, Progress, engine_option, json_option, load, parsed
+from .common import ENGINES, SEED, Progress, engine_option, json_option, load, parsed, writable
 from .group import main
 
 
 def error_options(func):
-    func = click.option("--seed", default=0, show_default=True, type=click.IntRange(0),
+    func = click.option("--seed", default=0, show_default=True, type=SEED,
                         help="Seed of the keyed flip masks.")(func)
     func = click.option("--granularity", type=click.Choice(["batch", "input", "pass"]), default="batch",
                         show_default=True, help="A fresh flip pattern per batch, per input, or one per pass.")(func)
@@ -99,7 +99,7 @@ def eval_cmd(model_path, data_path, ber_text, reps, seed, granularity, batch_siz
 @click.option("--reps", default=1, show_default=True, type=click.IntRange(1), help="Repetitions.")
 @click.option("--inputs", required=True, type=click.IntRange(1), help="Inputs to cover (sets the batch count).")
 @error_options
-@click.option("-o", "--output", "out_path", required=True, type=click.Path(dir_okay=False),
+@click.option("-o", "--output", "out_path", required=True, type=click.Path(dir_okay=False), callback=writable,
               help="The .npz masks file to write.")
 def masks_cmd(model_path, ber_text, reps, inputs, seed, granularity, batch_size, layers_text,
               activations, out_path) -> None:

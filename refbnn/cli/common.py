@@ -8,10 +8,11 @@ import click
 from ..engines.fast import FastEngine
 from ..engines.interpreter import Interpreter
 from ..formats.datafile import read_data
-from ..formats.files import InputError
+from ..formats.files import InputError, check_writable
 from ..formats.modelfile import read_model
 
 ENGINES = {"fast": FastEngine, "reference": Interpreter}
+SEED = click.IntRange(0, 2**63 - 1)   # numpy's SeedSequence takes any non-negative integer
 
 
 class Progress:
@@ -68,9 +69,36 @@ def b_option(func):
                         help="Comma-separated margins b, each read exactly: 2, 0.5 or 1/2.")(func)
 
 
+def writable(ctx: click.Context, param: click.Parameter, value):
+    """Option callback: an output path must be writable before any work starts."""
+    if value is not None:
+        check_writable(value, max(param.opts, key=len))
+    return value
+
+
 def json_option(func):
-    return click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+    return click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, callback=writable,
                         help="Also write the result as JSON to this file.")(func)
+
+
+class FiniteFloat(click.ParamType):
+    """A float within [lo, hi] (lo excluded if lo_open); NaN and infinities are refused."""
+
+    name = "float"
+
+    def __init__(self, lo: float, hi: float, lo_open: bool = False):
+        self.lo, self.hi, self.lo_open = lo, hi, lo_open
+
+    def convert(self, value, param, ctx):
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{str(value)[:40]!r} is not a number", param, ctx)
+        if v != v or v in (float("inf"), float("-inf")) or v > self.hi or v < self.lo or \
+                (self.lo_open and v == self.lo):
+            bracket = "(" if self.lo_open else "["
+            self.fail(f"{str(value)[:40]} is not in {bracket}{self.lo:g}, {self.hi:g}]", param, ctx)
+        return v
 
 
 def engine_option(func):

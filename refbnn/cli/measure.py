@@ -15,7 +15,7 @@ from ..engines.interpreter import Interpreter
 from ..formats.files import InputError, write_json
 from ..formats.values import parse_bs, parse_naturals
 from ..semantics.importance import ZeroAccuracyError
-from .common import ENGINES, Progress, b_option, engine_option, json_option, load, parsed, show
+from .common import ENGINES, SEED, FiniteFloat, Progress, b_option, engine_option, json_option, load, parsed, show
 from .group import main
 
 
@@ -70,10 +70,10 @@ def _print_metrics(r: dict) -> None:
 @click.argument("data_path", metavar="DATA", type=click.Path(dir_okay=False))
 @click.option("--k", "k_text", default="0,1,2,4,8", show_default=True,
               help="Comma-separated flip counts k at which to report certified accuracy.")
-@click.option("--check", "draws", default=0, show_default=True, type=click.IntRange(0),
+@click.option("--check", "draws", default=0, show_default=True, type=click.IntRange(0, 10**6),
               help="Also draw this many adversarial flip patterns at the certified k of random "
                    "certified inputs and run them through the reference interpreter.")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(0), help="Seed for --check.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed for --check.")
 @json_option
 def certify_cmd(model_path, data_path, k_text, draws, seed, json_path) -> None:
     """Certified accuracy under any k weight flips per neuron (Theorem 1, network corollary).
@@ -110,7 +110,7 @@ def certify_cmd(model_path, data_path, k_text, draws, seed, json_path) -> None:
 @click.argument("data_path", metavar="DATA", type=click.Path(dir_okay=False))
 @click.option("--claims", "claims_path", required=True, type=click.Path(dir_okay=False),
               help="JSON file of claimed values (the layout `refbnn metrics --json` writes).")
-@click.option("--atol", default=1e-9, show_default=True, type=float,
+@click.option("--atol", default=1e-9, show_default=True, type=FiniteFloat(0, 1),
               help="Allowed absolute error for claims given as plain numbers; "
                    "claims given as {\"exact\": \"p/q\"} must match exactly.")
 @engine_option

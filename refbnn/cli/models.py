@@ -12,7 +12,7 @@ from ..analysis.report import describe_model
 from ..formats.datafile import write_data
 from ..formats.files import write_json
 from ..formats.modelfile import read_model, write_model
-from .common import json_option
+from .common import SEED, json_option
 from .group import main
 
 
@@ -20,7 +20,7 @@ from .group import main
 @click.argument("outdir", type=click.Path(file_okay=False))
 @click.option("--inputs", default=200, show_default=True, type=click.IntRange(1, 10**6),
               help="Number of example images to write.")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(0),
+@click.option("--seed", default=0, show_default=True, type=SEED,
               help="Seed of the image generator.")
 def example_model_cmd(outdir: str, inputs: int, seed: int) -> None:
     """Write a hand-built bars model and data set: OUTDIR/example.json, OUTDIR/example.npz.

@@ -12,7 +12,7 @@ from ..formats.values import parse_bers
 from ..semantics.margin import DEFAULT_B
 from ..training.datasets import load_dataset
 from ..training.trainer import EpochLog, TrainConfig, train
-from .common import Progress, json_option, parsed
+from .common import SEED, FiniteFloat, Progress, json_option, parsed, writable
 from .group import main
 
 
@@ -22,10 +22,10 @@ def train_options(func):
                         help="Block order: conv -> pool -> BN -> sign (the authors'), or pool after sign.")(func)
     func = click.option("--padding", default=1, show_default=True, type=click.IntRange(0, 1),
                         help="Zero padding of the 3x3 convolutions.")(func)
-    func = click.option("--seed", default=0, show_default=True, type=click.IntRange(0),
+    func = click.option("--seed", default=0, show_default=True, type=SEED,
                         help="Seed of initialisation, shuffling and training flips.")(func)
     func = click.option("--lr", default=1e-3, show_default=True,
-                        type=click.FloatRange(min=0, max=1e6, min_open=True),
+                        type=FiniteFloat(0, 1e6, lo_open=True),
                         help="Adam learning rate, halved every 25 epochs.")(func)
     func = click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1, 2**20))(func)
     func = click.option("--epochs", default=None, type=click.IntRange(1, 10**6),
@@ -56,13 +56,13 @@ def _hooks(label: str, epochs: int) -> dict:
               help="fc:W1,W2,... | cnn:C1,mp,C2,mp;F1,... | a preset: fashion-fc, fashion-cnn, "
                    "cifar10-cnn, fc-8..fc-128, cnn-8..cnn-64.")
 @train_options
-@click.option("--train-ber", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+@click.option("--train-ber", default=0.0, show_default=True, type=FiniteFloat(0, 1),
               help="Bit flip training: flip each binarised weight with this probability at every forward call.")
-@click.option("-o", "--output", "out_path", required=True, type=click.Path(dir_okay=False),
+@click.option("-o", "--output", "out_path", required=True, type=click.Path(dir_okay=False), callback=writable,
               help="The model file to write (docs/semantics.md §3.1).")
-@click.option("--test-data", "test_path", default=None, type=click.Path(dir_okay=False),
+@click.option("--test-data", "test_path", default=None, type=click.Path(dir_okay=False), callback=writable,
               help="Also write the test split as a data file for metrics/eval/certify.")
-@click.option("--checkpoint", default=None, type=click.Path(dir_okay=False),
+@click.option("--checkpoint", default=None, type=click.Path(dir_okay=False), callback=writable,
               help="Write a checkpoint (.npz) after every epoch.")
 @click.option("--resume", is_flag=True, help="Continue from --checkpoint to --epochs: the same result "
                                               "as an uninterrupted run.")
@@ -89,12 +89,12 @@ def train_cmd(arch, order, padding, seed, lr, batch_size, epochs, dataset, z, tr
 @click.option("--arch", default=None, help="Architecture (default: fc-32 on digits, fc-128 on fashion-mnist).")
 @click.option("--epochs", default=None, type=click.IntRange(1, 10**6),
               help="Epochs per model (default: 60 on digits, 10 on fashion-mnist).")
-@click.option("--train-ber", default=0.05, show_default=True, type=click.FloatRange(0, 1),
+@click.option("--train-ber", default=0.05, show_default=True, type=FiniteFloat(0, 1),
               help="Flip probability for the bit-flip-trained model.")
 @click.option("--ber", "ber_text", default="0,0.01,0.05,0.1", show_default=True,
               help="Bit error rates for the accuracy sweep.")
 @click.option("--reps", default=5, show_default=True, type=click.IntRange(1))
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(0))
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--out", "out_dir", default="demo-out", show_default=True, type=click.Path(file_okay=False),
               help="Directory for the two models and the test data.")
 @json_option

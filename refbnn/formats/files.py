@@ -6,6 +6,7 @@ leaves nothing behind.
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import stat
@@ -21,10 +22,17 @@ class InputError(ValueError):
 
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
-    """Open a temporary file beside `path`; rename it onto `path` only on success."""
+    """Open a temporary file beside `path`; rename it onto `path` only on success.
+
+    The temporary file is `.NAME.PID.XXXX.tmp`. A run killed while writing leaves one
+    behind; the next write of the same NAME removes those whose process is gone. The
+    file gets the permissions of the user's umask, as a plain open() would."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    directory = path.parent if str(path.parent) else Path(".")
+    _remove_stale_temporaries(directory, path.name)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=directory)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -36,6 +44,46 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
         except FileNotFoundError:
             pass
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _remove_stale_temporaries(directory: Path, name: str) -> None:
+    """Remove `.NAME.PID.*.tmp` files whose writing process no longer exists."""
+    for tmp in directory.glob(f".{glob.escape(name)}.*.tmp"):
+        pid = tmp.name[len(name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def check_writable(path: str | os.PathLike, option: str) -> None:
+    """Fail early, before any work, if `path` cannot be written: its directory must exist
+    and be writable, and `path` must not be a directory."""
+    p = Path(path)
+    directory = p.parent if str(p.parent) else Path(".")
+    if p.is_dir():
+        raise InputError(f"{option}: {os.fspath(path)[:200]} is a directory")
+    if not directory.is_dir():
+        raise InputError(f"{option}: the directory {os.fspath(directory)[:200]} does not exist")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise InputError(f"{option}: the directory {os.fspath(directory)[:200]} is not writable")
 
 
 MAX_JSON_BYTES = 2**28   # any JSON refbnn reads, unless the caller gives a limit

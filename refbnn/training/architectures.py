@@ -32,6 +32,9 @@ PRESETS = {
 ORDERS = ("pool-threshold", "threshold-pool")
 
 
+MAX_WEIGHTS = 2**26
+
+
 def parse_arch(spec: str) -> tuple[list, list[int]]:
     """-> (conv tokens: ints and "mp", fc widths). Raises InputError naming --arch."""
     spec = PRESETS.get(spec, spec)
@@ -40,8 +43,8 @@ def parse_arch(spec: str) -> tuple[list, list[int]]:
     def widths(text: str) -> list[int]:
         out = []
         for t in filter(None, (t.strip() for t in text.split(","))):
-            if not t.isdigit() or int(t) < 1:
-                raise InputError(f"--arch: {t!r} is not a positive width in {spec!r}")
+            if not (t.isascii() and t.isdigit()) or not 1 <= int(t) <= 65536:
+                raise InputError(f"--arch: {t[:20]!r} is not a width in 1..65536 in {spec[:60]!r}")
             out.append(int(t))
         return out
 
@@ -74,6 +77,7 @@ class Network:
             raise InputError(f"--order: {order!r} is not one of {', '.join(ORDERS)}")
         rng = np.random.default_rng(seed)
         convs, fcs = parse_arch(arch)
+        self.weights = 0
         self.arch, self.order = arch, order
         self.modules: list = []
         c, h, w = input_shape
@@ -84,6 +88,7 @@ class Network:
             h, w = h + 2 * padding - 2, w + 2 * padding - 2
             if min(h, w) < (2 if pooled else 1):
                 raise InputError(f"--arch: {arch!r} shrinks the input below 1x1 (padding {padding})")
+            self._count(arch, token * c * 9)
             self.modules.append(BinaryConv2d(token, c, 3, padding, rng, dtype))
             block = [BatchNorm(token, dtype), SignActivation()]
             if pooled:
@@ -94,10 +99,20 @@ class Network:
         self.modules.append(Flatten())
         n = c * h * w
         for width in fcs:
+            self._count(arch, width * n)
             self.modules += [BinaryLinear(width, n, rng, dtype), BatchNorm(width, dtype), SignActivation()]
             n = width
+        self._count(arch, classes * n)
         self.modules.append(ScaledOutput(classes, n, rng, dtype))
         self.weighted = [m for m in self.modules if isinstance(m, BinaryLinear)]
+
+    def _count(self, arch: str, weights: int) -> None:
+        """Refuse, before allocating, a network past MAX_WEIGHTS (about 1 GiB of training state:
+        latent weights, gradients and Adam's two moments, in float32)."""
+        self.weights += weights
+        if self.weights > MAX_WEIGHTS:
+            raise InputError(f"--arch: {arch[:60]!r} has more than {MAX_WEIGHTS} weights "
+                             f"(the trainer's limit, about 1 GiB of training state)")
 
     def params(self):
         return [p for m in self.modules for p in m.params()]
