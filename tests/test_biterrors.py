@@ -13,7 +13,7 @@ from strategies import model_cases
 
 from refbnn.analysis.example import example_data, example_model
 from refbnn.biterrors.flipprob import flip_probability_float, layer_flip_probabilities, neuron_flip_probability
-from refbnn.biterrors.masks import ErrorModel, pattern
+from refbnn.biterrors.masks import ErrorModel, below, keyed_mask, pattern
 from refbnn.biterrors.sweep import Summary, accuracy_sweep, correct_under_errors
 from refbnn.cli import main
 from refbnn.engines.fast import FastEngine
@@ -43,6 +43,19 @@ def test_keyed_masks_are_the_spec_formula_with_weights_numbered_first():
     # targeting only layer 2 leaves its mask unchanged and the other tensor clean
     only = pattern(model, ErrorModel(0.3, seed=7, batch_size=4, layers=(2,)), 2, 5, 4)[0]
     assert only[0] is None and (only[1] == weights[1]).all()
+
+
+@given(st.lists(st.integers(0, 2**32), min_size=4, max_size=4), st.integers(1, 3000),
+       st.one_of(st.floats(0, 1), st.sampled_from([0.0, 1.0, 2.0**-53, 1 - 2.0**-53, 0.5])), st.booleans())
+def test_raw_draws_give_the_very_bits_of_random_below_p(key, size, p, at_a_draw):
+    """Property: below(random_raw, p) == (random() < p) for the same key, bit for bit,
+    including p equal to one of the drawn values (the boundary of the strict comparison)."""
+    uniforms = np.random.default_rng(key).random(size)
+    if at_a_draw:
+        p = float(uniforms[size // 2])
+    raw = np.random.default_rng(key).bit_generator.random_raw(size)
+    assert np.array_equal(below(raw, p), uniforms < p)
+    assert np.array_equal(below(raw, p), keyed_mask(*key, (size,), p))
 
 
 @given(model_cases(max_inputs=5), st.integers(0, 1000), st.sampled_from([0.05, 0.3]))

@@ -216,3 +216,23 @@ def test_weight_refuses_little_endian_bits():
 def test_a_mask_of_the_wrong_shape_is_refused_by_both_engines(engine_cls):
     with pytest.raises(ValueError, match=r"mask of shape \[2\] for a weight of shape \[1, 1\]"):
         engine_cls(one_neuron_net(), [np.zeros(2, dtype=bool), None])
+
+
+def test_thresholds_far_outside_the_reachable_range_compare_exactly(engine_cls):
+    """The fast engine compares h > s in float32 after clipping s to [-B-1, B], B = fan-in * M.
+    Thresholds far outside (2^40), just past float32 (2^24 + 1) and at the clip edges must
+    give what the definition gives: with fan-in 3 and Z = 1, h = w.x lies in -3..3."""
+    s = (2**40, -2**40, 2**24 + 1, -(2**24) - 3, 3, -4, 2, -3)
+    pol = (1, 1, -1, -1, 1, 1, -1, -1)
+    model = Model.build((3,), 1, [Linear(Weight.from_array(np.ones((8, 3)))), Threshold(s, pol),
+                                  Linear(Weight.from_array(np.eye(8)[:2] * 2 - 1))])
+    x = np.array([[1, 1, 1], [-1, -1, -1], [1, -1, 0]])     # h = 3, -3, 0 for every neuron
+    runs = [Interpreter(model).run(v) for v in x]
+    # by hand, neuron by neuron (+1 iff h > s, or h <= s for polarity -1), for h = 3:
+    # 3 > 2^40 no; 3 > -2^40 yes; not(3 > 2^24+1) yes; not(3 > -2^24-3) no; 3 > 3 no; 3 > -4 yes;
+    # not(3 > 2) no; not(3 > -3) no
+    ones = FastEngine(model).outputs(x)[1]
+    assert ones[0].tolist() == [-1, 1, 1, -1, -1, 1, -1, -1]
+    assert [r.prediction for r in runs] == list(engine_cls(model).predictions(x))
+    assert [[int(v) for v in row] for row in ones] == [
+        [1 if (h > t) != (p < 0) else -1 for t, p in zip(s, pol)] for h in (3, -3, 0)]

@@ -18,7 +18,7 @@ order or threads, and any implementation can rebuild it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from math import prod
+from math import ceil, prod
 from typing import Iterator, Optional
 
 import numpy as np
@@ -48,46 +48,69 @@ def activation_layers(model: Model) -> list[int]:
 
 
 def keyed_mask(seed: int, r: int, j: int, t: int, shape: tuple[int, ...], p: float) -> np.ndarray:
-    """docs/semantics.md §6: default_rng([seed, r, j, t]).random(shape) < p."""
+    """docs/semantics.md §6: default_rng([seed, r, j, t]).random(shape) < p. The definition;
+    `pattern` computes the very same bits faster (see `below`)."""
     return np.random.default_rng([seed, r, j, t]).random(shape) < p
 
 
-def keyed_uniforms(model: Model, em: ErrorModel, r: int, j: int) -> tuple[list, dict]:
-    """The uniform draws behind the masks of repetition r, batch j: for every targeted tensor t,
-    default_rng([seed, r, j, t]).random(shape) (weights: one per weight layer, None where
-    untargeted; activations: {layer: [batch_size, ...]} if targeted). The mask at BER p is
-    draw < p, so one draw serves every p of a sweep, and the masks are nested in p."""
+def keyed_draws(model: Model, em: ErrorModel, r: int, j: int) -> tuple[list, dict]:
+    """The raw 64-bit outputs behind the masks of repetition r, batch j: for every targeted
+    tensor t, default_rng([seed, r, j, t]).bit_generator.random_raw(shape) (weights: one per
+    weight layer, None where untargeted; activations: {layer: [batch_size, ...]} if
+    targeted). The mask at BER p is `below(draw, p)`, so one draw serves every p of a sweep,
+    and the masks are nested in p."""
     targets = set(em.targets(model))
     weights = []
     for t, i in enumerate(model.weight_indices):
         shape = model.layers[i].weight.shape
-        weights.append(np.random.default_rng([em.seed, r, j, t]).random(shape) if i in targets else None)
+        weights.append(_raw([em.seed, r, j, t], shape) if i in targets else None)
     acts = {}
     if em.activations:
         n_weights = len(model.weight_indices)
         for k, i in enumerate(activation_layers(model)):
-            shape = (em.batch_size,) + model.shapes[i - 1]
-            acts[i] = np.random.default_rng([em.seed, r, j, n_weights + k]).random(shape)
+            acts[i] = _raw([em.seed, r, j, n_weights + k], (em.batch_size,) + model.shapes[i - 1])
     return weights, acts
 
 
+def _raw(key: list[int], shape: tuple[int, ...]) -> np.ndarray:
+    return np.random.default_rng(key).bit_generator.random_raw(prod(shape)).reshape(shape)
+
+
+def raw_threshold(p: float) -> int:
+    """The integer c with raw < c  <=>  random() < p, for the 64-bit outputs raw of numpy's
+    default generator (PCG64), whose random() is (raw >> 11) * 2^-53 exactly.
+
+    For an integer x = raw >> 11: x * 2^-53 < p  <=>  x < p * 2^53 (scaling by a power of two
+    is exact)  <=>  x < ceil(p * 2^53) (x is an integer); and raw >> 11 < C  <=>  raw < C * 2^11.
+    So c = ceil(p * 2^53) * 2^11, a Python int (2^64 when p = 1: every raw is below it)."""
+    return ceil(p * 2.0**53) << 11
+
+
+def below(raw: np.ndarray, p: float) -> np.ndarray:
+    """random() < p for the raw outputs `raw` (see `raw_threshold`): the keyed mask at BER p."""
+    c = raw_threshold(p)
+    if c >= 2**64:
+        return np.ones(raw.shape, dtype=bool)
+    return raw < np.uint64(c)
+
+
 def masks_at(draws: tuple[list, dict], p: float, batch: int) -> tuple[list, dict]:
-    """The flip pattern at BER p from `keyed_uniforms` draws: draw < p (None where nothing can
-    flip), activation masks cut to the `batch` inputs of a short last batch."""
+    """The flip pattern at BER p from `keyed_draws` (None where nothing can flip), activation
+    masks cut to the `batch` inputs of a short last batch."""
     weights, acts = draws
     if p <= 0:
         return [None] * len(weights), {}
-    return ([None if u is None else u < p for u in weights],
-            {i: u[:batch] < p for i, u in acts.items()})
+    return ([None if u is None else below(u, p) for u in weights],
+            {i: below(u[:batch], p) for i, u in acts.items()})
 
 
 def pattern(model: Model, em: ErrorModel, r: int, j: int, batch: int) -> tuple[list, dict]:
     """The flip pattern of repetition r, batch j (of `batch` inputs): weight masks (one
     per weight layer, None where untargeted) and activation masks {layer: [batch, ...]}.
-    Each mask is `keyed_mask(seed, r, j, t, shape, p)` (docs/semantics.md §6)."""
+    Each mask equals `keyed_mask(seed, r, j, t, shape, p)` (docs/semantics.md §6)."""
     if em.p <= 0:
         return [None] * len(model.weight_indices), {}
-    return masks_at(keyed_uniforms(model, em, r, j), em.p, batch)
+    return masks_at(keyed_draws(model, em, r, j), em.p, batch)
 
 
 def batches(n: int, batch_size: int) -> Iterator[tuple[int, slice]]:

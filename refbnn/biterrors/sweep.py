@@ -8,15 +8,16 @@ the keyed uniforms of each batch once and thresholds them at every BER.
 """
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from fractions import Fraction
 from math import sqrt
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
 from ..formats.values import exact
-from .masks import ErrorModel, MaskSet, batches, keyed_uniforms, masks_at, pattern
+from .masks import ErrorModel, MaskSet, batches, below, keyed_draws, pattern, raw_threshold
 
 
 def correct_under_errors(engine, x: np.ndarray, y: np.ndarray, em: ErrorModel, r: int,
@@ -45,25 +46,59 @@ def accuracy_sweep(engine, x: np.ndarray, y: np.ndarray, bers: Sequence[tuple[st
     """Exact accuracy of each repetition r < reps at each BER (named, value) of `bers`, under
     the error model `em` with its p replaced by each BER (or under the masks of `given`).
 
-    Equal to `correct_under_errors` at each BER and repetition; faster, because the keyed
-    uniforms of each (r, j, t) are drawn once and thresholded at every BER (the mask at p
-    is draw < p, docs/semantics.md §6)."""
+    Equal to `correct_under_errors` at each BER and repetition; faster, because each batch's
+    keyed draws are made once and serve every BER (the mask at p is `below(draw, p)`, and
+    the masks are nested in p): the candidates below the largest BER are found in one pass,
+    each BER selects among them, and the engine negates just those weights in place."""
     n = len(y)
     if given is not None:
-        counts = [[correct_under_errors(engine, x, y, em, r, given) for r in range(reps)]
-                  for _ in bers]
-    else:
-        counts = [[0] * reps for _ in bers]
-        any_flips = any(p > 0 for _, p in bers)
-        for r in range(reps):
-            for j, sl in batches(n, em.batch_size):
-                draws = keyed_uniforms(engine.model, em, r, j) if any_flips else ([], {})
-                for b, (_, p) in enumerate(bers):
-                    weights, acts = masks_at(draws, p, sl.stop - sl.start) if p > 0 else ([], {})
-                    counts[b][r] += _correct(engine, x[sl], y[sl], weights, acts)
-            if progress is not None:
-                progress(r + 1, reps)
+        counts = [[correct_under_errors(engine, x, y, em, r, given) for r in range(reps)] for _ in bers]
+        return [Summary(name, [Fraction(c, n) for c in row]) for (name, _), row in zip(bers, counts)]
+    counts = [[0] * reps for _ in bers]
+    ascending = sorted((p, b) for b, (_, p) in enumerate(bers) if p > 0)
+    keys = [(r, j, sl) for r in range(reps) for j, sl in batches(n, em.batch_size)]
+    for (r, j, sl), draws in zip(keys, _draws(engine.model, em, keys, [p for p, _ in ascending])):
+        if len(ascending) < len(bers):   # BER 0: the clean predictions
+            clean = _correct(engine, x[sl], y[sl], [], {})
+            for b, (_, p) in enumerate(bers):
+                counts[b][r] += clean if p <= 0 else 0
+        if draws is not None:
+            steps, acts = draws
+            # Masks are nested in p: going up the sorted BERs only adds flips. Each step negates
+            # just the new ones, on top of the earlier steps; leaving the stack undoes them all.
+            with ExitStack() as stack:
+                for k, (p, b) in enumerate(ascending):
+                    flipped = stack.enter_context(engine.flipped([None if s is None else s[k] for s in steps]))
+                    masks = {i: below(raw[:sl.stop - sl.start], p) for i, raw in acts.items()}
+                    counts[b][r] += _correct(flipped, x[sl], y[sl], [], masks)
+        if progress is not None and sl.stop == n:
+            progress(r + 1, reps)
     return [Summary(name, [Fraction(c, n) for c in row]) for (name, _), row in zip(bers, counts)]
+
+
+def _draws(model, em: ErrorModel, keys: list, ps: list[float]) -> Iterator[Optional[tuple]]:
+    """For each (r, j, _) of `keys`: the nested flip steps of every weight tensor at the
+    ascending BERs ps, and the raw activation draws; None if no BER is above 0."""
+    for r, j, _ in keys:
+        if not ps:
+            yield None
+            continue
+        weights, acts = keyed_draws(model, em, r, j)
+        yield [None if raw is None else _nested_flips(raw, ps) for raw in weights], acts
+
+
+def _nested_flips(raw: np.ndarray, ps: list[float]) -> list[np.ndarray]:
+    """For ascending BERs ps: the flat indices that join the mask at each p (the mask at p_k is
+    the union of the first k + 1 steps). An entry joins at the first p_k with
+    `below(raw, p_k)`, i.e. raw >> 11 < ceil(p_k 2^53) (see `raw_threshold`)."""
+    candidates = np.flatnonzero(below(raw, ps[-1]))
+    x = raw.reshape(-1)[candidates] >> np.uint64(11)
+    cuts = np.array([raw_threshold(p) >> 11 for p in ps], dtype=np.uint64)   # at most 2^53 each
+    step = np.searchsorted(cuts, x, side="right")          # the first k with x < cuts[k]
+    step = step.astype(np.uint8 if len(ps) <= 256 else np.uint32)   # small keys: a fast radix sort
+    order = np.argsort(step, kind="stable")
+    ends = np.cumsum(np.bincount(step, minlength=len(ps)))
+    return np.split(candidates[order], ends[:-1])
 
 
 # Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (standard tables).

@@ -26,9 +26,10 @@ from __future__ import annotations
 import copy
 import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from fractions import Fraction
 from math import prod
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -91,10 +92,17 @@ class FastEngine:
             self._w[i] = signs.reshape(signs.shape[0], fan_in).astype(dt)
         self._clean = self._w                     # the stored weights, before any flips
         self._thr: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._cmp: dict[int, np.ndarray] = {}     # thresholds for comparing, see _threshold
         for nl in model.neuron_layers:
             layer: Threshold = model.layers[nl.threshold_index]
-            self._thr[nl.threshold_index] = (np.array(layer.thresholds, dtype=np.float64),
-                                             np.array(layer.polarity) < 0)
+            s = np.array(layer.thresholds, dtype=np.float64)
+            self._thr[nl.threshold_index] = (s, np.array(layer.polarity) < 0)
+            # Every h entering this threshold has |h| <= B = fan-in * M (M = Z in the first
+            # layer, else 1; a max of such h too). Clipping s to [-B-1, B] changes no h > s,
+            # and then s and h are integers of magnitude <= B+1, exact in exact_float(B+1):
+            # float32 for most layers, so the comparison runs in h's own type.
+            bound = prod(model.layers[nl.weight_index].weight.shape[1:]) * (model.Z if nl.first else 1)
+            self._cmp[nl.threshold_index] = np.clip(s, -bound - 1, bound).astype(exact_float(bound + 1) or np.float64)
         self.batch_size = self._batch_size()
         if weight_masks is not None:
             self._w = self._flipped(weight_masks)
@@ -107,6 +115,24 @@ class FastEngine:
         engine = copy.copy(self)
         engine._w = self._flipped(weight_masks)
         return engine
+
+    @contextmanager
+    def flipped(self, indices: Sequence[Optional[np.ndarray]]) -> Iterator["FastEngine"]:
+        """This engine with the weights at the given distinct flat indices (one int array or
+        None per weight layer) negated for the duration of the block: in place, on a private
+        copy of the weights made once, and undone on exit. No copy per pattern, so a sweep
+        pays only for the flips it makes. Not for use from several threads at once."""
+        if self._w is self._clean or any(self._w[i] is self._clean[i] for i in self._clean):
+            self._w = {i: w.copy() for i, w in self._w.items()}
+        touched = [(self._w[i].reshape(-1), idx) for i, idx in zip(self.model.weight_indices, indices)
+                   if idx is not None and len(idx)]
+        for flat, idx in touched:
+            flat[idx] *= -1
+        try:
+            yield self
+        finally:
+            for flat, idx in touched:
+                flat[idx] *= -1
 
     def _flipped(self, weight_masks: Optional[Sequence]) -> dict[int, np.ndarray]:
         out = dict(self._clean)
@@ -157,12 +183,14 @@ class FastEngine:
 
     def _threshold(self, i: int, h: np.ndarray, channels: Optional[np.ndarray] = None) -> np.ndarray:
         """+-1 outputs of threshold layer i; with `channels`, h holds only those channels."""
-        s, negative = self._thr[i]
+        s, negative = self._cmp[i], self._thr[i][1]
         if channels is not None:
             s, negative = s[channels], negative[channels]
         shape = (1, -1) + (1,) * (h.ndim - 2)
-        fires = (h > s.reshape(shape)) ^ negative.reshape(shape)   # polarity -1: h <= s
-        return np.where(fires, np.int8(1), np.int8(-1))
+        fires = h > s.reshape(shape)
+        if negative.any():
+            fires ^= negative.reshape(shape)   # polarity -1: +1 iff h <= s
+        return fires.view(np.int8) * np.int8(2) - np.int8(1)   # True -> +1, False -> -1
 
     def _layer(self, i: int, x: np.ndarray) -> np.ndarray:
         layer = self.model.layers[i]

@@ -4,16 +4,17 @@ This module *defines* what a refbnn model computes (docs/semantics.md §1-2, whi
 make precise the paper "Bit Error Tolerance Metrics for Binarized Neural
 Networks", Buschjaeger et al. 2021). Any disagreement between it and that contract
 is a bug here. The inference path uses Python ints and bitarrays only: no NumPy,
-no floats. (NumPy appears only in `__init__`, to accept bit masks as arrays.)
+no floats. (NumPy appears only where bit masks are accepted as arrays.)
 
 Hidden weight layers use the paper's form h = 2*popcount(xnor(W, X)) - #bits;
 the first weight layer sees integers and uses bit planes (see `_plane_sum`).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from fractions import Fraction
 from math import prod
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 from bitarray import bitarray
 from bitarray.util import count_and, count_xor
@@ -100,6 +101,21 @@ class Interpreter:
     def with_flips(self, weight_masks: Optional[Sequence]) -> "Interpreter":
         """The interpreter of the same model with `weight_masks` XORed into its bits."""
         return Interpreter(self.model, weight_masks)
+
+    @contextmanager
+    def flipped(self, indices: Sequence) -> Iterator["Interpreter"]:
+        """The interpreter with the weights at the given flat indices (one int array or None
+        per weight layer) flipped: `with_flips` of the masks those indices set."""
+        import numpy as np
+
+        masks = []
+        for i, idx in zip(self.model.weight_indices, indices):
+            mask = None
+            if idx is not None:
+                mask = np.zeros(self.model.layers[i].weight.shape, dtype=bool)
+                mask.reshape(-1)[idx] = True
+            masks.append(mask)
+        yield self.with_flips(masks)
 
     # -- one layer at a time ------------------------------------------------------------
 

@@ -6,7 +6,7 @@ run the same check on both and demand identical results.
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Callable, Optional, Protocol, Sequence
+from typing import Callable, ContextManager, Optional, Protocol, Sequence
 
 from ..semantics.margin import Tolerance
 from ..semantics.model import Model
@@ -28,6 +28,10 @@ class Engine(Protocol):
 
     def with_flips(self, weight_masks: Optional[Sequence]) -> "Engine":
         """The same engine reading every weight bit through the masks (one per weight layer)."""
+
+    def flipped(self, indices: Sequence) -> ContextManager["Engine"]:
+        """A context: the engine with the weights at these distinct flat indices (one int array
+        or None per weight layer) flipped, for the duration of the block."""
 
     def tolerance(self, xs: Sequence, bs: Sequence[Fraction]) -> Tolerance:
         """The T tuple (eqs. 1-5) and its per-layer breakdown."""
