@@ -1,6 +1,6 @@
 """Benchmark of the fast engine (issue: fast exact engine). Prints ratios measured in one run.
 
-    python benchmarks/engine.py [--inputs 10000] [--cnn] [--quick]
+    python benchmarks/engine.py [--inputs 10000] [--cnn] [--cnn-inputs 1000] [--quick]
 
 Architectures of the paper's Table II with random weight bits, random inputs in
 0..255 (Z = 255) and random labels. Ratios compare:
@@ -8,7 +8,10 @@ Architectures of the paper's Table II with random weight bits, random inputs in
   2. incremental Algorithm 1   vs  naive (flip, full re-run), naive timed on a few
      neurons and extrapolated to all;
   3. the fast engine           vs  the bitarray interpreter (inputs per second);
-and report peak resident memory.
+  4. with --cnn: Algorithm 1 on the Fashion CNN (--cnn-inputs inputs) vs one bare float32
+     forward of the same inputs, the time per neuron by layer, and the floor set by the
+     dense products of the first layer's neurons (see docs/engine.md);
+and report peak resident memory. Bare times are the best of three runs.
 """
 from __future__ import annotations
 
@@ -103,17 +106,52 @@ def bench(name: str, model: Model, n: int, naive_neurons: int, ref_inputs: int, 
     print(f"peak resident memory so far: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
 
 
+def cnn_algorithm_1(model: Model, n: int, rng) -> None:
+    """Algorithm 1 on the CNN against one bare forward of the same inputs, with the time per
+    neuron by layer (one batch, neurons one at a time) and the dense-product floor."""
+    from refbnn.engines.incremental import BatchFlips
+
+    x = rng.integers(0, 256, (n,) + model.input_shape)
+    y = rng.integers(0, 10, n)
+    engine = FastEngine(model)
+    ws = float32_weights(model)
+    t_bare, _ = timed(bare_float32, model, ws, x, engine.batch_size, repeat=3)
+    t_inc, _ = timed(engine.importance, x, y)
+    print(f"\n== Fashion CNN Algorithm 1, {n} inputs, batch {engine.batch_size} ==")
+    print(f"Algorithm 1 (all {model.neurons} neurons) / one bare float32 forward: {t_inc / t_bare:6.1f}x "
+          f"(target <= 10x)")
+    batch = min(n, engine.batch_size)
+    flips = BatchFlips(engine, engine.outputs(x[:batch]), y[:batch])
+    t_batch, _ = timed(bare_float32, model, ws, x[:batch], batch, repeat=3)
+    for nl in model.neuron_layers:
+        picks = range(nl.offset, nl.offset + min(nl.channels, 16))
+        t, _ = timed(lambda: [flips.correct_with_flip(k) for k in picks])
+        per = t / len(picks)
+        print(f"  layer {nl.threshold_index}: {nl.channels} neurons, {per * 1e3:7.2f} ms per neuron per "
+              f"{batch} inputs, all of them {per * nl.channels / t_batch:5.1f}x a bare forward")
+    # The first layer's neurons each change ~10% of the 3136 inputs of the FC layer in every row,
+    # spread over almost all columns: their delta product is a full-width GEMM each.
+    fc = next(i for i in model.weight_indices if isinstance(model.layers[i], Linear))
+    delta = np.zeros((batch, ws[fc].shape[1]), dtype=np.float32)
+    t_gemm, _ = timed(lambda: delta @ ws[fc].T, repeat=3)
+    print(f"  floor: {model.neuron_layers[0].channels} full-width FC delta products alone: "
+          f"{t_gemm * model.neuron_layers[0].channels / t_batch:5.1f}x a bare forward")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--inputs", type=int, default=10000)
     ap.add_argument("--cnn", action="store_true", help="also the Fashion CNN of Table II")
+    ap.add_argument("--cnn-inputs", type=int, default=1000)
     ap.add_argument("--quick", action="store_true", help="fewer inputs, for a smoke run")
     args = ap.parse_args()
     n = 500 if args.quick else args.inputs
     rng = np.random.default_rng(0)
     bench("Fashion FC 2048-2048-10", fashion_fc(rng), n, 4, 20 if args.quick else 100, rng)
     if args.cnn:
-        bench("Fashion CNN C64-MP2-C64-MP2-FC2048-10", fashion_cnn(rng), n, 2, 5, rng)
+        cnn = fashion_cnn(rng)
+        bench("Fashion CNN C64-MP2-C64-MP2-FC2048-10", cnn, n, 2, 5, rng)
+        cnn_algorithm_1(cnn, 200 if args.quick else args.cnn_inputs, rng)
 
 
 if __name__ == "__main__":

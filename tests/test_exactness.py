@@ -236,3 +236,16 @@ def test_thresholds_far_outside_the_reachable_range_compare_exactly(engine_cls):
     assert [r.prediction for r in runs] == list(engine_cls(model).predictions(x))
     assert [[int(v) for v in row] for row in ones] == [
         [1 if (h > t) != (p < 0) else -1 for t, p in zip(s, pol)] for h in (3, -3, 0)]
+
+
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(2, 9), st.integers(2, 9), st.integers(0, 2**32 - 1))
+def test_maxpool_equals_its_reshape_definition(b, c, h, w, seed):
+    """Property: the strided-quarters maxpool equals the docstring's definition (2x2 windows,
+    stride 2, floor), on integers and on +-1 values, odd sizes included."""
+    from refbnn.engines.ops import maxpool
+
+    x = np.random.default_rng(seed).integers(-5, 6, (b, c, h, w)).astype(np.float32)
+    naive = x[:, :, :h // 2 * 2, :w // 2 * 2].reshape(b, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
+    assert np.array_equal(maxpool(x), naive)
+    signs = np.where(x > 0, np.int8(1), np.int8(-1))
+    assert np.array_equal(maxpool(signs), np.where(naive > 0, 1, -1))

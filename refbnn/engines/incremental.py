@@ -103,7 +103,7 @@ class BatchFlips:
 
     def _weight_step(self, j: int, rows, changed, sub, flips=None) -> np.ndarray:
         """New full output h of weight layer j for `rows`: h_clean + W[:, changed] delta."""
-        h = self.outs[j][rows]
+        h = _take_rows(self.outs[j], rows)
         if flips is None:
             return h + self._delta_product(j, self._delta(j, rows, changed, sub), changed)
         # The sparse step listed the negated entries (few class scores): add up W[:, col] * delta
@@ -113,7 +113,7 @@ class BatchFlips:
             return h
         starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
         dh = np.add.reduceat(self._w_t(j)[changed[col]] * vals[:, None].astype(np.float32), starts, axis=0)
-        h = h.copy()
+        h = h.copy() if h is self.outs[j] else h
         h[r[starts]] += dh.astype(h.dtype)
         return h
 
@@ -122,7 +122,7 @@ class BatchFlips:
         changed, the delta is scattered into full width instead: one GEMM with the stored W
         costs less than gathering most of its columns into a copy."""
         w = self.engine.weight_matrix(j)
-        if isinstance(self.model.layers[j], Linear) and 2 * len(changed) > w.shape[1]:
+        if isinstance(self.model.layers[j], Linear) and 2 * len(changed) > w.shape[1] and len(w) > 32:
             full = np.zeros((len(delta), w.shape[1]), dtype=w.dtype)
             full[:, changed] = delta
             return full @ w.T
@@ -197,6 +197,11 @@ def _compress(idx: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """The sorted distinct values of idx (all in 0..size-1) and a map value -> position."""
     present = np.bincount(idx, minlength=size) > 0
     return np.flatnonzero(present), np.cumsum(present) - 1
+
+
+def _take_rows(a: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """a[rows]: `a` itself (not a copy: do not write to it) when rows are all of them."""
+    return a if len(rows) == len(a) else a[rows]
 
 
 def _gather(a: np.ndarray, rows: np.ndarray, channels: np.ndarray) -> np.ndarray:
