@@ -1,6 +1,6 @@
 """Benchmark of the fast engine (issue: fast exact engine). Prints ratios measured in one run.
 
-    python benchmarks/engine.py [--inputs 10000] [--cnn] [--cnn-inputs 1000] [--quick]
+    python benchmarks/engine.py [--inputs 10000] [--cnn] [--cnn-inputs 1000] [--sweep] [--quick]
 
 Architectures of the paper's Table II with random weight bits, random inputs in
 0..255 (Z = 255) and random labels. Ratios compare:
@@ -11,6 +11,7 @@ Architectures of the paper's Table II with random weight bits, random inputs in
   4. with --cnn: Algorithm 1 on the Fashion CNN (--cnn-inputs inputs) vs one bare float32
      forward of the same inputs, the time per neuron by layer, and the floor set by the
      dense products of the first layer's neurons (see docs/engine.md);
+  5. with --sweep: the BER sweep workload of benchmarks/sweep.py (its ratios);
 and report peak resident memory. Bare times are the best of three runs.
 """
 from __future__ import annotations
@@ -143,6 +144,7 @@ def main() -> None:
     ap.add_argument("--inputs", type=int, default=10000)
     ap.add_argument("--cnn", action="store_true", help="also the Fashion CNN of Table II")
     ap.add_argument("--cnn-inputs", type=int, default=1000)
+    ap.add_argument("--sweep", action="store_true", help="also the BER sweep of benchmarks/sweep.py")
     ap.add_argument("--quick", action="store_true", help="fewer inputs, for a smoke run")
     args = ap.parse_args()
     n = 500 if args.quick else args.inputs
@@ -152,6 +154,9 @@ def main() -> None:
         cnn = fashion_cnn(rng)
         bench("Fashion CNN C64-MP2-C64-MP2-FC2048-10", cnn, n, 2, 5, rng)
         cnn_algorithm_1(cnn, 200 if args.quick else args.cnn_inputs, rng)
+    if args.sweep:
+        import sweep   # benchmarks/sweep.py, beside this script
+        sweep.measure(*((300, 2, 2) if args.quick else (3000, 10, 10)))
 
 
 if __name__ == "__main__":

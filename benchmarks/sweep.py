@@ -49,14 +49,8 @@ def masks_only(model, n, bers, reps, em) -> None:
                  for t, i in enumerate(model.weight_indices)]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--inputs", type=int, default=3000)
-    ap.add_argument("--bers", type=int, default=10)
-    ap.add_argument("--reps", type=int, default=10)
-    ap.add_argument("--quick", action="store_true", help="300 inputs, 2 BERs x 2 repetitions")
-    args = ap.parse_args()
-    n, nb, reps = (300, 2, 2) if args.quick else (args.inputs, args.bers, args.reps)
+def measure(n: int, nb: int, reps: int) -> None:
+    """Run the sweep workload and print its ratios (see the module docstring)."""
     rng = np.random.default_rng(0)
     model = fashion_fc(rng)
     x = rng.integers(0, 256, (n,) + model.input_shape)
@@ -64,8 +58,8 @@ def main() -> None:
     bers = [(f"{p:g}", p) for p in np.linspace(0.001, 0.1, nb)]
     em = ErrorModel(0.0, 0, 128)
     engine = FastEngine(model)
-    print(f"Fashion FC 784-2048-2048-10, {n} inputs, batch 128, {nb} BERs x {reps} repetitions "
-          f"(load average {os.getloadavg()[0]:.2f})")
+    print(f"\n== BER sweep: Fashion FC 784-2048-2048-10, {n} inputs, batch 128, {nb} BERs x {reps} "
+          f"repetitions (load average {os.getloadavg()[0]:.2f}) ==")
     ws = float32_weights(model)
     t = time.perf_counter()
     for _ in range(nb * reps):
@@ -78,7 +72,7 @@ def main() -> None:
     old = rebuild_per_batch(model, x, y, bers, reps, em)
     t_old = time.perf_counter() - t
     assert old == sum(a.numerator * n // a.denominator for s in sweep for a in s.accuracies), \
-        "with_flips and a rebuilt engine must give the same predictions"
+        "the sweep and the per-BER rebuild must give the same predictions"
     t = time.perf_counter()
     masks_only(model, n, bers, reps, em)
     t_masks = time.perf_counter() - t
@@ -87,6 +81,16 @@ def main() -> None:
     print(f"per-BER masks, engine rebuilt per batch / {nb * reps} bare forwards: {t_old / t_bare:6.2f}x")
     print(f"per-BER mask generation alone         / {nb * reps} bare forwards: {t_masks / t_bare:6.2f}x")
     print(f"before / now: {t_old / t_sweep:.2f}x")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--inputs", type=int, default=3000)
+    ap.add_argument("--bers", type=int, default=10)
+    ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--quick", action="store_true", help="300 inputs, 2 BERs x 2 repetitions")
+    args = ap.parse_args()
+    measure(*((300, 2, 2) if args.quick else (args.inputs, args.bers, args.reps)))
 
 
 if __name__ == "__main__":

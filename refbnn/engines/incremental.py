@@ -26,7 +26,6 @@ from math import prod
 import numpy as np
 
 from ..semantics.model import Conv2d, Linear, MaxPool2d, Threshold
-from ..semantics.theorem1 import tolerated_flips
 from .ops import maxpool
 
 SPARSE_FRACTION = 0.25   # use the candidate shortcut while it covers at most this share
@@ -47,6 +46,7 @@ class BatchFlips:
         self.y = y
         self._candidates: dict[tuple[int, int], tuple | None] = {}
         self._wt: dict[int, np.ndarray] = {}
+        self._g: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def correct_with_flip(self, n: int) -> int:
         """Correct predictions in this batch with neuron n's output negated everywhere."""
@@ -181,16 +181,23 @@ class BatchFlips:
         or None if they exceed SPARSE_FRACTION of all entries. Cached per (layer, d)."""
         key = (j, d)
         if key not in self._candidates:
-            g_all = self.engine.signed_margins(j + 1, self.outs[j])
-            hit = tolerated_flips(np.abs(g_all)) < d   # |g| = odd_margin(h, s)
+            g_all, m_all = self._margins(j)
+            # tolerated_flips(m) < d  <=>  floor(m / 4) < d  <=>  m < 4d: one comparison pass
+            hit = m_all < 4 * d
             entry = None
             if np.count_nonzero(hit) <= SPARSE_FRACTION * hit.size:
                 ci, cm = (a.astype(np.int32) for a in np.nonzero(hit))
                 # |g| < 4d <= 4 * fan-in, so int32 holds g + 2 dh
-                g = g_all[ci, cm].astype(np.int32)
-                entry = (ci, cm, g, self.outs[j + 1][ci, cm])
+                entry = (ci, cm, g_all[ci, cm].astype(np.int32), self.outs[j + 1][ci, cm])
             self._candidates[key] = entry
         return self._candidates[key]
+
+    def _margins(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """g = signed_margin and m = odd_margin of layer j's h at threshold j+1, once per layer."""
+        if j not in self._g:
+            g = self.engine.signed_margins(j + 1, self.outs[j])
+            self._g[j] = (g, np.abs(g))
+        return self._g[j]
 
 
 def _compress(idx: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
