@@ -2,9 +2,10 @@
 
 Each batch j of repetition r reads the model through its own flip pattern (keyed by
 `refbnn.biterrors.masks.pattern`, or taken from a mask file). The engine is built
-once; each pattern is applied with `engine.with_flips`, which negates the flipped
-weights in the form the engine already holds instead of rebuilding it. A sweep draws
-the keyed uniforms of each batch once and thresholds them at every BER.
+once; a pattern is applied with `engine.with_flips` (masks) or `engine.flipped`
+(flat indices, in place), which negate the flipped weights in the form the engine
+already holds instead of rebuilding it. A sweep draws each batch's keyed bits once
+and uses them at every BER (docs/engine.md, "Bit errors without rebuilding").
 """
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def accuracy_sweep(engine, x: np.ndarray, y: np.ndarray, bers: Sequence[tuple[st
     Equal to `correct_under_errors` at each BER and repetition; faster, because each batch's
     keyed draws are made once and serve every BER (the mask at p is `below(draw, p)`, and
     the masks are nested in p): the candidates below the largest BER are found in one pass,
-    each BER selects among them, and the engine negates just those weights in place."""
+    each BER adds its new flips to the previous BER's, negated in place by the engine."""
     n = len(y)
     if given is not None:
         counts = [[correct_under_errors(engine, x, y, em, r, given) for r in range(reps)] for _ in bers]
