@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from strategies import model_cases
 
 from refbnn.analysis.certify import certified_k, certified_ks
+from refbnn.analysis.example import example_data, example_model
 from refbnn.engines.fast import FastEngine, _exact_dtype, exact_float
 from refbnn.engines.interpreter import Interpreter
 from refbnn.formats.datafile import read_data, write_data
@@ -249,3 +250,44 @@ def test_maxpool_equals_its_reshape_definition(b, c, h, w, seed):
     assert np.array_equal(maxpool(x), naive)
     signs = np.where(x > 0, np.int8(1), np.int8(-1))
     assert np.array_equal(maxpool(signs), np.where(naive > 0, 1, -1))
+
+
+def test_T_counting_adds_up_every_chunk(monkeypatch):
+    """The fast T counting walks the inputs in chunks that stay in cache; with one input per
+    chunk (a chunk budget smaller than one input's values) the counts must still add up to
+    exactly the reference's T, on every layer."""
+    import refbnn.engines.fast as fast
+
+    model, (x, y) = example_model(), example_data(30, seed=5)
+    monkeypatch.setattr(fast, "COUNT_CHUNK", 8)
+    bs = [F(1, 2), F(1), F(3, 2), F(2), F(4)]
+    assert FastEngine(model).tolerance(x, bs) == Interpreter(model).tolerance(x, bs)
+
+
+def test_certified_k_of_a_hidden_bottleneck_uses_no_Z():
+    """x = (3, 3), Z = 3. First layer: 8 neurons h = 6, s = -20: m = 51, floor(51/12) = 4 >= fan-in
+    2, so no limit. Hidden: 8 neurons h = 8, s = 1: m = 13, floor(13/4) = 3 (Z is not used past
+    the first layer: 13 // 12 would be 1). Scores (8, -8): floor(16/4) = 4. So k = 3, layer 3."""
+    model = Model.build((2,), 3, [Linear(Weight.from_array(np.ones((8, 2)))), Threshold((-20,) * 8),
+                                  Linear(Weight.from_array(np.ones((8, 8)))), Threshold((1,) * 8),
+                                  Linear(Weight.from_array([[1] * 8, [-1] * 8]))])
+    x = np.array([3, 3])
+    cert = certified_k(model, Interpreter(model).run(x))
+    assert (cert.k, cert.bottleneck) == (3, "layer 3")
+    ks, where = certified_ks(FastEngine(model), x[None])
+    assert (ks.tolist(), where) == ([3], ["layer 3"])
+
+
+def test_algorithm_1_reports_progress_once_per_neuron(engine_cls):
+    model, (x, y) = example_model(), example_data(20)
+    calls = []
+    engine_cls(model).importance(x, y, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(n, model.neurons) for n in range(1, model.neurons + 1)]
+
+
+def test_weights_are_equal_only_with_equal_shape_and_bits():
+    bits = bitarray("110100", endian="big")
+    assert Weight((2, 3), bits) == Weight((2, 3), bits.copy())
+    assert Weight((2, 3), bits) != Weight((3, 2), bits)                     # same bits, other shape
+    assert Weight((2, 3), bits) != Weight((2, 3), bitarray("110101", endian="big"))
+    assert Weight((2, 3), bits) != bits

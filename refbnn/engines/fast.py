@@ -40,7 +40,8 @@ from ..semantics.theorem1 import odd_margin, signed_margin
 from .incremental import BatchFlips
 from .ops import im2col, maxpool
 
-DEFAULT_MEMORY = 2 * 2**30   # bytes of working memory per batch (documented in README)
+DEFAULT_MEMORY = 2 * 2**30   # bytes of working memory per batch (docs/engine.md)
+COUNT_CHUNK = 2**20           # values per pass of the T counting: small enough to stay in cache
 
 
 def exact_float(bound: int) -> Optional[type]:
@@ -302,7 +303,7 @@ class FastEngine:
         h = h.reshape(len(h), nl.channels, -1)
         shift = s.astype(dt)[None, :, None]
         counts = [0] * len(needs)
-        chunk = max(1, 2**20 // (nl.channels * nl.positions))
+        chunk = max(1, COUNT_CHUNK // (nl.channels * nl.positions))
         for start in range(0, len(h), chunk):
             # m = odd_margin(h, s) (refbnn.semantics.theorem1), in place and in dt.
             m = h[start:start + chunk].astype(dt)
