@@ -122,7 +122,8 @@ class FastEngine:
         """This engine with the weights at the given distinct flat indices (one int array or
         None per weight layer) negated for the duration of the block: in place, on a private
         copy of the weights made once, and undone on exit. No copy per pattern, so a sweep
-        pays only for the flips it makes. Not for use from several threads at once."""
+        pays only for the flips it makes. Blocks nest: inside another `flipped` block the
+        flips add to the outer ones. Not for use from several threads at once."""
         if self._w is self._clean or any(self._w[i] is self._clean[i] for i in self._clean):
             self._w = {i: w.copy() for i, w in self._w.items()}
         touched = [(self._w[i].reshape(-1), idx) for i, idx in zip(self.model.weight_indices, indices)

@@ -97,6 +97,7 @@ class Interpreter:
             self._rows[i] = [bits[n * fan_in:(n + 1) * fan_in] for n in range(w.shape[0])]
         self._first = model.weight_indices[0]
         self._valid: dict[int, list[bitarray]] = {}
+        self._stacked: Optional[list] = None      # the masks of the enclosing `flipped` blocks
 
     def with_flips(self, weight_masks: Optional[Sequence]) -> "Interpreter":
         """The interpreter of the same model with `weight_masks` XORed into its bits."""
@@ -105,17 +106,24 @@ class Interpreter:
     @contextmanager
     def flipped(self, indices: Sequence) -> Iterator["Interpreter"]:
         """The interpreter with the weights at the given flat indices (one int array or None
-        per weight layer) flipped: `with_flips` of the masks those indices set."""
+        per weight layer) flipped: `with_flips` of the masks those indices set. Blocks nest:
+        inside another `flipped` block of this interpreter, the flips add to the outer ones."""
         import numpy as np
 
+        outer = self._stacked
         masks = []
-        for i, idx in zip(self.model.weight_indices, indices):
-            mask = None
+        for k, (i, idx) in enumerate(zip(self.model.weight_indices, indices)):
+            mask = None if outer is None or outer[k] is None else outer[k].copy()
             if idx is not None:
-                mask = np.zeros(self.model.layers[i].weight.shape, dtype=bool)
-                mask.reshape(-1)[idx] = True
+                if mask is None:
+                    mask = np.zeros(self.model.layers[i].weight.shape, dtype=bool)
+                mask.reshape(-1)[idx] ^= True
             masks.append(mask)
-        yield self.with_flips(masks)
+        self._stacked = masks
+        try:
+            yield self.with_flips(masks)
+        finally:
+            self._stacked = outer
 
     # -- one layer at a time ------------------------------------------------------------
 

@@ -31,7 +31,8 @@ class Engine(Protocol):
 
     def flipped(self, indices: Sequence) -> ContextManager["Engine"]:
         """A context: the engine with the weights at these distinct flat indices (one int array
-        or None per weight layer) flipped, for the duration of the block."""
+        or None per weight layer) flipped, for the duration of the block. Blocks nest: inside
+        another `flipped` block of the same engine, the flips add to the outer ones."""
 
     def tolerance(self, xs: Sequence, bs: Sequence[Fraction]) -> Tolerance:
         """The T tuple (eqs. 1-5) and its per-layer breakdown."""
