@@ -56,10 +56,14 @@ def test_every_semantics_citation_names_an_existing_section():
     assert cited and cited <= _sections(), sorted(cited - _sections())
 
 
+# Written in pieces so that this file does not match itself.
+OUTSIDE = re.compile(r"\.\./" + "shared" + "|" + "SPEC" + " section" + "|" + "SPEC" + r"\.md")
+
+
 def test_nothing_cites_a_file_outside_the_repository():
     offenders = [str(p.relative_to(ROOT)) for p in [*ROOT.joinpath("refbnn").rglob("*.py"), *DOCS,
                                                     *ROOT.joinpath("tests").glob("*.py")]
-                 if re.search(r"\.\./shared|SPEC section|SPEC\.md", p.read_text()) and p.name != "test_docs.py"]
+                 if OUTSIDE.search(p.read_text()) and p.name != "test_docs.py"]
     assert offenders == []
 
 
