@@ -21,7 +21,7 @@ from refbnn.engines.fast import FastEngine, _exact_dtype, exact_float
 from refbnn.engines.interpreter import Interpreter
 from refbnn.formats.datafile import read_data, write_data
 from refbnn.formats.files import InputError
-from refbnn.semantics.model import Linear, Model, ModelError, Threshold, Weight
+from refbnn.semantics.model import Conv2d, Flatten, Linear, MaxPool2d, Model, ModelError, Threshold, Weight
 from refbnn.semantics.theorem1 import odd_margin
 
 # -- the float limits of the fast engine ----------------------------------------------------
@@ -291,3 +291,22 @@ def test_weights_are_equal_only_with_equal_shape_and_bits():
     assert Weight((2, 3), bits) != Weight((3, 2), bits)                     # same bits, other shape
     assert Weight((2, 3), bits) != Weight((2, 3), bitarray("110101", endian="big"))
     assert Weight((2, 3), bits) != bits
+
+
+@pytest.mark.parametrize("build,message", [
+    # a 3x3 kernel on a 2x5 input fits the width but not the height: refused all the same
+    (lambda: [Conv2d(Weight.from_array(np.ones((1, 1, 3, 3))))], "kernel 3 too large"),
+    # maxpool needs H and W >= 2: [1, 1, 4] has W = 4 but H = 1
+    (lambda: [Conv2d(Weight.from_array(np.ones((1, 1, 1, 1)))), MaxPool2d(), Threshold((0,)), Flatten(),
+              Linear(Weight.from_array(np.ones((2, 2))))], "maxpool2d needs"),
+    # a threshold after a maxpool that does not follow a weight layer
+    (lambda: [Conv2d(Weight.from_array(np.ones((1, 1, 1, 1)))), Threshold((0,)), MaxPool2d(), Threshold((0,)),
+              Flatten(), Linear(Weight.from_array(np.ones((2, 2))))], "must follow a weight layer"),
+])
+def test_structure_rules_refuse_a_shape_wrong_in_one_dimension_only(build, message):
+    shape = (1, 2, 5) if "kernel" in message else (1, 1, 4) if "maxpool" in message else (1, 4, 4)
+    layers = build()
+    if "kernel" in message:
+        layers += [Threshold((0,)), Flatten(), Linear(Weight.from_array(np.ones((2, 3))))]
+    with pytest.raises(ModelError, match=message):
+        Model.build(shape, 1, layers)
