@@ -174,8 +174,11 @@ def _limited():
 
 
 def _refbnn(*args, timeout=20):
+    # One BLAS thread: on a many-core machine each BLAS thread reserves address space that
+    # would count against the cap before refbnn reads anything.
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "refbnn.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, preexec_fn=_limited)
+                          text=True, timeout=timeout, preexec_fn=_limited, env=env)
     return proc
 
 
