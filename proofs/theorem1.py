@@ -150,14 +150,21 @@ def check_input_flips(k: int, bound: Bound = hidden_bound) -> Result:
     h = p.sum(axis=1)
     # (w (1 - 2 fw)) (x (1 - 2 fx)) = p (1 - 2 fw)(1 - 2 fx): both flips applied explicitly
     h_flip = p @ ((1 - 2 * fw) * (1 - 2 * fx)).T
-    for s in range(-k - 1, k + 1):
-        b = bound(odd_margin(h, s))
-        changed = _changed(res, h, h_flip, s)
-        if (v := _violation(changed, total, b)) is not None:
-            c, f = v
-            res.add(f"p={p[c].tolist()} s={s}: weight flips {np.flatnonzero(fw[f]).tolist()} "
-                    f"and input flips {np.flatnonzero(fx[f]).tolist()} change the output, bound {b[c]}")
+    _check_bound(res, h, h_flip, total, range(-k - 1, k + 1), bound,
+                 lambda c, f, s, b: f"p={p[c].tolist()} s={s}: weight flips {np.flatnonzero(fw[f]).tolist()} "
+                                    f"and input flips {np.flatnonzero(fx[f]).tolist()} change the output, bound {b}")
     return res
+
+
+def _check_bound(res: Result, h: np.ndarray, h_flip: np.ndarray, sizes: np.ndarray, s_range: range,
+                 bound: Bound, describe) -> None:
+    """Claim (1) alone, at every threshold s: no flip set of size <= bound(m) changes the
+    output. `describe(case, set, s, bound)` words a counterexample."""
+    for s in s_range:
+        b = bound(odd_margin(h, s))
+        if (v := _violation(_changed(res, h, h_flip, s), sizes, b)) is not None:
+            c, f = v
+            res.add(describe(c, f, s, b[c]))
 
 
 def _first_layer_inputs(k: int, z: int, signed: bool) -> np.ndarray:
@@ -208,13 +215,9 @@ def _check_pooled(res: Result, w: np.ndarray, xq: np.ndarray, s_range: range, bo
     sets, sizes = flip_sets(k)
     h = (xq * w).sum(axis=2).max(axis=1)                                            # [Q]
     h_flip = np.einsum("qck,sk->qsc", xq * w, 1 - 2 * sets).max(axis=2)            # [Q, sets]
-    for s in s_range:
-        b = bound(odd_margin(h, s))
-        changed = _changed(res, h, h_flip, s)
-        if (v := _violation(changed, sizes, b)) is not None:
-            q, f = v
-            res.add(f"w={w.tolist()} inputs={xq[q].tolist()} s={s}: flips "
-                    f"{np.flatnonzero(sets[f]).tolist()} change the pooled output, bound {b[q]}")
+    _check_bound(res, h, h_flip, sizes, s_range, bound,
+                 lambda q, f, s, b: f"w={w.tolist()} inputs={xq[q].tolist()} s={s}: flips "
+                                    f"{np.flatnonzero(sets[f]).tolist()} change the pooled output, bound {b}")
 
 
 def check_pooled(k: int, bound: Bound = hidden_bound) -> Result:
