@@ -7,7 +7,8 @@ very same results: the tests demand exact equality.
 Beyond the protocol, the engine offers an analysis surface for the commands that
 reason about exact integers in bulk (`refbnn.analysis.certify`, the exact flip
 probability in `refbnn.biterrors`): `batches`, `outputs` (every layer's output),
-`weight_matrix`, `thresholds`, `odd_margins`, `signed_margins` and `predicted`.
+`weight_matrix`, `thresholds`, `odd_margins`, `signed_margins` and `predicted`; and
+`flipped`, which negates weights in place for a block (bit error sweeps).
 `refbnn.engines.incremental` is a friend: it also uses `_weight_layer` and
 `_threshold` to recompute parts of a layer.
 
@@ -103,7 +104,8 @@ class FastEngine:
             # and then s and h are integers of magnitude <= B+1, exact in exact_float(B+1):
             # float32 for most layers, so the comparison runs in h's own type.
             bound = prod(model.layers[nl.weight_index].weight.shape[1:]) * (model.Z if nl.first else 1)
-            self._cmp[nl.threshold_index] = np.clip(s, -bound - 1, bound).astype(exact_float(bound + 1) or np.float64)
+            cmp_type = exact_float(bound + 1) or np.float64
+            self._cmp[nl.threshold_index] = np.clip(s, -bound - 1, bound).astype(cmp_type)
         self.batch_size = self._batch_size()
         if weight_masks is not None:
             self._w = self._flipped(weight_masks)
