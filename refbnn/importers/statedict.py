@@ -1,0 +1,198 @@
+"""A PyTorch state dict plus a layout file, read into steps (docs/semantics.md §10.4).
+
+A state dict holds tensors by name but not the order of the forward pass, so a small
+JSON layout names the steps in forward order and the key prefix of each:
+
+    {"format": "refbnn-layout", "version": 1,
+     "input": {"shape": [1, 28, 28], "Z": 255},
+     "steps": [{"op": "conv2d", "prefix": "features.0", "padding": 1},
+               {"op": "maxpool2d"},
+               {"op": "batchnorm", "prefix": "features.2"},
+               {"op": "hardtanh"}, {"op": "sign"},
+               {"op": "flatten"},
+               {"op": "linear", "prefix": "classifier.0"},
+               {"op": "scale", "key": "scale"}]}
+
+`.pt`/`.pth` files are read with `torch.load(weights_only=True)`, which refuses to run
+code from the pickle; an `.npz` of the same names needs no torch at all.
+"""
+from __future__ import annotations
+
+import zipfile
+from typing import Any, Optional
+
+import numpy as np
+
+from ..formats.files import InputError, read_json
+from ..formats.npzfile import MAX_FILE_BYTES, npz_arrays, npz_headers, regular_file
+from .steps import AffineStep, BatchNormStep, ClipStep, FlattenStep, PoolStep, SignStep, Step, WeightStep
+
+LAYOUT_FORMAT = "refbnn-layout"
+MAX_TENSOR_BYTES = 2**32
+
+# op -> (required keys, optional keys) of a layout step
+_STEP_KEYS = {
+    "linear": ({"prefix"}, {"weights"}),
+    "conv2d": ({"prefix"}, {"weights", "padding"}),
+    "batchnorm": ({"prefix"}, {"eps"}),
+    "hardtanh": (set(), set()),
+    "sign": (set(), {"at_zero"}),
+    "maxpool2d": (set(), set()),
+    "flatten": (set(), set()),
+    "scale": ({"key"}, set()),
+}
+# Keys a state dict may hold that no step reads.
+_IGNORED_SUFFIXES = (".num_batches_tracked",)
+
+
+class Layout:
+    """A validated layout file: the steps (dicts), and the input shape and Z if given."""
+
+    def __init__(self, path: str):
+        self.path = path
+        doc = read_json(path, max_bytes=2**24)
+        self.fail = lambda field, msg: InputError(f"{path}: {field}: {msg}")
+        if not isinstance(doc, dict):
+            raise self.fail("(top level)", "expected a JSON object")
+        self._keys("(top level)", doc, {"format", "version", "input", "steps"}, {"format", "version", "steps"})
+        if doc["format"] != LAYOUT_FORMAT or doc["version"] != 1:
+            raise self.fail("format", f"expected {LAYOUT_FORMAT!r} version 1")
+        inp = doc.get("input", {})
+        self._keys("input", inp, {"shape", "Z"}, set())
+        self.input_shape = self._shape(inp["shape"]) if "shape" in inp else None
+        self.z = self._int("input.Z", inp["Z"], 1) if "Z" in inp else None
+        if not isinstance(doc["steps"], list) or not doc["steps"]:
+            raise self.fail("steps", "expected a non-empty list")
+        for i, s in enumerate(doc["steps"]):
+            field = f"steps[{i}]"
+            if not isinstance(s, dict) or s.get("op") not in _STEP_KEYS:
+                raise self.fail(f"{field}.op", f"expected one of {sorted(_STEP_KEYS)}")
+            required, optional = _STEP_KEYS[s["op"]]
+            self._keys(field, s, required | optional | {"op"}, required | {"op"})
+            for k in ("prefix", "key"):
+                if k in s and not isinstance(s[k], str):
+                    raise self.fail(f"{field}.{k}", "expected a string")
+            if s.get("weights", "latent") not in ("latent", "binary"):
+                raise self.fail(f"{field}.weights", "expected 'latent' (+1 iff w > 0) or 'binary' (+-alpha)")
+            if "padding" in s:
+                self._int(f"{field}.padding", s["padding"], 0)
+            if s.get("at_zero", -1) not in (-1, 0, 1) or isinstance(s.get("at_zero"), bool):
+                raise self.fail(f"{field}.at_zero", "expected -1, 0 or 1 (the sign's value at 0)")
+            if "eps" in s and (not isinstance(s["eps"], (int, float)) or isinstance(s["eps"], bool)
+                               or not s["eps"] >= 0):
+                raise self.fail(f"{field}.eps", "expected a non-negative number")
+        self.steps = doc["steps"]
+
+    def _keys(self, field: str, obj: Any, allowed: set, required: set) -> None:
+        if not isinstance(obj, dict):
+            raise self.fail(field, "expected a JSON object")
+        unknown = sorted(set(obj) - allowed)
+        if unknown:
+            raise self.fail(f"{field}.{unknown[0]}", "unknown key")
+        missing = sorted(required - set(obj))
+        if missing:
+            raise self.fail(f"{field}.{missing[0]}", "missing")
+
+    def _int(self, field: str, v: Any, lo: int) -> int:
+        if not isinstance(v, int) or isinstance(v, bool) or v < lo or v > 2**20:
+            raise self.fail(field, f"expected an integer in [{lo}, 2^20]")
+        return v
+
+    def _shape(self, v: Any) -> tuple[int, ...]:
+        if not isinstance(v, list) or len(v) not in (1, 3):
+            raise self.fail("input.shape", "expected [K] or [C, H, W]")
+        return tuple(self._int("input.shape", d, 1) for d in v)
+
+
+def read_state_dict(path: str) -> dict[str, np.ndarray]:
+    """The tensors of a `.pt`/`.pth` (torch, weights only) or `.npz` state dict, as float64 arrays."""
+    regular_file(path, MAX_FILE_BYTES)
+    if _is_npz(path):
+        headers = npz_headers(path, MAX_TENSOR_BYTES)
+        return {k: v.astype(np.float64) for k, v in npz_arrays(path, headers, headers).items()}
+    try:
+        import torch
+    except ImportError:
+        raise InputError(f"{path}: reading a PyTorch state dict needs torch: "
+                         "pip install 'refbnn[torch]' (or save the tensors as .npz)") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:   # torch raises many types for a bad file or a forbidden pickle global
+        raise InputError(f"{path}: not a weights-only PyTorch file ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict) and len(obj) <= 8:
+        obj = obj["state_dict"]     # a training checkpoint that wraps the state dict
+    if not isinstance(obj, dict):
+        raise InputError(f"{path}: expected a state dict (a mapping of names to tensors), got {type(obj).__name__}")
+    out = {}
+    for k, v in obj.items():
+        if not isinstance(k, str) or not isinstance(v, torch.Tensor):
+            raise InputError(f"{path}: {k!r}: expected a tensor, got {type(v).__name__}")
+        if not v.is_floating_point() and not k.endswith(_IGNORED_SUFFIXES):
+            raise InputError(f"{path}: {k}: expected a floating-point tensor, got {v.dtype}")
+        out[k] = v.detach().to(torch.float64).numpy() if v.is_floating_point() else v.numpy()
+    return out
+
+
+def _is_npz(path: str) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+    return bool(names) and all(n.endswith(".npy") for n in names)
+
+
+def layout_steps(tensors: dict[str, np.ndarray], layout: Layout, source: str) -> list[Step]:
+    """The steps the layout names, with their tensors taken from the state dict."""
+    used: set[str] = set()
+
+    def get(key: str, field: str, optional: bool = False) -> Optional[np.ndarray]:
+        if key not in tensors:
+            if optional:
+                return None
+            raise InputError(f"{source}: {key}: missing (named by {layout.path}: {field})")
+        used.add(key)
+        v = tensors[key]
+        if not np.all(np.isfinite(v)):
+            raise InputError(f"{source}: {key}: holds NaN or infinity")
+        return v
+
+    steps: list[Step] = []
+    for i, s in enumerate(layout.steps):
+        field, op, where = f"steps[{i}]", s["op"], f"{layout.path}: steps[{i}] ({s['op']})"
+        if op in ("linear", "conv2d"):
+            w = get(f"{s['prefix']}.weight", field)
+            if s.get("weights", "latent") == "latent":
+                w = np.where(w > 0, 1.0, -1.0)     # the authors' binarisation: +1 iff w > 0
+            if w.ndim != (2 if op == "linear" else 4):
+                raise InputError(f"{source}: {s['prefix']}.weight: shape {list(w.shape)} is not a {op} weight")
+            steps.append(WeightStep(where, op, w, int(s.get("padding", 0)), get(f"{s['prefix']}.bias", field, True)))
+        elif op == "batchnorm":
+            p = s["prefix"]
+            mean, var = get(f"{p}.running_mean", field), get(f"{p}.running_var", field)
+            gamma = get(f"{p}.weight", field, True)
+            beta = get(f"{p}.bias", field, True)
+            gamma = np.ones_like(mean) if gamma is None else gamma
+            beta = np.zeros_like(mean) if beta is None else beta
+            if not (gamma.shape == beta.shape == mean.shape == var.shape and mean.ndim == 1):
+                raise InputError(f"{source}: {p}.*: batch norm parameters of different shapes")
+            steps.append(BatchNormStep(where, gamma, beta, mean, var, float(s.get("eps", 1e-5))))
+        elif op == "hardtanh":
+            steps.append(ClipStep(where, -1.0, 1.0))
+        elif op == "sign":
+            at_zero = s.get("at_zero", -1)
+            steps.append(SignStep(where, strict=at_zero != 1, zero=at_zero == 0, tensor=f"steps[{i}]"))
+        elif op == "maxpool2d":
+            steps.append(PoolStep(where))
+        elif op == "flatten":
+            steps.append(FlattenStep(where))
+        else:   # scale
+            v = get(s["key"], field)
+            steps.append(AffineStep(where, mul=v.reshape(-1) if v.size > 1 else np.float64(v.reshape(-1)[0])))
+    unused = sorted(k for k in tensors if k not in used and not k.endswith(_IGNORED_SUFFIXES))
+    if unused:
+        raise InputError(f"{source}: {unused[0]}: not used by any step of {layout.path} "
+                         f"({len(unused)} unused key(s)); a layout must account for every tensor")
+    return steps
+
+
