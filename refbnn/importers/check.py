@@ -56,13 +56,13 @@ def _chunks(n: int, size: int):
         yield start, min(n, start + size)
 
 
-def _runner(imported: Imported, names: list[str]) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+def _runner(imported: Imported, names: list[str], batch: int) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
     """A function u [B, ...] -> {tensor name: value} that runs the source."""
     src = imported.source
     if src.kind == "onnx":
         return _onnxruntime(src, names)
     if src.kind == "qonnx":
-        return _qonnx(src, names)
+        return _qonnx(src, names, batch)
     return _torch(src, names)
 
 
@@ -89,13 +89,24 @@ def _onnxruntime(src, names):
     return run
 
 
-def _qonnx(src, names):
+def _qonnx(src, names, batch: int):
     try:
         from qonnx.core.modelwrapper import ModelWrapper
         from qonnx.core.onnx_exec import execute_onnx
+        from qonnx.transformation.infer_shapes import InferShapes
     except ImportError:
         raise InputError(f"{src.path}: --check of a QONNX graph needs qonnx: pip install 'refbnn[import]'") from None
-    wrapper = ModelWrapper(src.graph)
+    import onnx
+
+    # The executor needs every shape, the batch size included: fix it, then infer the rest.
+    model = onnx.ModelProto()
+    model.CopyFrom(src.graph)
+    model.graph.input[[i.name for i in model.graph.input].index(src.input_name)] \
+        .type.tensor_type.shape.dim[0].dim_value = batch
+    del model.graph.value_info[:]
+    for o in model.graph.output:
+        o.type.tensor_type.ClearField("shape")
+    wrapper = ModelWrapper(model).transform(InferShapes())
 
     def run(u):
         ctx = execute_onnx(wrapper, {src.input_name: u.astype(np.float32)}, return_full_exec_context=True)
@@ -150,13 +161,15 @@ def check(imported: Imported, x: np.ndarray, batch_size: int = 256,
     folds = [f for f in imported.folds if f.tensor is not None]
     out_name = imported.output_tensor or "output"
     names = [f.tensor for f in folds] + [out_name]
-    run = _runner(imported, names)
+    # A graph with a fixed batch size (and the QONNX executor) runs on full batches only.
+    fixed = bool(src.batch) or src.kind == "qonnx"
+    size = src.batch or batch_size
+    run = _runner(imported, names, size)
     engine = FastEngine(imported.model)
     report = CheckReport(len(x), layers=[LayerAgreement(f.layer, f.tensor) for f in folds])
-    size = src.batch if src.batch else batch_size
     for start, stop in _chunks(len(x), size):
         xb = x[start:stop]
-        padded = np.concatenate([xb] + [xb[-1:]] * (size - len(xb))) if src.batch else xb
+        padded = np.concatenate([xb] + [xb[-1:]] * (size - len(xb))) if fixed else xb
         u = _input(src, padded)
         theirs = {k: v[:len(xb)] for k, v in run(u).items()}
         ours = engine.outputs(xb.astype(np.int64))

@@ -1,0 +1,109 @@
+"""ONNX and QONNX graphs built with onnx.helper the way the exporters build them, for the
+importer tests: torch.onnx.export's patterns (Greater/Where and Sign/Sub/Add binarisation,
+Clip for hardtanh, BatchNormalization or batch norm fused into Gemm/Conv, Flatten or a
+Reshape fed by Shape/Gather/Concat, MatMul with [K, N] weights or Gemm with transB, a
+final scale Mul), and Brevitas' QONNX ops (BipolarQuant, 1-bit Quant, MultiThreshold)."""
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper
+
+QONNX = "qonnx.custom_op.general"
+
+
+class Graph:
+    """A graph under construction: nodes in order, float32 initializers, one input `x`."""
+
+    def __init__(self, input_shape, batch=None, opset: int = 17):
+        self.nodes, self.inits, self.k = [], [], 0
+        self.input_shape = tuple(input_shape)
+        self.batch = batch
+        self.opset = opset
+        self.qonnx = False
+
+    def name(self, stem: str) -> str:
+        self.k += 1
+        return f"{stem}_{self.k}"
+
+    def const(self, value, dtype=np.float32) -> str:
+        n = self.name("c")
+        self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), n))
+        return n
+
+    def op(self, op_type: str, inputs, domain: str = "", outputs: int = 1, **attrs) -> str:
+        outs = [self.name(op_type) for _ in range(outputs)]
+        self.nodes.append(helper.make_node(op_type, list(inputs), outs, name=f"/{outs[0]}", domain=domain, **attrs))
+        if domain == QONNX:
+            self.qonnx = True
+        return outs[0]
+
+    def model(self, output: str):
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [self.batch or "batch", *self.input_shape])
+        y = helper.make_tensor_value_info(output, TensorProto.FLOAT, None)
+        g = helper.make_graph(self.nodes, "bnn", [x], [y], self.inits)
+        opsets = [helper.make_opsetid("", self.opset)] + ([helper.make_opsetid(QONNX, 1)] if self.qonnx else [])
+        m = helper.make_model(g, opset_imports=opsets)
+        m.ir_version = 8
+        return m
+
+
+def signs(rng, shape) -> np.ndarray:
+    return np.where(rng.random(shape) < 0.5, -1.0, 1.0).astype(np.float32)
+
+
+def bn_params(rng, n: int, scale: float, negative: int = 1):
+    """gamma, beta, mean, var of a batch norm over h of magnitude ~scale; `negative`
+    channels get gamma < 0 (polarity -1)."""
+    gamma = rng.uniform(0.5, 2.0, n)
+    gamma[:negative] *= -1
+    beta = rng.uniform(-0.5, 0.5, n)
+    mean = rng.uniform(-scale, scale, n)
+    var = rng.uniform(0.5, 2.0, n) * scale
+    return [v.astype(np.float32) for v in (gamma, beta, mean, var)]
+
+
+def batchnorm(g: Graph, x: str, params, eps: float = 1e-5) -> str:
+    return g.op("BatchNormalization", [x] + [g.const(p) for p in params], epsilon=eps)
+
+
+def binarise(g: Graph, x: str, kind: str, channels: int = 1) -> str:
+    """An activation's sign, as an exporter writes it."""
+    if kind == "where":              # torch.where(x > 0, 1, -1): -1 at 0
+        return g.op("Where", [g.op("Greater", [x, g.const(0.0)]), g.const(1.0), g.const(-1.0)])
+    if kind == "where_ge":           # torch.where(x >= 0, 1, -1): +1 at 0
+        return g.op("Where", [g.op("GreaterOrEqual", [x, g.const(0.0)]), g.const(1.0), g.const(-1.0)])
+    if kind == "less_not":           # torch.where(~(x < 0), 1, -1): +1 at 0
+        return g.op("Where", [g.op("Not", [g.op("Less", [x, g.const(0.0)])]), g.const(1.0), g.const(-1.0)])
+    if kind == "cast":               # 2 * (x > 0).float() - 1: -1 at 0
+        b = g.op("Cast", [g.op("Greater", [x, g.const(0.0)])], to=TensorProto.FLOAT)
+        return g.op("Sub", [g.op("Mul", [b, g.const(2.0)]), g.const(1.0)])
+    if kind == "sign_ste":           # hardtanh, then x + (sign(x) - x).detach(): 0 at 0
+        c = g.op("Clip", [x, g.const(-1.0), g.const(1.0)])
+        s = g.op("Sign", [c])
+        return g.op("Add", [c, g.op("Sub", [s, c])])
+    if kind == "bipolar":            # Brevitas binary activation: +1 at 0
+        return g.op("BipolarQuant", [x, g.const(1.0)], domain=QONNX)
+    if kind == "quant1":             # 1-bit signed Quant: qonnx makes it bipolar, +1 at 0
+        return g.op("Quant", [x, g.const(1.0), g.const(0.0), g.const(1.0)], domain=QONNX,
+                    signed=1, narrow=0, rounding_mode="ROUND")
+    if kind == "multithreshold":     # FINN: 2 * [x >= 0] - 1, +1 at 0
+        return g.op("MultiThreshold", [x, g.const(np.zeros((channels, 1)))], domain=QONNX,
+                    out_dtype="BIPOLAR", out_scale=2.0, out_bias=-1.0)
+    raise ValueError(kind)
+
+
+def latent_weight(g: Graph, w_float: np.ndarray, transpose: bool = False) -> str:
+    """Binarised weights left as a subgraph of the latent floats: Where(Greater(w, 0), 1, -1),
+    optionally Transposed (MatMul's [K, N] layout)."""
+    w = g.const(w_float)
+    b = g.op("Where", [g.op("Greater", [w, g.const(0.0)]), g.const(1.0), g.const(-1.0)])
+    return g.op("Transpose", [b], perm=[1, 0]) if transpose else b
+
+
+def dynamic_flatten(g: Graph, x: str) -> str:
+    """x.view(x.size(0), -1) as the TorchScript exporter writes it: Shape, Gather, Unsqueeze, Concat, Reshape."""
+    shape = g.op("Shape", [x])
+    first = g.op("Gather", [shape, g.const(0, np.int64)], axis=0)
+    n = g.op("Unsqueeze", [first, g.const([0], np.int64)])
+    target = g.op("Concat", [n, g.const([-1], np.int64)], axis=0)
+    return g.op("Reshape", [x, target])
