@@ -166,3 +166,21 @@ def test_data_that_is_not_a_zip(tmp_path):
     (tmp_path / "d.npz").write_bytes(b"hello")
     with pytest.raises(InputError, match="not a readable .npz file"):
         read_data(tmp_path / "d.npz", example_model())
+
+
+@pytest.mark.parametrize("header", [
+    b"{'descr': '<i8', 'fortran_order': False, 'shape': (3,",     # numpy's tokenizer: EOF in a statement
+    b"{'descr': '<i8', 'fortran_order': False, 'shape': (3,)}}",  # ast: unmatched brace
+])
+def test_npy_header_that_does_not_parse_is_bad_input(tmp_path, header):
+    """Property: a .npy member whose header text is damaged (numpy raises TokenError or
+    SyntaxError while parsing it) is bad input naming the array, not an internal error."""
+    import zipfile
+
+    text = header + b" " * (63 - len(header) % 64) + b"\n"
+    npy = b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text + bytes(24)
+    with zipfile.ZipFile(tmp_path / "d.npz", "w") as zf:
+        zf.writestr("x.npy", npy)
+        zf.writestr("y.npy", npy)
+    with pytest.raises(InputError, match=r"d.npz: x: not a valid .npy array"):
+        read_data(tmp_path / "d.npz", example_model())

@@ -11,6 +11,7 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from click.testing import CliRunner  # noqa: E402
+from onnx_graphs import QONNX, Graph, batchnorm, binarise, bn_params, dynamic_flatten, latent_weight, signs  # noqa: E402,E501
 
 from refbnn.cli import main  # noqa: E402
 from refbnn.engines.fast import FastEngine  # noqa: E402
@@ -19,8 +20,6 @@ from refbnn.formats.files import InputError  # noqa: E402
 from refbnn.importers import RefusedError, import_model  # noqa: E402
 from refbnn.importers.check import check  # noqa: E402
 from refbnn.semantics.model import Threshold  # noqa: E402
-
-from onnx_graphs import QONNX, Graph, batchnorm, binarise, bn_params, dynamic_flatten, latent_weight, signs  # noqa: E402,E501
 
 QONNX_KINDS = {"bipolar", "quant1", "multithreshold"}
 
@@ -367,3 +366,61 @@ def test_api_errors_name_the_problem(tmp_path):
     src = _save(_tie_graph("where", mu, np.ones(6, np.float32)), tmp_path)
     with pytest.raises(InputError, match="only for state dicts"):
         import_model(src, z=1, layout=str(tmp_path / "l.json"))
+
+
+# -- state dicts (.npz needs no torch) with a layout file --------------------------------------
+
+FC_LAYOUT = {"format": "refbnn-layout", "version": 1, "input": {"shape": [12], "Z": 16},
+             "steps": [{"op": "linear", "prefix": "fc1"}, {"op": "batchnorm", "prefix": "bn1"},
+                       {"op": "hardtanh"}, {"op": "sign"}, {"op": "linear", "prefix": "fc2"},
+                       {"op": "scale", "key": "scale"}]}
+
+
+def _fc_state(rng):
+    return {"fc1.weight": rng.normal(size=(10, 12)), "bn1.weight": rng.normal(size=10),
+            "bn1.bias": rng.normal(size=10), "bn1.running_mean": rng.normal(size=10) * 0.5,
+            "bn1.running_var": rng.uniform(0.5, 2, 10), "bn1.num_batches_tracked": np.array(7),
+            "fc2.weight": rng.normal(size=(4, 10)), "scale": np.array(0.3)}
+
+
+def test_npz_state_dict_matches_a_float64_forward(tmp_path):
+    """Property: an FC state dict of the authors' style (latent weights binarised as +1 iff
+    w > 0, BN, hardtanh, sign with sign(0) = -1, a final scale), imported with its layout,
+    predicts what a float64 forward written here predicts on every input."""
+    rng = np.random.default_rng(8)
+    sd = _fc_state(rng)
+    np.savez(tmp_path / "sd.npz", **sd)
+    (tmp_path / "layout.json").write_text(json.dumps(FC_LAYOUT))
+    imported = import_model(tmp_path / "sd.npz", layout=str(tmp_path / "layout.json"))
+    assert imported.model.Z == 16 and imported.model.input_shape == (12,)
+    x = rng.integers(-16, 17, (2000, 12))
+    b = lambda w: np.where(w > 0, 1.0, -1.0)   # noqa: E731
+    h = (x / 16) @ b(sd["fc1.weight"]).T
+    v = sd["bn1.weight"] * (h - sd["bn1.running_mean"]) / np.sqrt(sd["bn1.running_var"] + 1e-5) + sd["bn1.bias"]
+    scores = np.where(np.clip(v, -1, 1) > 0, 1.0, -1.0) @ b(sd["fc2.weight"]).T * sd["scale"]
+    assert np.array_equal(FastEngine(imported.model).predictions(x), scores.argmax(1))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda lay, sd: lay["steps"][1].update(prefx="bn1"), "layout.json: steps[1].prefx: unknown key"),
+    (lambda lay, sd: lay["steps"].pop(5), "sd.npz: scale: not used by any step"),
+    (lambda lay, sd: lay["steps"][0].update(prefix="fc0"), "sd.npz: fc0.weight: missing"),
+    (lambda lay, sd: lay["steps"][3].update(at_zero=2), "steps[3].at_zero: expected -1, 0 or 1"),
+    (lambda lay, sd: lay.update(format="other"), "layout.json: format"),
+    (lambda lay, sd: sd.update({"bn1.running_var": np.full(10, np.nan)}), "bn1.running_var: holds NaN"),
+    (lambda lay, sd: sd.update({"fc1.weight": np.ones((10, 12, 1))}), "fc1.weight: shape [10, 12, 1]"),
+])
+def test_bad_layout_or_state_dict_is_named(tmp_path, edit, message):
+    """Property: a layout or state dict that does not fit is an error naming the file and the
+    key or field, through the command line too (exit 2, nothing written)."""
+    rng = np.random.default_rng(9)
+    layout, sd = json.loads(json.dumps(FC_LAYOUT)), _fc_state(rng)
+    edit(layout, sd)
+    np.savez(tmp_path / "sd.npz", **sd)
+    (tmp_path / "layout.json").write_text(json.dumps(layout))
+    with pytest.raises(InputError) as e:
+        import_model(tmp_path / "sd.npz", layout=str(tmp_path / "layout.json"))
+    assert message in str(e.value)
+    r = CliRunner().invoke(main, ["import", str(tmp_path / "sd.npz"), "--layout", str(tmp_path / "layout.json"),
+                                  "-o", str(tmp_path / "m.json")])
+    assert r.exit_code == 2 and message in r.output and not (tmp_path / "m.json").exists()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
+import tokenize
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -24,8 +25,10 @@ from .files import InputError
 
 MAX_FILE_BYTES = 2**34          # 16 GiB on disk
 # Every failure a corrupt zip or .npy member can raise while being read.
+# numpy parses a .npy header with tokenize and ast: a damaged one raises TokenError or SyntaxError.
 _ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError,
-               NotImplementedError, RuntimeError, ValueError, OverflowError, KeyError)
+               NotImplementedError, RuntimeError, ValueError, OverflowError, KeyError,
+               tokenize.TokenError, SyntaxError)
 
 
 @dataclass(frozen=True)

@@ -54,11 +54,29 @@ def _load_onnx(path: str):
         raise InputError(f"{path}: not an ONNX file ({type(e).__name__}: {str(e)[:120]})") from None
     if not model.graph.node:
         raise InputError(f"{path}: not an ONNX model (no graph nodes)")
-    for init in model.graph.initializer:
-        if init.data_location == onnx.TensorProto.EXTERNAL:
-            raise InputError(f"{path}: initializer {init.name!r}: external data is not read (save the model "
-                             "with its weights inside)")
+    _load_external_data(model, path)
     return model
+
+
+def _load_external_data(model, path: str) -> None:
+    """Read the weights that an exporter saved beside the graph (`net.onnx.data`, as the
+    dynamo exporter does), only from regular files in the graph's own directory."""
+    from onnx import TensorProto
+    from onnx.external_data_helper import load_external_data_for_model
+
+    base = os.path.dirname(os.path.abspath(path))
+    external = [t for t in model.graph.initializer if t.data_location == TensorProto.EXTERNAL]
+    for t in external:
+        location = {e.key: e.value for e in t.external_data}.get("location", "")
+        if not location or os.path.isabs(location) or ".." in location.replace("\\", "/").split("/"):
+            raise InputError(f"{path}: initializer {t.name!r}: external data at {location[:80]!r} is not a file "
+                             "beside the graph")
+        regular_file(os.path.join(base, location), MAX_ONNX_BYTES * 8)
+    if external:
+        try:
+            load_external_data_for_model(model, base)
+        except Exception as e:   # a truncated or missing data file
+            raise InputError(f"{path}: cannot read its external data ({type(e).__name__}: {str(e)[:120]})") from None
 
 
 def import_model(path: str | os.PathLike, *, z: Optional[int] = None, input_map: str = "x/Z",
