@@ -11,6 +11,10 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from click.testing import CliRunner  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from test_fuzz import _check, _mutated  # noqa: E402
+
 from onnx_graphs import QONNX, Graph, batchnorm, binarise, bn_params, dynamic_flatten, latent_weight, signs  # noqa: E402,E501
 
 from refbnn.cli import main  # noqa: E402
@@ -424,3 +428,74 @@ def test_bad_layout_or_state_dict_is_named(tmp_path, edit, message):
     r = CliRunner().invoke(main, ["import", str(tmp_path / "sd.npz"), "--layout", str(tmp_path / "layout.json"),
                                   "-o", str(tmp_path / "m.json")])
     assert r.exit_code == 2 and message in r.output and not (tmp_path / "m.json").exists()
+
+
+# -- an output normalisation keeps the prediction -------------------------------------------
+
+def _normalised_output_graph(kind: str, opset: int = 17):
+    """An FC whose class scores are normalised per input, as exporters write it: a layer norm
+    decomposed into ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div (opset 13 style) or the
+    LayerNormalization op, then a scale and bias; or an L2 normalisation x / ReduceL2(x)."""
+    rng = np.random.default_rng(10)
+    g = Graph([6], opset=opset)
+    a = binarise(g, batchnorm(g, g.op("Gemm", ["x", g.const(signs(rng, (8, 6)))], transB=1),
+                              bn_params(rng, 8, 2.0)), "where")
+    s = g.op("Gemm", [a, g.const(signs(rng, (5, 8)))], transB=1)
+    if kind in ("decomposed", "reversed", "per-class gamma"):
+        d = g.op("Sub", [s, g.op("ReduceMean", [s], axes=[-1])])
+        var = g.op("ReduceMean", [g.op("Pow", [d, g.const(2.0)])], axes=[-1])
+        n = g.op("Div", [d, g.op("Sqrt", [g.op("Add", [var, g.const(1e-5)])])])
+        if kind == "reversed":
+            n = g.op("Sub", [g.op("ReduceMean", [s], axes=[-1]), s])
+        gamma = np.array([1, 1, 2, 1, 1], np.float32) if kind == "per-class gamma" else np.full(5, 1.5, np.float32)
+        return g.model(g.op("Add", [g.op("Mul", [n, g.const(gamma)]), g.const(np.full(5, 0.1, np.float32))]))
+    if kind == "layernorm":
+        return g.model(g.op("LayerNormalization", [s, g.const(np.full(5, 2.0)), g.const(np.zeros(5))], axis=-1))
+    n = g.op("Div", [s, g.op("Add", [g.op("ReduceL2", [s], axes=[1]), g.const(1e-6)])])
+    return g.model(g.op("LogSoftmax", [n], axis=1))
+
+
+@pytest.mark.parametrize("kind, opset", [("decomposed", 13), ("layernorm", 17), ("l2", 13)])
+def test_output_normalisation_keeps_the_prediction(kind, opset, tmp_path):
+    """Property: a per-input normalisation of the class scores (subtract the mean, divide by a
+    positive per-input value, one positive scale for all classes) imports, and the
+    predictions equal onnxruntime's on every input."""
+    imported = import_model(_save(_normalised_output_graph(kind, opset), tmp_path), z=4, input_map="x")
+    x = np.random.default_rng(11).integers(-4, 5, (500, 6))
+    report = check(imported, x)
+    assert report.ok and report.predictions_agree == len(x)
+
+
+@pytest.mark.parametrize("kind, message", [("reversed", "two activations"),
+                                           ("per-class gamma", "can change the prediction")])
+def test_output_maps_that_can_reorder_classes_are_refused(kind, message, tmp_path):
+    """Property: mean(x) - x (reverses the order) and a per-class scale after the normalisation
+    are refused, naming the node."""
+    with pytest.raises(RefusedError, match=message):
+        import_model(_save(_normalised_output_graph(kind, 13), tmp_path), z=4, input_map="x")
+
+
+# -- damaged sources: exit 0, 1 or 2 with one line, never an internal error ------------------
+
+@pytest.fixture(scope="module")
+def valid_sources(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sources")
+    onnx.save(_cnn_graph(np.random.default_rng(12), "pool-thr", True), str(d / "net.onnx"))
+    np.savez(d / "sd.npz", **_fc_state(np.random.default_rng(13)))
+    (d / "layout.json").write_text(json.dumps(FC_LAYOUT))
+    return d
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_damaged_sources_are_bad_input_not_crashes(valid_sources, tmp_path, data):
+    """Property: any damage to an ONNX file, a state dict or a layout file (bytes flipped,
+    inserted, deleted, truncated) gives exit 0 or 2 with one line, never a traceback."""
+    which = data.draw(st.sampled_from(["net.onnx", "sd.npz", "layout.json"]))
+    for name in ("net.onnx", "sd.npz", "layout.json"):
+        raw = (valid_sources / name).read_bytes()
+        (tmp_path / name).write_bytes(_mutated(raw, data) if name == which else raw)
+    args = ["net.onnx", "--z", "15", "--input", "x"] if which == "net.onnx" else \
+        ["sd.npz", "--layout", str(tmp_path / "layout.json")]
+    r = CliRunner().invoke(main, ["import", str(tmp_path / args[0])] + args[1:] + ["-o", str(tmp_path / "m.json")])
+    _check(r)

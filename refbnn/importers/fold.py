@@ -213,6 +213,10 @@ class _Folder:
         t = self.t
         if t.kind == "input":
             raise RefusedError(f"{s.where}: a sign on the network input; refbnn's first layer reads integers")
+        if not (np.all(np.isfinite(t.a)) and np.all(np.isfinite(t.c))):
+            bad = int(np.argmax(~(np.isfinite(t.a) & np.isfinite(t.c))))
+            raise RefusedError(f"{s.where}: channel {bad} has a NaN or infinite scale or offset "
+                               "(batch norm with a negative variance? a NaN parameter?)")
         if t.kind == "binary":
             self._sign_of_binary(s)
             return
@@ -230,7 +234,8 @@ class _Folder:
         self.t = _Tensor("binary", t.shape, np.ones(t.shape[0]), np.zeros(t.shape[0]))
 
     def monotone(self, s: MonotoneStep) -> None:
-        self._check_scores(s.where)
+        if self.t.kind != "scores":
+            self._check_scores(s.where)
         self.monotone_tail = True
 
     # -- helpers ------------------------------------------------------------------------------
@@ -272,6 +277,8 @@ class _Folder:
 
     def _check_scores(self, where: str) -> None:
         t = self.t
+        if not (np.all(np.isfinite(t.a)) and np.all(np.isfinite(t.c))):
+            raise RefusedError(f"{where}: the class scores have a NaN or infinite scale or offset")
         if t.kind != "pre" or t.clipped:
             raise RefusedError(f"{where}: the class scores must be the last weight layer's output, "
                                f"got {self._what(t)}")

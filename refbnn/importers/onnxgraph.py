@@ -41,7 +41,10 @@ class Sym:
     (without the batch axis). `kind`:
     - "act": a float tensor;
     - "cond": a boolean, v > 0 (`strict`) or v >= 0, v the value after `steps`;
-    - "residual": sign(X) - X of a straight-through estimator (`ref`: the sign's Sym).
+    - "residual": sign(X) - X of a straight-through estimator (`ref`: the sign's Sym);
+    - "square": the class scores squared (>= 0), on the way to a normalisation;
+    - "persample": one value per input, the same for every class (a reduction over the
+      classes), with `sign` "pos", "nonneg" or "any".
     `base`: for a binarised tensor, the steps of the tensor that was binarised."""
 
     steps: tuple
@@ -50,6 +53,7 @@ class Sym:
     strict: bool = True
     ref: Optional["Sym"] = None
     base: Optional[tuple] = None
+    sign: str = "any"
 
 
 @dataclass
@@ -65,7 +69,7 @@ class Graph:
 
 
 def _name(node) -> str:
-    return f"node {node.name or node.output[0]!r} ({node.op_type})"
+    return f"node {(node.name or (node.output[0] if node.output else '?'))[:80]!r} ({node.op_type[:40]})"
 
 
 def _attrs(node) -> dict:
@@ -123,7 +127,7 @@ class _Reader:
 
     def evaluate(self, node) -> None:
         """Fold a node whose inputs are all constant."""
-        from onnx import helper
+        from onnx import NodeProto, helper
         from onnx.reference import ReferenceEvaluator
 
         args = [self.const[i] if i else None for i in node.input]
@@ -131,17 +135,24 @@ class _Reader:
             fn = _QONNX_EVAL.get(node.op_type)
             if fn is None:
                 raise RefusedError(f"{_name(node)}: unknown QONNX op")
-            out = [fn(*[a for a in args if a is not None], **_attrs(node))]
+            try:
+                out = [fn(*[a for a in args if a is not None], **_attrs(node))]
+            except Exception as e:   # wrong inputs or attributes for the op
+                raise RefusedError(f"{_name(node)}: cannot evaluate on its constant inputs "
+                                   f"({type(e).__name__}: {str(e)[:120]})") from None
         else:
             names = [f"in{k}" if i else "" for k, i in enumerate(node.input)]
-            inputs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
-                      for n, a in zip(names, args) if n]
-            outs = [helper.make_tensor_value_info(f"out{k}", 0, None) for k in range(len(node.output))]
-            one = helper.make_node(node.op_type, names, [o.name for o in outs], domain=node.domain,
-                                   **_attrs(node))
-            g = helper.make_graph([one], "fold", inputs, outs)
-            m = helper.make_model(g, opset_imports=self.model.opset_import)
             try:
+                inputs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+                          for n, a in zip(names, args) if n]
+                outs = [helper.make_tensor_value_info(f"out{k}", 0, None) for k in range(len(node.output))]
+                one = NodeProto()
+                one.CopyFrom(node)         # the node as it is, attributes included, with renamed tensors
+                del one.input[:], one.output[:]
+                one.input.extend(names)
+                one.output.extend(o.name for o in outs)
+                g = helper.make_graph([one], "fold", inputs, outs)
+                m = helper.make_model(g, opset_imports=self.model.opset_import)
                 out = ReferenceEvaluator(m).run(None, {n: a for n, a in zip(names, args) if n})
             except Exception as e:   # an op the evaluator does not know, or bad attributes
                 raise RefusedError(f"{_name(node)}: cannot evaluate on its constant inputs "
@@ -155,6 +166,8 @@ class _Reader:
     def node(self, node) -> None:
         name = _name(node)
         ins = [i for i in node.input if i]
+        if not ins or not node.output or not node.output[0]:
+            raise RefusedError(f"{name}: a node without inputs or outputs")
         if node.op_type == "Shape" and ins[0] in self.sym:
             a = _attrs(node)
             full = np.array((1,) + self.sym[ins[0]].shape, dtype=np.int64)
@@ -169,7 +182,13 @@ class _Reader:
         handler = getattr(self, f"op_{node.op_type}", None)
         if handler is None or (node.domain not in ("", "ai.onnx") and node.domain not in QONNX_DOMAINS):
             raise RefusedError(f"{name}: this op on an activation is not something refbnn can represent")
-        out = handler(node, name)
+        try:
+            out = handler(node, name)
+        except RefusedError:
+            raise
+        except (TypeError, ValueError, IndexError, KeyError, AttributeError, ZeroDivisionError) as e:
+            # attributes or constants of the wrong type or shape: a damaged or hand-made node
+            raise RefusedError(f"{name}: malformed ({type(e).__name__}: {str(e)[:100]})") from None
         if out is not None:
             self.sym[node.output[0]] = out
 
@@ -276,7 +295,10 @@ class _Reader:
                 for r, x in ((a, b), (b, a)):
                     if r.kind == "residual" and r.steps is x.steps:
                         return r.ref
+            return self._scores_by_sample(a, b, name, op)
         x, const, pos = self._one_act(node, name)
+        if x.kind == "persample":
+            return self._persample_const(x, const, pos, name, op)
         if x.kind != "act":
             raise RefusedError(f"{name}: {op} of a {x.kind} tensor")
         v = self._channels(const, x.shape, name)
@@ -315,6 +337,9 @@ class _Reader:
         if not all(i in self.const for i in node.input[1:5]):
             raise RefusedError(f"{name}: scale, bias, mean and variance must be constants")
         g, b, m, v = (np.asarray(self.const[i], dtype=np.float64) for i in node.input[1:5])
+        if any(p.shape != (x.shape[0],) for p in (g, b, m, v)):
+            raise RefusedError(f"{name}: parameters of shapes {[list(p.shape) for p in (g, b, m, v)]} for "
+                               f"{x.shape[0]} channels")
         if _attrs(node).get("training_mode", 0):
             raise RefusedError(f"{name}: batch norm in training mode")
         return self._then(x, BatchNormStep(name, g, b, m, v, float(_attrs(node).get("epsilon", 1e-5))))
@@ -444,6 +469,83 @@ class _Reader:
 
     op_LogSoftmax = op_Softmax
 
+    # -- a normalisation of the class scores: x - mean(x), x / sqrt(mean(x^2) + eps), ... --
+    # Subtracting one value per input from every class, or dividing every class by one
+    # positive value per input, keeps the order of the scores, hence the prediction.
+
+    def _scores_by_sample(self, a: Sym, b: Sym, name: str, op: str) -> Sym:
+        if op == "Mul" and a is b and a.kind == "act" and len(a.shape) == 1:
+            return Sym(a.steps, a.shape, kind="square")
+        if a.kind == "act" and b.kind == "persample":
+            if op in ("Add", "Sub") or (op in ("Mul", "Div") and b.sign == "pos"):
+                return self._then(a, MonotoneStep(name))
+        if a.kind == "persample" and b.kind == "act" and (op == "Add" or (op == "Mul" and a.sign == "pos")):
+            return self._then(b, MonotoneStep(name))
+        raise RefusedError(f"{name}: an elementwise op of two activations (a residual connection?)")
+
+    def _persample_const(self, p: Sym, const, pos: int, name: str, op: str) -> Sym:
+        c = np.asarray(const, dtype=np.float64)
+        if c.size != 1:
+            raise RefusedError(f"{name}: {op} of a per-input value with a tensor")
+        v = float(c.ravel()[0])
+        if op == "Add" or (op == "Sub" and pos == 0):
+            v = v if op == "Add" else -v
+            sign = "pos" if (p.sign == "pos" and v >= 0) or (p.sign == "nonneg" and v > 0) else \
+                ("nonneg" if p.sign in ("pos", "nonneg") and v == 0 else "any")
+        elif op in ("Mul", "Div") and pos == 0 and v > 0:
+            sign = p.sign
+        else:
+            sign = "any"
+        return replace(p, sign=sign)
+
+    def _reduce(self, node, name, sign: Optional[str] = None) -> Sym:
+        x = self.sym[node.input[0]]
+        a = _attrs(node)
+        axes = a.get("axes")
+        if len(node.input) > 1 and node.input[1]:
+            axes = self.const.get(node.input[1])
+        if x.kind not in ("act", "square", "persample") or len(x.shape) != 1 or axes is None or \
+                sorted(int(v) % 2 for v in np.ravel(axes)) != [1] or not a.get("keepdims", 1):
+            raise RefusedError(f"{name}: a reduction that is not over the class scores of each input")
+        if sign is None:
+            sign = "nonneg" if x.kind == "square" else (x.sign if x.kind == "persample" else "any")
+        return Sym(x.steps, (1,), kind="persample", sign=sign)
+
+    def op_ReduceMean(self, node, name):
+        return self._reduce(node, name)
+
+    op_ReduceSum = op_ReduceMax = op_ReduceMin = op_ReduceMean
+
+    def op_ReduceL2(self, node, name):
+        return self._reduce(node, name, "nonneg")
+
+    op_ReduceL1 = op_ReduceSumSquare = op_ReduceL2
+
+    def op_Pow(self, node, name):
+        x = self.sym[node.input[0]]
+        e = self._const_input(node, 1, name)
+        e = float(np.ravel(e)[0]) if np.size(e) == 1 else None
+        if x.kind == "act" and len(x.shape) == 1 and e is not None and e > 0 and e == int(e) and int(e) % 2 == 0:
+            return Sym(x.steps, x.shape, kind="square")
+        if x.kind == "persample" and e is not None and x.sign in ("pos", "nonneg"):
+            return replace(x, sign=x.sign if e > 0 or x.sign == "pos" else "any")
+        raise RefusedError(f"{name}: a power that is not the square of the class scores or of a per-input value")
+
+    def op_Sqrt(self, node, name):
+        x = self.sym[node.input[0]]
+        if x.kind != "persample" or x.sign not in ("pos", "nonneg"):
+            raise RefusedError(f"{name}: a square root of something other than a non-negative per-input value")
+        return x
+
+    def op_LayerNormalization(self, node, name):
+        x = self._act(node, name)
+        if len(x.shape) != 1 or _attrs(node).get("axis", -1) not in (-1, 1):
+            raise RefusedError(f"{name}: a layer norm that is not over the class scores")
+        scale = self._const_input(node, 1, name)
+        bias = self._const_input(node, 2, name) if len(node.input) > 2 and node.input[2] else np.float64(0)
+        return self._then(x, MonotoneStep(name), AffineStep(name, mul=self._channels(scale, x.shape, name),
+                                                            add=self._channels(bias, x.shape, name)))
+
     # -- QONNX --------------------------------------------------------------------------
 
     def op_BipolarQuant(self, node, name):
@@ -524,7 +626,11 @@ def read_graph(model, where: str, input_shape: Optional[tuple[int, ...]] = None)
     g = model.graph
     reader = _Reader(model, where)
     for init in g.initializer:
-        reader.const[init.name] = numpy_helper.to_array(init)
+        try:
+            reader.const[init.name] = numpy_helper.to_array(init)
+        except Exception as e:   # a damaged tensor: data that does not fit its dims or type
+            raise RefusedError(f"initializer {init.name[:80]!r}: unreadable ({type(e).__name__}: "
+                               f"{str(e)[:100]})") from None
     inputs = [i for i in g.input if i.name not in reader.const]
     if len(inputs) != 1:
         raise RefusedError(f"graph: {len(inputs)} inputs; refbnn models have one")

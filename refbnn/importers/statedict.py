@@ -137,8 +137,11 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
 def _is_npz(path: str) -> bool:
     if not zipfile.is_zipfile(path):
         return False
-    with zipfile.ZipFile(path) as zf:
-        names = zf.namelist()
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:
+        raise InputError(f"{path}: a damaged zip file (neither .npz nor PyTorch): {str(e)[:100]}") from None
     return bool(names) and all(n.endswith(".npy") for n in names)
 
 
