@@ -86,6 +86,10 @@ def binarise(g: Graph, x: str, kind: str, channels: int = 1) -> str:
     if kind == "quant1":             # 1-bit signed Quant: qonnx makes it bipolar, +1 at 0
         return g.op("Quant", [x, g.const(1.0), g.const(0.0), g.const(1.0)], domain=QONNX,
                     signed=1, narrow=0, rounding_mode="ROUND")
+    if kind == "quant1u":            # 1-bit unsigned Quant, zero point 1/2: levels -1/2, +1/2; high iff
+        # x + 1/2 rounds (half to even) to 1, i.e. x > 0: -1 at 0
+        return g.op("Quant", [x, g.const(1.0), g.const(0.5), g.const(1.0)], domain=QONNX,
+                    signed=0, narrow=0, rounding_mode="ROUND")
     if kind == "multithreshold":     # FINN: 2 * [x >= 0] - 1, +1 at 0
         return g.op("MultiThreshold", [x, g.const(np.zeros((channels, 1)))], domain=QONNX,
                     out_dtype="BIPOLAR", out_scale=2.0, out_bias=-1.0)

@@ -13,9 +13,8 @@ pytest.importorskip("onnxruntime")
 from click.testing import CliRunner  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from test_fuzz import _check, _mutated  # noqa: E402
-
 from onnx_graphs import QONNX, Graph, batchnorm, binarise, bn_params, dynamic_flatten, latent_weight, signs  # noqa: E402,E501
+from test_fuzz import _check, _mutated  # noqa: E402
 
 from refbnn.cli import main  # noqa: E402
 from refbnn.engines.fast import FastEngine  # noqa: E402
@@ -25,7 +24,7 @@ from refbnn.importers import RefusedError, import_model  # noqa: E402
 from refbnn.importers.check import check  # noqa: E402
 from refbnn.semantics.model import Threshold  # noqa: E402
 
-QONNX_KINDS = {"bipolar", "quant1", "multithreshold"}
+QONNX_KINDS = {"bipolar", "quant1", "quant1u", "multithreshold"}
 
 
 def _save(model, tmp_path, name="net.onnx") -> str:
@@ -56,7 +55,7 @@ def _tie_graph(kind: str, mu: np.ndarray, gamma: np.ndarray):
 
 # +1 exactly at the tie h = tau, per convention (the three sign conventions of §10.3)
 TIE_UP = {"where": False, "cast": False, "where_ge": True, "less_not": True,
-          "bipolar": True, "quant1": True, "multithreshold": True}
+          "bipolar": True, "quant1": True, "quant1u": False, "multithreshold": True}
 
 
 @pytest.mark.parametrize("kind", sorted(TIE_UP))

@@ -101,8 +101,9 @@ def _agree_with_framework(imported, x: np.ndarray, theirs: np.ndarray) -> None:
     assert len(differ) <= len(x) // 50
 
 
-@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
-def test_pytorch_bnn_exported_to_onnx_imports_and_agrees(dynamo, tmp_path):
+@pytest.mark.parametrize("dynamo, opset", [(False, 17), (False, 20), (True, 18), (True, 20)],
+                         ids=["torchscript-17", "torchscript-20", "dynamo-18", "dynamo-20"])
+def test_pytorch_bnn_exported_to_onnx_imports_and_agrees(dynamo, opset, tmp_path):
     """Property: a BNN written the ordinary PyTorch way and exported with torch.onnx.export
     (either exporter) imports, with gamma < 0 as polarity -1, and predicts what torch
     predicts on every input that is not a float tie."""
@@ -114,9 +115,11 @@ def test_pytorch_bnn_exported_to_onnx_imports_and_agrees(dynamo, tmp_path):
         warnings.simplefilter("ignore")
         if dynamo:
             pytest.importorskip("onnxscript")
-            torch.onnx.export(net, (u[:2],), path, dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch")},))
+            torch.onnx.export(net, (u[:2],), path, dynamo=True, opset_version=opset,
+                              dynamic_shapes=({0: torch.export.Dim("batch")},))
         else:
-            torch.onnx.export(net, (u[:2],), path, dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "b"}})
+            torch.onnx.export(net, (u[:2],), path, dynamo=False, opset_version=opset, input_names=["x"],
+                              dynamic_axes={"x": {0: "b"}})
     imported = import_model(path, z=255)
     assert [layer.type for layer in imported.model.layers] == [
         "conv2d", "threshold", "maxpool2d", "conv2d", "maxpool2d", "threshold", "flatten", "linear", "threshold",
