@@ -498,3 +498,36 @@ def test_damaged_sources_are_bad_input_not_crashes(valid_sources, tmp_path, data
         ["sd.npz", "--layout", str(tmp_path / "layout.json")]
     r = CliRunner().invoke(main, ["import", str(tmp_path / args[0])] + args[1:] + ["-o", str(tmp_path / "m.json")])
     _check(r)
+
+
+# -- what the import reports ------------------------------------------------------------------
+
+def test_gamma_zero_and_float_ties_are_reported(tmp_path):
+    """Property: gamma = 0 makes a channel constant (its threshold outside the reachable h,
+    |h| <= 4 * 3 = 12 here: +1 for beta > 0, so s = -13; -1 for beta < 0, so s = 12), and a
+    tau within float rounding of an integer (2 + 1e-7 here) is listed with its channel."""
+    rng = np.random.default_rng(14)
+    g = Graph([4])
+    gamma = np.array([0.0, 0.0, 1.0, 1.0], np.float32)
+    beta = np.array([0.5, -0.5, 0.0, 0.0], np.float32)
+    mean = np.array([0.0, 0.0, 2.0 + 1e-7, 0.5], np.float32)      # tau = mean (beta = 0)
+    h = batchnorm(g, g.op("Gemm", ["x", g.const(signs(rng, (4, 4)))], transB=1),
+                  [gamma, beta, mean, np.ones(4, np.float32)], eps=0.0)
+    model = g.model(g.op("Gemm", [binarise(g, h, "where"), g.const(signs(rng, (2, 4)))], transB=1))
+    imported = import_model(_save(model, tmp_path), z=3, input_map="x")
+    thr = imported.model.layers[1]
+    assert thr.thresholds[:2] == (-13, 12) and thr.thresholds[3] == 0
+    notes = " ".join(imported.notes)
+    assert "2 channel(s) [0, 1] have a constant output" in notes
+    assert "of an integer for 1 channel(s) [2]" in notes
+
+
+def test_missing_extra_is_named(tmp_path, monkeypatch):
+    """Property: without onnx installed, importing an ONNX file says which extra to install."""
+    import sys
+
+    mu = np.zeros(6, np.float32)
+    src = _save(_tie_graph("where", mu, np.ones(6, np.float32)), tmp_path)
+    monkeypatch.setitem(sys.modules, "onnx", None)      # `import onnx` now raises ImportError
+    r = CliRunner().invoke(main, ["import", src, "--z", "3", "-o", str(tmp_path / "m.json")])
+    assert r.exit_code == 2 and "pip install 'refbnn[import]'" in r.output

@@ -256,6 +256,7 @@ class _Folder:
     def _report_ties(self, s: SignStep, t: _Tensor, tau: np.ndarray, tol: float) -> None:
         layer = len(self.layers) - 1
         finite = np.isfinite(tau)
+        tau = np.where(finite, tau, 0.0)            # constant channels: no tie to report
         near = finite & (np.abs(tau - np.round(tau)) <= tol) & (np.abs(np.round(tau)) <= t.reach)
         if np.any(near):
             ids = np.flatnonzero(near)
