@@ -187,8 +187,7 @@ class _Folder:
         t = self.t
         if t.kind == "input":
             raise RefusedError(f"{s.where}: max pooling of the network input")
-        if t.kind == "pre" and t.clipped:
-            t.clipped = True        # clip commutes with max: nothing to do
+        # A clip before the pool commutes with it (both are non-decreasing): nothing to track.
         if np.any(t.a < 0):
             raise RefusedError(f"{s.where}: max pooling after a negative scale (channel "
                                f"{int(np.argmax(t.a < 0))}) is a min-pooling of h, which refbnn does not have")
