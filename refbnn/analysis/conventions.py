@@ -1,0 +1,346 @@
+"""The conventions other implementations get wrong, each one named alternative to the
+contract (docs/semantics.md §11), and an engine that computes under them.
+
+`verify` recomputes a failing claim or trace under every alternative (and pairs of
+them) and reports those that reproduce the other side's numbers exactly. Each
+alternative is one field of `Variant`; its default is the contract. `VariantEngine`
+is a plain NumPy forward pass with those fields as switches (exact: every product is
+an integer below 2^53, see `_check_exact`), plus the metric definitions with their
+switches; with every field at its default it equals the fast engine, which the tests
+check.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from fractions import Fraction
+from math import prod
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from ..biterrors.masks import ErrorModel, activation_layers, batches, keyed_mask
+from ..engines.fast import FastEngine
+from ..engines.ops import im2col, maxpool
+from ..semantics.importance import accuracy, importance_variance, relative_drop
+from ..semantics.margin import Tolerance
+from ..semantics.model import Conv2d, Linear, MaxPool2d, Model, Threshold
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Switches, one per alternative convention; all False/None is the contract."""
+
+    tie_ge: bool = False            # +1 iff h >= s (polarity +1)
+    no_polarity: bool = False       # polarity -1 ignored
+    pad: Optional[int] = None       # padded taps count as this value (None: absent)
+    swap_pool: bool = False         # threshold and maxpool in the other order
+    flatten_hwc: bool = False       # flatten channels last
+    argmax_last: bool = False       # ties to the largest index
+    no_z: bool = False              # eq. 2 without 1/Z
+    t_strict: bool = False          # T > b
+    no_half: bool = False           # |h - s|
+    pooled_mean: bool = False       # eqs. 3-5 as one mean over all triples
+    layers_unweighted: bool = False  # whole-model T: plain mean of the per-layer T
+    ddof1: bool = False             # VAR(Pi) with ddof = 1
+    pi_absolute: bool = False       # Pi = A - A*
+    pi_flip_h: bool = False         # Algorithm 1 negates h, not the output
+    keys_swapped: bool = False      # masks keyed [seed, j, r, t]
+    acts_first: bool = False        # activation tensors numbered before weight tensors
+    granularity: Optional[str] = None   # "input" or "pass" instead of per batch
+
+    @property
+    def forward(self) -> bool:
+        """Whether the forward pass itself (h, outputs, scores) differs from the contract."""
+        return any((self.tie_ge, self.no_polarity, self.pad is not None, self.swap_pool, self.flatten_hwc))
+
+    @property
+    def masks(self) -> bool:
+        return self.keys_swapped or self.acts_first or self.granularity is not None
+
+
+CONTRACT = Variant()
+
+
+@dataclass(frozen=True)
+class Convention:
+    """One registry entry: what the other side does, what the contract says, and where."""
+
+    name: str
+    variant: Variant
+    theirs: str
+    contract: str
+    affects: frozenset       # quantity families: "forward", "T", "importance", "bit_errors"
+
+
+_F, _T, _P, _B = "forward", "T", "importance", "bit_errors"
+_ALL = frozenset({_F, _T, _P, _B})
+
+REGISTRY: dict[str, Convention] = {c.name: c for c in [
+    Convention("tie-ge", Variant(tie_ge=True), "a threshold tie (h = s) gives +1",
+               "refbnn's contract gives -1 at a tie: +1 iff h > s (docs/semantics.md §2.3)", _ALL),
+    Convention("polarity-ignored", Variant(no_polarity=True), "polarity -1 is ignored (+1 iff h > s everywhere)",
+               "polarity -1 gives +1 iff h <= s (docs/semantics.md §2.3)", _ALL),
+    Convention("pad-minus-one", Variant(pad=-1), "padded taps count as -1",
+               "padded taps are absent, adding nothing (docs/semantics.md §2.2)", _ALL),
+    Convention("pad-plus-one", Variant(pad=1), "padded taps count as +1",
+               "padded taps are absent, adding nothing (docs/semantics.md §2.2)", _ALL),
+    Convention("pool-threshold-swapped", Variant(swap_pool=True), "pooling and threshold run in the other order",
+               "the model's layer order decides, and T uses the h entering the threshold (docs/semantics.md §2.4)",
+               _ALL),
+    Convention("flatten-channels-last", Variant(flatten_hwc=True), "flatten is in H, W, C order (channels last)",
+               "flatten is in C, H, W order, channel slowest (docs/semantics.md §2.1)", _ALL),
+    Convention("argmax-last", Variant(argmax_last=True), "argmax ties go to the largest index",
+               "ties go to the smallest index (docs/semantics.md §2.5)", frozenset({_F, _P, _B})),
+    Convention("first-layer-without-z", Variant(no_z=True), "the first layer's margin is not divided by Z",
+               "eq. 2 divides the first weight layer's margin by Z (docs/semantics.md §4)", frozenset({_T})),
+    Convention("t-strict", Variant(t_strict=True), "T^b counts margins T > b",
+               "eq. 3 counts T >= b (docs/semantics.md §4)", frozenset({_T})),
+    Convention("margin-without-half", Variant(no_half=True), "the margin is |h - s|, without the 1/2",
+               "eq. 1 is |h - s - 1/2| (docs/semantics.md §4)", frozenset({_T})),
+    Convention("pooled-mean", Variant(pooled_mean=True),
+               "eqs. 3-5 are pooled into one mean over all (input, neuron, position) triples",
+               "T^b averages positions per neuron, then neurons per input, then inputs (docs/semantics.md §4)",
+               frozenset({_T})),
+    Convention("layers-unweighted", Variant(layers_unweighted=True),
+               "the whole-model T is the plain mean of the per-layer T",
+               "the whole-model T weights each layer by its N_l / N (docs/semantics.md §4)", frozenset({_T})),
+    Convention("var-ddof1", Variant(ddof1=True), "VAR(Pi) divides by N - 1 (ddof = 1)",
+               "eq. 6 is the population variance, 1/N (docs/semantics.md §5)", frozenset({_P})),
+    Convention("pi-absolute", Variant(pi_absolute=True), "Pi is the absolute drop A - A*",
+               "Pi is the relative drop (A - A*) / A (docs/semantics.md §5)", frozenset({_P})),
+    Convention("pi-flip-h", Variant(pi_flip_h=True), "Algorithm 1 negates the neuron's h, not its output",
+               "Algorithm 1 negates the neuron's threshold output (docs/semantics.md §5)", frozenset({_P})),
+    Convention("keys-batch-first", Variant(keys_swapped=True), "BER masks are keyed [seed, batch, rep, tensor]",
+               "masks are keyed default_rng([seed, r, j, t]) (docs/semantics.md §6)", frozenset({_B})),
+    Convention("activations-numbered-first", Variant(acts_first=True),
+               "activation tensors are numbered before the weight tensors",
+               "weight tensors are numbered first, then activation tensors (docs/semantics.md §6)",
+               frozenset({_B})),
+    Convention("masks-per-input", Variant(granularity="input"), "a fresh BER mask per input",
+               "a fresh mask per batch of inputs (docs/semantics.md §6)", frozenset({_B})),
+    Convention("masks-per-pass", Variant(granularity="pass"), "one BER mask per repetition (per pass)",
+               "a fresh mask per batch of inputs (docs/semantics.md §6)", frozenset({_B})),
+]}
+
+
+def combine(a: Variant, b: Variant) -> Optional[Variant]:
+    """Both alternatives at once, or None when they set the same switch."""
+    out = {}
+    for f in fields(Variant):
+        va, vb, d = getattr(a, f.name), getattr(b, f.name), f.default
+        if va != d and vb != d:
+            return None
+        out[f.name] = va if va != d else vb
+    return Variant(**out)
+
+
+def _order(model: Model, swap: bool) -> list[int]:
+    """Layer indices in execution order; with `swap`, every threshold/maxpool pair swaps."""
+    order = list(range(len(model.layers)))
+    if swap:
+        for i in range(len(order) - 1):
+            a, b = model.layers[order[i]], model.layers[order[i + 1]]
+            if {type(a), type(b)} == {Threshold, MaxPool2d}:
+                order[i], order[i + 1] = order[i + 1], order[i]
+    return order
+
+
+class VariantEngine:
+    """The model run under a Variant: predictions, T and Pi as check_claims asks for them.
+
+    Exact: inputs are integers with |x| <= Z and weights +-1, so every sum is an integer
+    of magnitude <= fan-in * Z < 2^53 (docs/semantics.md §3.3), exact in float64."""
+
+    name = "variant"
+
+    def __init__(self, model: Model, variant: Variant, batch_size: int = 256):
+        self.model, self.v, self.batch_size = model, variant, batch_size
+        self._w = {i: np.where(np.array(l.weight.bits.tolist(), dtype=bool), 1.0, -1.0).reshape(l.weight.shape)
+                   for i, l in enumerate(model.layers) if isinstance(l, (Linear, Conv2d))}
+        self._fast = FastEngine(model)
+
+    # -- the forward pass -------------------------------------------------------------------
+
+    def run(self, x: np.ndarray, flip: Optional[int] = None) -> tuple[dict[int, np.ndarray], dict, np.ndarray]:
+        """(h entering each threshold layer, outputs of each threshold layer, class scores) for a
+        batch; `flip` negates one neuron's output (or its h, with pi_flip_h)."""
+        v, model = self.v, self.model
+        at = model.neuron(flip) if flip is not None else None
+        a = np.asarray(x, dtype=np.float64)
+        hs, acts = {}, {}
+        for i in _order(model, v.swap_pool):
+            layer = model.layers[i]
+            if isinstance(layer, Threshold):
+                h = a
+                if at is not None and at[0].threshold_index == i and v.pi_flip_h:
+                    h = h.copy()
+                    h[:, at[1]] *= -1
+                hs[i] = h
+                a = self.threshold_outputs(layer, h)
+                if at is not None and at[0].threshold_index == i and not v.pi_flip_h:
+                    a[:, at[1]] *= -1
+                acts[i] = a
+            else:
+                a = self.run_layer(i, a)
+        return hs, acts, a.reshape(len(a), -1)
+
+    def run_layer(self, i: int, a: np.ndarray) -> np.ndarray:
+        """Layer i (not a threshold) on a batch, under the variant."""
+        layer = self.model.layers[i]
+        if isinstance(layer, Linear):
+            return a.reshape(len(a), -1) @ self._w[i].T
+        if isinstance(layer, Conv2d):
+            return self._conv(i, a)
+        if isinstance(layer, MaxPool2d):
+            return maxpool(a)
+        return (a.transpose(0, 2, 3, 1) if self.v.flatten_hwc else a).reshape(len(a), -1)   # flatten
+
+    def _conv(self, i: int, a: np.ndarray) -> np.ndarray:
+        layer, w = self.model.layers[i], self._w[i]
+        n, c, k, _ = w.shape
+        p = layer.padding
+        if p and self.v.pad is not None:
+            a = np.pad(a, ((0, 0), (0, 0), (p, p), (p, p)), constant_values=self.v.pad)
+            p = 0
+        cols = im2col(a, k, p)
+        b, ho, wo, f = cols.shape
+        return (cols.reshape(-1, f) @ w.reshape(n, -1).T).reshape(b, ho, wo, n).transpose(0, 3, 1, 2)
+
+    def threshold_outputs(self, layer: Threshold, h: np.ndarray) -> np.ndarray:
+        """The +-1 outputs of a threshold layer for h, under the variant."""
+        shape = (1, -1) + (1,) * (h.ndim - 2)
+        s = np.array(layer.thresholds, dtype=np.float64).reshape(shape)
+        fires = h >= s if self.v.tie_ge else h > s
+        if not self.v.no_polarity:
+            negative = (np.array(layer.polarity) < 0).reshape(shape)
+            fires = np.where(negative, ~fires if not self.v.tie_ge else h < s, fires)
+        return np.where(fires, 1.0, -1.0)
+
+    def predicted(self, scores: np.ndarray) -> np.ndarray:
+        if self.v.argmax_last:
+            return scores.shape[1] - 1 - np.argmax(scores[:, ::-1], axis=1)
+        return np.argmax(scores, axis=1)
+
+    def predictions(self, xs, flip: Optional[int] = None, act_masks=None) -> list[int]:
+        out = []
+        for start in range(0, len(xs), self.batch_size):
+            out += self.predicted(self.run(xs[start:start + self.batch_size], flip)[2]).tolist()
+        return out
+
+    # -- T (eqs. 1-5 with the metric switches) -----------------------------------------------
+
+    def tolerance(self, xs, bs: Sequence[Fraction]) -> Tolerance:
+        """The T tuple and per-layer breakdown under the variant (docs/semantics.md §4 by default)."""
+        model, v = self.model, self.v
+        bs = list(dict.fromkeys(bs))
+        counts = {b: [0] * len(model.neuron_layers) for b in bs}        # sum over inputs, neurons, positions
+        pooled_positions = [0] * len(model.neuron_layers)
+        for start in range(0, len(xs), self.batch_size):
+            hs = self.run(xs[start:start + self.batch_size])[0] if v.forward else self._fast_h(xs[start:start + self.batch_size])
+            for l, nl in enumerate(model.neuron_layers):
+                h = hs[nl.threshold_index].reshape(len(hs[nl.threshold_index]), nl.channels, -1)
+                pooled_positions[l] = h.shape[2]
+                s = np.array(model.layers[nl.threshold_index].thresholds, dtype=np.float64)[None, :, None]
+                # 2T * Z_l as an integer: |2(h - s) - 1| (odd margin), or |2(h - s)| without the 1/2
+                m = np.abs(2 * (h - s) - (0 if v.no_half else 1))
+                z = model.Z if (nl.first and not v.no_z) else 1
+                for b in bs:
+                    need = 2 * b * z            # T >= b  <=>  m >= 2bZ (m, 2bZ compared exactly)
+                    hit = m > float(need) if v.t_strict else m >= float(need)
+                    if need != float(need):     # a b that float64 cannot hold: compare exactly
+                        hit = np.vectorize(lambda q: (q > need) if v.t_strict else (q >= need))(m.astype(object))
+                    counts[b][l] += int(hit.sum())
+        n, inputs = model.neurons, len(xs)
+        layers, overall = [], {}
+        for b in bs:
+            per_layer = [Fraction(counts[b][l], nl.channels * pooled_positions[l] * inputs)
+                         for l, nl in enumerate(model.neuron_layers)]
+            layers.append(per_layer)
+            if v.pooled_mean:
+                overall[b] = Fraction(sum(counts[b]), sum(nl.channels * pooled_positions[l] * inputs
+                                                          for l, nl in enumerate(model.neuron_layers)))
+            elif v.layers_unweighted:
+                overall[b] = sum(per_layer, Fraction(0)) / len(per_layer)
+            else:
+                overall[b] = sum((t * nl.channels for t, nl in zip(per_layer, model.neuron_layers)),
+                                 Fraction(0)) / n
+        return Tolerance(overall, [{b: layers[k][l] for k, b in enumerate(bs)} for l in range(len(model.neuron_layers))])
+
+    def _fast_h(self, x: np.ndarray) -> dict[int, np.ndarray]:
+        outs = self._fast.outputs(x)
+        return {nl.threshold_index: outs[nl.threshold_index - 1].astype(np.float64) for nl in self.model.neuron_layers}
+
+    # -- Pi (Algorithm 1 with the switches) ---------------------------------------------------
+
+    def importance(self, xs, ys, progress=None) -> list[Fraction]:
+        v = self.v
+        if not (v.forward or v.pi_flip_h or v.argmax_last):
+            pi = self._fast.importance(xs, ys)            # the contract's Pi, incremental
+        else:
+            ys = np.asarray(ys)
+            a = accuracy(self.predictions(xs), ys)
+            pi = [relative_drop(a, accuracy(self.predictions(xs, flip=n), ys)) for n in range(self.model.neurons)]
+        if v.pi_absolute:
+            a = accuracy(self._fast.predictions(xs) if not v.forward else self.predictions(xs), np.asarray(ys))
+            pi = [p * a for p in pi]                      # (A - A*) / A * A = A - A*
+        return pi
+
+    def importance_cost(self, n_inputs: int) -> int:
+        """Multiply-adds of a full (non-incremental) Algorithm 1 under this variant; 0 when
+        the contract's incremental one serves."""
+        v = self.v
+        if not (v.forward or v.pi_flip_h or v.argmax_last):
+            return 0
+        macs = sum(prod(self.model.shapes[i]) * prod(l.weight.shape[1:]) for i, l in enumerate(self.model.layers)
+                   if isinstance(l, (Linear, Conv2d)))
+        return macs * n_inputs * (self.model.neurons + 1)
+
+    def variance(self, pi: Sequence[Fraction]) -> Fraction:
+        """Eq. 6, or with ddof = 1."""
+        if self.v.ddof1 and len(pi) > 1:
+            return importance_variance(pi) * len(pi) / (len(pi) - 1)
+        return importance_variance(pi)
+
+
+def alternative_pattern(model: Model, em: ErrorModel, v: Variant, r: int, j: int, batch: int):
+    """The flip pattern of repetition r, batch j under the mask alternatives of `v`
+    (keys in another order, activation tensors numbered first)."""
+    if em.p <= 0:
+        return [None] * len(model.weight_indices), {}
+    targets = set(em.targets(model))
+    n_w, n_a = len(model.weight_indices), (len(activation_layers(model)) if em.activations else 0)
+
+    def key(t):
+        return (em.seed, j, r, t) if v.keys_swapped else (em.seed, r, j, t)
+
+    weights = [keyed_mask(*key(t + (n_a if v.acts_first else 0)), model.layers[i].weight.shape, em.p)
+               if i in targets else None for t, i in enumerate(model.weight_indices)]
+    acts = {}
+    if em.activations:
+        for k, i in enumerate(activation_layers(model)):
+            t = k if v.acts_first else n_w + k
+            acts[i] = keyed_mask(*key(t), (em.batch_size,) + model.shapes[i - 1], em.p)[:batch]
+    return weights, acts
+
+
+def bit_error_accuracies(engine: FastEngine, x: np.ndarray, y: np.ndarray, v: Variant
+                         ) -> Callable[[ErrorModel, int], list[Fraction]]:
+    """accuracies(em, reps): the accuracy of each repetition under the mask alternatives of v."""
+    from ..biterrors.sweep import correct_under_errors
+
+    def accuracies(em: ErrorModel, reps: int) -> list[Fraction]:
+        n = len(y)
+        if v.granularity is not None:
+            em = replace(em, batch_size=1 if v.granularity == "input" else n)
+        if not (v.keys_swapped or v.acts_first):
+            return [Fraction(correct_under_errors(engine, x, y, em, r), n) for r in range(reps)]
+        out = []
+        for r in range(reps):
+            correct = 0
+            for j, sl in batches(n, em.batch_size):
+                weights, acts = alternative_pattern(engine.model, em, v, r, j, sl.stop - sl.start)
+                flipped = engine.with_flips(weights) if any(w is not None for w in weights) else engine
+                correct += int((np.asarray(flipped.predictions(x[sl], act_masks=acts or None)) == y[sl]).sum())
+            out.append(Fraction(correct, n))
+        return out
+    return accuracies
