@@ -54,6 +54,11 @@ class Variant:
         return any((self.tie_ge, self.no_polarity, self.pad is not None, self.swap_pool, self.flatten_hwc))
 
     @property
+    def signature(self) -> tuple:
+        """The forward switches: variants with equal signatures run the same forward pass."""
+        return (self.tie_ge, self.no_polarity, self.pad, self.swap_pool, self.flatten_hwc)
+
+    @property
     def masks(self) -> bool:
         return self.keys_swapped or self.acts_first or self.granularity is not None
 
@@ -73,7 +78,10 @@ class Convention:
 
 
 _F, _T, _P, _B = "forward", "T", "importance", "bit_errors"
-_ALL = frozenset({_F, _T, _P, _B})
+# A forward convention changes every clean quantity; its bit error accuracies are not
+# recomputed (the variant engine reads no masks), so bit error claims are diagnosed with
+# the mask conventions only.
+_ALL = frozenset({_F, _T, _P})
 
 REGISTRY: dict[str, Convention] = {c.name: c for c in [
     Convention("tie-ge", Variant(tie_ge=True), "a threshold tie (h = s) gives +1",
@@ -90,7 +98,7 @@ REGISTRY: dict[str, Convention] = {c.name: c for c in [
     Convention("flatten-channels-last", Variant(flatten_hwc=True), "flatten is in H, W, C order (channels last)",
                "flatten is in C, H, W order, channel slowest (docs/semantics.md §2.1)", _ALL),
     Convention("argmax-last", Variant(argmax_last=True), "argmax ties go to the largest index",
-               "ties go to the smallest index (docs/semantics.md §2.5)", frozenset({_F, _P, _B})),
+               "ties go to the smallest index (docs/semantics.md §2.5)", frozenset({_F, _P})),
     Convention("first-layer-without-z", Variant(no_z=True), "the first layer's margin is not divided by Z",
                "eq. 2 divides the first weight layer's margin by Z (docs/semantics.md §4)", frozenset({_T})),
     Convention("t-strict", Variant(t_strict=True), "T^b counts margins T > b",
@@ -153,8 +161,11 @@ class VariantEngine:
 
     name = "variant"
 
-    def __init__(self, model: Model, variant: Variant, batch_size: int = 256):
+    def __init__(self, model: Model, variant: Variant, batch_size: int = 256, shared: Optional[dict] = None):
+        """`shared`: a dict in which forward runs are kept, keyed by the forward switches and the
+        batch, so that variants that differ only in their metric switches run it once."""
         self.model, self.v, self.batch_size = model, variant, batch_size
+        self.shared = shared
         self._w = {i: np.where(np.array(l.weight.bits.tolist(), dtype=bool), 1.0, -1.0).reshape(l.weight.shape)
                    for i, l in enumerate(model.layers) if isinstance(l, (Linear, Conv2d))}
         self._fast = FastEngine(model)
@@ -221,10 +232,29 @@ class VariantEngine:
             return scores.shape[1] - 1 - np.argmax(scores[:, ::-1], axis=1)
         return np.argmax(scores, axis=1)
 
+    def _run_cached(self, xs, start: int) -> tuple[dict, np.ndarray]:
+        xb = xs[start:start + self.batch_size]
+        if self.shared is None:
+            return self._plain_run(xb)
+        key = (self.v.signature, id(xs), start)
+        if key not in self.shared:
+            self.shared[key] = self._plain_run(xb)
+        return self.shared[key]
+
+    def _plain_run(self, xb) -> tuple[dict, np.ndarray]:
+        if self.v.forward:
+            hs, _, scores = self.run(xb)
+            return hs, scores
+        outs = self._fast.outputs(xb)
+        hs = {nl.threshold_index: outs[nl.threshold_index - 1].astype(np.float64) for nl in self.model.neuron_layers}
+        return hs, outs[-1].reshape(len(xb), -1).astype(np.float64)
+
     def predictions(self, xs, flip: Optional[int] = None, act_masks=None) -> list[int]:
         out = []
         for start in range(0, len(xs), self.batch_size):
-            out += self.predicted(self.run(xs[start:start + self.batch_size], flip)[2]).tolist()
+            scores = self.run(xs[start:start + self.batch_size], flip)[2] if flip is not None else \
+                self._run_cached(xs, start)[1]
+            out += self.predicted(scores).tolist()
         return out
 
     # -- T (eqs. 1-5 with the metric switches) -----------------------------------------------
@@ -236,7 +266,7 @@ class VariantEngine:
         counts = {b: [0] * len(model.neuron_layers) for b in bs}        # sum over inputs, neurons, positions
         pooled_positions = [0] * len(model.neuron_layers)
         for start in range(0, len(xs), self.batch_size):
-            hs = self.run(xs[start:start + self.batch_size])[0] if v.forward else self._fast_h(xs[start:start + self.batch_size])
+            hs = self._run_cached(xs, start)[0]
             for l, nl in enumerate(model.neuron_layers):
                 h = hs[nl.threshold_index].reshape(len(hs[nl.threshold_index]), nl.channels, -1)
                 pooled_positions[l] = h.shape[2]
@@ -266,16 +296,18 @@ class VariantEngine:
                                  Fraction(0)) / n
         return Tolerance(overall, [{b: layers[k][l] for k, b in enumerate(bs)} for l in range(len(model.neuron_layers))])
 
-    def _fast_h(self, x: np.ndarray) -> dict[int, np.ndarray]:
-        outs = self._fast.outputs(x)
-        return {nl.threshold_index: outs[nl.threshold_index - 1].astype(np.float64) for nl in self.model.neuron_layers}
-
     # -- Pi (Algorithm 1 with the switches) ---------------------------------------------------
 
     def importance(self, xs, ys, progress=None) -> list[Fraction]:
         v = self.v
         if not (v.forward or v.pi_flip_h or v.argmax_last):
-            pi = self._fast.importance(xs, ys)            # the contract's Pi, incremental
+            key = ("pi", id(xs))                          # the contract's Pi, incremental, once
+            if self.shared is not None and key in self.shared:
+                pi = self.shared[key]
+            else:
+                pi = self._fast.importance(xs, ys)
+                if self.shared is not None:
+                    self.shared[key] = pi
         else:
             ys = np.asarray(ys)
             a = accuracy(self.predictions(xs), ys)

@@ -224,3 +224,137 @@ def diagnose_trace(model: Model, x: np.ndarray, trace: Trace) -> list[Match]:
         if all(np.array_equal(ref[n].astype(np.int64), _trace_array(trace, n)) for n in trace.names()):
             matches.append(Match(names))
     return matches
+
+
+# -- claims ----------------------------------------------------------------------------------
+
+FAMILY = {"accuracy": "forward", "predictions": "forward", "T": "T", "T_bar": "T", "layers": "T",
+          "importance": "importance", "var_importance": "importance", "bit_errors": "bit_errors"}
+_WORDS = {"accuracy": "accuracy", "predictions": "predictions", "T": "T", "T_bar": "T-bar", "layers": "per-layer T",
+          "importance": "Pi", "var_importance": "VAR(Pi)", "bit_errors": "accuracies under bit errors"}
+IMPORTANCE_BUDGET = 2**34     # multiply-adds one alternative's full Algorithm 1 may take
+
+
+@dataclass
+class Diagnosis:
+    """The alternatives that reproduce the failing claims, and what was not tried and why."""
+
+    matches: list[Match]
+    what: str                    # the failing quantities, in words
+    tried: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        if not self.matches:
+            return [f"diagnosis: no alternative convention reproduces your {self.what} "
+                    f"({self.tried} tried; docs/semantics.md §11 lists them)"]
+        return [f"diagnosis: {m.sentence(self.what)}" for m in self.matches]
+
+    def as_json(self) -> dict:
+        return {"matches": [m.as_json() for m in self.matches], "tried": self.tried, "skipped": self.skipped}
+
+
+def claim_key(quantity: str) -> str:
+    """The top-level claim a checked quantity belongs to: "layers[0].T[2]" -> "layers"."""
+    for sep in (".", "["):
+        quantity = quantity.split(sep)[0]
+    return quantity
+
+
+def _applicable(model: Model, v: Variant) -> bool:
+    """Whether a forward switch can change anything on this model (else it is not tried)."""
+    layers = model.layers
+    if v.pad is not None and not any(isinstance(l, Conv2d) and l.padding for l in layers):
+        return False
+    if v.swap_pool and not any(isinstance(l, MaxPool2d) for l in layers):
+        return False
+    if v.flatten_hwc and not any(len(s) == 3 and s[1] * s[2] > 1 for s in model.shapes):
+        return False
+    if v.no_polarity and not any(isinstance(l, Threshold) and -1 in l.polarity for l in layers):
+        return False
+    return True
+
+
+def candidates(model: Model, needed: set) -> list[tuple[tuple[str, ...], Variant, frozenset]]:
+    """Single alternatives, then pairs, whose quantities cover every failing family."""
+    single = [((c.name,), c.variant, c.affects) for c in REGISTRY.values() if _applicable(model, c.variant)]
+    out = [s for s in single if needed <= s[2]]
+    for k, (na, va, fa) in enumerate(single):
+        for nb, vb, fb in single[k + 1:]:
+            v = combine(va, vb)
+            if v is not None and needed <= (fa | fb):
+                out.append((na + nb, v, fa | fb))
+    return out
+
+
+def diagnose_claims(model: Model, data, claims: dict, path: str, atol: float, checks: list[dict],
+                    budget: int = IMPORTANCE_BUDGET) -> Diagnosis:
+    """Recompute the claims under each alternative convention (docs/semantics.md §11.2) and
+    return those under which every claim passes. Call only when some check failed."""
+    from ..engines.fast import FastEngine
+    from .conventions import bit_error_accuracies
+    from .verify import check_claims
+
+    failing = {claim_key(c["quantity"]) for c in checks if not c["pass"]}
+    what = " and ".join(_WORDS.get(k, k) for k in sorted(failing))
+    if not failing <= set(FAMILY):
+        return Diagnosis([], what, skipped=[f"{', '.join(sorted(failing - set(FAMILY)))}: counts, not conventions"])
+    needed = {FAMILY[k] for k in failing}
+    diagnosis = Diagnosis([], what)
+    fast = FastEngine(model)
+    shared: dict = {}
+    ordered = sorted(candidates(model, needed), key=lambda c: (len(c[0]), repr(c[1].signature)))
+    signature = None
+    for names, v, affects in ordered:
+        if any(set(m.names) <= set(names) for m in diagnosis.matches):
+            continue
+        engine = VariantEngine(model, v, shared=shared)
+        if v.signature != signature:       # keep one forward pass in memory at a time (and Pi)
+            for key in [k for k in shared if k[0] != "pi"]:
+                del shared[key]
+            signature = v.signature
+        sub = {k: val for k, val in claims.items() if FAMILY.get(k) in affects}
+        if any(k in sub for k in ("importance", "var_importance")) and engine.importance_cost(len(data.y)) > budget:
+            diagnosis.skipped.append(f"{' + '.join(names)}: Algorithm 1 without the incremental engine would take "
+                                     f"{engine.importance_cost(len(data.y)):.2g} multiply-adds")
+            continue
+        diagnosis.tried += 1
+        try:
+            again = check_claims(engine, model, data, sub, path, atol, variance=engine.variance,
+                                 bit_error_accuracies=bit_error_accuracies(fast, data.x, data.y, v) if v.masks else None)
+        except (ZeroDivisionError, ArithmeticError, ValueError):
+            continue      # e.g. accuracy 0 under the alternative: Pi undefined, so no match
+        if all(c["pass"] for c in again):
+            diagnosis.matches.append(Match(names))
+    return diagnosis
+
+
+def failure_patterns(checks: list[dict]) -> list[str]:
+    """One-line observations about which claims fail (docs/semantics.md §11.2)."""
+    from fractions import Fraction
+
+    bad = [c for c in checks if not c["pass"]]
+    out = []
+    whole_T = [c for c in checks if c["quantity"].startswith("T[")]
+    layer_T = [c for c in checks if c["quantity"].startswith("layers[") and ".T[" in c["quantity"]]
+    if whole_T and layer_T and all(c["pass"] for c in layer_T) and not all(c["pass"] for c in whole_T):
+        out.append("per-layer T passes, whole-model T fails: the layers are averaged differently")
+    t_checks = whole_T + layer_T
+    if t_checks and any(not c["pass"] for c in t_checks):
+        def b_of(c):
+            return Fraction(c["quantity"].rsplit("[", 1)[1].rstrip("]"))
+        failing_b = {b_of(c) for c in t_checks if not c["pass"]}
+        passing_b = {b_of(c) for c in t_checks if c["pass"]}
+        if all(b.denominator != 1 for b in failing_b) and any(b.denominator == 1 for b in passing_b):
+            out.append("only non-integer b fail: T >= b against T > b? (a hidden margin is a half-integer, "
+                       "so the two differ only there)")
+    layers_bad = {c["quantity"].split("]")[0] for c in layer_T if not c["pass"]}
+    if layers_bad == {"layers[0"} and len({c["quantity"].split("]")[0] for c in layer_T}) > 1:
+        out.append("only the first layer's T fails: the 1/Z of eq. 2?")
+    pos = [c for c in bad if c["quantity"].endswith(".positions")]
+    if pos:
+        out.append("a layer's positions (U*V) differ: pooling and threshold in another order?")
+    if len(bad) > 1 and all(c["quantity"].startswith("importance[") or c["quantity"] == "var_importance"
+                            for c in bad):
+        out.append("only Pi fails, T and accuracy pass: the definition of Pi or of its variance")
+    return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from fractions import Fraction
-from typing import Any
+from typing import Any, Callable, Optional, Sequence
 
 from ..biterrors.masks import ErrorModel
 from ..biterrors.sweep import Summary, correct_under_errors
@@ -19,10 +19,11 @@ from ..formats.values import exact, parse_ber, parse_rational
 from ..semantics.importance import accuracy, importance_variance
 from ..semantics.margin import t_bar
 from ..semantics.model import Model
+from .statistics import judge_accuracies
 
 KNOWN = {"accuracy", "T", "T_bar", "layers", "importance", "var_importance", "predictions",
          "inputs", "neurons", "bit_errors", "engine", "model", "data"}   # engine, model, data: informational
-BIT_ERROR_KEYS = {"seed", "batch_size", "layers", "activations", "results", "inputs",
+BIT_ERROR_KEYS = {"seed", "batch_size", "layers", "activations", "results", "inputs", "rng",
                   "model", "data", "engine", "granularity"}     # the last four: informational
 # The keys `refbnn metrics --json` writes per threshold layer, and `refbnn eval --json` per BER.
 LAYER_KEYS = {"layer", "weight_layer", "type", "first", "neurons", "positions", "T", "T_bar"}
@@ -101,8 +102,28 @@ class _Checker:
         return out
 
 
-def check_claims(engine, model: Model, data: Dataset, claims: dict, path: str, atol: float) -> list[dict]:
-    """Recompute every claimed quantity with `engine` and compare; one entry per number."""
+def _as_fraction(c: _Checker, field: str, value: Any) -> Fraction:
+    """A claimed accuracy as a number (their own draws: checked for consistency only)."""
+    if isinstance(value, dict) and "exact" in value:
+        value = value["exact"]
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        return Fraction(value) if isinstance(value, (int, float)) else parse_rational(str(value), field)
+    except (ValueError, TypeError):
+        raise InputError(f"{c.path}: {field}: expected an accuracy") from None
+
+
+def check_claims(engine, model: Model, data: Dataset, claims: dict, path: str, atol: float,
+                 variance: Callable[[Sequence[Fraction]], Fraction] = importance_variance,
+                 bit_error_accuracies: Optional[Callable[[ErrorModel, int], list[Fraction]]] = None,
+                 alpha: float = 0.01) -> list[dict]:
+    """Recompute every claimed quantity with `engine` and compare; one entry per number.
+
+    `variance` (eq. 6) and `bit_error_accuracies(em, reps)` (the accuracy of each repetition
+    under keyed masks) can be replaced, so that `refbnn.analysis.diagnose` can recompute
+    the claims under an alternative convention; `alpha` is the level of the statistical
+    tests for bit error claims drawn with another generator (docs/semantics.md §11.3)."""
     c = _Checker(path, atol)
     x, y = data.x, data.y
     if "inputs" in claims:
@@ -167,16 +188,18 @@ def check_claims(engine, model: Model, data: Dataset, claims: dict, path: str, a
             for n, v in enumerate(c.listed("importance", claims["importance"], model.neurons)):
                 c.number(f"importance[{n}]", v, pi[n])
         if "var_importance" in claims:
-            c.number("var_importance", claims["var_importance"], importance_variance(pi))
+            c.number("var_importance", claims["var_importance"], variance(pi))
     if "bit_errors" in claims:
-        _check_bit_errors(c, engine, model, data, claims["bit_errors"])
+        _check_bit_errors(c, engine, model, data, claims["bit_errors"], bit_error_accuracies, alpha)
     if not c.checks:
         raise InputError(f"{path}: no claims to check")
     return c.checks
 
 
-def _check_bit_errors(c: _Checker, engine, model: Model, data: Dataset, claim: Any) -> None:
-    """Recompute each claimed accuracy under the keyed masks (refbnn.biterrors)."""
+def _check_bit_errors(c: _Checker, engine, model: Model, data: Dataset, claim: Any,
+                      accuracies: Optional[Callable[[ErrorModel, int], list[Fraction]]], alpha: float) -> None:
+    """Recompute each claimed accuracy under the keyed masks (refbnn.biterrors), or, for
+    claims drawn with another generator ("rng": "other"), judge them statistically."""
     where = "bit_errors"
     if not isinstance(claim, dict):
         raise InputError(f"{c.path}: {where}: expected an object")
@@ -196,6 +219,10 @@ def _check_bit_errors(c: _Checker, engine, model: Model, data: Dataset, claim: A
                          f"({', '.join(map(str, model.weight_indices))})")
     if not isinstance(acts, bool):
         raise InputError(f"{c.path}: {where}.activations: expected true or false")
+    rng = claim.get("rng", "refbnn")
+    if rng not in ("refbnn", "other"):
+        raise InputError(f"{c.path}: {where}.rng: expected \"refbnn\" (keyed masks, replayed exactly) or "
+                         "\"other\" (another generator, judged statistically)")
     results = claim.get("results")
     if not isinstance(results, list) or not results:
         raise InputError(f"{c.path}: {where}.results: expected a non-empty list")
@@ -216,10 +243,19 @@ def _check_bit_errors(c: _Checker, engine, model: Model, data: Dataset, claim: A
         if not isinstance(claimed, list) or not claimed:
             raise InputError(f"{c.path}: {field}.accuracies: expected one accuracy per repetition")
         em = ErrorModel(p, seed, size, None if layers is None else tuple(layers), acts)
-        truths = [Fraction(correct_under_errors(engine, data.x, data.y, em, r), n)
-                  for r in range(len(claimed))]
-        for r, value in enumerate(claimed):
-            c.number(f"{field}.accuracies[{r}]", value, truths[r])
+        if rng == "other":
+            truths = [_as_fraction(c, f"{field}.accuracies[{r}]", v) for r, v in enumerate(claimed)]
+            verdict = judge_accuracies(engine, data.x, data.y, em, truths, alpha)
+            c.checks.append({"quantity": f"{field}.accuracies", "claimed": f"mean {verdict['their_mean']:.6g}",
+                             "exact": f"{verdict['test']}: p = {verdict['p_value']:.3g}", "pass": verdict["pass"],
+                             "statistics": verdict})
+        elif accuracies is not None:
+            truths = accuracies(em, len(claimed))
+        else:
+            truths = [Fraction(correct_under_errors(engine, data.x, data.y, em, r), n) for r in range(len(claimed))]
+        if rng == "refbnn":
+            for r, value in enumerate(claimed):
+                c.number(f"{field}.accuracies[{r}]", value, truths[r])
         summary = Summary(entry["ber"], truths)
         if "reps" in entry:
             c.integer(f"{field}.reps", entry["reps"], len(truths))

@@ -1,4 +1,4 @@
-"""Commands that measure a model on a data set: `metrics`, `certify`, `verify`."""
+"""Commands that measure a model on a data set: `metrics`, `certify`."""
 from __future__ import annotations
 
 import sys
@@ -9,13 +9,12 @@ from tabulate import tabulate
 
 from ..analysis.certify import certified_accuracy, check_certificates
 from ..analysis.report import metrics
-from ..analysis.verify import check_claims, read_claims
 from ..engines.fast import FastEngine
 from ..engines.interpreter import Interpreter
 from ..formats.files import InputError, write_json
 from ..formats.values import parse_bs, parse_naturals
 from ..semantics.importance import ZeroAccuracyError
-from .common import ENGINES, SEED, FiniteFloat, Progress, b_option, engine_option, json_option, load, parsed, show
+from .common import ENGINES, SEED, Progress, b_option, engine_option, json_option, load, parsed, show
 from .group import main
 
 
@@ -103,41 +102,3 @@ def certify_cmd(model_path, data_path, k_text, draws, seed, json_path) -> None:
     if json_path:
         write_json(json_path, {"model": model_path, "data": data_path, **r, "checks": checks})
     sys.exit(1 if broken else 0)
-
-
-@main.command("verify")
-@click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
-@click.argument("data_path", metavar="DATA", type=click.Path(dir_okay=False))
-@click.option("--claims", "claims_path", required=True, type=click.Path(dir_okay=False),
-              help="JSON file of claimed values (the layout `refbnn metrics --json` writes).")
-@click.option("--atol", default=1e-9, show_default=True, type=FiniteFloat(0, 1),
-              help="Allowed absolute error for claims given as plain numbers; "
-                   "claims given as {\"exact\": \"p/q\"} must match exactly.")
-@engine_option
-@json_option
-def verify_cmd(model_path, data_path, claims_path, atol, engine, json_path) -> None:
-    """Check another implementation's numbers: recompute every claimed quantity exactly.
-
-    CLAIMS may hold any of: accuracy, T (an object from b to value), T_bar, layers
-    (per-layer T and T_bar), importance, var_importance, predictions (a list of
-    class indices), inputs, neurons, and bit_errors (the layout `refbnn eval --json`
-    writes: seed, batch_size, layers, activations and results with each BER's
-    accuracies per repetition, recomputed under the same keyed masks).
-    Exit 0 if every claim passes, 1 if any fails.
-    """
-    model, data = load(model_path, data_path)
-    claims = read_claims(claims_path)
-    try:
-        checks = check_claims(ENGINES[engine](model), model, data, claims, claims_path, atol)
-    except ZeroAccuracyError as e:
-        raise InputError(f"{data_path}: {e}") from None
-    failed = [c for c in checks if not c["pass"]]
-    click.echo(tabulate([[c["quantity"], c["claimed"], c["exact"]["exact"] if isinstance(c["exact"], dict)
-                          else c["exact"], "pass" if c["pass"] else "FAIL"] for c in checks],
-                        headers=["quantity", "claimed", "exact", "result"]))
-    click.echo(f"{len(checks)} claims: {len(checks) - len(failed)} pass, {len(failed)} fail")
-    if json_path:
-        write_json(json_path, {"model": model_path, "data": data_path, "claims": claims_path,
-                               "checks": checks, "passed": len(checks) - len(failed),
-                               "failed": len(failed)})
-    sys.exit(1 if failed else 0)
