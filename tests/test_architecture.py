@@ -8,7 +8,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "refbnn"
 
 # Lowest first. A module may import modules of its own layer or of a lower one.
-LAYERS = ["semantics", "formats", "engines", "biterrors", "training", "importers", "analysis", "cli"]
+LAYERS = ["semantics", "formats", "claims", "engines", "biterrors", "training", "importers", "analysis", "cli"]
 
 
 def _module_name(path: Path) -> str:

@@ -31,8 +31,15 @@ def test_readme_opens_with_the_two_commands():
 
 @pytest.mark.parametrize("script", sorted((ROOT / "examples").glob("*.py")), ids=lambda p: p.name)
 def test_example_runs(script, capsys):
+    """Property: every example runs and prints; where its docstring shows the output
+    (an indented block after `$ python examples/NAME.py`), it prints exactly that."""
     runpy.run_path(str(script), run_name="__main__")
-    assert capsys.readouterr().out.strip()
+    out = capsys.readouterr().out
+    assert out.strip()
+    doc = script.read_text().split('"""')[1]
+    shown = re.search(rf"    \$ python examples/{script.name}\n((?:    .*\n)+)", doc)
+    if shown:
+        assert out.splitlines() == [line[4:] for line in shown.group(1).splitlines()]
 
 
 # -- links and citations --------------------------------------------------------------------

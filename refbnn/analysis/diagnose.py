@@ -296,7 +296,8 @@ def diagnose_claims(model: Model, data, claims: dict, path: str, atol: float, ch
     from .verify import check_claims
 
     failing = {claim_key(c["quantity"]) for c in checks if not c["pass"]}
-    what = " and ".join(_WORDS.get(k, k) for k in sorted(failing))
+    words = [w for k, w in _WORDS.items() if k in failing] + sorted(failing - set(_WORDS))
+    what = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
     if not failing <= set(FAMILY):
         return Diagnosis([], what, skipped=[f"{', '.join(sorted(failing - set(FAMILY)))}: counts, not conventions"])
     needed = {FAMILY[k] for k in failing}

@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from ..biterrors.masks import ErrorModel
 from ..biterrors.sweep import Summary, correct_under_errors
+from ..formats.claimsfile import BIT_ERROR_KEYS, LAYER_KEYS, RESULT_KEYS, check_layout
 from ..formats.datafile import Dataset
 from ..formats.files import InputError, read_json
 from ..formats.values import exact, parse_ber, parse_rational
@@ -21,23 +22,11 @@ from ..semantics.margin import t_bar
 from ..semantics.model import Model
 from .statistics import judge_accuracies
 
-KNOWN = {"accuracy", "T", "T_bar", "layers", "importance", "var_importance", "predictions",
-         "inputs", "neurons", "bit_errors", "engine", "model", "data"}   # engine, model, data: informational
-BIT_ERROR_KEYS = {"seed", "batch_size", "layers", "activations", "results", "inputs", "rng",
-                  "model", "data", "engine", "granularity"}     # the last four: informational
-# The keys `refbnn metrics --json` writes per threshold layer, and `refbnn eval --json` per BER.
-LAYER_KEYS = {"layer", "weight_layer", "type", "first", "neurons", "positions", "T", "T_bar"}
-RESULT_KEYS = {"ber", "reps", "mean", "std", "min", "max", "ci95", "accuracies"}
-
 
 def read_claims(path: str) -> dict:
     """Read a claims file; unknown keys are an error (a typo must not pass silently)."""
     doc = read_json(path)
-    if not isinstance(doc, dict):
-        raise InputError(f"{path}: expected a JSON object of claims")
-    unknown = sorted(set(doc) - KNOWN)
-    if unknown:
-        raise InputError(f"{path}: {unknown[0]}: unknown claim (known: {', '.join(sorted(KNOWN))})")
+    check_layout(doc, path)
     return doc
 
 

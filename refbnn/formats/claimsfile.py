@@ -1,0 +1,50 @@
+"""The claims file layout (docs/semantics.md §11.2): the keys `refbnn verify --claims`
+accepts at every depth, shared by the checker (refbnn.analysis.verify) and the writer
+for other frameworks (refbnn.claims)."""
+from __future__ import annotations
+
+from typing import Any
+
+from .files import InputError
+
+KNOWN = {"accuracy", "T", "T_bar", "layers", "importance", "var_importance", "predictions",
+         "inputs", "neurons", "bit_errors", "engine", "model", "data"}   # engine, model, data: informational
+BIT_ERROR_KEYS = {"seed", "batch_size", "layers", "activations", "results", "inputs", "rng",
+                  "model", "data", "engine", "granularity"}     # the last four: informational
+# The keys `refbnn metrics --json` writes per threshold layer, and `refbnn eval --json` per BER.
+LAYER_KEYS = {"layer", "weight_layer", "type", "first", "neurons", "positions", "T", "T_bar"}
+RESULT_KEYS = {"ber", "reps", "mean", "std", "min", "max", "ci95", "accuracies"}
+
+
+def _keys(where: str, obj: Any, allowed: set) -> None:
+    if not isinstance(obj, dict):
+        raise InputError(f"{where}: expected an object")
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        raise InputError(f"{where}.{str(unknown[0])[:40]}: unknown key (known: {', '.join(sorted(allowed))})")
+
+
+def check_layout(doc: Any, name: str) -> None:
+    """Refuse unknown keys at every depth and entries of the wrong kind; the values are
+    checked against the model by `refbnn verify`."""
+    if not isinstance(doc, dict):
+        raise InputError(f"{name}: expected a JSON object of claims")
+    unknown = sorted(set(doc) - KNOWN)
+    if unknown:
+        raise InputError(f"{name}: {str(unknown[0])[:40]}: unknown claim (known: {', '.join(sorted(KNOWN))})")
+    for key in ("T",):
+        if key in doc and (not isinstance(doc[key], dict) or not doc[key]):
+            raise InputError(f"{name}: {key}: expected an object from b to value")
+    for key in ("layers", "importance", "predictions"):
+        if key in doc and not isinstance(doc[key], list):
+            raise InputError(f"{name}: {key}: expected a list")
+    for k, entry in enumerate(doc.get("layers", [])):
+        _keys(f"{name}: layers[{k}]", entry, LAYER_KEYS)
+    if "bit_errors" in doc:
+        be = doc["bit_errors"]
+        _keys(f"{name}: bit_errors", be, BIT_ERROR_KEYS)
+        results = be.get("results")
+        if not isinstance(results, list) or not results:
+            raise InputError(f"{name}: bit_errors.results: expected a non-empty list")
+        for k, entry in enumerate(results):
+            _keys(f"{name}: bit_errors.results[{k}]", entry, RESULT_KEYS)
