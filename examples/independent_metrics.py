@@ -166,22 +166,49 @@ class FloatBNN:
         return {"accuracy": acc, "T": {str(b): T[b] for b in bs}, "layers": layers, "importance": pi,
                 "var_importance": var, "predictions": pred.tolist()}
 
-    def bit_errors(self, x, y, ber: float, reps: int, seed: int, batch_size: int) -> dict:
-        """Accuracy per repetition under keyed weight masks: default_rng([seed, r, j, t]).random(shape) < p."""
+    def bit_errors(self, x, y, ber: float, reps: int, seed: int, batch_size: int, activations: bool = False) -> dict:
+        """Accuracy per repetition under keyed masks: default_rng([seed, r, j, t]).random(shape) < p,
+        t numbering the weight tensors first, then the inputs of the hidden weight layers."""
         c = self.c
         size = {"batch": batch_size, "input": 1, "pass": len(x)}[c.granularity]
+        weight_layers = [i for i, layer in enumerate(self.layers) if "w" in layer]
+        hidden = weight_layers[1:] if activations else []
+        n_w, n_a = len(weight_layers), len(hidden)
         accs = []
         for r in range(reps):
             correct = 0
             for j, start in enumerate(range(0, len(x), size)):
-                masks = []
-                for t, layer in enumerate(la for la in self.layers if "w" in la):
+                def mask(t, shape):
                     key = [seed, j, r, t] if c.keys_swapped else [seed, r, j, t]
-                    masks.append(np.random.default_rng(key).random(layer["w"].shape) < ber)
-                pred = self.predict(self.forward(x[start:start + size], weights=masks)[2])
+                    return np.random.default_rng(key).random(shape) < ber
+                weights = [mask(t + (n_a if c.acts_first else 0), self.layers[i]["w"].shape)
+                           for t, i in enumerate(weight_layers)]
+                xb = x[start:start + size]
+                acts = {}
+                for k, i in enumerate(hidden):
+                    shape = self.forward_shape(xb[:1], i)
+                    acts[i] = mask(k if c.acts_first else n_w + k, (size,) + shape)[:len(xb)]
+                pred = self.predict(self.forward(xb, weights=weights, acts=acts)[2])
                 correct += int((pred == y[start:start + size]).sum())
             accs.append(correct / len(x))
-        return {"seed": seed, "batch_size": batch_size, "results": [{"ber": str(ber), "accuracies": accs}]}
+        return {"seed": seed, "batch_size": batch_size, "activations": activations,
+                "results": [{"ber": str(ber), "accuracies": accs}]}
+
+    def forward_shape(self, x1: np.ndarray, stop: int) -> tuple:
+        """The shape (without the batch axis) of the tensor entering layer `stop`."""
+        a = x1.astype(np.float64)
+        for i in range(stop):
+            layer = self.layers[i]
+            if layer["type"] == "flatten":
+                a = a.reshape(len(a), -1)
+            elif layer["type"] == "maxpool2d":
+                a = a[:, :, :a.shape[2] // 2 * 2:2, :a.shape[3] // 2 * 2:2]
+            elif layer["type"] == "linear":
+                a = np.zeros((len(a), layer["w"].shape[0]))
+            elif layer["type"] == "conv2d":
+                p, k = layer.get("padding", 0), layer["w"].shape[-1]
+                a = np.zeros((len(a), layer["w"].shape[0], a.shape[2] + 2 * p - k + 1, a.shape[3] + 2 * p - k + 1))
+        return a.shape[1:]
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .formats.claimsfile import check_layout
+from .formats.claimsfile import LAYER_KEYS, check_layout
 from .formats.files import InputError, atomic_open
 
 
@@ -64,6 +64,9 @@ def claims_dict(accuracy=None, T: Optional[Mapping] = None, T_bar=None, layers: 
     if layers is not None:
         doc["layers"] = []
         for k, entry in enumerate(layers):
+            unknown = sorted(set(entry) - LAYER_KEYS)
+            if unknown:
+                raise InputError(f"claims: layers[{k}].{unknown[0]}: unknown key (known: {', '.join(sorted(LAYER_KEYS))})")
             out = {key: (_b_map(v, f"layers[{k}].T") if key == "T" else _number(v, f"layers[{k}].{key}")
                          if key != "type" and not isinstance(v, bool) else v) for key, v in entry.items()}
             doc["layers"].append(out)

@@ -309,13 +309,17 @@ class VariantEngine:
                 if self.shared is not None:
                     self.shared[key] = pi
         else:
-            ys = np.asarray(ys)
-            a = accuracy(self.predictions(xs), ys)
-            pi = [relative_drop(a, accuracy(self.predictions(xs, flip=n), ys)) for n in range(self.model.neurons)]
+            pi = self.full_importance(xs, ys)
         if v.pi_absolute:
             a = accuracy(self._fast.predictions(xs) if not v.forward else self.predictions(xs), np.asarray(ys))
             pi = [p * a for p in pi]                      # (A - A*) / A * A = A - A*
         return pi
+
+    def full_importance(self, xs, ys) -> list[Fraction]:
+        """Algorithm 1 as written, under the variant: one full forward pass per flipped neuron."""
+        ys = np.asarray(ys)
+        a = accuracy(self.predictions(xs), ys)
+        return [relative_drop(a, accuracy(self.predictions(xs, flip=n), ys)) for n in range(self.model.neurons)]
 
     def importance_cost(self, n_inputs: int) -> int:
         """Multiply-adds of a full (non-incremental) Algorithm 1 under this variant; 0 when

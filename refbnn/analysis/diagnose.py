@@ -282,7 +282,8 @@ def candidates(model: Model, needed: set) -> list[tuple[tuple[str, ...], Variant
     for k, (na, va, fa) in enumerate(single):
         for nb, vb, fb in single[k + 1:]:
             v = combine(va, vb)
-            if v is not None and needed <= (fa | fb):
+            # both members must touch a failing quantity, or the pair is its other member again
+            if v is not None and needed <= (fa | fb) and fa & needed and fb & needed:
                 out.append((na + nb, v, fa | fb))
     return out
 

@@ -14,7 +14,8 @@ refbnn's keyed masks, so its accuracies under a BER are compared in distribution
   (index of dispersion, chi-square); flips spread evenly over the bit positions of a
   byte; counts of different tensors and of consecutive batches uncorrelated; nothing
   flips outside the targeted tensors.
-Each check reports its p-value and passes at p >= alpha.
+Accuracies pass at p >= alpha; the audit's m checks each at p >= alpha / m (Bonferroni),
+so that the audit as a whole has level alpha.
 
 The distribution functions are written out here (regularized incomplete beta and gamma
 functions, Numerical Recipes' continued fractions) so that refbnn needs no SciPy.
@@ -188,7 +189,7 @@ def audit_masks(masks: MaskSet, model: Model, em: ErrorModel, alpha: float) -> l
     checks = []
 
     def add(name: str, p_value: float, detail: str) -> None:
-        checks.append({"check": name, "p_value": p_value, "pass": bool(p_value >= alpha), "detail": detail})
+        checks.append({"check": name, "p_value": p_value, "detail": detail})
 
     targets = set(em.targets(model))
     tensors = {}
@@ -216,9 +217,10 @@ def audit_masks(masks: MaskSet, model: Model, em: ErrorModel, alpha: float) -> l
         add(f"{name}: flip count", normal_two_sided(max(z, 0.0)),
             f"{int(total)} flips in {counts.size} patterns of {n_bits} bits; Binomial mean {expected:.1f}")
         if counts.size > 1 and 0 < p < 1:
-            d = float(((counts - n_bits * p) ** 2).sum() / (n_bits * p * (1 - p)))
-            add(f"{name}: spread", chi2_two_sided(d, counts.size),
-                f"index of dispersion {d:.1f} on {counts.size} degrees of freedom")
+            # the spread about their own mean (the count check judges the mean): chi-square, K - 1 df
+            d = float(((counts - counts.mean()) ** 2).sum() / (n_bits * p * (1 - p)))
+            add(f"{name}: spread", chi2_two_sided(d, counts.size - 1),
+                f"index of dispersion {d:.1f} on {counts.size - 1} degrees of freedom")
         flat = arr.reshape(counts.size, -1)
         if flat.shape[1] >= 8 and total >= 40:
             by_pos = np.array([flat[:, k::8].sum() for k in range(8)], dtype=np.float64)
@@ -236,6 +238,10 @@ def audit_masks(masks: MaskSet, model: Model, em: ErrorModel, alpha: float) -> l
         if c.shape[1] > 2:
             add(f"{name}: batches independent", _correlation_p(c[:, :-1].ravel(), c[:, 1:].ravel()),
                 "correlation of flip counts of consecutive batches")
+    # Bonferroni: the audit as a whole has level alpha, so an honest injector fails it with
+    # probability at most alpha, however many checks there are.
+    for c in checks:
+        c["pass"] = bool(c["p_value"] >= alpha / len(checks))
     return checks
 
 

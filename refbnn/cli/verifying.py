@@ -106,6 +106,10 @@ def _claims(model, data, path, atol, alpha, engine, diagnose, verbose, result) -
         for key, n in _counts(bad).items():
             if n > SHOWN:
                 click.echo(f"  ... {key}: {n - SHOWN} more failures (--verbose, or --json, lists them)")
+    for c in checks:
+        if "statistics" in c and (verbose or c["pass"]):      # failing ones are in the table already
+            click.echo(f"{c['quantity']}: {c['claimed']}; {c['exact']} (alpha {alpha}): "
+                       f"{'pass' if c['pass'] else 'FAIL'}")
     patterns = failure_patterns(checks) if bad else []
     for line in patterns:
         click.echo(f"pattern: {line}")
