@@ -1,6 +1,7 @@
 """The README's Python snippet and every script in examples/ run, so the docs cannot rot."""
 import re
 import runpy
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -9,14 +10,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 # A snippet that runs inside the user's own training code (it needs their model) starts
-# with this line; it is compiled here, and tests/test_import_torch.py runs its workflow.
-IN_USER_CODE = "# in your PyTorch code"
+# with this line; it is compiled here, and the tests of its workflow run it with stand-ins
+# (tests/test_import_torch.py, tests/test_verify_diagnosis.py).
+IN_USER_CODE = "# in your "
 
 
 def test_readme_python_snippets_run():
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
     assert blocks, "the README should show the Python API"
     for block in blocks:
+        block = textwrap.dedent(block)       # a snippet inside a numbered list is indented
         code = compile(block, "README.md", "exec")
         if not block.startswith(IN_USER_CODE):
             exec(code, {})

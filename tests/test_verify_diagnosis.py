@@ -389,3 +389,26 @@ def test_claims_writer_round_trip_and_refusals(setup):
         assert not (d / "x.json").exists()
     with pytest.raises(InputError, match="a1: expected"):
         write_trace(d / "t.npz", a={1: np.full((3, 2), 2)})
+
+
+def test_readme_claims_snippet_writes_what_verify_accepts(setup, monkeypatch):
+    """Property: the README's refbnn.claims snippet, run with refbnn's own numbers standing in
+    for "your arrays", writes a claims file and a trace that verify passes."""
+    import textwrap
+
+    d, model, x, y, _ = setup
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Checking another implementation", 1)[1]
+    snippet = textwrap.dedent(re.search(r"```python\n(.*?)```", section, re.S).group(1))
+    engine = FastEngine(model)
+    outs = engine.outputs(x)
+    tol = engine.tolerance(x, [Fraction(2), Fraction(4)])
+    pi = engine.importance(x, y)
+    preds = np.asarray(engine.predictions(x))
+    stand_ins = {"acc": np.mean(preds == y), "t2": tol.overall[Fraction(2)], "t4": tol.overall[Fraction(4)],
+                 "pi": pi, "var_pi": float(np.var([float(p) for p in pi])), "preds": preds,
+                 "h1": outs[0], "a1": outs[1], "h5": outs[4], "a5": outs[5], "scores": outs[-1]}
+    monkeypatch.chdir(d)
+    exec(compile(snippet, "README.md", "exec"), stand_ins)
+    r, out = _verify(d, "--claims", d / "claims.json", "--trace", d / "trace.npz", "--atol", "1e-9")
+    assert r.exit_code == 0, r.output

@@ -1,0 +1,67 @@
+"""Benchmark of `verify`'s diagnosis. Prints times and ratios measured in one run.
+
+    python benchmarks/diagnose.py [--inputs 1000] [--cnn]
+
+Workload (issue: "diagnosing a failing T claim on the Fashion FC with 1,000 inputs"):
+the Fashion FC 784-2048-2048-10 of Table II with random weight bits (or the CNN with
+--cnn), random inputs in 0..255, labels equal to the predictions with 10% changed. The
+claims are T, T_bar and the per-layer T at the default b, computed under the
+`margin-without-half` convention (|h - s|), so they fail and one alternative explains them.
+Prints: the time of one plain check of the claims, of the diagnosis, the number of
+alternatives tried, and the diagnosis per alternative as a multiple of the plain check.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from engine import fashion_cnn, fashion_fc  # noqa: E402
+
+from refbnn.analysis.conventions import Variant, VariantEngine  # noqa: E402
+from refbnn.analysis.diagnose import diagnose_claims  # noqa: E402
+from refbnn.analysis.verify import check_claims  # noqa: E402
+from refbnn.engines.fast import FastEngine  # noqa: E402
+from refbnn.formats.datafile import Dataset  # noqa: E402
+from refbnn.formats.values import exact  # noqa: E402
+from refbnn.semantics.margin import DEFAULT_B, t_bar  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--inputs", type=int, default=1000)
+    ap.add_argument("--cnn", action="store_true")
+    args = ap.parse_args()
+    rng = np.random.default_rng(0)
+    model = fashion_cnn(rng) if args.cnn else fashion_fc(rng)
+    x = rng.integers(0, 256, (args.inputs, 1, 28, 28))
+    y = np.asarray(FastEngine(model).predictions(x))
+    noisy = rng.random(len(y)) < 0.1
+    y[noisy] = rng.integers(0, 10, int(noisy.sum()))
+    data = Dataset(x, y)
+
+    wrong = VariantEngine(model, Variant(no_half=True)).tolerance(x, DEFAULT_B)
+    T = {str(b): wrong.overall[b] for b in DEFAULT_B}
+    claims = {"T": {k: exact(v) for k, v in T.items()}, "T_bar": exact(t_bar(T)),
+              "layers": [{"T": {str(b): exact(layer[b]) for b in DEFAULT_B}} for layer in wrong.layers]}
+
+    start = time.perf_counter()
+    checks = check_claims(FastEngine(model), model, data, claims, "claims", 1e-9)
+    plain = time.perf_counter() - start
+    start = time.perf_counter()
+    d = diagnose_claims(model, data, claims, "claims", 1e-9, checks)
+    spent = time.perf_counter() - start
+    print(f"{'CNN' if args.cnn else 'FC 784-2048-2048-10'}, {args.inputs} inputs, {os.cpu_count()} cores")
+    print(f"failing checks: {sum(not c['pass'] for c in checks)} of {len(checks)}")
+    print(f"plain check of the claims: {plain:.2f} s")
+    print(f"diagnosis: {spent:.2f} s for {d.tried} alternatives tried "
+          f"({spent / max(d.tried, 1):.3f} s each, {spent / max(d.tried, 1) / plain:.2f}x a plain check)")
+    print("\n".join(d.lines()))
+
+
+if __name__ == "__main__":
+    main()
