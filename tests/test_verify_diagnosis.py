@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from strategies import model_cases
+from test_fuzz import _check, _mutated
 
 from refbnn.analysis.conventions import REGISTRY, Variant, VariantEngine
 from refbnn.analysis.statistics import audit_masks, chi2_two_sided, judge_accuracies, t_two_sided
@@ -412,3 +414,16 @@ def test_readme_claims_snippet_writes_what_verify_accepts(setup, monkeypatch):
     exec(compile(snippet, "README.md", "exec"), stand_ins)
     r, out = _verify(d, "--claims", d / "claims.json", "--trace", d / "trace.npz", "--atol", "1e-9")
     assert r.exit_code == 0, r.output
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_damaged_traces_are_bad_input_not_crashes(setup, tmp_path, data):
+    """Property: any damage to a valid trace file gives exit 0, 1 or 2 with one line, never a
+    traceback."""
+    d, model, x, y, doc = setup
+    raw_path = _trace(d, doc, x, Conventions(), name="fuzz.npz")
+    (tmp_path / "t.npz").write_bytes(_mutated(raw_path.read_bytes(), data))
+    r = CliRunner().invoke(main, ["verify", str(d / "m.json"), str(d / "d.npz"), "--trace", str(tmp_path / "t.npz"),
+                                  "--no-diagnose"])
+    _check(r)
