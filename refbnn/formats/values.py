@@ -68,9 +68,9 @@ def parse_ber(token: str, field: str = "--ber") -> float:
     return float(q)
 
 
-def parse_bers(text: str) -> list[tuple[str, float]]:
+def parse_bers(text: str, option: str = "--ber") -> list[tuple[str, float]]:
     """`--ber 0,0.01,1/20` -> [("0", 0.0), ("0.01", 0.01), ("1/20", 0.05)]."""
-    return [(token, parse_ber(token)) for token in _tokens(text, "--ber")]
+    return [(token, parse_ber(token, option)) for token in _tokens(text, option)]
 
 
 def parse_naturals(text: str, option: str, allowed: Iterable[int] | None = None,

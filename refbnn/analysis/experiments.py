@@ -1,0 +1,298 @@
+"""The paper's experiments as cells: Fig. 1, Table III and Fig. 2 (docs/experiments.md).
+
+A cell is one trained model and its measurements: (experiment, arch, training BER,
+repetition). Its seed is derived from a stable key, so a cell's result does not depend
+on where or in which order it runs (`refbnn.analysis.runner` runs cells locally, in a
+process pool or on a Dask cluster). A cell returns its model (JSON-ready) and a record
+that holds the keys `refbnn metrics --json` writes, plus the accuracy over BER where the
+experiment measures it.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from functools import lru_cache
+
+import numpy as np
+
+from ..biterrors.masks import ErrorModel
+from ..biterrors.sweep import accuracy_sweep
+from ..engines.fast import FastEngine
+from ..formats.files import InputError
+from ..formats.modelfile import model_to_dict
+from ..training.datasets import DataSplit, load_dataset
+from ..training.trainer import TrainConfig, train
+from .report import metrics
+
+EXPERIMENTS = ("fig1", "table3", "fig2")
+TABLE3_BERS = (0.0, 0.01, 0.05, 0.1, 0.2, 0.3)
+FIG1_EVAL_BERS = (0.0, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3)
+FIG1_B = ("1/2", "1", "2", "4", "8", "16", "32", "64")
+PAPER_B = ("2", "4", "8", "16", "32", "64")
+
+PRESETS = {
+    # digits, few epochs, 3 repetitions: Table III for the FC family in minutes on 2 cores
+    "quick": {"dataset": "digits", "epochs": 15, "reps": 3, "sweep_reps": 5},
+    # the paper's setting (section V-A): Fashion, 100 epochs, 10 repetitions
+    "paper": {"dataset": "fashion-mnist", "epochs": 100, "reps": 10, "sweep_reps": 10},
+}
+FAMILIES = {"fc": (8, 16, 32, 64, 128), "cnn": (8, 16, 32, 64)}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything that decides the results of a run; a results directory holds one."""
+
+    experiment: str
+    dataset: str = "digits"
+    family: str = "fc"
+    sizes: tuple[int, ...] = FAMILIES["fc"]
+    train_bers: tuple[float, ...] = TABLE3_BERS
+    reps: int = 3
+    epochs: int = 15
+    seed: int = 0
+    eval_bers: tuple[float, ...] = FIG1_EVAL_BERS
+    sweep_reps: int = 5
+
+    def as_json(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> "Config":
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in doc.items()})
+
+    def archs(self) -> list[str]:
+        return [f"{self.family}-{n}" for n in self.sizes]
+
+
+@dataclass(frozen=True)
+class Cell:
+    config: Config
+    arch: str
+    train_ber: float
+    rep: int
+
+    @property
+    def key(self) -> str:
+        """Stable across runs and machines: names the cell's files."""
+        return f"{self.arch}_ber{self.train_ber:g}_rep{self.rep}"
+
+    @property
+    def seed(self) -> int:
+        """Derived from the key and the run's seed only (not from the order of execution)."""
+        digest = hashlib.sha256(f"{self.config.seed}/{self.config.experiment}/{self.key}".encode()).hexdigest()
+        return int(digest[:15], 16)
+
+
+def cells(config: Config) -> list[Cell]:
+    """Every cell of the experiment, in a fixed order."""
+    return [Cell(config, arch, ber, rep) for arch in config.archs() for ber in config.train_bers
+            for rep in range(config.reps)]
+
+
+@lru_cache(maxsize=4)
+def dataset(spec: str) -> DataSplit:
+    """The data set, loaded once per process (a worker runs many cells)."""
+    return load_dataset(spec)
+
+
+def run_cell(cell: Cell) -> dict:
+    """Train the cell's model and measure it; returns {"key", "model" (its JSON), "record"}.
+
+    One BLAS thread while it runs, where threadpoolctl is present, so that the float
+    training gives the same model in any process on this machine."""
+    try:
+        from threadpoolctl import threadpool_limits
+        limits = threadpool_limits(1)
+    except ImportError:          # without scikit-learn's helper: the environment decides
+        limits = None
+    try:
+        return _run_cell(cell)
+    finally:
+        if limits is not None:
+            limits.restore_original_limits()
+
+
+def _run_cell(cell: Cell) -> dict:
+    cfg = cell.config
+    data = dataset(cfg.dataset)
+    tc = TrainConfig(cell.arch, cfg.epochs, 128, 1e-3, 25, cell.train_ber, cell.seed)
+    model = train(tc, data).model()
+    engine = FastEngine(model)
+    x, y = data.x_test, data.y_test
+    bs = [(b, Fraction(b)) for b in (FIG1_B if cfg.experiment == "fig1" else PAPER_B)]
+    record = {"key": cell.key, "model": f"models/{cell.key}.json", "data": "data/test.npz", "arch": cell.arch,
+              "train_ber": cell.train_ber, "rep": cell.rep, "seed": cell.seed,
+              **metrics(engine, x, y, bs, with_importance=cfg.experiment != "fig1")}
+    if cfg.experiment == "fig1":
+        sweep = accuracy_sweep(engine, x, y, [(f"{p:g}", p) for p in cfg.eval_bers], cfg.sweep_reps,
+                               ErrorModel(0.0, cell.seed, 128))
+        record["bit_errors"] = {"seed": cell.seed, "batch_size": 128, "layers": None, "activations": False,
+                                "results": [s.as_dict() for s in sweep]}
+    return {"key": cell.key, "model": model_to_dict(model), "record": record}
+
+
+def estimate_seconds(config: Config, n_train: int, n_test: int, flops: float) -> float:
+    """A rough up-front estimate of the total single-core time: training is about 6 flops
+    per weight per sample per epoch (forward and backward), Algorithm 1 one forward pass of
+    the test set per neuron, each sweep repetition one per BER."""
+    total = 0.0
+    for arch in config.archs():
+        weights, neurons = _size(arch, config.dataset)
+        per_cell = 6 * weights * n_train * config.epochs + 2 * weights * n_test * (neurons + 1)
+        if config.experiment == "fig1":
+            per_cell += 2 * weights * n_test * len(config.eval_bers) * config.sweep_reps
+        total += per_cell * len(config.train_bers) * config.reps
+    return total / flops
+
+
+def _size(arch: str, dataset_spec: str) -> tuple[int, int]:
+    from ..training.architectures import PRESETS as ARCHS
+    from ..training.architectures import parse_arch
+
+    convs, fcs = parse_arch(ARCHS.get(arch, arch))
+    inputs = 64 if dataset_spec == "digits" else 784
+    widths = [w for w in convs if w != "mp"]
+    side = 8 if dataset_spec == "digits" else 28
+    weights, neurons, channels, k = 0, 0, 1, inputs
+    for w in convs:
+        if w == "mp":
+            side //= 2
+            continue
+        weights += 9 * channels * w * side * side
+        neurons += w
+        channels = w
+    if widths:
+        k = channels * side * side
+    for w in fcs:
+        weights += k * w
+        neurons += w
+        k = w
+    return weights + 10 * k, neurons
+
+
+def measured_flops() -> float:
+    """Float32 flops per second of one large GEMM on this machine (an upper bound of what
+    small training steps reach)."""
+    import time
+    a = np.ones((256, 256), np.float32)
+    start = time.perf_counter()
+    for _ in range(20):
+        a @ a
+    return 2 * 256 ** 3 * 20 / max(time.perf_counter() - start, 1e-9)
+
+
+# -- the paper's claims, tested over the repetitions ----------------------------------------
+
+def permutation_p(lower: list[float], higher: list[float]) -> float:
+    """One-sided p-value that `higher` tends to exceed `lower`: the Mann-Whitney U statistic
+    (pairs with higher > lower, ties counting 1/2) against its exact permutation
+    distribution, every split of the pooled values enumerated (seeded sampling of 20,000
+    splits above 200,000)."""
+    pooled = list(lower) + list(higher)
+    n = len(higher)
+
+    def u(hi_idx) -> float:
+        his = [pooled[i] for i in hi_idx]
+        los = [pooled[i] for i in range(len(pooled)) if i not in set(hi_idx)]
+        return sum(1.0 if h > lo else 0.5 if h == lo else 0.0 for h in his for lo in los)
+
+    observed = u(range(len(lower), len(pooled)))
+    total = math.comb(len(pooled), n)
+    if total <= 200_000:
+        splits = itertools.combinations(range(len(pooled)), n)
+        count = sum(1 for s in splits if u(s) >= observed)
+        return count / total
+    rng = np.random.default_rng(0)
+    hits = sum(1 for _ in range(20_000) if u(rng.choice(len(pooled), n, replace=False).tolist()) >= observed)
+    return (hits + 1) / 20_001
+
+
+@dataclass
+class ClaimResult:
+    claim: str
+    held: bool
+    evidence: list[str] = field(default_factory=list)
+
+
+def _value(record: dict, key: str) -> float:
+    return float(record[key]["value"])
+
+
+def _by(records: list[dict], arch: str, ber: float) -> list[dict]:
+    return [r for r in records if r["arch"] == arch and r["train_ber"] == ber]
+
+
+def paper_claims(config: Config, records: list[dict], alpha: float = 0.05) -> list[ClaimResult]:
+    """Each claim of the paper this experiment speaks to, tested on these records."""
+    out = []
+    flip_bers = [b for b in config.train_bers if b > 0]
+    if config.experiment in ("table3", "fig1") and flip_bers and 0.0 in config.train_bers:
+        res = ClaimResult("flip training raises T-bar (Table III, Fig. 1)", True)
+        for arch in config.archs():
+            base = [_value(r, "T_bar") for r in _by(records, arch, 0.0)]
+            for ber in flip_bers:
+                trained = [_value(r, "T_bar") for r in _by(records, arch, ber)]
+                if base and trained:
+                    p = permutation_p(base, trained)
+                    ok = p < alpha
+                    res.held &= ok if ber == max(flip_bers) else True
+                    res.evidence.append(f"{arch}, {ber:g} vs 0: mean T-bar {np.mean(trained):.4g} vs "
+                                        f"{np.mean(base):.4g}, p = {p:.3g}{'' if ok else ' (not significant)'}")
+        res.claim += f"; held means: significant at the largest training BER ({max(flip_bers):g}) for every size"
+        out.append(res)
+    if config.experiment in ("table3", "fig2") and 0.05 in config.train_bers and 0.0 in config.train_bers:
+        small = ClaimResult("smaller flip-trained BNNs have lower VAR(Pi) (Hypothesis 1, < 64 neurons, 5% BER)", True)
+        large = ClaimResult("for 64 neurons and more, VAR(Pi) is not lower with flip training (5% BER)", True)
+        for arch, n in zip(config.archs(), config.sizes):
+            base = [_value(r, "var_importance") for r in _by(records, arch, 0.0)]
+            trained = [_value(r, "var_importance") for r in _by(records, arch, 0.05)]
+            if not (base and trained):
+                continue
+            p = permutation_p(trained, base)       # does the flip-trained VAR(Pi) tend to be lower?
+            line = f"{arch}: mean VAR(Pi) {np.mean(trained):.3g} (5%) vs {np.mean(base):.3g} (0%), p = {p:.3g}"
+            if n < 64:
+                small.held &= p < alpha
+                small.evidence.append(line)
+            else:
+                large.held &= p >= alpha
+                large.evidence.append(line)
+        out += [c for c in (small, large) if c.evidence]
+    if config.experiment == "fig1" and flip_bers:
+        res = ClaimResult("the flip-trained BNN is more accurate under bit errors (Fig. 1, top)", True)
+        top = max(config.eval_bers)
+        for arch in config.archs():
+            base = [_accuracy_at(r, top) for r in _by(records, arch, 0.0)]
+            for ber in flip_bers:
+                trained = [_accuracy_at(r, top) for r in _by(records, arch, ber)]
+                if base and trained:
+                    p = permutation_p(base, trained)
+                    res.held &= p < alpha
+                    res.evidence.append(f"{arch}, trained at {ber:g}: mean accuracy at BER {top:g} "
+                                        f"{np.mean(trained):.4g} vs {np.mean(base):.4g}, p = {p:.3g}")
+        out.append(res)
+    return out
+
+
+def _accuracy_at(record: dict, ber: float) -> float:
+    for r in record["bit_errors"]["results"]:
+        if float(r["ber"]) == ber:
+            return float(r["mean"]["value"])
+    raise KeyError(ber)
+
+
+def check_config(config: Config) -> None:
+    """Refuse what cannot run, naming the option."""
+    if config.experiment not in EXPERIMENTS:
+        raise InputError(f"EXPERIMENT: {config.experiment!r} is not one of {', '.join(EXPERIMENTS)}")
+    if config.family not in FAMILIES:
+        raise InputError(f"--arch: {config.family!r} is not a family ({', '.join(FAMILIES)})")
+    if not config.sizes or any(n not in FAMILIES[config.family] for n in config.sizes):
+        raise InputError(f"--sizes: {list(config.sizes)}: the {config.family} family has sizes "
+                         f"{', '.join(map(str, FAMILIES[config.family]))}")
+    for opt, values in (("--train-ber", config.train_bers), ("--eval-ber", config.eval_bers)):
+        if not values or any(not 0 <= b < 1 for b in values):
+            raise InputError(f"{opt}: every BER must lie in [0, 1), got {list(values)}")

@@ -1,0 +1,95 @@
+"""The results of an experiment: results.json, results.csv, the table, plots and report.md
+(docs/experiments.md)."""
+from __future__ import annotations
+
+import csv
+import io
+import platform
+import sys
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from tabulate import tabulate
+
+from ..formats.files import atomic_open, read_json, write_json
+from . import plots
+from .experiments import Config, cells, paper_claims
+from .runner import record_path
+
+CSV_KEYS = ("arch", "train_ber", "rep", "seed", "accuracy", "T_bar", "var_importance", "model", "data")
+
+
+def collect(out: Path, config: Config) -> list[dict]:
+    """The records of every finished cell, in the experiment's fixed cell order."""
+    return [read_json(record_path(out, c)) for c in cells(config) if record_path(out, c).exists()]
+
+
+def _v(record: dict, key: str) -> Optional[float]:
+    return float(record[key]["value"]) if key in record else None
+
+
+def summary_rows(config: Config, records: list[dict]) -> list[list]:
+    """Per architecture and training BER: mean (min, max) of VAR(Pi) and T-bar, as in Table III."""
+    rows = []
+    for arch in config.archs():
+        for ber in config.train_bers:
+            rs = [r for r in records if r["arch"] == arch and r["train_ber"] == ber]
+            if not rs:
+                continue
+            row = [arch, f"{100 * ber:g}%", len(rs), f"{np.mean([_v(r, 'accuracy') for r in rs]):.4f}"]
+            for key in ("var_importance", "T_bar"):
+                vals = [_v(r, key) for r in rs if key in r]
+                row.append(f"{np.mean(vals):.3g} ({min(vals):.3g}, {max(vals):.3g})" if vals else "")
+            rows.append(row)
+    return rows
+
+
+HEADERS = ["arch", "train BER", "reps", "accuracy", "VAR(Pi) mean (min, max)", "T-bar mean (min, max)"]
+
+
+def write_results(out: Path, config: Config, records: list[dict]) -> None:
+    write_json(out / "results.json", records)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(CSV_KEYS)
+    for r in records:
+        w.writerow([_v(r, k) if isinstance(r.get(k), dict) else r.get(k, "") for k in CSV_KEYS])
+    with atomic_open(out / "results.csv", "w") as f:
+        f.write(buf.getvalue())
+
+
+def write_report(out: Path, config: Config, records: list[dict], command: str, elapsed: float) -> list[str]:
+    """report.md with the table, the plots (or why they are missing), the command, the
+    versions, and each claim of the paper with its test. Returns the figure files."""
+    figures = plots.FIGURES[config.experiment](config, records, out) if plots.available() else []
+    claims = paper_claims(config, records)
+    import numpy
+
+    import refbnn
+    lines = [f"# refbnn experiment {config.experiment}", "",
+             f"Command: `{command}`", "",
+             f"refbnn {getattr(refbnn, '__version__', '0.1.0')}, Python {sys.version.split()[0]}, NumPy "
+             f"{numpy.__version__}, {platform.platform()}; {len(records)} cells, {elapsed:.0f} s wall time.", "",
+             "Configuration: " + ", ".join(f"{k} = {v}" for k, v in config.as_json().items()), "",
+             "## Results", "", "Mean over the repetitions, (min, max) in brackets, as in the paper's Table III.", "",
+             tabulate(summary_rows(config, records), headers=HEADERS, tablefmt="github"), "",
+             "Every number comes from the model files in `models/` measured on `data/test.npz`; "
+             "`refbnn metrics models/KEY.json data/test.npz --importance` gives it again exactly. "
+             "Per cell: `results.json`, `results.csv`.", ""]
+    lines += ["## Figures", ""]
+    if figures:
+        lines += [f"![{name}]({name})" for name in figures if name.endswith(".png")] + [""]
+    else:
+        lines += ["Plots were skipped: matplotlib is not installed (`pip install 'refbnn[plots]'`).", ""]
+    lines += ["## The paper's claims, here", "",
+              "Each tested over the repetitions with a one-sided exact permutation test of the Mann-Whitney U "
+              "statistic (alpha 0.05). \"Not held\" is a result: this is not the paper's data set or budget.", ""]
+    for c in claims:
+        lines.append(f"- **{c.claim}**: {'held' if c.held else 'not held'}")
+        lines += [f"  - {e}" for e in c.evidence]
+    if not claims:
+        lines.append("- (this configuration tests none of them)")
+    with atomic_open(out / "report.md", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return figures

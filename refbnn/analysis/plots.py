@@ -1,0 +1,144 @@
+"""The paper's figures from experiment records (matplotlib, the `plots` extra).
+
+Fig. 1: accuracy over BER with the 95% interval band per model (top), T^b over b
+(bottom). Table III as a figure: VAR(Pi) and T-bar over the training BER per size,
+min/max whiskers. Fig. 2: Pi per neuron over layer size, a marker per layer, regular
+against flip-trained. Each is written as PNG and SVG.
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from ..biterrors.sweep import t_quantile_975
+from .experiments import Config
+
+MARKERS = ("o", "s", "^", "D", "v")
+
+
+def available() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, out: Path, name: str) -> list[str]:
+    from ..formats.files import atomic_open
+    names = []
+    for ext in ("png", "svg"):
+        path = out / f"{name}.{ext}"
+        with atomic_open(path, "wb") as f:
+            fig.savefig(f, format=ext, dpi=130, bbox_inches="tight")
+        names.append(path.name)
+    _pyplot().close(fig)
+    return names
+
+
+def _mean(records: list[dict], key: str) -> float:
+    return float(np.mean([float(r[key]["value"]) for r in records]))
+
+
+def fig1(config: Config, records: list[dict], out: Path) -> list[str]:
+    plt = _pyplot()
+    archs = config.archs()
+    fig, axes = plt.subplots(2, len(archs), figsize=(4.2 * len(archs), 6.5), squeeze=False)
+    colors = plt.cm.viridis(np.linspace(0, 0.85, len(config.train_bers)))
+    for col, arch in enumerate(archs):
+        top, bottom = axes[0, col], axes[1, col]
+        for color, ber in zip(colors, config.train_bers):
+            rs = [r for r in records if r["arch"] == arch and r["train_ber"] == ber]
+            if not rs:
+                continue
+            label = "regular" if ber == 0 else f"trained at {100 * ber:g}% BER"
+            evals = [float(e["ber"]) for e in rs[0]["bit_errors"]["results"]]
+            acc = np.array([[float(e["mean"]["value"]) for e in r["bit_errors"]["results"]] for r in rs])
+            m = acc.mean(axis=0)
+            # 95% Student-t band over the models' mean accuracies (one value per repetition)
+            half = t_quantile_975(len(rs) - 1) * acc.std(axis=0, ddof=1) / np.sqrt(len(rs)) if len(rs) > 1 else 0 * m
+            pct = [100 * e for e in evals]
+            top.plot(pct, 100 * m, marker="o", ms=3, color=color, label=label)
+            top.fill_between(pct, 100 * (m - half), 100 * (m + half), color=color, alpha=0.2)
+            bs = list(rs[0]["T"])
+            tb = np.array([[float(r["T"][b]["value"]) for b in bs] for r in rs]).mean(axis=0)
+            bottom.plot([float(Fraction(b)) for b in bs], tb, marker="o", ms=3, color=color, label=label)
+        top.set_title(f"{arch} on {config.dataset}")
+        top.set_xlabel("bit error rate at inference (%)")
+        top.set_ylabel("test accuracy (%)")
+        top.grid(alpha=0.3)
+        bottom.set_xscale("log", base=2)
+        bottom.set_xlabel("margin b (log scale)")
+        bottom.set_ylabel("$T^b$ (share of margins $\\geq b$)")
+        bottom.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out, "fig1")
+
+
+def table3(config: Config, records: list[dict], out: Path) -> list[str]:
+    plt = _pyplot()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    x = [100 * ber for ber in config.train_bers]
+    for k, arch in enumerate(config.archs()):
+        for ax, key in ((a, "var_importance"), (b, "T_bar")):
+            vals = [[float(r[key]["value"]) for r in records if r["arch"] == arch and r["train_ber"] == ber]
+                    for ber in config.train_bers]
+            if not all(vals):
+                continue
+            mean = np.array([np.mean(v) for v in vals])
+            lo, hi = mean - np.array([min(v) for v in vals]), np.array([max(v) for v in vals]) - mean
+            ax.errorbar(np.array(x) + 0.25 * (k - 2), mean, yerr=[lo, hi], marker=MARKERS[k % len(MARKERS)],
+                        capsize=3, label=arch)
+    a.set_yscale("log")
+    a.set_ylabel("VAR($\\Pi$), mean over repetitions (log scale)")
+    b.set_ylabel("$\\bar{T}$, mean over repetitions")
+    for ax in (a, b):
+        ax.set_xlabel("bit error rate during training (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, title="whiskers: min, max")
+    a.set_title(f"Table III as a figure: VAR($\\Pi$) ({config.dataset})")
+    b.set_title(f"Table III as a figure: $\\bar{{T}}$ ({config.dataset})")
+    fig.tight_layout()
+    return _save(fig, out, "table3")
+
+
+def fig2(config: Config, records: list[dict], out: Path) -> list[str]:
+    """Pi per neuron of the first repetition, over the size of the first layer."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    shown = [(0.0, "tab:red", "regular"), (0.05, "tab:blue", "trained at 5% BER")]
+    for k, (ber, color, label) in enumerate(shown):
+        for j, (arch, n) in enumerate(zip(config.archs(), config.sizes)):
+            rs = [r for r in records if r["arch"] == arch and r["train_ber"] == ber and r["rep"] == 0]
+            if not rs:
+                continue
+            r = rs[0]
+            start = 0
+            for layer_no, layer in enumerate(r["layers"]):
+                pi = [float(p["value"]) for p in r["importance"][start:start + layer["neurons"]]]
+                start += layer["neurons"]
+                xs = np.log2(n) + (k - 0.5) * 0.3 + np.linspace(-0.08, 0.08, len(pi))
+                ax.scatter(xs, pi, s=10, color=color, marker=MARKERS[layer_no % len(MARKERS)],
+                           label=f"{label}, layer {layer_no + 1}" if j == 0 else None, alpha=0.7)
+    ax.set_xticks([np.log2(n) for n in config.sizes], [str(n) for n in config.sizes])
+    ax.set_xlabel("neurons in the first layer")
+    ax.set_ylabel("$\\Pi$ (relative accuracy drop when flipped)")
+    ax.axhline(0, color="gray", lw=0.5)
+    ax.set_title(f"Fig. 2: neuron importance, {config.family} on {config.dataset}")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, out, "fig2")
+
+
+FIGURES = {"fig1": fig1, "table3": table3, "fig2": fig2}

@@ -1,0 +1,144 @@
+"""`refbnn experiment`: rerun the paper's Fig. 1, Table III and Fig. 2."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+from tabulate import tabulate
+
+from ..analysis.experiments import (
+    EXPERIMENTS,
+    FAMILIES,
+    FIG1_EVAL_BERS,
+    PRESETS,
+    TABLE3_BERS,
+    Config,
+    cells,
+    check_config,
+    estimate_seconds,
+    measured_flops,
+)
+from ..analysis.expreport import HEADERS, collect, summary_rows, write_report, write_results
+from ..analysis.runner import connect, finished, run_cells
+from ..formats.datafile import write_data
+from ..formats.files import InputError, read_json, write_json
+from ..formats.values import parse_bers, parse_naturals
+from .common import SEED, Progress, parsed
+from .group import main
+
+DEFAULT_BERS = {"table3": TABLE3_BERS, "fig1": (0.0, 0.05, 0.1, 0.2), "fig2": (0.0, 0.05)}
+
+
+def _config(experiment, preset, dataset, family, sizes, train_ber, reps, epochs, seed, eval_ber, sweep_reps) -> Config:
+    p = PRESETS[preset]
+    fam = family or "fc"
+    default_sizes = FAMILIES[fam] if experiment != "fig1" else (FAMILIES[fam][-1],)
+    cfg = Config(experiment=experiment, dataset=dataset or p["dataset"], family=fam,
+                 sizes=tuple(parsed(sizes, parse_naturals, "--sizes")) if sizes else default_sizes,
+                 train_bers=tuple(b for _, b in parsed(train_ber, parse_bers, "--train-ber")) if train_ber else
+                 DEFAULT_BERS[experiment],
+                 reps=reps or p["reps"], epochs=epochs or p["epochs"], seed=seed,
+                 eval_bers=tuple(b for _, b in parsed(eval_ber, parse_bers, "--eval-ber")) if eval_ber else FIG1_EVAL_BERS,
+                 sweep_reps=sweep_reps or p["sweep_reps"])
+    check_config(cfg)
+    return cfg
+
+
+def _same_config(out: Path, cfg: Config) -> bool:
+    """True if `out` already holds this configuration; an error naming the first parameter
+    that differs if it holds another."""
+    path = out / "experiment.json"
+    if not path.exists():
+        return False
+    have = read_json(path)
+    want = cfg.as_json()
+    for key in want:
+        if have.get(key) != want[key]:
+            raise InputError(f"{path}: {key}: this directory holds a run with {key} = {have.get(key)!r}, "
+                             f"not {want[key]!r}; results are never mixed (use another --out)")
+    return True
+
+
+@main.command("experiment", short_help="Rerun the paper's Fig. 1, Table III or Fig. 2, with statistics.")
+@click.argument("experiment", type=click.Choice(EXPERIMENTS))
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="quick", show_default=True,
+              help="quick: digits, 15 epochs, 3 repetitions (minutes); paper: Fashion-MNIST, 100 epochs, "
+                   "10 repetitions (the paper's section V-A). Options below override it.")
+@click.option("--dataset", default=None, help="digits, fashion-mnist, or any data set `refbnn train` reads.")
+@click.option("--arch", "family", type=click.Choice(sorted(FAMILIES)), default=None,
+              help="The Table III family: fc (N,N) or cnn (N,N,2N).  [default: fc]")
+@click.option("--sizes", default=None, help="Comma-separated family sizes N (fc: 8..128, cnn: 8..64).")
+@click.option("--train-ber", default=None, help="Comma-separated BERs during training.")
+@click.option("--reps", type=click.IntRange(1, 1000), default=None, help="Repetitions (models) per cell.")
+@click.option("--epochs", type=click.IntRange(1, 10**4), default=None)
+@click.option("--seed", default=0, show_default=True, type=SEED,
+              help="Every cell's seed is derived from it and the cell's key.")
+@click.option("--eval-ber", default=None, help="fig1: BERs at inference for the accuracy curve.")
+@click.option("--sweep-reps", type=click.IntRange(1, 1000), default=None,
+              help="fig1: repetitions of the flip patterns per BER.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Results directory: models/, data/, cells/, results.json, results.csv, plots, report.md.")
+@click.option("--jobs", type=click.IntRange(1, 1024), default=None,
+              help="Local worker processes.  [default: the number of cores]")
+@click.option("--scheduler", default=None, help="tcp://HOST:PORT of a Dask scheduler to run the cells on.")
+@click.option("--resume", is_flag=True, help="Continue a run in --out: skip the finished cells.")
+@click.option("--dry-run", is_flag=True, help="Only print the cells and the time estimate.")
+def experiment_cmd(experiment, preset, dataset, family, sizes, train_ber, reps, epochs, seed, eval_ber, sweep_reps,
+                   out_dir, jobs, scheduler, resume, dry_run) -> None:
+    """Rerun one of the paper's experiments: train every cell (architecture x training
+    BER x repetition), measure it exactly, and write tables, plots and report.md.
+
+    Cells have stable keys and seeds derived from them, so the results do not depend
+    on where or in which order cells run: --jobs N runs them in local processes,
+    --scheduler sends them to a Dask cluster, with the same results. --resume skips
+    finished cells; killing a run loses at most the cells in flight.
+    """
+    import os
+
+    cfg = _config(experiment, preset, dataset, family, sizes, train_ber, reps, epochs, seed, eval_ber, sweep_reps)
+    out = Path(out_dir)
+    jobs = jobs or os.cpu_count() or 1
+    client = connect(scheduler) if scheduler else None      # before anything is written
+    from ..analysis.experiments import dataset as load
+    data = load(cfg.dataset)
+    todo_all = cells(cfg)
+    seconds = estimate_seconds(cfg, len(data.y_train), len(data.y_test), measured_flops() * 0.25)
+    workers = len(client.scheduler_info()["workers"]) if client is not None else jobs
+    click.echo(f"{experiment}: {len(todo_all)} cells ({len(cfg.sizes)} sizes x {len(cfg.train_bers)} training "
+               f"BERs x {cfg.reps} repetitions) on {cfg.dataset}, {cfg.epochs} epochs; estimated "
+               f"{seconds / 60:.1f} min of one core, {seconds / 60 / max(workers, 1):.1f} min on {workers} "
+               f"worker{'s' if workers != 1 else ''} (rough: from the flop count)")
+    if dry_run:
+        return
+    if _same_config(out, cfg):
+        if not resume and any(finished(out, c) for c in todo_all):
+            raise InputError(f"{out}: holds results of this configuration; --resume continues it")
+    elif resume and (out / "cells").exists():
+        raise InputError(f"{out}/experiment.json: missing; --resume needs the directory of an earlier run")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "experiment.json", cfg.as_json())
+    (out / "data").mkdir(exist_ok=True)
+    write_data(out / "data" / "test.npz", data.x_test, data.y_test)
+    todo = [c for c in todo_all if not finished(out, c)]
+    if len(todo) < len(todo_all):
+        click.echo(f"--resume: {len(todo_all) - len(todo)} cells finished, {len(todo)} to run")
+    start = time.perf_counter()
+    try:
+        with Progress("cells") as progress:
+            failed = run_cells(out, todo, jobs, client, progress)
+    finally:
+        if client is not None:
+            client.close()
+    records = collect(out, cfg)
+    write_results(out, cfg, records)
+    command = "refbnn " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["experiment"] else f"refbnn experiment {experiment}"
+    figures = write_report(out, cfg, records, command, time.perf_counter() - start)
+    click.echo(tabulate(summary_rows(cfg, records), headers=HEADERS))
+    click.echo(f"wrote {out}/results.json, results.csv, report.md" + (f", {', '.join(figures)}" if figures else
+                                                                       " (plots skipped: no matplotlib)"))
+    if failed:
+        click.echo(f"{len(failed)} cells failed (their workers died twice): {', '.join(failed[:5])}; "
+                   "--resume runs them again")
+        sys.exit(1)
