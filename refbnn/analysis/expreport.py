@@ -83,8 +83,10 @@ def write_report(out: Path, config: Config, records: list[dict], command: str, e
     else:
         lines += ["Plots were skipped: matplotlib is not installed (`pip install 'refbnn[plots]'`).", ""]
     lines += ["## The paper's claims, here", "",
-              "Each tested over the repetitions with a one-sided exact permutation test of the Mann-Whitney U "
-              "statistic (alpha 0.05). \"Not held\" is a result: this is not the paper's data set or budget.", ""]
+              "Each comparison is a one-sided exact permutation test of the Mann-Whitney U statistic over the "
+              "repetitions (significant at p <= 0.05); a claim holds when most of its comparisons are significant "
+              "(\"not lower\": when none is). \"Not held\" is a result: this is not the paper's data set or "
+              "budget.", ""]
     for c in claims:
         lines.append(f"- **{c.claim}**: {'held' if c.held else 'not held'}")
         lines += [f"  - {e}" for e in c.evidence]

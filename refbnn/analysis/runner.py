@@ -62,7 +62,7 @@ def run_cells(out: Path, todo: list[Cell], jobs: int, client=None,
     return _pool(todo, jobs, store)
 
 
-def _pool(todo: list[Cell], jobs: int, store) -> list[str]:
+def _pool(todo: list[Cell], jobs: int, store, fn: Callable[[Cell], dict] = run_cell) -> list[str]:
     failed: list[str] = []
     pending, attempts = list(todo), {c.key: 0 for c in todo}
     # One BLAS thread per worker (the variable is read when a worker imports NumPy), so
@@ -72,7 +72,7 @@ def _pool(todo: list[Cell], jobs: int, store) -> list[str]:
     while pending:
         retry = []
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(run_cell, c): c for c in pending}
+            futures = {pool.submit(fn, c): c for c in pending}
             for fut in as_completed(futures):
                 cell = futures[fut]
                 try:
@@ -81,7 +81,7 @@ def _pool(todo: list[Cell], jobs: int, store) -> list[str]:
                     attempts[cell.key] += 1
                     (retry if attempts[cell.key] <= RETRIES else failed).append(cell)
         pending = retry
-    return [c.key if isinstance(c, Cell) else c for c in failed]
+    return [c.key for c in failed]
 
 
 def connect(scheduler: str):

@@ -64,7 +64,7 @@ def _same_config(out: Path, cfg: Config) -> bool:
 @main.command("experiment", short_help="Rerun the paper's Fig. 1, Table III or Fig. 2, with statistics.")
 @click.argument("experiment", type=click.Choice(EXPERIMENTS))
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="quick", show_default=True,
-              help="quick: digits, 15 epochs, 3 repetitions (minutes); paper: Fashion-MNIST, 100 epochs, "
+              help="quick: digits, 60 epochs, 3 repetitions (minutes); paper: Fashion-MNIST, 100 epochs, "
                    "10 repetitions (the paper's section V-A). Options below override it.")
 @click.option("--dataset", default=None, help="digits, fashion-mnist, or any data set `refbnn train` reads.")
 @click.option("--arch", "family", type=click.Choice(sorted(FAMILIES)), default=None,

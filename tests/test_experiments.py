@@ -1,0 +1,185 @@
+"""`refbnn experiment` (docs/experiments.md): results equal `refbnn metrics` on the saved
+files, a local pool and a Dask LocalCluster give identical results, a killed run resumes
+to the same results, a dying worker's cell is retried once and stored once, and bad
+input exits 2 with nothing half written."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("sklearn")            # the digits data set
+
+from refbnn.analysis.experiments import Config, cells, permutation_p  # noqa: E402
+from refbnn.cli import main  # noqa: E402
+
+TINY = ["--sizes", "8", "--train-ber", "0,0.1", "--reps", "2", "--epochs", "2"]
+
+
+def _run(*args):
+    return CliRunner().invoke(main, ["experiment", *map(str, args)])
+
+
+@pytest.fixture(scope="module")
+def table3_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("exp") / "t3"
+    r = _run("table3", *TINY, "--out", out, "--jobs", "1")
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_every_number_equals_refbnn_metrics_on_the_saved_files(table3_run):
+    """Property: every cell's record holds exactly what `refbnn metrics --importance --json`
+    gives on its saved model and test data, and results.json lists every cell once."""
+    records = json.loads((table3_run / "results.json").read_text())
+    assert len(records) == 4 and len({r["key"] for r in records}) == 4
+    for r in records:
+        js = table3_run / "m.json"
+        m = CliRunner().invoke(main, ["metrics", str(table3_run / r["model"]), str(table3_run / r["data"]),
+                                      "--importance", "--json", str(js)])
+        assert m.exit_code == 0
+        doc = json.loads(js.read_text())
+        for key in ("accuracy", "T", "T_bar", "layers", "importance", "var_importance", "inputs", "neurons"):
+            assert r[key] == doc[key], key
+    csv = (table3_run / "results.csv").read_text().splitlines()
+    assert csv[0].startswith("arch,train_ber,rep,seed,accuracy") and len(csv) == 5
+
+
+def test_report_and_plots(table3_run):
+    """Property: report.md shows the table, links the plot, states each tested claim with its
+    p-values; the PNG is a real image of readable size with more than one colour."""
+    report = (table3_run / "report.md").read_text()
+    assert "| fc-8" in report and "![table3.png](table3.png)" in report
+    assert "flip training raises T-bar" in report and "p = " in report
+    png = (table3_run / "table3.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", png[16:24])
+    assert width >= 800 and height >= 300
+    import matplotlib.pyplot as plt
+    pixels = plt.imread(str(table3_run / "table3.png"))
+    assert len(np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0)) > 10
+    assert (table3_run / "table3.svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_fig1_and_fig2_write_their_figures(tmp_path):
+    """Property: fig1 measures accuracy over BER per cell (the eval layout, with intervals)
+    and draws fig1.png; fig2 records Pi per neuron and draws fig2.png."""
+    r = _run("fig1", "--sizes", "8", "--train-ber", "0,0.1", "--reps", "2", "--epochs", "2",
+             "--eval-ber", "0,0.1,0.3", "--sweep-reps", "2", "--out", tmp_path / "f1", "--jobs", "1")
+    assert r.exit_code == 0, r.output
+    rec = json.loads((tmp_path / "f1" / "results.json").read_text())[0]
+    assert [e["ber"] for e in rec["bit_errors"]["results"]] == ["0", "0.1", "0.3"]
+    assert (tmp_path / "f1" / "fig1.png").stat().st_size > 10_000
+    r = _run("fig2", "--sizes", "8,16", "--reps", "1", "--epochs", "2", "--out", tmp_path / "f2", "--jobs", "1")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "f2" / "fig2.png").stat().st_size > 10_000
+    assert "VAR(Pi)" in (tmp_path / "f2" / "report.md").read_text()
+
+
+def test_local_pool_and_dask_local_cluster_give_identical_results(table3_run, tmp_path):
+    """Property: the same configuration run in 2 local processes and on a
+    distributed.LocalCluster of 2 worker processes writes a results.json identical to the
+    in-process run, byte for byte."""
+    distributed = pytest.importorskip("distributed")
+    r = _run("table3", *TINY, "--out", tmp_path / "pool", "--jobs", "2")
+    assert r.exit_code == 0, r.output
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        r = _run("table3", *TINY, "--out", tmp_path / "dask", "--scheduler", cluster.scheduler_address)
+    assert r.exit_code == 0, r.output
+    reference = (table3_run / "results.json").read_bytes()
+    assert (tmp_path / "pool" / "results.json").read_bytes() == reference
+    assert (tmp_path / "dask" / "results.json").read_bytes() == reference
+
+
+def test_killed_run_resumes_to_the_same_results(table3_run, tmp_path):
+    """Property: a run killed with SIGKILL after some cells and restarted with --resume gives
+    a results.json identical to the uninterrupted run's; no cell is recorded twice."""
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "refbnn.cli", "experiment", "table3", *TINY, "--out", str(out), "--jobs", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((out / "cells").glob("*.json")) if (out / "cells").exists() else []) < 1:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(list((out / "cells").glob("*.json")))
+    assert 1 <= done < 4, "the kill came too late to test anything"
+    r = _run("table3", *TINY, "--out", out, "--resume", "--jobs", "1")
+    assert r.exit_code == 0 and f"{done} cells finished" in r.output, r.output
+    assert (out / "results.json").read_bytes() == (table3_run / "results.json").read_bytes()
+
+
+def test_a_dying_worker_is_retried_and_its_cell_stored_once(table3_run, tmp_path, monkeypatch):
+    """Property: when a worker process dies mid-cell, the cell runs again (once) and every cell
+    is stored exactly once, with the same numbers as an undisturbed run."""
+    from experiment_worker import dies_once
+
+    from refbnn.analysis import runner
+
+    monkeypatch.setenv("REFBNN_TEST_MARKER", str(tmp_path / "died"))
+    cfg = Config.from_json(json.loads((table3_run / "experiment.json").read_text()))
+    out = tmp_path / "retry"
+    (out / "models").mkdir(parents=True)
+    (out / "cells").mkdir()
+    stored = []
+    failed = runner._pool(cells(cfg), 2, lambda res: (stored.append(res["key"]), runner._store(out, res)), dies_once)
+    assert failed == [] and (tmp_path / "died").exists()
+    assert sorted(stored) == sorted(c.key for c in cells(cfg))
+    for c in cells(cfg):
+        assert (out / "cells" / f"{c.key}.json").read_text() == (table3_run / "cells" / f"{c.key}.json").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["table3", "--sizes", "7"], "--sizes: [7]: the fc family has sizes 8, 16, 32, 64, 128"),
+    (["table3", "--train-ber", "0,1"], "--train-ber: every BER must lie in [0, 1)"),
+    (["table3", "--train-ber", "0,x"], "--train-ber: 'x' is not a number"),
+    (["fig3"], "'fig3' is not one of 'fig1', 'table3', 'fig2'"),
+    (["table3", "--scheduler", "tcp://127.0.0.1:9"], "--scheduler: cannot reach tcp://127.0.0.1:9 within 5 s"),
+])
+def test_bad_input_exits_2_and_writes_nothing(tmp_path, args, message):
+    """Property: bad experiment names, sizes, BERs and an unreachable scheduler exit 2 with one
+    line naming the option, within seconds, and the results directory is never created."""
+    start = time.time()
+    r = _run(*args, *(["--out", tmp_path / "o"] if args[0] != "fig3" else []))
+    assert r.exit_code == 2 and message in r.output, r.output
+    assert not (tmp_path / "o").exists()
+    assert time.time() - start < 20
+
+
+def test_results_of_another_configuration_are_never_mixed(table3_run):
+    """Property: a directory that holds another configuration is refused, naming the parameter
+    that differs; the same configuration without --resume is refused too."""
+    r = _run("table3", "--sizes", "8", "--train-ber", "0,0.1", "--reps", "2", "--epochs", "3", "--out", table3_run)
+    assert r.exit_code == 2 and "epochs: this directory holds a run with epochs = 2, not 3" in r.output
+    r = _run("table3", *TINY, "--out", table3_run)
+    assert r.exit_code == 2 and "--resume continues it" in r.output
+
+
+def test_permutation_test_by_hand():
+    """Property: the exact one-sided permutation p of the U statistic, by hand: higher = [3, 4]
+    against lower = [1, 2] is the most extreme of C(4, 2) = 6 splits, p = 1/6; identical
+    samples give p = 1 (every split is at least as extreme, ties counting 1/2)."""
+    assert permutation_p([1, 2], [3, 4]) == pytest.approx(1 / 6)
+    assert permutation_p([1, 1], [1, 1]) == 1.0
+    assert permutation_p([3, 4], [1, 2]) == 1.0
+
+
+def test_paper_preset_prints_its_cost():
+    """Property: --preset paper --dry-run states the paper's budget (Fashion, 100 epochs, 10
+    repetitions, 300 cells) and an estimate, and runs nothing."""
+    pytest.importorskip("sklearn")
+    fashion = Path("/usr/share/datasets/fashion-mnist")
+    if not fashion.exists():
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    r = _run("table3", "--preset", "paper", "--out", "/nonexistent/x", "--dry-run")
+    assert r.exit_code == 0 and "300 cells" in r.output and "100 epochs" in r.output and "min on" in r.output
