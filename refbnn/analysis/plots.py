@@ -87,7 +87,7 @@ def fig1(config: Config, records: list[dict], out: Path) -> list[str]:
 
 def table3(config: Config, records: list[dict], out: Path) -> list[str]:
     plt = _pyplot()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 5))
     x = [100 * ber for ber in config.train_bers]
     for k, arch in enumerate(config.archs()):
         for ax, key in ((a, "var_importance"), (b, "T_bar")):
@@ -105,10 +105,13 @@ def table3(config: Config, records: list[dict], out: Path) -> list[str]:
     for ax in (a, b):
         ax.set_xlabel("bit error rate during training (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, title="whiskers: min, max")
+    # one legend below both panels, where it covers no data
+    handles, labels = a.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9,
+               title="first-layer width (whiskers: min and max over the repetitions)", title_fontsize=9)
     a.set_title(f"Table III as a figure: VAR($\\Pi$) ({config.dataset})")
     b.set_title(f"Table III as a figure: $\\bar{{T}}$ ({config.dataset})")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
     return _save(fig, out, "table3")
 
 
