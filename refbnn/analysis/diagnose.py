@@ -89,7 +89,7 @@ def _independent(model: Model, engine: VariantEngine, xb, given: Trace, sl: slic
 
 # -- comparing -------------------------------------------------------------------------------
 
-def _border(model: Model, l: int, shape: tuple[int, ...], before_threshold: bool) -> Optional[np.ndarray]:
+def _border(model: Model, l: int, shape: tuple[int, ...]) -> Optional[np.ndarray]:
     """Positions of the tensor entering (or leaving) threshold layer l whose receptive field
     touches the padding of the conv layer that feeds it; None if that conv has no padding."""
     w = max(i for i in range(l) if hasattr(model.layers[i], "weight"))
@@ -135,7 +135,7 @@ def _patterns(model: Model, name: str, ours: np.ndarray, theirs: np.ndarray, dif
         if negative.any() and np.all(negative[channel[differ]]):
             out.append(f"all {n} differences are in channels with polarity -1")
         if ours.ndim == 4:
-            border = _border(model, l, ours.shape, name[0] == "h")
+            border = _border(model, l, ours.shape)
             if border is not None:
                 at_border = np.broadcast_to(border, ours.shape)[differ]
                 if np.all(at_border):
@@ -201,9 +201,11 @@ def _trace_array(trace: Trace, name: str) -> np.ndarray:
 
 # -- the conventions that explain a difference ---------------------------------------------------
 
-def forward_alternatives(pairs: bool = True) -> list[tuple[tuple[str, ...], Variant]]:
-    """The registry's forward-pass alternatives, single and (where they combine) in pairs."""
-    single = [((c.name,), c.variant) for c in REGISTRY.values() if c.variant.forward or c.variant.argmax_last]
+def forward_alternatives(model: Model, pairs: bool = True) -> list[tuple[tuple[str, ...], Variant]]:
+    """The registry's forward-pass alternatives that can change something on `model`, single
+    and (where they combine) in pairs."""
+    single = [((c.name,), c.variant) for c in REGISTRY.values()
+              if (c.variant.forward or c.variant.argmax_last) and _applicable(model, c.variant)]
     out = list(single)
     if pairs:
         for k, (na, va) in enumerate(single):
@@ -217,7 +219,7 @@ def forward_alternatives(pairs: bool = True) -> list[tuple[tuple[str, ...], Vari
 def diagnose_trace(model: Model, x: np.ndarray, trace: Trace) -> list[Match]:
     """The alternatives (single first, then pairs) under which every trace array is reproduced."""
     matches = []
-    for names, v in forward_alternatives():
+    for names, v in forward_alternatives(model):
         if any(set(m.names) <= set(names) for m in matches):
             continue     # a pair that only adds to a match already found
         ref = reference_arrays(model, x, v)
