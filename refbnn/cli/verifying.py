@@ -77,7 +77,7 @@ def verify_cmd(model_path, data_path, claims_path, trace_path, trace_mode, self_
     result: dict = {"model": model_path, "data": data_path}
     failed = False
     if claims_path:
-        failed |= _claims(model, data, claims_path, atol, alpha, engine, diagnose, verbose, result)
+        failed |= _claims(model, data, data_path, claims_path, atol, alpha, engine, diagnose, verbose, result)
     if trace_path:
         failed |= _trace(model, data, trace_path, trace_mode, diagnose, result)
     if self_check:
@@ -90,12 +90,12 @@ def verify_cmd(model_path, data_path, claims_path, trace_path, trace_mode, self_
     sys.exit(1 if failed else 0)
 
 
-def _claims(model, data, path, atol, alpha, engine, diagnose, verbose, result) -> bool:
+def _claims(model, data, data_path, path, atol, alpha, engine, diagnose, verbose, result) -> bool:
     claims = read_claims(path)
     try:
         checks = check_claims(ENGINES[engine](model), model, data, claims, path, atol, alpha=alpha)
     except ZeroAccuracyError as e:
-        raise InputError(f"{data.path if hasattr(data, 'path') else 'DATA'}: {e}") from None
+        raise InputError(f"{data_path}: {e}") from None
     bad = [c for c in checks if not c["pass"]]
     click.echo(f"claims: {len(checks)} checked, {len(checks) - len(bad)} pass, {len(bad)} fail")
     shown = checks if verbose else _first_per_quantity(bad)
