@@ -427,3 +427,15 @@ def test_damaged_traces_are_bad_input_not_crashes(setup, tmp_path, data):
     r = CliRunner().invoke(main, ["verify", str(d / "m.json"), str(d / "d.npz"), "--trace", str(tmp_path / "t.npz"),
                                   "--no-diagnose"])
     _check(r)
+
+
+def test_importance_claims_on_zero_accuracy_data_exit_2(setup, tmp_path):
+    """Property: Pi is undefined at accuracy 0 (docs/semantics.md §5), so importance claims on
+    such data exit 2 naming the data file."""
+    d, model, x, y, _ = setup
+    wrong = (np.asarray(FastEngine(model).predictions(x)) + 1) % 3          # every label wrong
+    write_data(tmp_path / "zero.npz", x, wrong)
+    write_claims(tmp_path / "c.json", var_importance=0.0)
+    r = CliRunner().invoke(main, ["verify", str(d / "m.json"), str(tmp_path / "zero.npz"),
+                                  "--claims", str(tmp_path / "c.json")])
+    assert r.exit_code == 2 and "zero.npz" in r.output and "accuracy A is 0" in r.output
