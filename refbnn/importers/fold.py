@@ -151,8 +151,6 @@ class _Folder:
 
     def affine(self, s: AffineStep) -> None:
         t = self.t
-        if t.kind == "input" and self.layers:
-            raise RefusedError(f"{s.where}: an affine map after a flatten of the input")
         if t.clipped:
             raise RefusedError(f"{s.where}: an affine map after a clip changes where the sign flips")
         mul = _per_channel(s.mul, t.shape[0], s.where, "the factor")
