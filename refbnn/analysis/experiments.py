@@ -135,13 +135,13 @@ def _run_cell(cell: Cell) -> dict:
     return {"key": cell.key, "model": model_to_dict(model), "record": record}
 
 
-def estimate_seconds(config: Config, n_train: int, n_test: int, flops: float) -> float:
+def estimate_seconds(config: Config, input_shape: tuple, n_train: int, n_test: int, flops: float) -> float:
     """A rough up-front estimate of the total single-core time: training is about 6 flops
-    per weight per sample per epoch (forward and backward), Algorithm 1 one forward pass of
-    the test set per neuron, each sweep repetition one per BER."""
+    per weight per sample per epoch (forward and backward), Algorithm 1 at most one
+    forward pass of the test set per neuron, each sweep repetition one per BER."""
     total = 0.0
     for arch in config.archs():
-        weights, neurons = _size(arch, config.dataset)
+        weights, neurons = _size(arch, tuple(input_shape))
         per_cell = 6 * weights * n_train * config.epochs + 2 * weights * n_test * (neurons + 1)
         if config.experiment == "fig1":
             per_cell += 2 * weights * n_test * len(config.eval_bers) * config.sweep_reps
@@ -149,29 +149,26 @@ def estimate_seconds(config: Config, n_train: int, n_test: int, flops: float) ->
     return total / flops
 
 
-def _size(arch: str, dataset_spec: str) -> tuple[int, int]:
-    from ..training.architectures import PRESETS as ARCHS
+def _size(arch: str, input_shape: tuple) -> tuple[int, int]:
+    """(multiply-adds of one forward pass, neurons) of an architecture on inputs of this shape."""
     from ..training.architectures import parse_arch
 
-    convs, fcs = parse_arch(ARCHS.get(arch, arch))
-    inputs = 64 if dataset_spec == "digits" else 784
-    widths = [w for w in convs if w != "mp"]
-    side = 8 if dataset_spec == "digits" else 28
-    weights, neurons, channels, k = 0, 0, 1, inputs
+    convs, fcs = parse_arch(arch)
+    channels, side = (input_shape[0], input_shape[-1]) if len(input_shape) == 3 else (1, 0)
+    macs, neurons = 0, 0
     for w in convs:
         if w == "mp":
             side //= 2
             continue
-        weights += 9 * channels * w * side * side
+        macs += 9 * channels * w * side * side
         neurons += w
         channels = w
-    if widths:
-        k = channels * side * side
+    k = channels * side * side if convs else int(np.prod(input_shape))
     for w in fcs:
-        weights += k * w
+        macs += k * w
         neurons += w
         k = w
-    return weights + 10 * k, neurons
+    return macs + 10 * k, neurons
 
 
 def measured_flops() -> float:

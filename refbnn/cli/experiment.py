@@ -1,6 +1,7 @@
 """`refbnn experiment`: rerun the paper's Fig. 1, Table III and Fig. 2."""
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -104,7 +105,8 @@ def experiment_cmd(experiment, preset, dataset, family, sizes, train_ber, reps, 
     from ..analysis.experiments import dataset as load
     data = load(cfg.dataset)
     todo_all = cells(cfg)
-    seconds = estimate_seconds(cfg, len(data.y_train), len(data.y_test), measured_flops() * 0.25)
+    seconds = estimate_seconds(cfg, data.x_train.shape[1:], len(data.y_train), len(data.y_test),
+                               measured_flops() * 0.25)
     workers = len(client.scheduler_info()["workers"]) if client is not None else jobs
     click.echo(f"{experiment}: {len(todo_all)} cells ({len(cfg.sizes)} sizes x {len(cfg.train_bers)} training "
                f"BERs x {cfg.reps} repetitions) on {cfg.dataset}, {cfg.epochs} epochs; estimated "
@@ -133,7 +135,8 @@ def experiment_cmd(experiment, preset, dataset, family, sizes, train_ber, reps, 
             client.close()
     records = collect(out, cfg)
     write_results(out, cfg, records)
-    command = "refbnn " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["experiment"] else f"refbnn experiment {experiment}"
+    command = ("refbnn " + shlex.join(sys.argv[1:])) if sys.argv[1:2] == ["experiment"] else \
+        f"refbnn experiment {experiment} (called from Python)"
     figures = write_report(out, cfg, records, command, time.perf_counter() - start)
     click.echo(tabulate(summary_rows(cfg, records), headers=HEADERS))
     click.echo(f"wrote {out}/results.json, results.csv, report.md" + (f", {', '.join(figures)}" if figures else
