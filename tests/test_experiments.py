@@ -183,3 +183,25 @@ def test_paper_preset_prints_its_cost():
         pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
     r = _run("table3", "--preset", "paper", "--out", "/nonexistent/x", "--dry-run")
     assert r.exit_code == 0 and "300 cells" in r.output and "100 epochs" in r.output and "min on" in r.output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", ["table3", "fig1"])
+def test_quick_presets_run_and_match_refbnn_metrics(experiment, tmp_path):
+    """Property: `refbnn experiment table3|fig1 --preset quick` runs as the README says,
+    writes the table, plot and report, and every record's metrics equal `refbnn metrics`
+    on its saved model (checked on one cell per architecture and training BER)."""
+    out = tmp_path / experiment
+    r = _run(experiment, "--preset", "quick", "--out", out, "--jobs", "2")
+    assert r.exit_code == 0, r.output
+    assert (out / f"{experiment}.png").exists() and "## The paper's claims, here" in (out / "report.md").read_text()
+    records = json.loads((out / "results.json").read_text())
+    assert len(records) == {"table3": 90, "fig1": 12}[experiment]
+    for rec in (r for r in records if r["rep"] == 0):
+        js = tmp_path / "m.json"
+        args = ["metrics", str(out / rec["model"]), str(out / rec["data"]), "--b", ",".join(rec["T"]), "--json", str(js)]
+        assert CliRunner().invoke(main, args + (["--importance"] if "importance" in rec else [])).exit_code == 0
+        doc = json.loads(js.read_text())
+        assert all(rec[k] == doc[k] for k in ("accuracy", "T", "T_bar", "layers")), rec["key"]
+        if "importance" in rec:
+            assert rec["importance"] == doc["importance"] and rec["var_importance"] == doc["var_importance"]
