@@ -57,6 +57,7 @@ def test_every_number_equals_refbnn_metrics_on_the_saved_files(table3_run):
 def test_report_and_plots(table3_run):
     """Property: report.md shows the table, links the plot, states each tested claim with its
     p-values; the PNG is a real image of readable size with more than one colour."""
+    pytest.importorskip("matplotlib")
     report = (table3_run / "report.md").read_text()
     assert "| fc-8" in report and "![table3.png](table3.png)" in report
     assert "flip training raises T-bar" in report and "p = " in report
@@ -73,6 +74,7 @@ def test_report_and_plots(table3_run):
 def test_fig1_and_fig2_write_their_figures(tmp_path):
     """Property: fig1 measures accuracy over BER per cell (the eval layout, with intervals)
     and draws fig1.png; fig2 records Pi per neuron and draws fig2.png."""
+    pytest.importorskip("matplotlib")
     r = _run("fig1", "--sizes", "8", "--train-ber", "0,0.1", "--reps", "2", "--epochs", "2",
              "--eval-ber", "0,0.1,0.3", "--sweep-reps", "2", "--out", tmp_path / "f1", "--jobs", "1")
     assert r.exit_code == 0, r.output
@@ -191,6 +193,7 @@ def test_quick_presets_run_and_match_refbnn_metrics(experiment, tmp_path):
     """Property: `refbnn experiment table3|fig1 --preset quick` runs as the README says,
     writes the table, plot and report, and every record's metrics equal `refbnn metrics`
     on its saved model (checked on one cell per architecture and training BER)."""
+    pytest.importorskip("matplotlib")
     out = tmp_path / experiment
     r = _run(experiment, "--preset", "quick", "--out", out, "--jobs", "2")
     assert r.exit_code == 0, r.output
