@@ -208,3 +208,16 @@ def test_quick_presets_run_and_match_refbnn_metrics(experiment, tmp_path):
         assert all(rec[k] == doc[k] for k in ("accuracy", "T", "T_bar", "layers")), rec["key"]
         if "importance" in rec:
             assert rec["importance"] == doc["importance"] and rec["var_importance"] == doc["var_importance"]
+
+
+def test_without_matplotlib_the_report_says_plots_were_skipped(tmp_path, monkeypatch):
+    """Property: without the plots extra everything else still runs, and report.md and the
+    command's output say that the plots were skipped."""
+    from refbnn.analysis import plots
+
+    monkeypatch.setattr(plots, "available", lambda: False)
+    r = _run("table3", "--sizes", "8", "--train-ber", "0", "--reps", "1", "--epochs", "1",
+             "--out", tmp_path / "np", "--jobs", "1")
+    assert r.exit_code == 0 and "plots skipped" in r.output
+    assert "Plots were skipped: matplotlib is not installed" in (tmp_path / "np" / "report.md").read_text()
+    assert not list((tmp_path / "np").glob("*.png"))
