@@ -116,10 +116,10 @@ _QONNX_EVAL = {"BipolarQuant": _bipolar_quant, "Quant": _quant, "IntQuant": _qua
 
 
 class _Reader:
-    def __init__(self, model, where: str):
+    """Walks the nodes in order: constants are evaluated, activations become Syms."""
+
+    def __init__(self, model):
         self.model = model
-        self.where = where
-        self.opsets = {o.domain: o.version for o in model.opset_import}
         self.const: dict[str, np.ndarray] = {}
         self.sym: dict[str, Sym] = {}
 
@@ -619,12 +619,12 @@ def _static_shape(value_info) -> tuple[Optional[int], Optional[tuple[int, ...]]]
     return vals[0], (tuple(rest) if all(v for v in rest) else None)
 
 
-def read_graph(model, where: str, input_shape: Optional[tuple[int, ...]] = None) -> Graph:
-    """The steps of an ONNX ModelProto (already loaded and checked)."""
+def read_graph(model, input_shape: Optional[tuple[int, ...]] = None) -> Graph:
+    """The steps of an ONNX ModelProto; `input_shape` ([C, H, W] or [K]) where the graph has none."""
     from onnx import numpy_helper
 
     g = model.graph
-    reader = _Reader(model, where)
+    reader = _Reader(model)
     for init in g.initializer:
         try:
             reader.const[init.name] = numpy_helper.to_array(init)

@@ -98,7 +98,7 @@ def import_model(path: str | os.PathLike, *, z: Optional[int] = None, input_map:
 
         proto = _load_onnx(path)
         try:
-            graph = read_graph(proto, path, shape)
+            graph = read_graph(proto, shape)
         except RefusedError as e:
             raise RefusedError(f"{path}: {e}") from None
         steps, shape, output = graph.steps, graph.input_shape, graph.output_name
