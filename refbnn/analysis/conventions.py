@@ -19,7 +19,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from ..biterrors.masks import ErrorModel, activation_layers, batches, keyed_mask
-from ..engines.fast import FastEngine
+from ..engines.fast import FastEngine, weight_signs
 from ..engines.ops import im2col, maxpool
 from ..semantics.importance import accuracy, importance_variance, relative_drop
 from ..semantics.margin import Tolerance
@@ -166,9 +166,13 @@ class VariantEngine:
         batch, so that variants that differ only in their metric switches run it once."""
         self.model, self.v, self.batch_size = model, variant, batch_size
         self.shared = shared
-        self._w = {i: np.where(np.array(l.weight.bits.tolist(), dtype=bool), 1.0, -1.0).reshape(l.weight.shape)
-                   for i, l in enumerate(model.layers) if isinstance(l, (Linear, Conv2d))}
-        self._fast = FastEngine(model)
+        # The weights as float64 +-1 and the contract's engine depend on the model only:
+        # built once and kept in `shared` for every variant of one diagnosis.
+        cache = shared if shared is not None else {}
+        if "weights" not in cache:
+            cache["weights"] = {i: weight_signs(model, i).astype(np.float64) for i in model.weight_indices}
+            cache["fast"] = FastEngine(model)
+        self._w, self._fast = cache["weights"], cache["fast"]
 
     # -- the forward pass -------------------------------------------------------------------
 

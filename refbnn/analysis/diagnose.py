@@ -314,8 +314,8 @@ def diagnose_claims(model: Model, data, claims: dict, path: str, atol: float, ch
             continue
         engine = VariantEngine(model, v, shared=shared)
         if v.signature != signature:       # keep one forward pass in memory at a time (and Pi)
-            for key in [k for k in shared if k[0] != "pi"]:
-                del shared[key]
+            for key in [k for k in shared if isinstance(k, tuple) and isinstance(k[0], tuple)]:
+                del shared[key]       # forward runs (keyed by a signature), not weights or Pi
             signature = v.signature
         sub = {k: val for k, val in claims.items() if FAMILY.get(k) in affects}
         if any(k in sub for k in ("importance", "var_importance")) and engine.importance_cost(len(data.y)) > budget:

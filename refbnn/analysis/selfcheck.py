@@ -14,7 +14,7 @@ import numpy as np
 
 from ..biterrors.masks import ErrorModel, read_masks, write_masks
 from ..biterrors.sweep import accuracy_sweep, correct_under_errors
-from ..engines.fast import FastEngine
+from ..engines.fast import FastEngine, weight_signs
 from ..engines.interpreter import Interpreter
 from ..semantics.importance import accuracy, importance_variance
 from ..semantics.model import Conv2d, Flatten, Linear, Model, Threshold, Weight
@@ -24,8 +24,6 @@ REFERENCE_INPUTS = 10          # inputs run through the (slow) bitarray interpre
 REFERENCE_PI_BUDGET = 2**22    # neurons x weight bits up to which it also runs Algorithm 1
 
 
-def _weights(layer) -> np.ndarray:
-    return np.array(layer.weight.bits.tolist(), dtype=bool).reshape(layer.weight.shape)
 
 
 def permuted_model(model: Model, t: int, perm: np.ndarray) -> Model:
@@ -36,12 +34,12 @@ def permuted_model(model: Model, t: int, perm: np.ndarray) -> Model:
     w = max(i for i in range(t) if isinstance(layers[i], (Linear, Conv2d)))
     nxt = min(i for i in range(t + 1, len(layers)) if isinstance(layers[i], (Linear, Conv2d)))
     src = layers[w]
-    bits = _weights(src)[perm]
+    bits = weight_signs(model, w)[perm] > 0
     layers[w] = Conv2d(Weight.from_array(bits), src.padding) if isinstance(src, Conv2d) else Linear(
         Weight.from_array(bits))
     thr = layers[t]
     layers[t] = Threshold(tuple(thr.thresholds[k] for k in perm), tuple(thr.polarity[k] for k in perm))
-    nb = _weights(layers[nxt])
+    nb = weight_signs(model, nxt) > 0
     if isinstance(layers[nxt], Conv2d):
         nb = nb[:, perm]
         layers[nxt] = Conv2d(Weight.from_array(nb), layers[nxt].padding)
