@@ -22,9 +22,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 from engine import fashion_cnn, fashion_fc  # noqa: E402
 
-from refbnn.analysis.conventions import Variant, VariantEngine  # noqa: E402
-from refbnn.analysis.diagnose import diagnose_claims  # noqa: E402
-from refbnn.analysis.verify import check_claims  # noqa: E402
+from refbnn.verify.conventions import Variant, VariantEngine  # noqa: E402
+from refbnn.verify.diagnose import diagnose_claims  # noqa: E402
+from refbnn.verify.checker import check_claims  # noqa: E402
 from refbnn.engines.fast import FastEngine  # noqa: E402
 from refbnn.formats.datafile import Dataset  # noqa: E402
 from refbnn.formats.values import exact  # noqa: E402

@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 from engine import bare_float32, fashion_fc, float32_weights  # noqa: E402
 
-from refbnn.biterrors.masks import ErrorModel, batches, keyed_mask  # noqa: E402
+from refbnn.biterrors.masks import ErrorModel, error_batches, keyed_mask  # noqa: E402
 from refbnn.biterrors.sweep import accuracy_sweep  # noqa: E402
 from refbnn.engines.fast import FastEngine  # noqa: E402
 
@@ -34,7 +34,7 @@ def rebuild_per_batch(model, x, y, bers, reps, em) -> int:
     correct = 0
     for _, p in bers:
         for r in range(reps):
-            for j, sl in batches(len(y), em.batch_size):
+            for j, sl in error_batches(len(y), em.batch_size):
                 weights = [keyed_mask(em.seed, r, j, t, model.layers[i].weight.shape, p)
                            for t, i in enumerate(model.weight_indices)]
                 correct += int((FastEngine(model, weights).predictions(x[sl]) == y[sl]).sum())
@@ -44,7 +44,7 @@ def rebuild_per_batch(model, x, y, bers, reps, em) -> int:
 def masks_only(model, n, bers, reps, em) -> None:
     for _, p in bers:
         for r in range(reps):
-            for j, sl in batches(n, em.batch_size):
+            for j, sl in error_batches(n, em.batch_size):
                 [keyed_mask(em.seed, r, j, t, model.layers[i].weight.shape, p)
                  for t, i in enumerate(model.weight_indices)]
 

@@ -4,7 +4,7 @@ attempt at one cell: the runner must retry that cell and store every cell exactl
 import os
 from pathlib import Path
 
-from refbnn.analysis.experiments import run_cell
+from refbnn.experiments.cells import run_cell
 
 
 def dies_once(cell):

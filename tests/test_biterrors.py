@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from strategies import model_cases
 
-from refbnn.analysis.example import example_data, example_model
+from refbnn.measure.bars import example_data, example_model
 from refbnn.biterrors.flipprob import flip_probability_float, layer_flip_probabilities, neuron_flip_probability
 from refbnn.biterrors.masks import ErrorModel, below, keyed_mask, pattern
 from refbnn.biterrors.sweep import Summary, accuracy_sweep, correct_under_errors

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from hypothesis import given
 from strategies import model_cases
 
-from refbnn.analysis.certify import _score_bound, adversarial_masks, certified_k, certified_ks, check_certificates
+from refbnn.measure.certify import _score_bound, adversarial_masks, certified_k, certified_ks, check_certificates
 from refbnn.cli import main
 from refbnn.engines.fast import FastEngine
 from refbnn.engines.interpreter import Interpreter

@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import model_cases
 
-from refbnn.analysis.certify import certified_k, certified_ks
-from refbnn.analysis.example import example_data, example_model
+from refbnn.measure.certify import certified_k, certified_ks
+from refbnn.measure.bars import example_data, example_model
 from refbnn.engines.fast import FastEngine, _exact_dtype, exact_float
 from refbnn.engines.interpreter import Interpreter
 from refbnn.formats.datafile import read_data, write_data

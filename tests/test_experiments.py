@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 pytest.importorskip("sklearn")            # the digits data set
 
-from refbnn.analysis.experiments import Config, cells, permutation_p  # noqa: E402
+from refbnn.experiments.cells import Config, cells, permutation_p  # noqa: E402
 from refbnn.cli import main  # noqa: E402
 
 TINY = ["--sizes", "8", "--train-ber", "0,0.1", "--reps", "2", "--epochs", "2"]
@@ -126,7 +126,7 @@ def test_a_dying_worker_is_retried_and_its_cell_stored_once(table3_run, tmp_path
     is stored exactly once, with the same numbers as an undisturbed run."""
     from experiment_worker import dies_once
 
-    from refbnn.analysis import runner
+    from refbnn.experiments import runner
 
     monkeypatch.setenv("REFBNN_TEST_MARKER", str(tmp_path / "died"))
     cfg = Config.from_json(json.loads((table3_run / "experiment.json").read_text()))
@@ -213,7 +213,7 @@ def test_quick_presets_run_and_match_refbnn_metrics(experiment, tmp_path):
 def test_without_matplotlib_the_report_says_plots_were_skipped(tmp_path, monkeypatch):
     """Property: without the plots extra everything else still runs, and report.md and the
     command's output say that the plots were skipped."""
-    from refbnn.analysis import plots
+    from refbnn.experiments import plots
 
     monkeypatch.setattr(plots, "available", lambda: False)
     r = _run("table3", "--sizes", "8", "--train-ber", "0", "--reps", "1", "--epochs", "1",

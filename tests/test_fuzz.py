@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from refbnn.analysis.example import example_data, example_model
+from refbnn.measure.bars import example_data, example_model
 from refbnn.cli import main
 from refbnn.formats.datafile import write_data
 from refbnn.formats.modelfile import model_to_dict, write_model

@@ -13,7 +13,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from proofs import theorem1
-from refbnn.analysis.certify import certified_k
+from refbnn.measure.certify import certified_k
 from refbnn.engines.interpreter import Interpreter
 from refbnn.semantics.margin import margin
 from refbnn.semantics.model import Linear, Model, Threshold, Weight
@@ -103,7 +103,7 @@ def test_a_corollary_without_the_tie_rule_is_refuted():
 @given(st.integers(0, 2**32 - 1), st.sampled_from([1, 2]))
 def test_the_corollary_checker_computes_refbnns_certified_k(seed, z):
     """Property: on 2-2-2 networks, the checker's vectorised certified k equals
-    `refbnn.analysis.certify.certified_k` on the reference run, so the enumeration above
+    `refbnn.measure.certify.certified_k` on the reference run, so the enumeration above
     checks refbnn's own rule."""
     rng = np.random.default_rng(seed)
     w1, w2 = rng.choice([1, -1], (2, 2)), rng.choice([1, -1], (2, 2))

@@ -48,7 +48,7 @@ def test_fold_batchnorm_covers_negative_zero_gamma_and_integer_tau():
 
 def test_fold_batchnorm_scales_tau_by_Z_in_the_first_layer():
     # float h = integer h / Z with Z = 16; tau_float = 0.3 -> tau = 4.8 on integers -> s = 4
-    thr = fold_batchnorm(bn_with([0.3], [1.0], [1.0], [0.0]), 16, reach=100)
+    thr = fold_batchnorm(bn_with([0.3], [1.0], [1.0], [0.0]), 1 / 16, reach=100)
     assert thr.thresholds == (4,)
 
 

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from strategies import model_cases
 from test_fuzz import _check, _mutated
 
-from refbnn.analysis.conventions import REGISTRY, Variant, VariantEngine
-from refbnn.analysis.statistics import audit_masks, chi2_two_sided, judge_accuracies, t_two_sided
+from refbnn.verify.conventions import REGISTRY, Variant, VariantEngine
+from refbnn.verify.statistics import audit_masks, chi2_two_sided, judge_accuracies, t_two_sided
 from refbnn.biterrors.masks import ErrorModel, MaskSet, read_masks, write_masks
 from refbnn.claims import write_claims, write_trace
 from refbnn.cli import main
@@ -358,7 +358,7 @@ def test_self_checks_pass_and_a_broken_engine_fails(setup, monkeypatch):
     names = [c["check"] for c in out["self"]]
     assert any("BER 0" in n for n in names) and any("permuting the neurons" in n for n in names)
     assert any("negates its h" in n for n in names) and any("replay" in n for n in names)
-    import refbnn.analysis.selfcheck as sc
+    import refbnn.verify.selfcheck as sc
 
     class Broken(sc.Interpreter):
         def predictions(self, xs, flip=None, act_masks=None):

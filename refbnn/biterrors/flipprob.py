@@ -14,6 +14,7 @@ import numpy as np
 from ..engines.ops import im2col
 from ..semantics.model import Conv2d
 from ..semantics.theorem1 import flips_to_change
+from ..engines.fast import FastEngine
 
 
 def neuron_flip_probability(agree: int, disagree: int, m: int, p: Fraction) -> Fraction:
@@ -57,7 +58,7 @@ def flip_probability_float(agree: int, disagree: int, m: int, p: float) -> float
     return float((py * tail[np.maximum(idx, 0)]).sum())
 
 
-def layer_flip_probabilities(engine, x: np.ndarray, ps: Sequence[float]) -> dict[int, list[float]]:
+def layer_flip_probabilities(engine: FastEngine, x: np.ndarray, ps: Sequence[float]) -> dict[int, list[float]]:
     """Mean output flip probability of each hidden threshold layer (neurons directly after
     a weight layer, not the first one) over inputs, neurons and positions, per p.
     Computed from the closed form, grouped by the distinct (agree, disagree, m)."""
@@ -67,7 +68,7 @@ def layer_flip_probabilities(engine, x: np.ndarray, ps: Sequence[float]) -> dict
         if nl.first or nl.weight_index != nl.threshold_index - 1:
             continue     # first layer (integer inputs) and pooled h: not a binomial difference
         counts: dict[tuple[int, int, int], int] = {}
-        for sl in engine.batches(len(x)):
+        for sl in engine.memory_slices(len(x)):
             outs = engine.outputs(x[sl])
             layer = model.layers[nl.weight_index]
             inp = outs[nl.weight_index - 1]

@@ -113,7 +113,7 @@ def pattern(model: Model, em: ErrorModel, r: int, j: int, batch: int) -> tuple[l
     return masks_at(keyed_draws(model, em, r, j), em.p, batch)
 
 
-def batches(n: int, batch_size: int) -> Iterator[tuple[int, slice]]:
+def error_batches(n: int, batch_size: int) -> Iterator[tuple[int, slice]]:
     """(j, slice) of the j-th batch of `batch_size` inputs (the last may be shorter)."""
     for j, start in enumerate(range(0, n, batch_size)):
         yield j, slice(start, min(n, start + batch_size))

@@ -18,15 +18,16 @@ from typing import Callable, Iterator, Optional, Sequence
 import numpy as np
 
 from ..formats.values import exact
-from .masks import ErrorModel, MaskSet, batches, below, keyed_draws, pattern, raw_threshold
+from .masks import ErrorModel, MaskSet, below, error_batches, keyed_draws, pattern, raw_threshold
+from ..engines.protocol import Engine
 
 
-def correct_under_errors(engine, x: np.ndarray, y: np.ndarray, em: ErrorModel, r: int,
+def correct_under_errors(engine: Engine, x: np.ndarray, y: np.ndarray, em: ErrorModel, r: int,
                          given: Optional[MaskSet] = None) -> int:
     """Correct predictions in repetition r: each batch j under its own flip pattern (keyed,
     or taken from a MaskSet). `engine` is a clean engine of the model."""
     correct = 0
-    for j, sl in batches(len(y), em.batch_size):
+    for j, sl in error_batches(len(y), em.batch_size):
         if given is not None:
             weights, acts = given.pattern(r, j, sl.stop - sl.start)
         else:
@@ -35,13 +36,13 @@ def correct_under_errors(engine, x: np.ndarray, y: np.ndarray, em: ErrorModel, r
     return correct
 
 
-def _correct(engine, x: np.ndarray, y: np.ndarray, weights: list, acts: dict) -> int:
+def _correct(engine: Engine, x: np.ndarray, y: np.ndarray, weights: list, acts: dict) -> int:
     """Correct predictions of one batch read through one flip pattern."""
     flipped = engine.with_flips(weights) if any(w is not None for w in weights) else engine
     return int((np.asarray(flipped.predictions(x, act_masks=acts or None)) == y).sum())
 
 
-def accuracy_sweep(engine, x: np.ndarray, y: np.ndarray, bers: Sequence[tuple[str, float]], reps: int,
+def accuracy_sweep(engine: Engine, x: np.ndarray, y: np.ndarray, bers: Sequence[tuple[str, float]], reps: int,
                    em: ErrorModel, given: Optional[MaskSet] = None,
                    progress: Optional[Callable[[int, int], None]] = None) -> list["Summary"]:
     """Exact accuracy of each repetition r < reps at each BER (named, value) of `bers`, under
@@ -57,7 +58,7 @@ def accuracy_sweep(engine, x: np.ndarray, y: np.ndarray, bers: Sequence[tuple[st
         return [Summary(name, [Fraction(c, n) for c in row]) for (name, _), row in zip(bers, counts)]
     counts = [[0] * reps for _ in bers]
     ascending = sorted((p, b) for b, (_, p) in enumerate(bers) if p > 0)
-    keys = [(r, j, sl) for r in range(reps) for j, sl in batches(n, em.batch_size)]
+    keys = [(r, j, sl) for r in range(reps) for j, sl in error_batches(n, em.batch_size)]
     for (r, j, sl), draws in zip(keys, _draws(engine.model, em, keys, [p for p, _ in ascending])):
         if len(ascending) < len(bers):   # BER 0: the clean predictions
             clean = _correct(engine, x[sl], y[sl], [], {})

@@ -1,6 +1,6 @@
 """The `refbnn` command line (docs/semantics.md §9): parse options, call one library
-function, print. The computation lives in `refbnn.analysis`, `refbnn.biterrors` and
-`refbnn.training`.
+function, print. The computation lives in `refbnn.measure`, `refbnn.verify`,
+`refbnn.experiments`, `refbnn.biterrors`, `refbnn.importers` and `refbnn.training`.
 
 Every command prints a readable table, writes JSON with `--json PATH` (atomically:
 nothing is written unless the command succeeds), and exits 0 on success, 1 when a

@@ -1,7 +1,6 @@
 """`refbnn experiment`: rerun the paper's Fig. 1, Table III and Fig. 2."""
 from __future__ import annotations
 
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -9,7 +8,7 @@ from pathlib import Path
 import click
 from tabulate import tabulate
 
-from ..analysis.experiments import (
+from ..experiments.cells import (
     EXPERIMENTS,
     FAMILIES,
     FIG1_EVAL_BERS,
@@ -21,8 +20,8 @@ from ..analysis.experiments import (
     estimate_seconds,
     measured_flops,
 )
-from ..analysis.expreport import HEADERS, collect, summary_rows, write_report, write_results
-from ..analysis.runner import connect, finished, run_cells
+from ..experiments.report import HEADERS, collect, portable_command, summary_rows, write_report, write_results
+from ..experiments.runner import connect, finished, run_cells
 from ..formats.datafile import write_data
 from ..formats.files import InputError, read_json, write_json
 from ..formats.values import parse_bers, parse_naturals
@@ -102,7 +101,7 @@ def experiment_cmd(experiment, preset, dataset, family, sizes, train_ber, reps, 
     out = Path(out_dir)
     jobs = jobs or os.cpu_count() or 1
     client = connect(scheduler) if scheduler else None      # before anything is written
-    from ..analysis.experiments import dataset as load
+    from ..experiments.cells import dataset as load
     data = load(cfg.dataset)
     todo_all = cells(cfg)
     seconds = estimate_seconds(cfg, data.x_train.shape[1:], len(data.y_train), len(data.y_test),
@@ -135,7 +134,7 @@ def experiment_cmd(experiment, preset, dataset, family, sizes, train_ber, reps, 
             client.close()
     records = collect(out, cfg)
     write_results(out, cfg, records)
-    command = ("refbnn " + shlex.join(sys.argv[1:])) if sys.argv[1:2] == ["experiment"] else \
+    command = portable_command(sys.argv[1:], out) if sys.argv[1:2] == ["experiment"] else \
         f"refbnn experiment {experiment} (called from Python)"
     figures = write_report(out, cfg, records, command, time.perf_counter() - start)
     click.echo(tabulate(summary_rows(cfg, records), headers=HEADERS))

@@ -7,8 +7,8 @@ import click
 import numpy as np
 from tabulate import tabulate
 
-from ..analysis.certify import certified_accuracy, check_certificates
-from ..analysis.report import metrics
+from ..measure.certify import certified_accuracy, check_certificates
+from ..measure.metrics import metrics
 from ..engines.fast import FastEngine
 from ..engines.interpreter import Interpreter
 from ..formats.files import InputError, write_json

@@ -7,8 +7,8 @@ from typing import Optional
 import click
 from tabulate import tabulate
 
-from ..analysis.example import example_data, example_model
-from ..analysis.report import describe_model
+from ..measure.bars import example_data, example_model
+from ..measure.metrics import describe_model
 from ..formats.datafile import write_data
 from ..formats.files import write_json
 from ..formats.modelfile import read_model, write_model

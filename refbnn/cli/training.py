@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 from tabulate import tabulate
 
-from ..analysis.demo import demo
+from ..measure.demo import demo
 from ..formats.datafile import write_data
 from ..formats.files import write_json
 from ..formats.modelfile import write_model

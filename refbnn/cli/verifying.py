@@ -8,10 +8,10 @@ from typing import Optional
 import click
 from tabulate import tabulate
 
-from ..analysis.diagnose import claim_key, compare_trace, diagnose_claims, diagnose_trace, failure_patterns
-from ..analysis.selfcheck import self_checks
-from ..analysis.statistics import audit_masks
-from ..analysis.verify import check_claims, read_claims
+from ..verify.diagnose import claim_key, compare_trace, diagnose_claims, diagnose_trace, failure_patterns
+from ..verify.selfcheck import self_checks
+from ..verify.statistics import audit_masks
+from ..verify.checker import check_claims, read_claims
 from ..biterrors.masks import ErrorModel, read_masks
 from ..formats.files import InputError, write_json
 from ..formats.tracefile import read_trace

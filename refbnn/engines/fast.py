@@ -5,8 +5,8 @@ Same interface as `refbnn.engines.interpreter.Interpreter` (`predictions`,
 very same results: the tests demand exact equality.
 
 Beyond the protocol, the engine offers an analysis surface for the commands that
-reason about exact integers in bulk (`refbnn.analysis.certify`, the exact flip
-probability in `refbnn.biterrors`): `batches`, `outputs` (every layer's output),
+reason about exact integers in bulk (`refbnn.measure.certify`, the exact flip
+probability in `refbnn.biterrors`): `memory_slices`, `outputs` (every layer's output),
 `weight_matrix`, `thresholds`, `odd_margins`, `signed_margins` and `predicted`; and
 `flipped`, which negates weights in place for a block (bit error sweeps).
 `refbnn.engines.incremental` is a friend: it also uses `_weight_layer` and
@@ -108,7 +108,7 @@ class FastEngine:
             self._cmp[nl.threshold_index] = np.clip(s, -bound - 1, bound).astype(cmp_type)
         self.batch_size = self._batch_size()
         if weight_masks is not None:
-            self._w = self._flipped(weight_masks)
+            self._w = self._negated_weights(weight_masks)
 
     def with_flips(self, weight_masks: Optional[Sequence]) -> "FastEngine":
         """The same engine reading its weights through `weight_masks` (one per weight layer,
@@ -116,7 +116,7 @@ class FastEngine:
         engine already holds, so nothing is unpacked or converted again. A flip is
         transient: the masks apply to the stored weights, not to earlier flips."""
         engine = copy.copy(self)
-        engine._w = self._flipped(weight_masks)
+        engine._w = self._negated_weights(weight_masks)
         return engine
 
     @contextmanager
@@ -138,7 +138,9 @@ class FastEngine:
             for flat, idx in touched:
                 flat[idx] *= -1
 
-    def _flipped(self, weight_masks: Optional[Sequence]) -> dict[int, np.ndarray]:
+    def _negated_weights(self, weight_masks: Optional[Sequence]) -> dict[int, np.ndarray]:
+        """A new layer -> matrix dict: the clean weights with each masked entry negated
+        (what `with_flips` installs; `flipped` instead negates in place and undoes)."""
         out = dict(self._clean)
         for i, mask in zip(self.model.weight_indices, check_masks(weight_masks, self.model)):
             if mask is not None:
@@ -161,7 +163,11 @@ class FastEngine:
                 per_input += 8 * prod(model.shapes[i][1:]) * prod(layer.weight.shape[1:])
         return max(1, int(self.memory // per_input))
 
-    def batches(self, n: int):
+    def layer_dtype(self, i: int) -> type:
+        """The exact float type in which weight layer i multiplies (see `exact_float`)."""
+        return self._dtype[i]
+
+    def memory_slices(self, n: int) -> Iterator[slice]:
         """Slices of at most `batch_size` inputs covering 0..n-1 in order."""
         for start in range(0, n, self.batch_size):
             yield slice(start, min(n, start + self.batch_size))
@@ -259,7 +265,7 @@ class FastEngine:
         """The predicted class of every input; `act_masks[i]` holds one mask per input."""
         xs = np.asarray(xs)
         out = np.empty(len(xs), dtype=np.int64)
-        for sl in self.batches(len(xs)):
+        for sl in self.memory_slices(len(xs)):
             masks = {i: m[sl] for i, m in act_masks.items()} if act_masks else None
             out[sl] = self.predicted(self.outputs(xs[sl], flip, masks)[-1])
         return out
@@ -277,7 +283,7 @@ class FastEngine:
         if model.neurons == 0:
             raise ValueError("the model has no neurons (no threshold layer): T is undefined")
         counts = [{b: 0 for b in bs} for _ in model.neuron_layers]
-        for sl in self.batches(len(xs)):
+        for sl in self.memory_slices(len(xs)):
             outs = self.outputs(xs[sl])
             for l, nl in enumerate(model.neuron_layers):
                 z = model.Z if nl.first else 1
@@ -328,7 +334,7 @@ class FastEngine:
         ys = np.asarray(ys)
         correct = np.zeros(model.neurons, dtype=np.int64)
         clean_correct = 0
-        batches = list(self.batches(len(xs)))
+        batches = list(self.memory_slices(len(xs)))
         for k, sl in enumerate(batches):
             outs = self.outputs(xs[sl])
             clean_correct += int((self.predicted(outs[-1]) == ys[sl]).sum())

@@ -132,7 +132,7 @@ class BatchFlips:
         """W of layer j transposed (fan-in major), cached: its rows gather fast. float32 is
         exact here: the sums are of at most fan-in terms of magnitude 2 (< 2**24)."""
         if j not in self._wt:
-            self._wt[j] = np.ascontiguousarray(self.engine.weight_matrix(j).T, dtype=self.engine._dtype[j])
+            self._wt[j] = np.ascontiguousarray(self.engine.weight_matrix(j).T, dtype=self.engine.layer_dtype(j))
         return self._wt[j]
 
     def _threshold_step(self, j: int, rows, changed, sub):

@@ -16,6 +16,7 @@ from typing import Any
 
 from bitarray import bitarray
 
+from ..semantics.batchnorm import THRESHOLD_LIMIT
 from ..semantics.model import Conv2d, Flatten, Linear, MaxPool2d, Model, ModelError, Threshold, Weight
 from .files import InputError, read_json, write_json
 
@@ -31,7 +32,7 @@ LIMITS = {
     "weight_bits": 2**30,        # bits of one weight tensor
     "tensor": 2**24,             # values of any one intermediate tensor, per input
     "Z": 2**20,                  # input magnitude bound
-    "threshold": 2**53,          # |s_n|
+    "threshold": THRESHOLD_LIMIT,  # |s_n| (refbnn.semantics.batchnorm)
 }
 
 _LAYER_KEYS = {

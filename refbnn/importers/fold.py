@@ -8,26 +8,21 @@ The fold keeps, for the tensor at hand, per channel: value = a * q + c, where q 
 A weight layer with weights +-alpha_n turns a binary input (a, c) into
 h-space: v_n = alpha_n a h_n + alpha_n sum_j w_nj c_j + bias_n. Affine steps and batch
 norm compose into (a, c); a sign then decides +1 iff a h + c > 0 (or >= 0), which is
-an integer threshold with a polarity (docs/semantics.md §2.3, §8):
-
-  a > 0, v > 0:  h > tau           <=> h > floor(tau)        polarity +1
-  a > 0, v >= 0: h >= tau          <=> h > ceil(tau) - 1     polarity +1
-  a < 0, v > 0:  h < tau           <=> h <= ceil(tau) - 1    polarity -1
-  a < 0, v >= 0: h <= tau          <=> h <= floor(tau)       polarity -1
-
-with tau = -c / a computed exactly (as a Fraction) from the float64 a and c.
+an integer threshold with a polarity: `refbnn.semantics.batchnorm.sign_threshold`, the
+rule the trainer's export uses too (its table: docs/semantics.md §10.3), with
+tau = -c / a computed exactly (as a Fraction) from the float64 a and c.
 Everything that would need an approximation is refused with the step it came from.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Optional, Sequence
 
 import numpy as np
 
 from ..formats.files import InputError
+from ..semantics.batchnorm import sign_threshold, tau_as_float
 from ..semantics.model import Conv2d, Flatten, Linear, MaxPool2d, Model, ModelError, Threshold, Weight, infer_shapes
 from .steps import AffineStep, BatchNormStep, ClipStep, FlattenStep, MonotoneStep, PoolStep, SignStep, Step, WeightStep
 
@@ -219,10 +214,10 @@ class _Folder:
             return
         thresholds, polarity, tau = [], [], []
         for n, (a, c) in enumerate(zip(t.a, t.c)):
-            s_n, pol, tau_n = _threshold(float(a), float(c), s.strict, t.reach)
+            s_n, pol, tau_n = sign_threshold(float(a), float(c), s.strict, t.reach)
             thresholds.append(s_n)
             polarity.append(pol)
-            tau.append(tau_n)
+            tau.append(math.inf if tau_n is None else tau_as_float(tau_n))
         tau = np.array(tau)
         tol = _tie_tolerance(t)
         self.layers.append(Threshold(tuple(thresholds), tuple(polarity)))
@@ -306,21 +301,6 @@ class _Folder:
             return Model.build(self.input_shape, self.z, self.layers)
         except ModelError as e:
             raise RefusedError(f"the folded model: {e}") from None
-
-
-def _threshold(a: float, c: float, strict: bool, reach: int) -> tuple[int, int, float]:
-    """(s, polarity, tau) of +1 iff a h + c > 0 (strict) or >= 0, for integer |h| <= reach."""
-    if a == 0:
-        up = c > 0 if strict else c >= 0
-        return (-reach - 1 if up else reach), 1, math.inf
-    tau = -Fraction(c) / Fraction(a)
-    floor, ceil = math.floor(tau), math.ceil(tau)
-    if a > 0:
-        s, pol = (floor, 1) if strict else (ceil - 1, 1)
-    else:
-        s, pol = (ceil - 1, -1) if strict else (floor, -1)
-    # Beyond the reachable range every threshold acts the same: keep |s| <= reach + 1.
-    return max(-reach - 1, min(reach, s)), pol, float(tau)
 
 
 def _tie_tolerance(t: _Tensor) -> float:

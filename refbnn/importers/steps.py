@@ -15,6 +15,8 @@ from typing import Optional
 
 import numpy as np
 
+from ..semantics.batchnorm import batchnorm_affine
+
 
 @dataclass(frozen=True)
 class WeightStep:
@@ -50,8 +52,8 @@ class BatchNormStep:
 
     def as_affine(self) -> AffineStep:
         """The same map as mul * v + add, in float64."""
-        mul = self.gamma.astype(np.float64) / np.sqrt(self.var.astype(np.float64) + self.eps)
-        return AffineStep(self.where, mul, self.beta.astype(np.float64) - self.mean.astype(np.float64) * mul)
+        mul, add = batchnorm_affine(self.gamma, self.beta, self.mean, self.var, self.eps)
+        return AffineStep(self.where, mul, add)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ import numpy as np
 from ..biterrors.masks import ErrorModel, MaskSet
 from ..biterrors.sweep import correct_under_errors
 from ..semantics.model import Model
+from ..engines.protocol import Engine
 
 EXACT_BITS = 12     # enumerate every weight flip pattern up to this many targeted bits
 
@@ -139,7 +140,7 @@ def one_sample_p(a: Sequence[float], mean: float) -> float:
     return t_two_sided(d / math.sqrt(va / n), n - 1)
 
 
-def exact_expected_accuracy(engine, x: np.ndarray, y: np.ndarray, em: ErrorModel) -> Fraction | None:
+def exact_expected_accuracy(engine: Engine, x: np.ndarray, y: np.ndarray, em: ErrorModel) -> Fraction | None:
     """E[accuracy] under weight flips with probability p per bit, by enumerating every flip
     pattern of the targeted bits (None if they are more than EXACT_BITS, or activations
     are targeted). The same for every granularity (docs/semantics.md §6)."""
@@ -165,7 +166,7 @@ def exact_expected_accuracy(engine, x: np.ndarray, y: np.ndarray, em: ErrorModel
     return total
 
 
-def judge_accuracies(engine, x: np.ndarray, y: np.ndarray, em: ErrorModel, theirs: Sequence[float],
+def judge_accuracies(engine: Engine, x: np.ndarray, y: np.ndarray, em: ErrorModel, theirs: Sequence[float],
                      alpha: float, reference_reps: int = 30) -> dict:
     """Their per-repetition accuracies at one BER against refbnn's distribution."""
     theirs = [float(v) for v in theirs]

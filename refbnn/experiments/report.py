@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import platform
+import shlex
 import sys
 from pathlib import Path
 from typing import Optional
@@ -14,7 +16,7 @@ from tabulate import tabulate
 
 from ..formats.files import atomic_open, read_json, write_json
 from . import plots
-from .experiments import Config, cells, paper_claims
+from .cells import Config, cells, paper_claims
 from .runner import record_path
 
 CSV_KEYS = ("arch", "train_ber", "rep", "seed", "accuracy", "T_bar", "var_importance", "model", "data")
@@ -59,18 +61,43 @@ def write_results(out: Path, config: Config, records: list[dict]) -> None:
         f.write(buf.getvalue())
 
 
+def versions() -> str:
+    """The software a report was made with: refbnn's version from its package metadata."""
+    import refbnn
+    return (f"refbnn {refbnn.__version__}, Python {sys.version.split()[0]}, NumPy {np.__version__}, "
+            f"{platform.platform()}")
+
+
+def portable_command(argv: list[str], out: Path, path_options: tuple[str, ...] = ("--out",)) -> str:
+    """`refbnn ARGV` as it would be typed in `out`, the report's own directory: the value
+    of each option in `path_options` (a path) is rewritten relative to `out`, so a
+    committed report names no directory of the machine it ran on."""
+    def rel(value: str) -> str:
+        return os.path.relpath(os.path.abspath(value), os.path.abspath(out))
+
+    words, k = [], 0
+    while k < len(argv):
+        a = argv[k]
+        name, eq, value = a.partition("=")
+        if name in path_options and eq:
+            words.append(f"{name}={rel(value)}")
+        elif a in path_options and k + 1 < len(argv):
+            words += [a, rel(argv[k + 1])]
+            k += 1
+        else:
+            words.append(a)
+        k += 1
+    return "refbnn " + shlex.join(words)
+
+
 def write_report(out: Path, config: Config, records: list[dict], command: str, elapsed: float) -> list[str]:
     """report.md with the table, the plots (or why they are missing), the command, the
     versions, and each claim of the paper with its test. Returns the figure files."""
     figures = plots.FIGURES[config.experiment](config, records, out) if plots.available() else []
     claims = paper_claims(config, records)
-    import numpy
-
-    import refbnn
     lines = [f"# refbnn experiment {config.experiment}", "",
              f"Command: `{command}`", "",
-             f"refbnn {getattr(refbnn, '__version__', '0.1.0')}, Python {sys.version.split()[0]}, NumPy "
-             f"{numpy.__version__}, {platform.platform()}; {len(records)} cells, {elapsed:.0f} s wall time.", "",
+             f"{versions()}; {len(records)} cells, {elapsed:.0f} s wall time.", "",
              "Configuration: " + ", ".join(f"{k} = {v}" for k, v in config.as_json().items()), "",
              "## Results", "", "Mean over the repetitions, (min, max) in brackets, as in the paper's Table III.", "",
              tabulate(summary_rows(config, records), headers=HEADERS, tablefmt="github"), "",

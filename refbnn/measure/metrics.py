@@ -14,9 +14,10 @@ from ..formats.values import exact
 from ..semantics.importance import accuracy, importance_variance
 from ..semantics.margin import t_bar
 from ..semantics.model import WEIGHT_LAYERS, Conv2d, Model, Threshold
+from ..engines.protocol import Engine
 
 
-def metrics(engine, x: np.ndarray, y: np.ndarray, bs: Sequence[tuple[str, Fraction]],
+def metrics(engine: Engine, x: np.ndarray, y: np.ndarray, bs: Sequence[tuple[str, Fraction]],
             with_importance: bool, progress: Optional[Callable[[int, int], None]] = None) -> dict:
     """Accuracy, T tuple, T-bar, per-layer breakdown and (optionally) Pi and VAR(Pi)."""
     model = engine.model

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ..formats.files import InputError, read_json, write_json
-from .experiments import Cell, run_cell
+from .cells import Cell, run_cell
 
 RETRIES = 1      # a cell whose worker died is run once more, then reported
 

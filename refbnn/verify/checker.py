@@ -21,6 +21,7 @@ from ..semantics.importance import accuracy, importance_variance
 from ..semantics.margin import t_bar
 from ..semantics.model import Model
 from .statistics import judge_accuracies
+from ..engines.protocol import Engine
 
 
 def read_claims(path: str) -> dict:
@@ -103,14 +104,14 @@ def _as_fraction(c: _Checker, field: str, value: Any) -> Fraction:
         raise InputError(f"{c.path}: {field}: expected an accuracy") from None
 
 
-def check_claims(engine, model: Model, data: Dataset, claims: dict, path: str, atol: float,
+def check_claims(engine: Engine, model: Model, data: Dataset, claims: dict, path: str, atol: float,
                  variance: Callable[[Sequence[Fraction]], Fraction] = importance_variance,
                  bit_error_accuracies: Optional[Callable[[ErrorModel, int], list[Fraction]]] = None,
                  alpha: float = 0.01) -> list[dict]:
     """Recompute every claimed quantity with `engine` and compare; one entry per number.
 
     `variance` (eq. 6) and `bit_error_accuracies(em, reps)` (the accuracy of each repetition
-    under keyed masks) can be replaced, so that `refbnn.analysis.diagnose` can recompute
+    under keyed masks) can be replaced, so that `refbnn.verify.diagnose` can recompute
     the claims under an alternative convention; `alpha` is the level of the statistical
     tests for bit error claims drawn with another generator (docs/semantics.md §11.3)."""
     c = _Checker(path, atol)

@@ -2,7 +2,7 @@
 
 A cell is one trained model and its measurements: (experiment, arch, training BER,
 repetition). Its seed is derived from a stable key, so a cell's result does not depend
-on where or in which order it runs (`refbnn.analysis.runner` runs cells locally, in a
+on where or in which order it runs (`refbnn.experiments.runner` runs cells locally, in a
 process pool or on a Dask cluster). A cell returns its model (JSON-ready) and a record
 that holds the keys `refbnn metrics --json` writes, plus the accuracy over BER where the
 experiment measures it.
@@ -25,7 +25,7 @@ from ..formats.files import InputError
 from ..formats.modelfile import model_to_dict
 from ..training.datasets import DataSplit, load_dataset
 from ..training.trainer import TrainConfig, train
-from .report import metrics
+from ..measure.metrics import metrics
 
 EXPERIMENTS = ("fig1", "table3", "fig2")
 TABLE3_BERS = (0.0, 0.01, 0.05, 0.1, 0.2, 0.3)

@@ -29,6 +29,7 @@ from ..engines.ops import im2col
 from ..formats.values import exact
 from ..semantics.model import Conv2d, Model, Run
 from ..semantics.theorem1 import odd_margin, tolerated_flips
+from ..engines.fast import FastEngine
 
 SCORES = "scores"
 
@@ -82,7 +83,7 @@ def certified_k(model: Model, run: Run) -> Certificate:
     return Certificate(k, where)
 
 
-def certified_ks(engine, x: np.ndarray) -> tuple[np.ndarray, list[str]]:
+def certified_ks(engine: FastEngine, x: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """certified_k for every input, vectorised on the fast engine's exact integers.
     Returns k per input and the bottleneck name per input."""
     model = engine.model
@@ -90,7 +91,7 @@ def certified_ks(engine, x: np.ndarray) -> tuple[np.ndarray, list[str]]:
     names = [f"layer {nl.threshold_index}" for nl in model.neuron_layers] + [SCORES]
     ks = np.empty(len(x), dtype=np.int64)
     where: list[str] = []
-    for sl in engine.batches(len(x)):
+    for sl in engine.memory_slices(len(x)):
         outs = engine.outputs(x[sl])
         cols = []
         for nl in model.neuron_layers:
@@ -119,7 +120,7 @@ def _score_bound(scores: np.ndarray, magnitude: int, cap: int, fan_in: int) -> n
     return bound
 
 
-def adversarial_masks(engine, x_i: np.ndarray, k: int, rng: Optional[np.random.Generator] = None) -> list[np.ndarray]:
+def adversarial_masks(engine: FastEngine, x_i: np.ndarray, k: int, rng: Optional[np.random.Generator] = None) -> list[np.ndarray]:
     """Bit masks flipping, in every unit, the (at most) k weights that push it hardest
     toward changing its output on input x_i, ties broken at random with `rng`: for a
     neuron, the weights whose summands agree with its output sign, summed over its
@@ -196,7 +197,7 @@ def check_certificates(engine, reference_cls, x: np.ndarray, ks: np.ndarray, dra
     return out
 
 
-def certified_accuracy(engine, x: np.ndarray, y: np.ndarray, ks_wanted: list[int]) -> dict:
+def certified_accuracy(engine: FastEngine, x: np.ndarray, y: np.ndarray, ks_wanted: list[int]) -> dict:
     """What `refbnn certify` reports: accuracy, the certified k per input, certified
     accuracy at each wanted k (inputs correct *and* certified at k) and how many inputs
     each layer (or the class scores) limits."""

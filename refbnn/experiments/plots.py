@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..biterrors.sweep import t_quantile_975
-from .experiments import Config
+from .cells import Config
 
 MARKERS = ("o", "s", "^", "D", "v")
 

@@ -18,7 +18,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from ..biterrors.masks import ErrorModel, activation_layers, batches, keyed_mask
+from ..biterrors.masks import ErrorModel, activation_layers, error_batches, keyed_mask
 from ..engines.fast import FastEngine, weight_signs
 from ..engines.ops import im2col, maxpool
 from ..semantics.importance import accuracy, importance_variance, relative_drop
@@ -377,7 +377,7 @@ def bit_error_accuracies(engine: FastEngine, x: np.ndarray, y: np.ndarray, v: Va
         out = []
         for r in range(reps):
             correct = 0
-            for j, sl in batches(n, em.batch_size):
+            for j, sl in error_batches(n, em.batch_size):
                 weights, acts = alternative_pattern(engine.model, em, v, r, j, sl.stop - sl.start)
                 flipped = engine.with_flips(weights) if any(w is not None for w in weights) else engine
                 correct += int((np.asarray(flipped.predictions(x[sl], act_masks=acts or None)) == y[sl]).sum())

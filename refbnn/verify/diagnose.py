@@ -1,6 +1,6 @@
 """Where and why another implementation differs (docs/semantics.md §11): the first
 divergence of a trace, one-line patterns among the differences, and the alternative
-conventions (refbnn.analysis.conventions) that reproduce the other side exactly.
+conventions (refbnn.verify.conventions) that reproduce the other side exactly.
 """
 from __future__ import annotations
 
@@ -296,7 +296,7 @@ def diagnose_claims(model: Model, data, claims: dict, path: str, atol: float, ch
     return those under which every claim passes. Call only when some check failed."""
     from ..engines.fast import FastEngine
     from .conventions import bit_error_accuracies
-    from .verify import check_claims
+    from .checker import check_claims
 
     failing = {claim_key(c["quantity"]) for c in checks if not c["pass"]}
     words = [w for k, w in _WORDS.items() if k in failing] + sorted(failing - set(_WORDS))
