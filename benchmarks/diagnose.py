@@ -22,13 +22,13 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 from engine import fashion_cnn, fashion_fc  # noqa: E402
 
-from refbnn.verify.conventions import Variant, VariantEngine  # noqa: E402
-from refbnn.verify.diagnose import diagnose_claims  # noqa: E402
-from refbnn.verify.checker import check_claims  # noqa: E402
 from refbnn.engines.fast import FastEngine  # noqa: E402
 from refbnn.formats.datafile import Dataset  # noqa: E402
 from refbnn.formats.values import exact  # noqa: E402
 from refbnn.semantics.margin import DEFAULT_B, t_bar  # noqa: E402
+from refbnn.verify.checker import check_claims  # noqa: E402
+from refbnn.verify.conventions import Variant, VariantEngine  # noqa: E402
+from refbnn.verify.diagnose import diagnose_claims  # noqa: E402
 
 
 def main() -> None:

@@ -155,7 +155,7 @@ def main() -> None:
         bench("Fashion CNN C64-MP2-C64-MP2-FC2048-10", cnn, n, 2, 5, rng)
         cnn_algorithm_1(cnn, 200 if args.quick else args.cnn_inputs, rng)
     if args.sweep:
-        import sweep   # benchmarks/sweep.py, beside this script
+        import sweep  # benchmarks/sweep.py, beside this script
         sweep.measure(*((300, 2, 2) if args.quick else (3000, 10, 10)))
 
 

@@ -1,7 +1,8 @@
 """refbnn: the reference implementation of the bit error tolerance metrics for binarized
 neural networks (Buschjäger et al., 2021). docs/semantics.md is the contract; a
 disagreement between it and the code is a bug in the code."""
-from importlib.metadata import PackageNotFoundError, version as _version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
 
 try:
     __version__ = _version("refbnn")

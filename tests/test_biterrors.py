@@ -11,7 +11,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from strategies import model_cases
 
-from refbnn.measure.bars import example_data, example_model
 from refbnn.biterrors.flipprob import flip_probability_float, layer_flip_probabilities, neuron_flip_probability
 from refbnn.biterrors.masks import ErrorModel, below, keyed_mask, pattern
 from refbnn.biterrors.sweep import Summary, accuracy_sweep, correct_under_errors
@@ -20,6 +19,8 @@ from refbnn.engines.fast import FastEngine
 from refbnn.engines.interpreter import Interpreter
 from refbnn.formats.datafile import write_data
 from refbnn.formats.modelfile import write_model
+from refbnn.measure.bars import example_data, example_model
+from refbnn.semantics.fliptargets import activation_targets, flip_targets
 from refbnn.semantics.model import Conv2d, Flatten, Linear, Model, Threshold, Weight
 
 
@@ -43,6 +44,18 @@ def test_keyed_masks_are_the_spec_formula_with_weights_numbered_first():
     # targeting only layer 2 leaves its mask unchanged and the other tensor clean
     only = pattern(model, ErrorModel(0.3, seed=7, batch_size=4, layers=(2,)), 2, 5, 4)[0]
     assert only[0] is None and (only[1] == weights[1]).all()
+
+
+def test_flip_targets_number_the_weights_first_then_the_hidden_layers_inputs():
+    # the bars model: conv (layer 0) -> threshold -> pool -> flatten (64) -> linear (layer 4)
+    # -> threshold (4) -> linear (layer 6). Weights w0, w1, w2 for layers 0, 4, 6; the inputs
+    # of the hidden weight layers 4 and 6 are a3 (64 values) and a4 (4 values).
+    model = example_model()
+    got = [(ft.name, ft.layer, ft.shape) for ft in flip_targets(model)]
+    assert got == [("w0", 0, (4, 1, 3, 3)), ("w1", 4, (4, 64)), ("w2", 6, (2, 4)),
+                   ("a3", 4, (64,)), ("a4", 6, (4,))]
+    # the other convention, recognised by verify: activations numbered 0, 1
+    assert [ft.name for ft in activation_targets(model, first=True)] == ["a0", "a1"]
 
 
 @given(st.lists(st.integers(0, 2**32), min_size=4, max_size=4), st.integers(1, 3000),

@@ -7,12 +7,12 @@ from click.testing import CliRunner
 from hypothesis import given
 from strategies import model_cases
 
-from refbnn.measure.certify import _score_bound, adversarial_masks, certified_k, certified_ks, check_certificates
 from refbnn.cli import main
 from refbnn.engines.fast import FastEngine
 from refbnn.engines.interpreter import Interpreter
 from refbnn.formats.datafile import write_data
 from refbnn.formats.modelfile import write_model
+from refbnn.measure.certify import _score_bound, adversarial_masks, certified_k, certified_ks, check_certificates
 from refbnn.semantics.model import Linear, Model, Threshold, Weight
 
 

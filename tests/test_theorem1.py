@@ -13,8 +13,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from proofs import theorem1
-from refbnn.measure.certify import certified_k
 from refbnn.engines.interpreter import Interpreter
+from refbnn.measure.certify import certified_k
 from refbnn.semantics.margin import margin
 from refbnn.semantics.model import Linear, Model, Threshold, Weight
 from refbnn.semantics.theorem1 import flips_to_change, signed_margin

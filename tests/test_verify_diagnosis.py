@@ -20,16 +20,17 @@ from hypothesis import strategies as st
 from strategies import model_cases
 from test_fuzz import _check, _mutated
 
-from refbnn.verify.conventions import REGISTRY, Variant, VariantEngine
-from refbnn.verify.statistics import audit_masks, chi2_two_sided, judge_accuracies, t_two_sided
-from refbnn.biterrors.masks import ErrorModel, MaskSet, read_masks, write_masks
+from refbnn.biterrors.masks import ErrorModel, write_masks
 from refbnn.claims import write_claims, write_trace
 from refbnn.cli import main
 from refbnn.engines.fast import FastEngine
 from refbnn.formats.datafile import write_data
 from refbnn.formats.files import InputError
+from refbnn.formats.maskfile import MaskSet, read_masks
 from refbnn.formats.modelfile import model_to_dict, write_model
 from refbnn.semantics.model import Conv2d, Flatten, Linear, MaxPool2d, Model, Threshold, Weight
+from refbnn.verify.conventions import REGISTRY, Variant, VariantEngine
+from refbnn.verify.statistics import audit_masks, chi2_two_sided, judge_accuracies, t_two_sided
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 from independent_metrics import Conventions, FloatBNN  # noqa: E402

@@ -11,10 +11,10 @@ from typing import Sequence
 
 import numpy as np
 
+from ..engines.fast import FastEngine
 from ..engines.ops import im2col
 from ..semantics.model import Conv2d
 from ..semantics.theorem1 import flips_to_change
-from ..engines.fast import FastEngine
 
 
 def neuron_flip_probability(agree: int, disagree: int, m: int, p: Fraction) -> Fraction:

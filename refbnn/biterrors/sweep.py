@@ -17,9 +17,10 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from ..formats.values import exact
-from .masks import ErrorModel, MaskSet, below, error_batches, keyed_draws, pattern, raw_threshold
 from ..engines.protocol import Engine
+from ..formats.maskfile import MaskSet
+from ..formats.values import exact
+from .masks import ErrorModel, below, error_batches, keyed_draws, pattern, raw_threshold
 
 
 def correct_under_errors(engine: Engine, x: np.ndarray, y: np.ndarray, em: ErrorModel, r: int,

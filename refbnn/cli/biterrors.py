@@ -5,10 +5,11 @@ import click
 from tabulate import tabulate
 
 from ..biterrors.flipprob import layer_flip_probabilities
-from ..biterrors.masks import ErrorModel, error_model, read_masks, write_masks
+from ..biterrors.masks import ErrorModel, error_model, write_masks
 from ..biterrors.sweep import accuracy_sweep
 from ..engines.fast import FastEngine
 from ..formats.files import InputError, write_json
+from ..formats.maskfile import read_masks
 from ..formats.modelfile import read_model
 from ..formats.values import parse_bers, parse_naturals
 from .common import ENGINES, SEED, Progress, engine_option, json_option, load, parsed, writable

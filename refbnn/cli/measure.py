@@ -7,12 +7,12 @@ import click
 import numpy as np
 from tabulate import tabulate
 
-from ..measure.certify import certified_accuracy, check_certificates
-from ..measure.metrics import metrics
 from ..engines.fast import FastEngine
 from ..engines.interpreter import Interpreter
 from ..formats.files import InputError, write_json
 from ..formats.values import parse_bs, parse_naturals
+from ..measure.certify import certified_accuracy, check_certificates
+from ..measure.metrics import metrics
 from ..semantics.importance import ZeroAccuracyError
 from .common import ENGINES, SEED, Progress, b_option, engine_option, json_option, load, parsed, show
 from .group import main

@@ -7,11 +7,11 @@ from typing import Optional
 import click
 from tabulate import tabulate
 
-from ..measure.bars import example_data, example_model
-from ..measure.metrics import describe_model
 from ..formats.datafile import write_data
 from ..formats.files import write_json
 from ..formats.modelfile import read_model, write_model
+from ..measure.bars import example_data, example_model
+from ..measure.metrics import describe_model
 from .common import SEED, json_option
 from .group import main
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 import click
 from tabulate import tabulate
 
-from ..measure.demo import demo
 from ..formats.datafile import write_data
 from ..formats.files import write_json
 from ..formats.modelfile import write_model
 from ..formats.values import parse_bers
+from ..measure.demo import demo
 from ..semantics.margin import DEFAULT_B
 from ..training.datasets import load_dataset
 from ..training.trainer import EpochLog, TrainConfig, train

@@ -8,15 +8,16 @@ from typing import Optional
 import click
 from tabulate import tabulate
 
-from ..verify.diagnose import claim_key, compare_trace, diagnose_claims, diagnose_trace, failure_patterns
-from ..verify.selfcheck import self_checks
-from ..verify.statistics import audit_masks
-from ..verify.checker import check_claims, read_claims
-from ..biterrors.masks import ErrorModel, read_masks
+from ..biterrors.masks import ErrorModel
 from ..formats.files import InputError, write_json
+from ..formats.maskfile import read_masks
 from ..formats.tracefile import read_trace
 from ..formats.values import parse_ber
 from ..semantics.importance import ZeroAccuracyError
+from ..verify.checker import check_claims, read_claims
+from ..verify.diagnose import claim_key, compare_trace, diagnose_claims, diagnose_trace, failure_patterns
+from ..verify.selfcheck import self_checks
+from ..verify.statistics import audit_masks
 from .common import ENGINES, SEED, FiniteFloat, Progress, engine_option, json_option, load, parsed
 from .group import main
 

@@ -23,9 +23,9 @@ from ..biterrors.sweep import accuracy_sweep
 from ..engines.fast import FastEngine
 from ..formats.files import InputError
 from ..formats.modelfile import model_to_dict
+from ..measure.metrics import metrics
 from ..training.datasets import DataSplit, load_dataset
 from ..training.trainer import TrainConfig, train
-from ..measure.metrics import metrics
 
 EXPERIMENTS = ("fig1", "table3", "fig2")
 TABLE3_BERS = (0.0, 0.01, 0.05, 0.1, 0.2, 0.3)

@@ -25,11 +25,11 @@ from typing import Optional
 
 import numpy as np
 
+from ..engines.fast import FastEngine
 from ..engines.ops import im2col
 from ..formats.values import exact
 from ..semantics.model import Conv2d, Model, Run
 from ..semantics.theorem1 import odd_margin, tolerated_flips
-from ..engines.fast import FastEngine
 
 SCORES = "scores"
 

@@ -10,11 +10,11 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from ..engines.protocol import Engine
 from ..formats.values import exact
 from ..semantics.importance import accuracy, importance_variance
 from ..semantics.margin import t_bar
 from ..semantics.model import WEIGHT_LAYERS, Conv2d, Model, Threshold
-from ..engines.protocol import Engine
 
 
 def metrics(engine: Engine, x: np.ndarray, y: np.ndarray, bs: Sequence[tuple[str, Fraction]],

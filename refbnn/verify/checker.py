@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from ..biterrors.masks import ErrorModel
 from ..biterrors.sweep import Summary, correct_under_errors
+from ..engines.protocol import Engine
 from ..formats.claimsfile import BIT_ERROR_KEYS, LAYER_KEYS, RESULT_KEYS, check_layout
 from ..formats.datafile import Dataset
 from ..formats.files import InputError, read_json
@@ -21,7 +22,6 @@ from ..semantics.importance import accuracy, importance_variance
 from ..semantics.margin import t_bar
 from ..semantics.model import Model
 from .statistics import judge_accuracies
-from ..engines.protocol import Engine
 
 
 def read_claims(path: str) -> dict:

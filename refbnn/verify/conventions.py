@@ -18,9 +18,10 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from ..biterrors.masks import ErrorModel, activation_layers, error_batches, keyed_mask
+from ..biterrors.masks import ErrorModel, error_batches, keyed_mask, mask_shape
 from ..engines.fast import FastEngine, weight_signs
 from ..engines.ops import im2col, maxpool
+from ..semantics.fliptargets import activation_targets, weight_targets
 from ..semantics.importance import accuracy, importance_variance, relative_drop
 from ..semantics.margin import Tolerance
 from ..semantics.model import Conv2d, Linear, MaxPool2d, Model, Threshold
@@ -347,19 +348,16 @@ def alternative_pattern(model: Model, em: ErrorModel, v: Variant, r: int, j: int
     (keys in another order, activation tensors numbered first)."""
     if em.p <= 0:
         return [None] * len(model.weight_indices), {}
-    targets = set(em.targets(model))
-    n_w, n_a = len(model.weight_indices), (len(activation_layers(model)) if em.activations else 0)
+    layers = set(em.targets(model))
+    acts_t = activation_targets(model, first=v.acts_first) if em.activations else []
+    shift = len(acts_t) if v.acts_first else 0     # weights numbered after the activations
 
     def key(t):
         return (em.seed, j, r, t) if v.keys_swapped else (em.seed, r, j, t)
 
-    weights = [keyed_mask(*key(t + (n_a if v.acts_first else 0)), model.layers[i].weight.shape, em.p)
-               if i in targets else None for t, i in enumerate(model.weight_indices)]
-    acts = {}
-    if em.activations:
-        for k, i in enumerate(activation_layers(model)):
-            t = k if v.acts_first else n_w + k
-            acts[i] = keyed_mask(*key(t), (em.batch_size,) + model.shapes[i - 1], em.p)[:batch]
+    weights = [keyed_mask(*key(ft.t + shift), ft.shape, em.p) if ft.layer in layers else None
+               for ft in weight_targets(model)]
+    acts = {ft.layer: keyed_mask(*key(ft.t), mask_shape(ft, em.batch_size), em.p)[:batch] for ft in acts_t}
     return weights, acts
 
 

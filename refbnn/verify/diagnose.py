@@ -295,8 +295,8 @@ def diagnose_claims(model: Model, data, claims: dict, path: str, atol: float, ch
     """Recompute the claims under each alternative convention (docs/semantics.md §11.2) and
     return those under which every claim passes. Call only when some check failed."""
     from ..engines.fast import FastEngine
-    from .conventions import bit_error_accuracies
     from .checker import check_claims
+    from .conventions import bit_error_accuracies
 
     failing = {claim_key(c["quantity"]) for c in checks if not c["pass"]}
     words = [w for k, w in _WORDS.items() if k in failing] + sorted(failing - set(_WORDS))

@@ -12,10 +12,12 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..biterrors.masks import ErrorModel, read_masks, write_masks
+from ..biterrors.masks import ErrorModel, write_masks
 from ..biterrors.sweep import accuracy_sweep, correct_under_errors
 from ..engines.fast import FastEngine, weight_signs
 from ..engines.interpreter import Interpreter
+from ..formats.maskfile import read_masks
+from ..semantics.fliptargets import weight_targets
 from ..semantics.importance import accuracy, importance_variance
 from ..semantics.model import Conv2d, Flatten, Linear, Model, Threshold, Weight
 
@@ -75,9 +77,10 @@ def self_checks(model: Model, x: np.ndarray, y: np.ndarray, seed: int = 0,
 
     # 2. flipping every weight of a layer negates its h
     outs = fast.outputs(x[:64])
-    for t, i in enumerate(model.weight_indices):
+    for ft in weight_targets(model):
+        i = ft.layer
         masks = [None] * len(model.weight_indices)
-        masks[t] = np.ones(model.layers[i].weight.shape, dtype=bool)
+        masks[ft.t] = np.ones(ft.shape, dtype=bool)
         flipped = fast.with_flips(masks).outputs(x[:64])[i]
         add(f"flipping every weight of layer {i} negates its h", np.array_equal(flipped, -outs[i]),
             f"{int((flipped != -outs[i]).sum())} of {outs[i].size} entries differ")

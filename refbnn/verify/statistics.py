@@ -25,14 +25,17 @@ from __future__ import annotations
 import itertools
 import math
 from fractions import Fraction
+from math import prod
 from typing import Sequence
 
 import numpy as np
 
-from ..biterrors.masks import ErrorModel, MaskSet
+from ..biterrors.masks import ErrorModel, targeted
 from ..biterrors.sweep import correct_under_errors
-from ..semantics.model import Model
 from ..engines.protocol import Engine
+from ..formats.maskfile import MaskSet
+from ..semantics.fliptargets import weight_targets
+from ..semantics.model import Model
 
 EXACT_BITS = 12     # enumerate every weight flip pattern up to this many targeted bits
 
@@ -145,8 +148,8 @@ def exact_expected_accuracy(engine: Engine, x: np.ndarray, y: np.ndarray, em: Er
     pattern of the targeted bits (None if they are more than EXACT_BITS, or activations
     are targeted). The same for every granularity (docs/semantics.md §6)."""
     model = engine.model
-    targets = [(t, i) for t, i in enumerate(model.weight_indices) if i in set(em.targets(model))]
-    sizes = [len(model.layers[i].weight.bits) for _, i in targets]
+    targets = [ft for ft in targeted(model, em) if ft.kind == "w"]
+    sizes = [prod(ft.shape) for ft in targets]
     if em.activations or sum(sizes) > EXACT_BITS:
         return None
     p = Fraction(em.p)
@@ -158,8 +161,8 @@ def exact_expected_accuracy(engine: Engine, x: np.ndarray, y: np.ndarray, em: Er
         if weight == 0:
             continue
         masks, pos = [None] * len(model.weight_indices), 0
-        for (t, i), size in zip(targets, sizes):
-            masks[t] = np.array(flips[pos:pos + size]).reshape(model.layers[i].weight.shape)
+        for ft, size in zip(targets, sizes):
+            masks[ft.t] = np.array(flips[pos:pos + size]).reshape(ft.shape)
             pos += size
         correct = int((np.asarray(engine.with_flips(masks).predictions(x)) == y).sum())
         total += weight * Fraction(correct, len(y))
@@ -195,7 +198,7 @@ def audit_masks(masks: MaskSet, model: Model, em: ErrorModel, alpha: float) -> l
     targets = set(em.targets(model))
     tensors = {}
     for t, arr in sorted(masks.weights.items()):
-        if model.weight_indices[t] not in targets:
+        if weight_targets(model)[t].layer not in targets:
             flips = int(arr.sum())
             add(f"w{t}: untargeted", 1.0 if flips == 0 else 0.0, f"{flips} flips in a tensor that is not targeted")
         else:
