@@ -20,8 +20,9 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .formats.claimsfile import LAYER_KEYS, check_layout
+from .formats.claimsfile import check_layout
 from .formats.files import InputError, atomic_open
+from .formats.tracefile import trace_integers, trace_signs, write_trace_file
 
 
 def _number(v: Any, where: str) -> Any:
@@ -63,10 +64,8 @@ def claims_dict(accuracy=None, T: Optional[Mapping] = None, T_bar=None, layers: 
         doc["T_bar"] = _number(T_bar, "T_bar")
     if layers is not None:
         doc["layers"] = []
+        check_layout({"layers": [dict(e) for e in layers]}, "claims")   # the keys, before converting
         for k, entry in enumerate(layers):
-            unknown = sorted(set(entry) - LAYER_KEYS)
-            if unknown:
-                raise InputError(f"claims: layers[{k}].{unknown[0]}: unknown key (known: {', '.join(sorted(LAYER_KEYS))})")
             out = {key: (_b_map(v, f"layers[{k}].T") if key == "T" else _number(v, f"layers[{k}].{key}")
                          if key != "type" and not isinstance(v, bool) else v) for key, v in entry.items()}
             doc["layers"].append(out)
@@ -99,37 +98,17 @@ def write_claims(path: str | os.PathLike, **claims) -> dict:
     return doc
 
 
-def _integral(name: str, v) -> np.ndarray:
-    v = np.asarray(v)
-    if v.dtype.kind == "f" and not (np.all(np.isfinite(v)) and np.all(v == np.round(v))):
-        raise InputError(f"trace: {name}: values must be integers (the integer h of docs/semantics.md §2.2)")
-    if v.dtype.kind not in "iuf":
-        raise InputError(f"trace: {name}: expected a numeric array, got dtype {v.dtype}")
-    return v.astype(np.int64)
-
-
 def write_trace(path: str | os.PathLike, h: Optional[Mapping[int, Any]] = None, a: Optional[Mapping[int, Any]] = None,
                 scores=None, predictions=None) -> list[str]:
     """Validate and write a trace file (atomically): h{l} and a{l} for threshold layer l,
     scores and predictions, each with one row per input. Returns the array names."""
-    arrays: dict[str, np.ndarray] = {}
+    arrays: dict[str, np.ndarray] = {}     # the reader's rules (formats.tracefile), applied before writing
     for l, v in (h or {}).items():
-        arrays[f"h{int(l)}"] = _integral(f"h{l}", v)
+        arrays[f"h{int(l)}"] = trace_integers("trace", f"h{l}", np.asarray(v))
     for l, v in (a or {}).items():
-        v = np.asarray(v)
-        values = set(np.unique(v).tolist())
-        if not (v.dtype == bool or values <= {-1, 1} or values <= {0, 1}):
-            raise InputError(f"trace: a{l}: expected +-1, 0/1 or booleans, got values {sorted(values)[:4]}")
-        arrays[f"a{int(l)}"] = v.astype(bool) if v.dtype == bool else _integral(f"a{l}", v).astype(np.int8)
-    if scores is not None:
-        arrays["scores"] = _integral("scores", scores)
-    if predictions is not None:
-        arrays["predictions"] = _integral("predictions", predictions)
-    if not arrays:
-        raise InputError("trace: nothing to write (give h, a, scores or predictions)")
-    rows = {len(v) for v in arrays.values()}
-    if len(rows) != 1:
-        raise InputError(f"trace: arrays have different numbers of inputs: {sorted(rows)}")
-    with atomic_open(path, "wb") as f:
-        np.savez_compressed(f, **arrays)
+        arrays[f"a{int(l)}"] = trace_signs("trace", f"a{l}", np.asarray(v))
+    for key, v in (("scores", scores), ("predictions", predictions)):
+        if v is not None:
+            arrays[key] = trace_integers("trace", key, np.asarray(v))
+    write_trace_file(path, arrays)
     return sorted(arrays)

@@ -2,11 +2,14 @@
 import json
 from fractions import Fraction
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from refbnn.cli import main
 from refbnn.formats.datafile import write_data
+from refbnn.formats.modelfile import write_model
+from refbnn.semantics.model import Linear, Model, Weight
 
 
 @pytest.fixture
@@ -193,3 +196,16 @@ def test_an_unexpected_error_exits_3_in_one_line(example, monkeypatch):
     assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
     debug = CliRunner().invoke(main, ["--debug", "metrics", *map(str, example)])
     assert debug.exit_code == 3 and "Traceback" in debug.output
+
+
+def test_a_model_without_neurons_is_refused_by_metrics_and_verify_naming_the_file(tmp_path):
+    model = Model.build((3,), 1, [Linear(Weight.from_array(np.array([[1, 0, 1], [0, 1, 1]], dtype=bool)))])
+    write_model(tmp_path / "m.json", model)
+    write_data(tmp_path / "d.npz", np.array([[1, 0, -1], [0, 1, 1]]), np.array([0, 1]))
+    (tmp_path / "c.json").write_text(json.dumps({"T": {"2": 0.5}}))
+    metrics = run("metrics", tmp_path / "m.json", tmp_path / "d.npz")
+    assert metrics.exit_code == 2
+    assert f"{tmp_path / 'm.json'}: layers: the model has no threshold layer, so it has no neurons and T is " \
+           "undefined" in metrics.output
+    verify = run("verify", tmp_path / "m.json", tmp_path / "d.npz", "--claims", tmp_path / "c.json")
+    assert verify.exit_code == 2 and f"{tmp_path / 'c.json'}: T: the model has no threshold layer" in verify.output

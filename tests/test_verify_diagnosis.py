@@ -24,11 +24,12 @@ from refbnn.biterrors.masks import ErrorModel, write_masks
 from refbnn.claims import write_claims, write_trace
 from refbnn.cli import main
 from refbnn.engines.fast import FastEngine
-from refbnn.formats.datafile import write_data
+from refbnn.formats.datafile import Dataset, write_data
 from refbnn.formats.files import InputError
 from refbnn.formats.maskfile import MaskSet, read_masks
 from refbnn.formats.modelfile import model_to_dict, write_model
 from refbnn.semantics.model import Conv2d, Flatten, Linear, MaxPool2d, Model, Threshold, Weight
+from refbnn.verify.checker import check_claims
 from refbnn.verify.conventions import REGISTRY, Variant, VariantEngine
 from refbnn.verify.statistics import audit_masks, chi2_two_sided, judge_accuracies, t_two_sided
 
@@ -392,6 +393,24 @@ def test_claims_writer_round_trip_and_refusals(setup):
         assert not (d / "x.json").exists()
     with pytest.raises(InputError, match="a1: expected"):
         write_trace(d / "t.npz", a={1: np.full((3, 2), 2)})
+    # the reader's rules, applied by the writer: sign(0) = 0 gets the reader's hint
+    with pytest.raises(InputError, match=re.escape("a1: holds -1, 0 and +1")):
+        write_trace(d / "t.npz", a={1: np.array([[-1, 0], [1, 1]])})
+    assert not (d / "t.npz").exists()
+
+
+def test_claims_built_in_python_meet_the_same_layout_as_claims_files(setup):
+    """check_claims applies the claims layout itself (not only read_claims): an unknown key,
+    a T-bar without the tuple T it averages, or a BER given as a number are refused."""
+    d, model, x, y, doc = setup
+    engine = FastEngine(model)
+    data = Dataset(x, y)
+    for bad, message in (({"T_bar": 0.5, "layers": [{"T": {"2": 0.5}}]}, "T_bar: needs the claimed T"),
+                         ({"acuracy": 0.5}, "acuracy: unknown claim"),
+                         ({"bit_errors": {"results": [{"ber": 0.1, "accuracies": [0.5]}]}},
+                          "bit_errors.results[0].ber: expected the BER as a string")):
+        with pytest.raises(InputError, match=re.escape(message)):
+            check_claims(engine, model, data, bad, "c.json", 1e-9)
 
 
 def test_readme_claims_snippet_writes_what_verify_accepts(setup, monkeypatch):

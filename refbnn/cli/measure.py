@@ -14,6 +14,7 @@ from ..formats.values import parse_bs, parse_naturals
 from ..measure.certify import certified_accuracy, check_certificates
 from ..measure.metrics import metrics
 from ..semantics.importance import ZeroAccuracyError
+from ..semantics.model import NoNeuronsError
 from .common import ENGINES, SEED, Progress, b_option, engine_option, json_option, load, parsed, show
 from .group import main
 
@@ -36,14 +37,13 @@ def metrics_cmd(model_path, data_path, b_text, importance, engine, json_path) ->
     """
     bs = parsed(b_text, parse_bs)
     model, data = load(model_path, data_path)
-    if model.neurons == 0:
-        raise InputError(f"{model_path}: layers: the model has no threshold layer, so it has "
-                         f"no neurons and T is undefined")
     with Progress("Algorithm 1") as progress:
         try:
             result = metrics(ENGINES[engine](model), data.x, data.y, bs, importance, progress)
         except ZeroAccuracyError as e:
             raise InputError(f"{data_path}: {e}") from None
+        except NoNeuronsError as e:
+            raise InputError(f"{model_path}: layers: {e}") from None
     result = {"model": model_path, "data": data_path, **result}
     _print_metrics(result)
     if json_path:

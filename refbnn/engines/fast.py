@@ -36,7 +36,7 @@ import numpy as np
 
 from ..semantics.importance import relative_drop, require_accuracy
 from ..semantics.margin import DEFAULT_B, Tolerance, min_odd_margin
-from ..semantics.model import Conv2d, Linear, MaxPool2d, Model, Threshold, check_masks
+from ..semantics.model import Conv2d, Linear, MaxPool2d, Model, NoNeuronsError, Threshold, check_masks
 from ..semantics.theorem1 import odd_margin, signed_margin
 from .incremental import BatchFlips
 from .ops import im2col, maxpool
@@ -281,7 +281,7 @@ class FastEngine:
         xs = np.asarray(xs)
         bs = list(dict.fromkeys(bs))   # each distinct b once
         if model.neurons == 0:
-            raise ValueError("the model has no neurons (no threshold layer): T is undefined")
+            raise NoNeuronsError("T")
         counts = [{b: 0 for b in bs} for _ in model.neuron_layers]
         for sl in self.memory_slices(len(xs)):
             outs = self.outputs(xs[sl])

@@ -40,6 +40,10 @@ def check_layout(doc: Any, name: str) -> None:
             raise InputError(f"{name}: {key}: expected a list")
     for k, entry in enumerate(doc.get("layers", [])):
         _keys(f"{name}: layers[{k}]", entry, LAYER_KEYS)
+        if "T_bar" in entry and "T" not in entry:
+            raise InputError(f"{name}: layers[{k}].T_bar: needs the claimed T (its b values) beside it")
+    if "T_bar" in doc and "T" not in doc:      # T-bar is the mean of the claimed tuple T
+        raise InputError(f"{name}: T_bar: needs the claimed T (its b values) beside it")
     if "bit_errors" in doc:
         be = doc["bit_errors"]
         _keys(f"{name}: bit_errors", be, BIT_ERROR_KEYS)
@@ -47,4 +51,9 @@ def check_layout(doc: Any, name: str) -> None:
         if not isinstance(results, list) or not results:
             raise InputError(f"{name}: bit_errors.results: expected a non-empty list")
         for k, entry in enumerate(results):
-            _keys(f"{name}: bit_errors.results[{k}]", entry, RESULT_KEYS)
+            where = f"{name}: bit_errors.results[{k}]"
+            _keys(where, entry, RESULT_KEYS)
+            if not isinstance(entry.get("ber"), str):
+                raise InputError(f"{where}.ber: expected the BER as a string, e.g. \"0.01\"")
+            if not isinstance(entry.get("accuracies"), list) or not entry["accuracies"]:
+                raise InputError(f"{where}.accuracies: expected one accuracy per repetition")

@@ -20,7 +20,7 @@ from typing import Optional
 import numpy as np
 
 from ..semantics.model import Model, Threshold
-from .files import InputError
+from .files import InputError, atomic_open
 from .npzfile import npz_arrays, npz_headers
 
 MAX_TRACE_BYTES = 2**32
@@ -44,7 +44,8 @@ class Trace:
         return out + [n for n in ("scores", "predictions") if getattr(self, n) is not None]
 
 
-def _integral(name: str, key: str, v: np.ndarray) -> np.ndarray:
+def trace_integers(name: str, key: str, v: np.ndarray) -> np.ndarray:
+    """An h, scores or predictions array as int64: integers, or floats with integral values."""
     if v.dtype.kind in "iu":
         return v.astype(np.int64)
     if v.dtype.kind == "f":
@@ -58,10 +59,11 @@ def _integral(name: str, key: str, v: np.ndarray) -> np.ndarray:
     raise InputError(f"{name}: {key}: expected integers, got dtype {v.dtype}")
 
 
-def _signs(name: str, key: str, v: np.ndarray) -> np.ndarray:
+def trace_signs(name: str, key: str, v: np.ndarray) -> np.ndarray:
+    """An a{l} array as int8 +-1: from +-1, 0/1 bits or booleans (anything else refused)."""
     if v.dtype == bool:
         return np.where(v, 1, -1).astype(np.int8)
-    v = _integral(name, key, v)
+    v = trace_integers(name, key, v)
     values = set(np.unique(v).tolist())
     if values <= {-1, 1}:
         return v.astype(np.int8)
@@ -100,14 +102,26 @@ def read_trace(path: str | os.PathLike, model: Model, inputs: int) -> Trace:
     trace = Trace(name)
     for key, v in arrays.items():
         if key == "scores":
-            trace.scores = _integral(name, key, v)
+            trace.scores = trace_integers(name, key, v)
         elif key == "predictions":
-            p = _integral(name, key, v)
+            p = trace_integers(name, key, v)
             if np.any((p < 0) | (p >= model.classes)):
                 raise InputError(f"{name}: predictions: values outside 0..{model.classes - 1}")
             trace.predictions = p
         elif key[0] == "h":
-            trace.h[int(key[1:])] = _integral(name, key, v)
+            trace.h[int(key[1:])] = trace_integers(name, key, v)
         else:
-            trace.a[int(key[1:])] = _signs(name, key, v)
+            trace.a[int(key[1:])] = trace_signs(name, key, v)
     return trace
+
+
+def write_trace_file(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
+    """Write trace arrays (already checked by `trace_integers` / `trace_signs`) atomically,
+    after checking that every array has one row per input."""
+    if not arrays:
+        raise InputError("trace: nothing to write (give h, a, scores or predictions)")
+    rows = {len(v) for v in arrays.values()}
+    if len(rows) != 1:
+        raise InputError(f"trace: arrays have different numbers of inputs: {sorted(rows)}")
+    with atomic_open(path, "wb") as f:
+        np.savez_compressed(f, **arrays)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Callable, Iterable, Optional, Protocol, Sequence
 
-from .model import Model
+from .model import Model, NoNeuronsError
 
 
 class Predictor(Protocol):
@@ -62,6 +62,6 @@ def neuron_importance(engine: Predictor, xs: Sequence, ys: Sequence[int],
 def importance_variance(pi: Sequence[Fraction]) -> Fraction:
     """Eq. (6): VAR(Pi) = (1/N) * sum_n (Pi[n] - mean(Pi))^2 (population variance)."""
     if not pi:
-        raise ValueError("no neurons: VAR(Pi) is undefined")
+        raise NoNeuronsError("VAR(Pi)")
     mean = sum(pi, Fraction(0)) / len(pi)
     return sum(((p - mean) ** 2 for p in pi), Fraction(0)) / len(pi)

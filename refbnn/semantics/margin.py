@@ -12,7 +12,7 @@ from fractions import Fraction
 from math import ceil
 from typing import Iterable, Sequence
 
-from .model import Model, Run
+from .model import Model, NoNeuronsError, Run
 from .theorem1 import odd_margin
 
 DEFAULT_B = tuple(Fraction(b) for b in (2, 4, 8, 16, 32, 64))
@@ -53,7 +53,7 @@ def input_tolerance(model: Model, run: Run, b: Fraction) -> Fraction:
     """Eq. (4): T^b_i = (1/N) * sum over all N neurons of T^b_{i,n}."""
     per_neuron = [t for layer in _neuron_tolerances(model, run, b) for t in layer]
     if not per_neuron:
-        raise ValueError("the model has no neurons (no threshold layer): T is undefined")
+        raise NoNeuronsError("T")
     return sum(per_neuron, Fraction(0)) / len(per_neuron)
 
 

@@ -19,6 +19,13 @@ class ModelError(ValueError):
     """A model that breaks a rule of docs/semantics.md §2; the message names the field."""
 
 
+class NoNeuronsError(ValueError):
+    """A quantity over neurons (T, Pi, VAR(Pi)) asked of a model without threshold layers."""
+
+    def __init__(self, quantity: str):
+        super().__init__(f"the model has no threshold layer, so it has no neurons and {quantity} is undefined")
+
+
 @dataclass(frozen=True)
 class Weight:
     """A binary weight tensor: `shape` and its bits in row-major order (1 = +1)."""

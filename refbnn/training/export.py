@@ -16,7 +16,6 @@ import warnings
 from fractions import Fraction
 from math import prod
 
-
 from ..semantics.batchnorm import batchnorm_thresholds, tau_as_float
 from ..semantics.model import Conv2d, Flatten, Linear, MaxPool2d, Model, Threshold, Weight
 from .architectures import Network

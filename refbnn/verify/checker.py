@@ -14,13 +14,13 @@ from typing import Any, Callable, Optional, Sequence
 from ..biterrors.masks import ErrorModel
 from ..biterrors.sweep import Summary, correct_under_errors
 from ..engines.protocol import Engine
-from ..formats.claimsfile import BIT_ERROR_KEYS, LAYER_KEYS, RESULT_KEYS, check_layout
+from ..formats.claimsfile import check_layout
 from ..formats.datafile import Dataset
 from ..formats.files import InputError, read_json
 from ..formats.values import exact, parse_ber, parse_rational
 from ..semantics.importance import accuracy, importance_variance
 from ..semantics.margin import t_bar
-from ..semantics.model import Model
+from ..semantics.model import Model, NoNeuronsError
 from .statistics import judge_accuracies
 
 
@@ -114,6 +114,7 @@ def check_claims(engine: Engine, model: Model, data: Dataset, claims: dict, path
     under keyed masks) can be replaced, so that `refbnn.verify.diagnose` can recompute
     the claims under an alternative convention; `alpha` is the level of the statistical
     tests for bit error claims drawn with another generator (docs/semantics.md §11.3)."""
+    check_layout(claims, path)    # claims built in Python (diagnose, profile) skip read_claims
     c = _Checker(path, atol)
     x, y = data.x, data.y
     if "inputs" in claims:
@@ -134,14 +135,6 @@ def check_claims(engine: Engine, model: Model, data: Dataset, claims: dict, path
     if layers is not None:
         c.listed("layers", layers, len(model.neuron_layers))
         for l, (entry, nl) in enumerate(zip(layers, model.neuron_layers)):
-            if not isinstance(entry, dict):
-                raise InputError(f"{path}: layers[{l}]: expected an object")
-            unknown = sorted(set(entry) - LAYER_KEYS)
-            if unknown:
-                raise InputError(f"{path}: layers[{l}].{unknown[0][:40]}: unknown key "
-                                 f"(known: {', '.join(sorted(LAYER_KEYS))})")
-            if "T_bar" in entry and "T" not in entry:
-                raise InputError(f"{path}: layers[{l}].T_bar: needs the claimed T (its b values) beside it")
             facts = {"layer": nl.threshold_index, "weight_layer": nl.weight_index, "neurons": nl.channels,
                      "positions": nl.positions}
             for key, truth in facts.items():
@@ -153,13 +146,12 @@ def check_claims(engine: Engine, model: Model, data: Dataset, claims: dict, path
                 c.same(f"layers[{l}].first", entry["first"], nl.first)
             if "T" in entry:
                 bs.update(c.bmap(f"layers[{l}].T", entry["T"]))
-    if "T_bar" in claims and not bs:
-        raise InputError(f"{path}: T_bar: needs the claimed T (its b values) beside it")
-    if bs and model.neurons == 0:
-        raise InputError(f"{path}: T: the model has no neurons, so T is undefined")
     if bs:
         values = sorted(set(bs.values()))
-        tol = engine.tolerance(x, values)
+        try:
+            tol = engine.tolerance(x, values)
+        except NoNeuronsError as e:
+            raise InputError(f"{path}: T: {e}") from None
         if "T" in claims:
             T = {name: tol.overall[bs[name]] for name in claims["T"]}
             for name, v in claims["T"].items():
@@ -190,12 +182,7 @@ def _check_bit_errors(c: _Checker, engine, model: Model, data: Dataset, claim: A
                       accuracies: Optional[Callable[[ErrorModel, int], list[Fraction]]], alpha: float) -> None:
     """Recompute each claimed accuracy under the keyed masks (refbnn.biterrors), or, for
     claims drawn with another generator ("rng": "other"), judge them statistically."""
-    where = "bit_errors"
-    if not isinstance(claim, dict):
-        raise InputError(f"{c.path}: {where}: expected an object")
-    unknown = sorted(set(claim) - BIT_ERROR_KEYS)
-    if unknown:
-        raise InputError(f"{c.path}: {where}.{unknown[0]}: unknown key")
+    where = "bit_errors"     # the layout is checked (formats.claimsfile); here the values
     seed, size = claim.get("seed", 0), claim.get("batch_size", 128)
     layers, acts = claim.get("layers"), claim.get("activations", False)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -213,25 +200,14 @@ def _check_bit_errors(c: _Checker, engine, model: Model, data: Dataset, claim: A
     if rng not in ("refbnn", "other"):
         raise InputError(f"{c.path}: {where}.rng: expected \"refbnn\" (keyed masks, replayed exactly) or "
                          "\"other\" (another generator, judged statistically)")
-    results = claim.get("results")
-    if not isinstance(results, list) or not results:
-        raise InputError(f"{c.path}: {where}.results: expected a non-empty list")
     n = len(data.y)
-    for k, entry in enumerate(results):
+    for k, entry in enumerate(claim["results"]):
         field = f"{where}.results[{k}]"
-        if not isinstance(entry, dict) or not isinstance(entry.get("ber"), str):
-            raise InputError(f"{c.path}: {field}.ber: expected the BER as a string, e.g. \"0.01\"")
-        unknown = sorted(set(entry) - RESULT_KEYS)
-        if unknown:
-            raise InputError(f"{c.path}: {field}.{unknown[0][:40]}: unknown key "
-                             f"(known: {', '.join(sorted(RESULT_KEYS))})")
         try:
             p = parse_ber(entry["ber"], f"{field}.ber")
         except ValueError as e:
             raise InputError(f"{c.path}: {e}") from None
-        claimed = entry.get("accuracies")
-        if not isinstance(claimed, list) or not claimed:
-            raise InputError(f"{c.path}: {field}.accuracies: expected one accuracy per repetition")
+        claimed = entry["accuracies"]
         em = ErrorModel(p, seed, size, None if layers is None else tuple(layers), acts)
         if rng == "other":
             truths = [_as_fraction(c, f"{field}.accuracies[{r}]", v) for r, v in enumerate(claimed)]
