@@ -1,0 +1,94 @@
+"""What the ONNX reader tracks per tensor (`Sym`), node helpers, and the shared base of
+the op handlers: looking up activations and constants, per-channel constants."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from ..fold import RefusedError
+from ..steps import Step
+
+QONNX_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general", "qonnx", "finn")
+
+
+@dataclass(frozen=True)
+class Sym:
+    """An activation tensor: the steps that compute it from the graph input, and its shape
+    (without the batch axis). `kind`:
+    - "act": a float tensor;
+    - "cond": a boolean, v > 0 (`strict`) or v >= 0, v the value after `steps`;
+    - "residual": sign(X) - X of a straight-through estimator (`ref`: the sign's Sym);
+    - "square": the class scores squared (>= 0), on the way to a normalisation;
+    - "persample": one value per input, the same for every class (a reduction over the
+      classes), with `sign` "pos", "nonneg" or "any".
+    `base`: for a binarised tensor, the steps of the tensor that was binarised."""
+
+    steps: tuple
+    shape: tuple[int, ...]
+    kind: str = "act"
+    strict: bool = True
+    ref: Optional["Sym"] = None
+    base: Optional[tuple] = None
+    sign: str = "any"
+
+
+def node_name(node) -> str:
+    """How messages name a node: its name (or first output) and op."""
+    return f"node {(node.name or (node.output[0] if node.output else '?'))[:80]!r} ({node.op_type[:40]})"
+
+
+def attrs(node) -> dict:
+    """The node's attributes as Python values."""
+    from onnx import helper
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+class OpsBase:
+    """State and helpers shared by the op handlers: `const` (name -> array) and `sym`
+    (name -> Sym) of the tensors seen so far."""
+
+    const: dict[str, np.ndarray]
+    sym: dict[str, Sym]
+
+    def _act(self, node, name: str, k: int = 0) -> Sym:
+        s = self.sym.get(node.input[k])
+        if s is None or s.kind != "act":
+            raise RefusedError(f"{name}: input {k} must be a float activation")
+        return s
+
+    def _one_act(self, node, name: str) -> tuple[Sym, np.ndarray, int]:
+        """The activation and the constant of a binary elementwise op, and the activation's position."""
+        a, b = node.input[0], node.input[1]
+        if a in self.sym and b in self.const:
+            return self.sym[a], self.const[b], 0
+        if b in self.sym and a in self.const:
+            return self.sym[b], self.const[a], 1
+        raise RefusedError(f"{name}: an elementwise op of two activations (a residual connection?)")
+
+    @staticmethod
+    def _channels(const: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
+        """A constant that broadcasts against [batch, *shape] as one value per channel (or a scalar)."""
+        const = np.asarray(const, dtype=np.float64)
+        if const.ndim > len(shape) + 1:
+            raise RefusedError(f"{name}: a constant of rank {const.ndim} on an activation of rank {len(shape) + 1}")
+        try:
+            full = np.broadcast_to(const, (1,) + tuple(shape))[0]
+        except ValueError:
+            raise RefusedError(f"{name}: constant of shape {list(const.shape)} does not broadcast "
+                               f"to the activation's shape {list(shape)}") from None
+        rows = full.reshape(shape[0], -1)
+        if not np.all(rows == rows[:, :1]):
+            raise RefusedError(f"{name}: a constant that varies within a channel (over positions)")
+        v = rows[:, 0]
+        return np.float64(v[0]) if np.all(v == v[0]) else v
+
+    @staticmethod
+    def _then(s: Sym, *steps: Step, shape: Optional[tuple] = None, **kw) -> Sym:
+        return Sym(s.steps + steps, s.shape if shape is None else shape, **kw)
+
+    def _const_input(self, node, k: int, name: str) -> np.ndarray:
+        if len(node.input) <= k or node.input[k] not in self.const:
+            raise RefusedError(f"{name}: input {k} must be a constant")
+        return self.const[node.input[k]]
