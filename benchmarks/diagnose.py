@@ -14,21 +14,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
 import numpy as np
+from workloads import fashion_cnn, fashion_fc
 
-sys.path.insert(0, os.path.dirname(__file__))
-from engine import fashion_cnn, fashion_fc  # noqa: E402
-
-from refbnn.engines.fast import FastEngine  # noqa: E402
-from refbnn.formats.datafile import Dataset  # noqa: E402
-from refbnn.formats.values import exact  # noqa: E402
-from refbnn.semantics.margin import DEFAULT_B, t_bar  # noqa: E402
-from refbnn.verify.checker import check_claims  # noqa: E402
-from refbnn.verify.conventions import Variant, VariantEngine  # noqa: E402
-from refbnn.verify.diagnose import diagnose_claims  # noqa: E402
+from refbnn.engines.fast import FastEngine
+from refbnn.formats.datafile import Dataset
+from refbnn.formats.values import exact
+from refbnn.semantics.margin import DEFAULT_B, t_bar
+from refbnn.verify.checker import check_claims
+from refbnn.verify.conventions import Variant, VariantEngine
+from refbnn.verify.diagnose import diagnose_claims
 
 
 def main() -> None:

@@ -16,17 +16,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
 import numpy as np
+from workloads import bare_float32, fashion_fc, float32_weights
 
-sys.path.insert(0, os.path.dirname(__file__))
-from engine import bare_float32, fashion_fc, float32_weights  # noqa: E402
-
-from refbnn.biterrors.masks import ErrorModel, error_batches, keyed_mask  # noqa: E402
-from refbnn.biterrors.sweep import accuracy_sweep  # noqa: E402
-from refbnn.engines.fast import FastEngine  # noqa: E402
+from refbnn.biterrors.masks import ErrorModel, error_batches, keyed_mask
+from refbnn.biterrors.sweep import accuracy_sweep
+from refbnn.engines.fast import FastEngine
 
 
 def rebuild_per_batch(model, x, y, bers, reps, em) -> int:

@@ -103,3 +103,30 @@ def test_the_checker_sees_relative_imports():
     """The rule above could pass vacuously if relative imports were missed: the fast engine
     must be seen importing the semantics and its own incremental module."""
     assert {"refbnn.semantics.margin", "refbnn.engines.incremental"} <= GRAPH["refbnn.engines.fast"]
+
+
+BENCHMARKS = PACKAGE.parent / "benchmarks"
+
+
+def _sibling_imports(path: Path) -> set[str]:
+    names = {p.stem for p in BENCHMARKS.glob("*.py")}
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name in names}
+        elif isinstance(node, ast.ImportFrom) and node.module in names:
+            out.add(node.module)
+    return out
+
+
+def test_benchmarks_share_one_workloads_module_and_import_no_cycle():
+    """Property: the workloads live in benchmarks/workloads.py, which imports no other
+    benchmark, and the benchmarks' imports of each other form no cycle (engine -> sweep ->
+    workloads is allowed; sweep -> engine is not)."""
+    graph = {p.stem: _sibling_imports(p) for p in BENCHMARKS.glob("*.py")}
+    assert graph["workloads"] == set()
+    assert all("workloads" in deps for name, deps in graph.items() if name not in ("workloads", "train"))
+    for name, deps in graph.items():
+        for dep in deps:
+            assert name not in graph[dep], f"benchmarks/{name}.py and benchmarks/{dep}.py import each other"
+    assert not any("sys.path" in p.read_text() for p in BENCHMARKS.glob("*.py"))
