@@ -1,4 +1,7 @@
-"""Shared fixtures and the Hypothesis profiles.
+"""Shared fixtures, helpers and the Hypothesis profiles.
+
+Helpers that several test modules use live here, not in one test module that the others
+import (`from conftest import run_cli, assert_clean_exit, damaged`).
 
 Profiles (pick with HYPOTHESIS_PROFILE): `dev` (default on a workstation), `ci`
 (chosen automatically when CI=true: derandomized, so a CI run is repeatable) and
@@ -7,8 +10,11 @@ Profiles (pick with HYPOTHESIS_PROFILE): `dev` (default on a workstation), `ci`
 import os
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 
+from refbnn.cli import main
 from refbnn.engines.fast import FastEngine
 from refbnn.engines.interpreter import Interpreter
 
@@ -37,3 +43,31 @@ ENGINES = [Interpreter, FastEngine]
 def engine_cls(request):
     """Each behavioural test runs once per engine: the reference and the fast one."""
     return request.param
+
+
+def run_cli(*args):
+    """`refbnn ARGS` through click's runner (paths may be Path objects)."""
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def assert_clean_exit(result) -> None:
+    """The promise: exit 0, 1 or 2; on 2 one line naming refbnn's error; never a traceback."""
+    assert result.exit_code in (0, 1, 2), result.output
+    assert "Traceback" not in result.output
+    if result.exit_code == 2:
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("refbnn: error: ") and len(lines[0]) <= 420, lines
+
+
+def damaged(raw: bytes, data) -> bytes:
+    """Flip, delete or insert bytes, or truncate (drawn from Hypothesis `data`): the damage a
+    disk or a bad writer does."""
+    kind = data.draw(st.sampled_from(["flip", "truncate", "insert", "delete"]))
+    pos = data.draw(st.integers(0, max(0, len(raw) - 1)))
+    if kind == "truncate":
+        return raw[:pos]
+    if kind == "flip":
+        return raw[:pos] + bytes([raw[pos] ^ data.draw(st.integers(1, 255))]) + raw[pos + 1:]
+    if kind == "insert":
+        return raw[:pos] + data.draw(st.binary(min_size=1, max_size=8)) + raw[pos:]
+    return raw[:pos] + raw[pos + data.draw(st.integers(1, 64)):]

@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from conftest import run_cli
 from hypothesis import given
 from hypothesis import strategies as st
 from strategies import model_cases
@@ -14,7 +14,6 @@ from strategies import model_cases
 from refbnn.biterrors.flipprob import flip_probability_float, layer_flip_probabilities, neuron_flip_probability
 from refbnn.biterrors.masks import ErrorModel, below, keyed_mask, pattern
 from refbnn.biterrors.sweep import Summary, accuracy_sweep, correct_under_errors
-from refbnn.cli import main
 from refbnn.engines.fast import FastEngine
 from refbnn.engines.interpreter import Interpreter
 from refbnn.formats.datafile import write_data
@@ -193,8 +192,7 @@ def files(tmp_path):
     return str(tmp_path / "m.json"), str(tmp_path / "d.npz")
 
 
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
+run = run_cli
 
 
 def test_eval_is_reproducible_and_ber_zero_is_the_clean_accuracy(files, tmp_path):

@@ -5,6 +5,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import run_cli
 
 from refbnn.cli import main
 from refbnn.formats.datafile import write_data
@@ -19,8 +20,7 @@ def example(tmp_path):
     return tmp_path / "example.json", tmp_path / "example.npz"
 
 
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
+run = run_cli
 
 
 def test_inspect_lists_layers_and_neurons(example):

@@ -17,6 +17,7 @@ import zipfile
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import assert_clean_exit, damaged, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -44,39 +45,13 @@ def valid(tmp_path_factory):
     return d
 
 
-def _check(result) -> None:
-    """The promise: exit 0, 1 or 2; on 2 one line naming refbnn's error; never a traceback."""
-    assert result.exit_code in (0, 1, 2), result.output
-    assert "Traceback" not in result.output
-    if result.exit_code == 2:
-        lines = result.output.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("refbnn: error: ") and len(lines[0]) <= 420, lines
-
-
-def _mutated(raw: bytes, data) -> bytes:
-    """Flip, delete or insert bytes, or truncate: the damage a disk or a bad writer does."""
-    kind = data.draw(st.sampled_from(["flip", "truncate", "insert", "delete"]))
-    pos = data.draw(st.integers(0, max(0, len(raw) - 1)))
-    if kind == "truncate":
-        return raw[:pos]
-    if kind == "flip":
-        return raw[:pos] + bytes([raw[pos] ^ data.draw(st.integers(1, 255))]) + raw[pos + 1:]
-    if kind == "insert":
-        return raw[:pos] + data.draw(st.binary(min_size=1, max_size=8)) + raw[pos:]
-    return raw[:pos] + raw[pos + data.draw(st.integers(1, 64)):]
-
-
-def _run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
 @FUZZ
 @given(st.data())
 def test_damaged_model_files(valid, tmp_path, data):
     """Property: any damage to a model file gives exit 0 or 2 (one line), never a crash."""
     path = tmp_path / "m.json"
-    path.write_bytes(_mutated((valid / "m.json").read_bytes(), data))
-    _check(_run("inspect", path))
+    path.write_bytes(damaged((valid / "m.json").read_bytes(), data))
+    assert_clean_exit(run_cli("inspect", path))
 
 
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
@@ -99,7 +74,7 @@ def test_structurally_wrong_model_documents(valid, tmp_path, data, value):
     target[where[-1]] = value
     path = tmp_path / "m.json"
     path.write_text(json.dumps(doc))
-    _check(_run("inspect", path))
+    assert_clean_exit(run_cli("inspect", path))
 
 
 DAMAGED = {   # file -> the command that reads it (with the other files valid)
@@ -115,8 +90,8 @@ DAMAGED = {   # file -> the command that reads it (with the other files valid)
 def test_damaged_data_mask_and_claims_files(valid, tmp_path, name, data):
     """Property: any damage to a data, mask or claims file gives exit 0, 1 or 2 (one line)."""
     path = tmp_path / name
-    path.write_bytes(_mutated((valid / name).read_bytes(), data))
-    _check(_run(*DAMAGED[name](valid, path)))
+    path.write_bytes(damaged((valid / name).read_bytes(), data))
+    assert_clean_exit(run_cli(*DAMAGED[name](valid, path)))
 
 
 @FUZZ
@@ -127,7 +102,7 @@ def test_option_values(valid, option, value):
     """Property: any value of any numeric option gives exit 0, 1 or 2 (one line), never a crash."""
     command = {"--b": "metrics", "--k": "certify"}.get(option, "eval")
     extra = ["--reps", "1"] if command == "eval" and option != "--reps" else []
-    _check(_run(command, valid / "m.json", valid / "d.npz", option, value, *extra))
+    assert_clean_exit(run_cli(command, valid / "m.json", valid / "d.npz", option, value, *extra))
 
 
 @FUZZ
@@ -138,8 +113,8 @@ def test_damaged_checkpoints(tmp_path_factory, data):
     if not (d / "good.npz").exists():
         assert CliRunner().invoke(main, args).exit_code == 0
         (d / "good.npz").write_bytes((d / "ck.npz").read_bytes())
-    (d / "ck.npz").write_bytes(_mutated((d / "good.npz").read_bytes(), data))
-    _check(CliRunner().invoke(main, [*args[:4], "2", *args[5:], "--resume"]))
+    (d / "ck.npz").write_bytes(damaged((d / "good.npz").read_bytes(), data))
+    assert_clean_exit(CliRunner().invoke(main, [*args[:4], "2", *args[5:], "--resume"]))
 
 
 def test_checkpoint_meta_fields_are_validated(tmp_path):
@@ -158,7 +133,7 @@ def test_checkpoint_meta_fields_are_validated(tmp_path):
         edit(meta)
         np.savez(tmp_path / "ck.npz", **{**arrays, "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8)})
         result = CliRunner().invoke(main, [*args[:4], "2", *args[5:], "--resume"])
-        _check(result)
+        assert_clean_exit(result)
         assert result.exit_code == 2
     np.savez(tmp_path / "ck.npz", **{**arrays, "param0": arrays["param0"].astype(str)})
     assert CliRunner().invoke(main, [*args[:4], "2", *args[5:], "--resume"]).exit_code == 2
@@ -256,7 +231,7 @@ def test_no_half_written_output_and_no_stray_temporaries_after_sigkill(valid, tm
     out = tmp_path / "m.json"
     stale = tmp_path / f".m.json.{2**22 + 12345}.abcd.tmp"   # a pid beyond pid_max: not running
     stale.write_text("{half")
-    result = _run("metrics", valid / "m.json", valid / "d.npz", "--json", out)
+    result = run_cli("metrics", valid / "m.json", valid / "d.npz", "--json", out)
     assert result.exit_code == 0 and not stale.exists()
     assert json.loads(out.read_text())["inputs"] == 12
     assert oct(out.stat().st_mode & 0o777) == oct(0o666 & ~_current_umask())

@@ -11,10 +11,10 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from click.testing import CliRunner  # noqa: E402
+from conftest import assert_clean_exit, damaged  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from onnx_graphs import QONNX, Graph, batchnorm, binarise, bn_params, dynamic_flatten, latent_weight, signs  # noqa: E402,E501
-from test_fuzz import _check, _mutated  # noqa: E402
 
 from refbnn.cli import main  # noqa: E402
 from refbnn.engines.fast import FastEngine  # noqa: E402
@@ -493,11 +493,11 @@ def test_damaged_sources_are_bad_input_not_crashes(valid_sources, tmp_path, data
     which = data.draw(st.sampled_from(["net.onnx", "sd.npz", "layout.json"]))
     for name in ("net.onnx", "sd.npz", "layout.json"):
         raw = (valid_sources / name).read_bytes()
-        (tmp_path / name).write_bytes(_mutated(raw, data) if name == which else raw)
+        (tmp_path / name).write_bytes(damaged(raw, data) if name == which else raw)
     args = ["net.onnx", "--z", "15", "--input", "x"] if which == "net.onnx" else \
         ["sd.npz", "--layout", str(tmp_path / "layout.json")]
     r = CliRunner().invoke(main, ["import", str(tmp_path / args[0])] + args[1:] + ["-o", str(tmp_path / "m.json")])
-    _check(r)
+    assert_clean_exit(r)
 
 
 # -- what the import reports ------------------------------------------------------------------

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import assert_clean_exit, damaged
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import model_cases
-from test_fuzz import _check, _mutated
 
 from refbnn.biterrors.masks import ErrorModel, write_masks
 from refbnn.claims import write_claims, write_trace
@@ -443,10 +443,10 @@ def test_damaged_traces_are_bad_input_not_crashes(setup, tmp_path, data):
     traceback."""
     d, model, x, y, doc = setup
     raw_path = _trace(d, doc, x, Conventions(), name="fuzz.npz")
-    (tmp_path / "t.npz").write_bytes(_mutated(raw_path.read_bytes(), data))
+    (tmp_path / "t.npz").write_bytes(damaged(raw_path.read_bytes(), data))
     r = CliRunner().invoke(main, ["verify", str(d / "m.json"), str(d / "d.npz"), "--trace", str(tmp_path / "t.npz"),
                                   "--no-diagnose"])
-    _check(r)
+    assert_clean_exit(r)
 
 
 def test_importance_claims_on_zero_accuracy_data_exit_2(setup, tmp_path):
