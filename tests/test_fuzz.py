@@ -6,6 +6,7 @@ In-process (CliRunner) for the Hypothesis campaigns; in a subprocess with a memo
 and a timeout for the hostile files (FIFOs, /dev/zero, zip bombs, huge declared shapes,
 deep nesting), where a hang or an allocation would otherwise take the test run down.
 """
+import base64
 import io
 import json
 import os
@@ -223,6 +224,47 @@ def test_hostile_files_get_one_line_within_memory_and_time(valid, tmp_path):
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2, (case, proc.stderr[-500:])
         assert len(lines) == 1 and lines[0].startswith("refbnn: error: ") and "Traceback" not in proc.stderr, case
+
+
+def _findings_of_the_held_out_campaign(tmp, valid):
+    """The inputs the held-out fuzz campaign found unbounded or wrongly accepted, each with
+    the words its one-line refusal must contain."""
+    model, data = valid / "m.json", valid / "d.npz"
+    claims = tmp / "reps.json"      # a bit error claim of 20,000 repetitions: past MAX_REPS
+    claims.write_text(json.dumps({"bit_errors": {"results": [{"ber": "0.1", "accuracies": [0.5] * 20000}]}}))
+    zeros = tmp / "zeros.json"      # 2 GiB of zero bytes (sparse): refused from its first bytes
+    with open(zeros, "wb") as f:
+        f.truncate(2**31)
+    side = 2**15                    # one 2^15 x 2^15 layer: the documented 2^30-bit limit
+    huge = tmp / "huge.json"
+    with open(huge, "w") as f:
+        f.write('{"format": "refbnn-model", "version": 1, "input": {"shape": [%d], "Z": 1}, "layers": '
+                '[{"type": "linear", "weight": {"shape": [%d, %d], "bits": "' % (side, side, side))
+        f.write(base64.b64encode(b"\xff" * (side * side // 8)).decode())
+        f.write('"}}]}')
+    write_data(tmp / "one.npz", np.ones((1, side), np.int64), np.zeros(1, np.int64))
+    extra = tmp / "extra.npz"
+    x, y = example_data(4)
+    np.savez(extra, x=x, y=y, note=np.ones(1, np.int64))
+    return [
+        (("verify", model, data, "--claims", claims), "20000 repetitions per BER, past the limit of 10000"),
+        (("eval", model, data, "--reps", "1000000000000"), "--reps: 1000000000000 repetitions per BER"),
+        (("inspect", zeros), "not valid JSON (a NUL byte at offset 0"),
+        (("metrics", huge, tmp / "one.npz"), "the fast engine needs 6.0 GiB to hold this model's weights"),
+        (("train", "--arch", "fc:", "-o", tmp / "t.json"), "has no hidden layer, so the network has no neurons"),
+        (("train", "--arch", "fc:8,,8", "-o", tmp / "t.json"), "an empty entry in 'fc:8,,8'"),
+        (("metrics", model, extra), "expected exactly the arrays x and y, found note, x, y"),
+    ]
+
+
+def test_the_held_out_fuzz_findings_are_refused_up_front_in_one_line(valid, tmp_path):
+    """Each command bounds its work and memory before it starts: the campaign's hang, its
+    out-of-memory cases and its wrongly accepted inputs now end within the caps with exit 2
+    and a one-line message that says why."""
+    for case, words in _findings_of_the_held_out_campaign(tmp_path, valid):
+        proc = _refbnn(*case)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and words in lines[0], (case[:2], proc.stderr[-500:])
 
 
 def test_no_half_written_output_and_no_stray_temporaries_after_sigkill(valid, tmp_path):

@@ -29,7 +29,7 @@ from refbnn.formats.files import InputError
 from refbnn.formats.maskfile import MaskSet, read_masks
 from refbnn.formats.modelfile import model_to_dict, write_model
 from refbnn.semantics.model import Conv2d, Flatten, Linear, MaxPool2d, Model, Threshold, Weight
-from refbnn.verify.checker import check_claims
+from refbnn.verify.checker import Replayed, check_claims
 from refbnn.verify.conventions import REGISTRY, Variant, VariantEngine
 from refbnn.verify.statistics import audit_masks, chi2_two_sided, judge_accuracies, t_two_sided
 
@@ -459,3 +459,21 @@ def test_importance_claims_on_zero_accuracy_data_exit_2(setup, tmp_path):
     r = CliRunner().invoke(main, ["verify", str(d / "m.json"), str(tmp_path / "zero.npz"),
                                   "--claims", str(tmp_path / "c.json")])
     assert r.exit_code == 2 and "zero.npz" in r.output and "accuracy A is 0" in r.output
+
+
+def test_a_check_that_stops_at_its_first_failure_replays_no_repetition_past_it(setup):
+    """The diagnosis asks only whether every claim passes: with first_failure, a wrong
+    repetition 0 ends the check, and the 49 repetitions after it are never replayed."""
+    d, model, x, y, doc = setup
+    calls = []
+
+    def replay(em, reps):
+        return Replayed(reps, lambda r: calls.append(r) or Fraction(-1))   # an impossible accuracy
+
+    claims = {"bit_errors": {"results": [{"ber": "0.1", "accuracies": [0.5] * 50}]}}
+    checks = check_claims(FastEngine(model), model, Dataset(x, y), claims, "c.json", 1e-9,
+                          bit_error_accuracies=replay, first_failure=True)
+    assert calls == [0] and [c["pass"] for c in checks] == [False]
+    calls.clear()
+    full = check_claims(FastEngine(model), model, Dataset(x, y), claims, "c.json", 1e-9, bit_error_accuracies=replay)
+    assert calls == list(range(50)) and len(full) == 50 and not any(c["pass"] for c in full)

@@ -18,9 +18,11 @@ from typing import Callable, Iterator, Optional, Sequence
 import numpy as np
 
 from ..engines.protocol import Engine
+from ..formats.files import InputError
 from ..formats.maskfile import MaskSet
 from ..formats.values import exact
-from .masks import ErrorModel, below, error_batches, keyed_draws, pattern, raw_threshold
+from ..semantics.model import Model
+from .masks import ErrorModel, below, draw_bytes, error_batches, keyed_draws, pattern, raw_threshold
 
 
 def correct_under_errors(engine: Engine, x: np.ndarray, y: np.ndarray, em: ErrorModel, r: int,
@@ -41,6 +43,28 @@ def _correct(engine: Engine, x: np.ndarray, y: np.ndarray, weights: list, acts: 
     """Correct predictions of one batch read through one flip pattern."""
     flipped = engine.with_flips(weights) if any(w is not None for w in weights) else engine
     return int((np.asarray(flipped.predictions(x, act_masks=acts or None)) == y).sum())
+
+
+MAX_REPS = 10_000      # repetitions per BER: the 95% interval is then ~2% of the spread
+MAX_WORK = 2**44       # multiply-adds (plus drawn bits) of one sweep: about an hour on 2 cores
+
+
+def sweep_work(model: Model, n_inputs: int, reps: int, n_bers: int, em: ErrorModel) -> int:
+    """Multiply-adds of `reps` repetitions at `n_bers` BERs over `n_inputs` inputs, plus the
+    bits drawn for their flip patterns (one pattern per batch of em.batch_size inputs)."""
+    batches = -(-n_inputs // em.batch_size)
+    return reps * n_bers * n_inputs * model.multiply_adds + reps * batches * draw_bytes(model, em) // 8
+
+
+def check_sweep_size(model: Model, n_inputs: int, reps: int, n_bers: int, em: ErrorModel, where: str) -> None:
+    """Refuse, before any work, a sweep past MAX_REPS repetitions or MAX_WORK (an InputError
+    naming `where`, the option or field that asked for it)."""
+    if reps > MAX_REPS:
+        raise InputError(f"{where}: {reps} repetitions per BER, past the limit of {MAX_REPS}")
+    work = sweep_work(model, n_inputs, reps, n_bers, em)
+    if work > MAX_WORK:
+        raise InputError(f"{where}: {reps} repetitions x {n_bers} BERs x {n_inputs} inputs need about {work:.2g} "
+                         f"multiply-adds, past the limit of {MAX_WORK:.2g} (fewer repetitions, BERs or inputs)")
 
 
 def accuracy_sweep(engine: Engine, x: np.ndarray, y: np.ndarray, bers: Sequence[tuple[str, float]], reps: int,

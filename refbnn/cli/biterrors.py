@@ -6,7 +6,7 @@ from tabulate import tabulate
 
 from ..biterrors.flipprob import layer_flip_probabilities
 from ..biterrors.masks import ErrorModel, error_model, write_masks
-from ..biterrors.sweep import accuracy_sweep
+from ..biterrors.sweep import MAX_REPS, accuracy_sweep, check_sweep_size
 from ..engines.fast import FastEngine
 from ..formats.files import InputError, write_json
 from ..formats.maskfile import read_masks
@@ -44,7 +44,8 @@ def _error_model(model, p, seed, granularity, batch_size, layers_text, activatio
 @click.argument("data_path", metavar="DATA", type=click.Path(dir_okay=False))
 @click.option("--ber", "ber_text", default="0,0.01,0.05,0.1", show_default=True,
               help="Comma-separated bit error rates p in [0, 1].")
-@click.option("--reps", default=5, show_default=True, type=click.IntRange(1), help="Repetitions per BER.")
+@click.option("--reps", default=5, show_default=True, type=click.IntRange(1),
+              help=f"Repetitions per BER (at most {MAX_REPS:,}; the work is checked before it starts).")
 @error_options
 @click.option("--masks", "masks_path", default=None, type=click.Path(dir_okay=False),
               help="Evaluate under the flip patterns in this file (from `refbnn masks`) instead "
@@ -71,6 +72,7 @@ def eval_cmd(model_path, data_path, ber_text, reps, seed, granularity, batch_siz
     given = read_masks(masks_path, model, n) if masks_path else None
     if given is not None:   # the flips, repetitions and batch size come from the file
         bers, reps, em = [("file", float("nan"))], given.reps, ErrorModel(0.0, 0, given.batch_size)
+    check_sweep_size(model, n, reps, len(bers), em, "--reps" if given is None else masks_path)
     with Progress("bit errors") as progress:
         summaries = [s.as_dict() for s in accuracy_sweep(ENGINES[engine](model), data.x, data.y, bers, reps,
                                                          em, given, progress)]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import os
+import resource
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from fractions import Fraction
@@ -34,6 +35,7 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
+from ..formats.files import InputError
 from ..semantics.importance import relative_drop, require_accuracy
 from ..semantics.margin import DEFAULT_B, Tolerance, min_odd_margin
 from ..semantics.model import Conv2d, Linear, MaxPool2d, Model, NoNeuronsError, Threshold, check_masks
@@ -43,6 +45,36 @@ from .ops import im2col, maxpool
 
 DEFAULT_MEMORY = 2 * 2**30   # bytes of working memory per batch (docs/engine.md)
 COUNT_CHUNK = 2**20           # values per pass of the T counting: small enough to stay in cache
+
+
+def available_memory() -> int:
+    """Bytes this process may still allocate: the smaller of the system's MemAvailable and
+    what the address-space limit (ulimit -v) leaves; unbounded where neither is known."""
+    avail = 2**62
+    try:
+        with open("/proc/meminfo") as f:
+            avail = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY:
+            with open("/proc/self/status") as f:
+                used = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+            avail = min(avail, soft - used)
+    except (OSError, StopIteration, ValueError):
+        pass
+    return avail
+
+
+def weight_bytes(model: Model) -> int:
+    """Bytes the fast engine holds for the weights: each +-1 in its exact float type
+    (float32, or float64 past 2**24), plus two bytes per weight while it is unpacked."""
+    first = model.weight_indices[0]
+    total = 0
+    for i in model.weight_indices:
+        shape = model.layers[i].weight.shape
+        dt = exact_float(prod(shape[1:]) * (model.Z if i == first else 2)) or np.float64
+        total += prod(shape) * np.dtype(dt).itemsize
+    biggest = max(prod(model.layers[i].weight.shape) for i in model.weight_indices)
+    return total + 2 * biggest
 
 
 def exact_float(bound: int) -> Optional[type]:
@@ -80,7 +112,12 @@ class FastEngine:
     def __init__(self, model: Model, weight_masks: Optional[Sequence] = None,
                  memory: int = DEFAULT_MEMORY, threads: Optional[int] = None):
         self.model = model
-        self.memory = memory
+        need, free = weight_bytes(model), available_memory()
+        if need > free:       # refuse before allocating, rather than die of it
+            raise InputError(f"the fast engine needs {need / 2**30:.1f} GiB to hold this model's weights; this process "
+                             f"may allocate {max(free, 0) / 2**30:.1f} GiB (--engine reference needs far less, "
+                             "or use a machine with more memory)")
+        self.memory = min(memory, max((free - need) // 2, 2**20))   # leave room for the batch's copies
         self.threads = threads or min(4, len(os.sched_getaffinity(0)))
         self._w: dict[int, np.ndarray] = {}       # layer -> [N, fan_in] +-1 in its exact dtype
         self._dtype: dict[int, type] = {}         # layer -> dtype of its input and output

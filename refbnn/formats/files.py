@@ -112,6 +112,21 @@ def parse_json_bytes(raw: bytes, where: str) -> Any:
         raise InputError(f"{where}: not valid JSON ({text[:120]})") from None
 
 
+JSON_SNIFF_BYTES = 2**16
+_JSON_STARTS = frozenset(b'{["-0123456789tfn')
+
+
+def _sniff_json(head: bytes, name: str) -> None:
+    """Refuse from the first bytes what cannot be JSON text: NUL bytes (binary data, a
+    file of zeros) or a first character that starts no JSON value."""
+    nul = head.find(b"\0")
+    if nul >= 0:
+        raise InputError(f"{name}: not valid JSON (a NUL byte at offset {nul}: binary data?)")
+    stripped = head.lstrip(b" \t\r\n")
+    if stripped and stripped[0] not in _JSON_STARTS and not stripped.startswith(b"\xef\xbb\xbf"):
+        raise InputError(f"{name}: not valid JSON (starts with {stripped[:8]!r})")
+
+
 def read_json(path: str | os.PathLike, max_bytes: int | None = None) -> Any:
     """Parse a JSON file; an unreadable, oversized, special or invalid file is an InputError
     naming it. Only regular files are read (a FIFO would block), and at most the limit."""
@@ -124,7 +139,9 @@ def read_json(path: str | os.PathLike, max_bytes: int | None = None) -> Any:
         if st.st_size > limit:
             raise InputError(f"{name}: file of {st.st_size} bytes exceeds the limit {limit}")
         with open(path, "rb") as f:
-            raw = f.read(limit + 1)
+            head = f.read(JSON_SNIFF_BYTES)
+            _sniff_json(head, name)      # a file of zeros or binary junk is refused before it is read whole
+            raw = head + f.read(limit + 1 - len(head))
     except OSError as e:
         raise InputError(f"{name}: cannot read ({e.strerror})") from None
     if len(raw) > limit:

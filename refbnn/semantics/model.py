@@ -176,6 +176,11 @@ class Model:
         return model
 
     @property
+    def multiply_adds(self) -> int:
+        """Multiply-adds of one forward pass: per weight layer, fan-in x outputs x positions."""
+        return sum(prod(self.layers[i].weight.shape) * prod(self.shapes[i][1:]) for i in self.weight_indices)
+
+    @property
     def neurons(self) -> int:
         """N: the number of neurons (channels of all threshold layers)."""
         return sum(nl.channels for nl in self.neuron_layers)

@@ -40,20 +40,29 @@ def parse_arch(spec: str) -> tuple[list, list[int]]:
     spec = PRESETS.get(spec, spec)
     kind, _, body = spec.partition(":")
 
+    def tokens(text: str) -> list[str]:
+        parts = [t.strip() for t in text.split(",")] if text.strip() else []
+        if "" in parts:
+            raise InputError(f"--arch: an empty entry in {spec[:60]!r} (two commas, or a comma at an end)")
+        return parts
+
     def widths(text: str) -> list[int]:
         out = []
-        for t in filter(None, (t.strip() for t in text.split(","))):
+        for t in tokens(text):
             if not (t.isascii() and t.isdigit()) or not 1 <= int(t) <= 65536:
                 raise InputError(f"--arch: {t[:20]!r} is not a width in 1..65536 in {spec[:60]!r}")
             out.append(int(t))
         return out
 
     if kind == "fc":
+        if not widths(body):
+            raise InputError(f"--arch: {spec!r} has no hidden layer, so the network has no neurons "
+                             "(give at least one width, e.g. fc:64,64)")
         return [], widths(body)
     if kind == "cnn":
         conv_text, _, fc_text = body.partition(";")
         convs = []
-        for t in filter(None, (t.strip() for t in conv_text.split(","))):
+        for t in tokens(conv_text):
             if t == "mp":
                 if not convs or convs[-1] == "mp":
                     raise InputError(f"--arch: 'mp' must follow a conv width in {spec!r}")

@@ -8,11 +8,12 @@ number (must lie within `atol` of the exact value).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence as SequenceABC
 from fractions import Fraction
 from typing import Any, Callable, Optional, Sequence
 
 from ..biterrors.masks import ErrorModel
-from ..biterrors.sweep import Summary, correct_under_errors
+from ..biterrors.sweep import Summary, check_sweep_size, correct_under_errors
 from ..engines.protocol import Engine
 from ..formats.claimsfile import check_layout
 from ..formats.datafile import Dataset
@@ -31,9 +32,38 @@ def read_claims(path: str) -> dict:
     return doc
 
 
+class Replayed(SequenceABC):
+    """The accuracy of each of `n` repetitions, computed when first read, in order: a check
+    that stops at its first failure (the diagnosis) replays no repetition past it."""
+
+    def __init__(self, n: int, one: Callable[[int], Fraction]):
+        self.n, self.one, self.done = n, one, []
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, r):
+        if isinstance(r, slice):
+            return [self[k] for k in range(*r.indices(self.n))]
+        if not 0 <= r < self.n:
+            raise IndexError(r)
+        while len(self.done) <= r:
+            self.done.append(self.one(len(self.done)))
+        return self.done[r]
+
+
+class _FirstFailure(Exception):
+    """Raised by a checker that stops at its first failing check."""
+
+
 class _Checker:
-    def __init__(self, path: str, atol: float):
-        self.path, self.atol, self.checks = path, atol, []
+    def __init__(self, path: str, atol: float, first_failure: bool = False):
+        self.path, self.atol, self.checks, self.first_failure = path, atol, [], first_failure
+
+    def _add(self, entry: dict) -> None:
+        self.checks.append(entry)
+        if self.first_failure and not entry["pass"]:
+            raise _FirstFailure
 
     def number(self, field: str, claimed: Any, truth: Fraction) -> None:
         if isinstance(claimed, float):
@@ -50,7 +80,7 @@ class _Checker:
                                  f"got {json.dumps(claimed)[:40]}") from None
             ok = q == truth
             shown = f"{q.numerator}/{q.denominator}"
-        self.checks.append({"quantity": field, "claimed": shown, "exact": exact(truth), "pass": bool(ok)})
+        self._add({"quantity": field, "claimed": shown, "exact": exact(truth), "pass": bool(ok)})
 
     def close(self, field: str, claimed: Any, truth: float | None) -> None:
         """A float that refbnn itself writes as a float (std, interval ends): within atol."""
@@ -60,18 +90,18 @@ class _Checker:
             raise InputError(f"{self.path}: {field}: expected a number")
         else:
             ok, shown = abs(claimed - truth) <= self.atol, repr(claimed)
-        self.checks.append({"quantity": field, "claimed": shown, "exact": truth, "pass": bool(ok)})
+        self._add({"quantity": field, "claimed": shown, "exact": truth, "pass": bool(ok)})
 
     def same(self, field: str, claimed: Any, truth: Any) -> None:
         """A descriptive field (a type name, a flag): equal in value and JSON type."""
         if type(claimed) is not type(truth):
             raise InputError(f"{self.path}: {field}: expected {type(truth).__name__}, got {json.dumps(claimed)[:40]}")
-        self.checks.append({"quantity": field, "claimed": claimed, "exact": truth, "pass": claimed == truth})
+        self._add({"quantity": field, "claimed": claimed, "exact": truth, "pass": claimed == truth})
 
     def integer(self, field: str, claimed: Any, truth: int) -> None:
         if isinstance(claimed, bool) or not isinstance(claimed, int):
             raise InputError(f"{self.path}: {field}: expected an integer")
-        self.checks.append({"quantity": field, "claimed": claimed, "exact": truth, "pass": claimed == truth})
+        self._add({"quantity": field, "claimed": claimed, "exact": truth, "pass": claimed == truth})
 
     def listed(self, field: str, claimed: Any, n: int) -> list:
         if not isinstance(claimed, list) or len(claimed) != n:
@@ -107,15 +137,28 @@ def _as_fraction(c: _Checker, field: str, value: Any) -> Fraction:
 def check_claims(engine: Engine, model: Model, data: Dataset, claims: dict, path: str, atol: float,
                  variance: Callable[[Sequence[Fraction]], Fraction] = importance_variance,
                  bit_error_accuracies: Optional[Callable[[ErrorModel, int], list[Fraction]]] = None,
-                 alpha: float = 0.01) -> list[dict]:
+                 alpha: float = 0.01, first_failure: bool = False) -> list[dict]:
     """Recompute every claimed quantity with `engine` and compare; one entry per number.
 
     `variance` (eq. 6) and `bit_error_accuracies(em, reps)` (the accuracy of each repetition
     under keyed masks) can be replaced, so that `refbnn.verify.diagnose` can recompute
     the claims under an alternative convention; `alpha` is the level of the statistical
-    tests for bit error claims drawn with another generator (docs/semantics.md §11.3)."""
+    tests for bit error claims drawn with another generator (docs/semantics.md §11.3).
+    With `first_failure`, stop at the first failing check (the diagnosis only asks whether
+    everything passes): the checks so far are returned, the failing one last."""
     check_layout(claims, path)    # claims built in Python (diagnose, profile) skip read_claims
-    c = _Checker(path, atol)
+    c = _Checker(path, atol, first_failure)
+    try:
+        _check_all(c, engine, model, data, claims, variance, bit_error_accuracies, alpha)
+    except _FirstFailure:
+        pass
+    return c.checks
+
+
+def _check_all(c: _Checker, engine: Engine, model: Model, data: Dataset, claims: dict,
+               variance: Callable[[Sequence[Fraction]], Fraction],
+               bit_error_accuracies: Optional[Callable[[ErrorModel, int], Sequence[Fraction]]], alpha: float) -> None:
+    path = c.path
     x, y = data.x, data.y
     if "inputs" in claims:
         c.integer("inputs", claims["inputs"], len(y))
@@ -175,7 +218,6 @@ def check_claims(engine: Engine, model: Model, data: Dataset, claims: dict, path
         _check_bit_errors(c, engine, model, data, claims["bit_errors"], bit_error_accuracies, alpha)
     if not c.checks:
         raise InputError(f"{path}: no claims to check")
-    return c.checks
 
 
 def _check_bit_errors(c: _Checker, engine, model: Model, data: Dataset, claim: Any,
@@ -209,6 +251,7 @@ def _check_bit_errors(c: _Checker, engine, model: Model, data: Dataset, claim: A
             raise InputError(f"{c.path}: {e}") from None
         claimed = entry["accuracies"]
         em = ErrorModel(p, seed, size, None if layers is None else tuple(layers), acts)
+        check_sweep_size(model, n, len(claimed), 1, em, f"{c.path}: {field}.accuracies")
         if rng == "other":
             truths = [_as_fraction(c, f"{field}.accuracies[{r}]", v) for r, v in enumerate(claimed)]
             verdict = judge_accuracies(engine, data.x, data.y, em, truths, alpha)
@@ -218,7 +261,8 @@ def _check_bit_errors(c: _Checker, engine, model: Model, data: Dataset, claim: A
         elif accuracies is not None:
             truths = accuracies(em, len(claimed))
         else:
-            truths = [Fraction(correct_under_errors(engine, data.x, data.y, em, r), n) for r in range(len(claimed))]
+            truths = Replayed(len(claimed), lambda r, em=em: Fraction(correct_under_errors(engine, data.x, data.y,
+                                                                                              em, r), n))
         if rng == "refbnn":
             for r, value in enumerate(claimed):
                 c.number(f"{field}.accuracies[{r}]", value, truths[r])

@@ -25,6 +25,7 @@ from ..semantics.fliptargets import activation_targets, weight_targets
 from ..semantics.importance import accuracy, importance_variance, relative_drop
 from ..semantics.margin import Tolerance
 from ..semantics.model import Conv2d, Linear, MaxPool2d, Model, Threshold
+from .checker import Replayed
 
 
 @dataclass(frozen=True)
@@ -362,23 +363,23 @@ def alternative_pattern(model: Model, em: ErrorModel, v: Variant, r: int, j: int
 
 
 def bit_error_accuracies(engine: FastEngine, x: np.ndarray, y: np.ndarray, v: Variant
-                         ) -> Callable[[ErrorModel, int], list[Fraction]]:
+                         ) -> Callable[[ErrorModel, int], Replayed]:
     """accuracies(em, reps): the accuracy of each repetition under the mask alternatives of v."""
     from ..biterrors.sweep import correct_under_errors
 
-    def accuracies(em: ErrorModel, reps: int) -> list[Fraction]:
+    def accuracies(em: ErrorModel, reps: int) -> Replayed:
         n = len(y)
         if v.granularity is not None:
             em = replace(em, batch_size=1 if v.granularity == "input" else n)
-        if not (v.keys_swapped or v.acts_first):
-            return [Fraction(correct_under_errors(engine, x, y, em, r), n) for r in range(reps)]
-        out = []
-        for r in range(reps):
+
+        def one(r: int) -> Fraction:
+            if not (v.keys_swapped or v.acts_first):
+                return Fraction(correct_under_errors(engine, x, y, em, r), n)
             correct = 0
             for j, sl in error_batches(n, em.batch_size):
                 weights, acts = alternative_pattern(engine.model, em, v, r, j, sl.stop - sl.start)
                 flipped = engine.with_flips(weights) if any(w is not None for w in weights) else engine
                 correct += int((np.asarray(flipped.predictions(x[sl], act_masks=acts or None)) == y[sl]).sum())
-            out.append(Fraction(correct, n))
-        return out
+            return Fraction(correct, n)
+        return Replayed(reps, one)      # computed as the checker reads them
     return accuracies
