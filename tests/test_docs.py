@@ -115,3 +115,56 @@ def test_readme_demo_output_is_what_refbnn_demo_prints(tmp_path):
         assert table == shown
     else:   # other BLAS, other models: the same rows in the same order
         assert [line.split("  ")[0] for line in table] == [line.split("  ")[0] for line in shown]
+
+
+def _documented_commands() -> dict[str, tuple[list[str], set[str]]]:
+    """The command table of docs/semantics.md §9: command -> (arguments, options)."""
+    text = (ROOT / "docs" / "semantics.md").read_text()
+    section = text.split("## 9.", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`") and cells[0] != "`command`":
+            name = cells[0].split("`")[1]
+            rows[name] = (cells[1].split(), set(re.findall(r"`(--[a-z0-9-]+)`", cells[2])))
+    return rows
+
+
+def test_the_options_section_9_documents_are_the_options_the_cli_has():
+    """Property: every command of the CLI has a row in §9's table, every row names a
+    command, and each row lists exactly that command's arguments and options."""
+    from refbnn.cli import main
+    documented = _documented_commands()
+    actual = {name: ([(p.metavar or p.name.upper()) for p in cmd.params if p.param_type_name == "argument"],
+                     {o for p in cmd.params if p.param_type_name == "option" for o in p.opts if o.startswith("--")})
+              for name, cmd in main.commands.items()}
+    actual["refbnn"] = ([], {o for p in main.params for o in p.opts if o.startswith("--")})
+    assert sorted(documented) == sorted(actual)
+    for name, (args, options) in actual.items():
+        assert documented[name] == (args, options), name
+    json_commands = {n for n, (_, opts) in actual.items() if "--json" in opts}
+    assert json_commands == {"inspect", "metrics", "eval", "certify", "verify", "import", "demo"}
+
+
+def test_reports_and_the_package_agree_on_the_version():
+    """refbnn.__version__ comes from the installed package's metadata (setup.cfg), and the
+    experiment report prints that very string."""
+    from importlib.metadata import version
+
+    import refbnn
+    from refbnn.experiments.report import versions
+    assert refbnn.__version__ == version("refbnn")
+    assert versions().startswith(f"refbnn {refbnn.__version__}, Python ")
+
+
+def test_a_report_records_its_command_with_paths_relative_to_its_directory(tmp_path):
+    """The command in report.md names no directory of the machine it ran on: --out becomes
+    the report's own directory, '.'."""
+    from refbnn.experiments.report import portable_command
+    out = tmp_path / "runs" / "fig1"
+    assert portable_command(["experiment", "fig1", "--out", str(out), "--jobs", "2"], out) == \
+        "refbnn experiment fig1 --out . --jobs 2"
+    assert portable_command(["experiment", "fig1", f"--out={out}"], out) == "refbnn experiment fig1 --out=."
+    for report in (ROOT / "docs").rglob("report.md"):
+        command = re.search(r"Command: `([^`]*)`", report.read_text()).group(1)
+        assert "/work/" not in command and " /" not in command, report
