@@ -28,7 +28,8 @@ def fold_batchnorm(bn: BatchNorm, scale: float, reach: int) -> Threshold:
     pre-activation is scale * h; `reach` bounds |h| (fan-in * input magnitude)."""
     s, polarity, tau = batchnorm_thresholds(bn.gamma.value, bn.beta.value, bn.running_mean, bn.running_var,
                                             bn.eps, scale, reach)
-    near = [t for t in tau if t is not None and t.denominator != 1
+    # a tau beyond the reachable h decides nothing, whatever its rounding
+    near = [t for t in tau if t is not None and t.denominator != 1 and abs(t) <= reach + 1
             and abs(t - round(t)) < Fraction(1, 10**9) * max(1, abs(t))]
     if near:
         warnings.warn(f"threshold tau = {tau_as_float(near[0])!r} lies within float rounding of an integer")
