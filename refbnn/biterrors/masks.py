@@ -22,6 +22,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from ..engines.ops import input_slices
 from ..formats.files import InputError
 from ..formats.maskfile import MASK_BYTES, write_mask_file
 from ..semantics.fliptargets import FlipTarget, activation_targets, weight_targets
@@ -121,8 +122,7 @@ def pattern(model: Model, em: ErrorModel, r: int, j: int, batch: int) -> tuple[l
 
 def error_batches(n: int, batch_size: int) -> Iterator[tuple[int, slice]]:
     """(j, slice) of the j-th batch of `batch_size` inputs (the last may be shorter)."""
-    for j, start in enumerate(range(0, n, batch_size)):
-        yield j, slice(start, min(n, start + batch_size))
+    return enumerate(input_slices(n, batch_size))
 
 
 def write_masks(path: str, model: Model, em: ErrorModel, reps: int, n_inputs: int) -> None:

@@ -41,7 +41,7 @@ from ..semantics.margin import DEFAULT_B, Tolerance, min_odd_margin
 from ..semantics.model import Conv2d, Linear, MaxPool2d, Model, NoNeuronsError, Threshold, check_masks
 from ..semantics.theorem1 import odd_margin, signed_margin
 from .incremental import BatchFlips
-from .ops import im2col, maxpool
+from .ops import im2col, input_slices, maxpool
 
 DEFAULT_MEMORY = 2 * 2**30   # bytes of working memory per batch (docs/engine.md)
 COUNT_CHUNK = 2**20           # values per pass of the T counting: small enough to stay in cache
@@ -206,8 +206,7 @@ class FastEngine:
 
     def memory_slices(self, n: int) -> Iterator[slice]:
         """Slices of at most `batch_size` inputs covering 0..n-1 in order."""
-        for start in range(0, n, self.batch_size):
-            yield slice(start, min(n, start + self.batch_size))
+        return input_slices(n, self.batch_size)
 
     # -- layers ---------------------------------------------------------------------------
 

@@ -1,7 +1,18 @@
-"""Tensor helpers shared by the fast engine and its incremental Algorithm 1."""
+"""Tensor helpers shared by the fast engine and its incremental Algorithm 1, and the one
+way inputs are cut into consecutive batches (`input_slices`)."""
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
+
+
+def input_slices(n: int, size: int) -> Iterator[slice]:
+    """Consecutive slices of at most `size` inputs covering 0..n-1 in order (the last may be
+    shorter). Every batching in refbnn is this one: the engine's memory batches, the bit
+    error model's batches j (`refbnn.biterrors.masks.error_batches`), `import --check`."""
+    for start in range(0, n, size):
+        yield slice(start, min(n, start + size))
 
 
 def im2col(x: np.ndarray, k: int, padding: int) -> np.ndarray:

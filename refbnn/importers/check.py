@@ -21,6 +21,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..engines.fast import FastEngine
+from ..engines.ops import input_slices
 from ..formats.files import InputError
 from .fold import Imported
 
@@ -49,11 +50,6 @@ class CheckReport:
     @property
     def ok(self) -> bool:
         return not self.unexplained
-
-
-def _chunks(n: int, size: int):
-    for start in range(0, n, size):
-        yield start, min(n, start + size)
 
 
 def _runner(imported: Imported, names: list[str], batch: int) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
@@ -167,8 +163,9 @@ def check(imported: Imported, x: np.ndarray, batch_size: int = 256,
     run = _runner(imported, names, size)
     engine = FastEngine(imported.model)
     report = CheckReport(len(x), layers=[LayerAgreement(f.layer, f.tensor) for f in folds])
-    for start, stop in _chunks(len(x), size):
-        xb = x[start:stop]
+    for sl in input_slices(len(x), size):
+        start, stop = sl.start, sl.stop
+        xb = x[sl]
         padded = np.concatenate([xb] + [xb[-1:]] * (size - len(xb))) if fixed else xb
         u = _input(src, padded)
         theirs = {k: v[:len(xb)] for k, v in run(u).items()}
