@@ -58,16 +58,17 @@ def flip_probability_float(agree: int, disagree: int, m: int, p: float) -> float
     return float((py * tail[np.maximum(idx, 0)]).sum())
 
 
-def layer_flip_probabilities(engine: FastEngine, x: np.ndarray, ps: Sequence[float]) -> dict[int, list[float]]:
-    """Mean output flip probability of each hidden threshold layer (neurons directly after
-    a weight layer, not the first one) over inputs, neurons and positions, per p.
-    Computed from the closed form, grouped by the distinct (agree, disagree, m)."""
+def neuron_flip_probabilities(engine: FastEngine, x: np.ndarray, ps: Sequence[float]) -> dict[int, np.ndarray]:
+    """Per hidden threshold layer (neurons directly after a weight layer, not the first
+    one), [neurons, len(ps)]: each neuron's output flip probability averaged over inputs
+    and positions, per p. Computed from the closed form, grouped by the distinct
+    (neuron, agree, disagree, m)."""
     model = engine.model
-    out: dict[int, list[float]] = {}
+    out: dict[int, np.ndarray] = {}
     for nl in model.neuron_layers:
         if nl.first or nl.weight_index != nl.threshold_index - 1:
             continue     # first layer (integer inputs) and pooled h: not a binomial difference
-        counts: dict[tuple[int, int, int], int] = {}
+        counts: dict[tuple[int, int, int, int], int] = {}
         for sl in engine.memory_slices(len(x)):
             outs = engine.outputs(x[sl])
             layer = model.layers[nl.weight_index]
@@ -83,11 +84,25 @@ def layer_flip_probabilities(engine: FastEngine, x: np.ndarray, ps: Sequence[flo
             # K summands of +-1 add up to h, so (K + h) / 2 of them are +1
             plus = (k_real + hv) // 2
             agree = np.where(g > 0, plus, k_real - plus)
-            key = np.stack([agree.ravel(), (k_real - agree).ravel(), np.abs(g).ravel()], axis=1)
+            channel = np.broadcast_to(np.arange(h.shape[1]).reshape((1, -1) + (1,) * (h.ndim - 2)), h.shape)
+            key = np.stack([channel.ravel(), agree.ravel(), (k_real - agree).ravel(), np.abs(g).ravel()], axis=1)
             uniq, cnt = np.unique(key, axis=0, return_counts=True)
-            for (a, d, m), c in zip(uniq.tolist(), cnt.tolist()):
-                counts[(a, d, m)] = counts.get((a, d, m), 0) + c
-        total = sum(counts.values())
-        out[nl.threshold_index] = [sum(c * flip_probability_float(a, d, m, p) for (a, d, m), c in counts.items()) / total
-                                   for p in ps]
+            for (n, a, d, m), c in zip(uniq.tolist(), cnt.tolist()):
+                counts[(n, a, d, m)] = counts.get((n, a, d, m), 0) + c
+        per = np.zeros((nl.channels, len(ps)))
+        totals = np.zeros(nl.channels)
+        known: dict[tuple[int, int, int], np.ndarray] = {}      # neurons share (agree, disagree, m)
+        for (n, a, d, m), c in counts.items():
+            if (a, d, m) not in known:
+                known[(a, d, m)] = np.array([flip_probability_float(a, d, m, p) for p in ps])
+            per[n] += c * known[(a, d, m)]
+            totals[n] += c
+        out[nl.threshold_index] = per / totals[:, None]
     return out
+
+
+def layer_flip_probabilities(engine: FastEngine, x: np.ndarray, ps: Sequence[float]) -> dict[int, list[float]]:
+    """Mean output flip probability of each hidden threshold layer over inputs, neurons and
+    positions, per p: the mean of `neuron_flip_probabilities` over the layer's neurons
+    (every neuron has the same number of inputs and positions)."""
+    return {t: per.mean(axis=0).tolist() for t, per in neuron_flip_probabilities(engine, x, ps).items()}

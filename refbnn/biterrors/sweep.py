@@ -23,18 +23,21 @@ from ..formats.maskfile import MaskSet
 from ..formats.values import exact
 from ..semantics.model import Model
 from .masks import ErrorModel, below, draw_bytes, error_batches, keyed_draws, pattern, raw_threshold
+from .protect import Protection, restrict, unprotected_indices
 
 
 def correct_under_errors(engine: Engine, x: np.ndarray, y: np.ndarray, em: ErrorModel, r: int,
-                         given: Optional[MaskSet] = None) -> int:
+                         given: Optional[MaskSet] = None, protect: Optional[Protection] = None) -> int:
     """Correct predictions in repetition r: each batch j under its own flip pattern (keyed,
-    or taken from a MaskSet). `engine` is a clean engine of the model."""
+    or taken from a MaskSet), less the bits `protect` keeps free of errors. `engine` is a
+    clean engine of the model."""
     correct = 0
     for j, sl in error_batches(len(y), em.batch_size):
         if given is not None:
             weights, acts = given.pattern(r, j, sl.stop - sl.start)
         else:
             weights, acts = pattern(engine.model, em, r, j, sl.stop - sl.start)
+        weights, acts = restrict(engine.model, protect, weights, acts)
         correct += _correct(engine, x[sl], y[sl], weights, acts)
     return correct
 
@@ -69,9 +72,11 @@ def check_sweep_size(model: Model, n_inputs: int, reps: int, n_bers: int, em: Er
 
 def accuracy_sweep(engine: Engine, x: np.ndarray, y: np.ndarray, bers: Sequence[tuple[str, float]], reps: int,
                    em: ErrorModel, given: Optional[MaskSet] = None,
-                   progress: Optional[Callable[[int, int], None]] = None) -> list["Summary"]:
+                   progress: Optional[Callable[[int, int], None]] = None,
+                   protect: Optional[Protection] = None) -> list["Summary"]:
     """Exact accuracy of each repetition r < reps at each BER (named, value) of `bers`, under
-    the error model `em` with its p replaced by each BER (or under the masks of `given`).
+    the error model `em` with its p replaced by each BER (or under the masks of `given`),
+    less the bits `protect` keeps free of errors (refbnn.biterrors.protect).
 
     Equal to `correct_under_errors` at each BER and repetition; faster, because each batch's
     keyed draws are made once and serve every BER (the mask at p is `below(draw, p)`, and
@@ -79,7 +84,7 @@ def accuracy_sweep(engine: Engine, x: np.ndarray, y: np.ndarray, bers: Sequence[
     each BER adds its new flips to the previous BER's, negated in place by the engine."""
     n = len(y)
     if given is not None:
-        counts = [[correct_under_errors(engine, x, y, em, r, given) for r in range(reps)] for _ in bers]
+        counts = [[correct_under_errors(engine, x, y, em, r, given, protect) for r in range(reps)] for _ in bers]
         return [Summary(name, [Fraction(c, n) for c in row]) for (name, _), row in zip(bers, counts)]
     counts = [[0] * reps for _ in bers]
     ascending = sorted((p, b) for b, (_, p) in enumerate(bers) if p > 0)
@@ -91,12 +96,17 @@ def accuracy_sweep(engine: Engine, x: np.ndarray, y: np.ndarray, bers: Sequence[
                 counts[b][r] += clean if p <= 0 else 0
         if draws is not None:
             steps, acts = draws
+            model = engine.model
+            steps = [None if s is None else [unprotected_indices(model, protect, i, idx) for idx in s]
+                     for i, s in zip(model.weight_indices, steps)]
+            kept = {i: None if protect is None else protect.input_mask(model, i) for i in acts}
             # Masks are nested in p: going up the sorted BERs only adds flips. Each step negates
             # just the new ones, on top of the earlier steps; leaving the stack undoes them all.
             with ExitStack() as stack:
                 for k, (p, b) in enumerate(ascending):
                     flipped = stack.enter_context(engine.flipped([None if s is None else s[k] for s in steps]))
-                    masks = {i: below(raw[:sl.stop - sl.start], p) for i, raw in acts.items()}
+                    masks = {i: below(raw[:sl.stop - sl.start], p) if kept[i] is None
+                             else below(raw[:sl.stop - sl.start], p) & ~kept[i][None] for i, raw in acts.items()}
                     counts[b][r] += _correct(flipped, x[sl], y[sl], [], masks)
         if progress is not None and sl.stop == n:
             progress(r + 1, reps)

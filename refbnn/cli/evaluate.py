@@ -6,6 +6,7 @@ from tabulate import tabulate
 
 from ..biterrors.flipprob import layer_flip_probabilities
 from ..biterrors.masks import ErrorModel, error_model, write_masks
+from ..biterrors.protect import describe, parse_protect
 from ..biterrors.sweep import MAX_REPS, accuracy_sweep, check_sweep_size
 from ..engines.fast import FastEngine
 from ..formats.files import InputError, write_json
@@ -50,13 +51,17 @@ def _error_model(model, p, seed, granularity, batch_size, layers_text, activatio
 @click.option("--masks", "masks_path", default=None, type=click.Path(dir_okay=False),
               help="Evaluate under the flip patterns in this file (from `refbnn masks`) instead "
                    "of keyed random ones; --ber, --reps, --seed and the granularity come from it.")
+@click.option("--protect", "protect_spec", default=None, metavar="SPEC",
+              help="Keep these units free of bit errors (their weight bits, and with --activations their "
+                   "outputs): L:n,n,... (channels n of weight layer L), layer:L, all, top-importance:K or P%, "
+                   "random:K or P%, or a JSON file. The other bits flip exactly as without it (paired).")
 @click.option("--exact-neuron-flips", is_flag=True,
               help="Also print each hidden layer's mean probability that a neuron's output flips "
                    "(closed form, no sampling).")
 @engine_option
 @json_option
 def eval_cmd(model_path, data_path, ber_text, reps, seed, granularity, batch_size, layers_text,
-             activations, masks_path, exact_neuron_flips, engine, json_path) -> None:
+             activations, masks_path, protect_spec, exact_neuron_flips, engine, json_path) -> None:
     """Accuracy under symmetric, transient bit flips (paper Fig. 1, top row).
 
     For each BER p and repetition r, every targeted bit of batch j reads flipped where
@@ -73,9 +78,15 @@ def eval_cmd(model_path, data_path, ber_text, reps, seed, granularity, batch_siz
     if given is not None:   # the flips, repetitions and batch size come from the file
         bers, reps, em = [("file", float("nan"))], given.reps, ErrorModel(0.0, 0, given.batch_size)
     check_sweep_size(model, n, reps, len(bers), em, "--reps" if given is None else masks_path)
+    runner = ENGINES[engine](model)
+    protection = None
+    if protect_spec is not None:
+        pi = runner.importance(data.x, data.y) if protect_spec.strip().startswith("top-importance") else None
+        protection = parse_protect(protect_spec, model, pi, seed)
+        click.echo(f"protected: {describe(model, protection)}")
     with Progress("bit errors") as progress:
-        summaries = [s.as_dict() for s in accuracy_sweep(ENGINES[engine](model), data.x, data.y, bers, reps,
-                                                         em, given, progress)]
+        summaries = [s.as_dict() for s in accuracy_sweep(runner, data.x, data.y, bers, reps,
+                                                         em, given, progress, protection)]
     rows = []
     for d in summaries:
         ci = "" if d["ci95"] is None else f"[{d['ci95'][0]:.4f}, {d['ci95'][1]:.4f}]"
@@ -86,6 +97,9 @@ def eval_cmd(model_path, data_path, ber_text, reps, seed, granularity, batch_siz
               "seed": seed, "granularity": granularity, "batch_size": em.batch_size,
               "layers": None if em.layers is None else list(em.layers), "activations": activations,
               "results": summaries}
+    if protection is not None:
+        result["protect"] = {"spec": protect_spec, "channels": {str(i): list(c) for i, c in protection.channels.items()},
+                             "weight_bits": protection.weight_bits(model)}
     if exact_neuron_flips:
         flips = layer_flip_probabilities(FastEngine(model), data.x, [p for _, p in bers])
         result["neuron_flip_probability"] = {f"layer {l}": dict(zip([b for b, _ in bers], v))

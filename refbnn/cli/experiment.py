@@ -20,10 +20,11 @@ from ..experiments.cells import (
     estimate_seconds,
     measured_flops,
 )
-from ..experiments.report import HEADERS, collect, portable_command, summary_rows, write_report, write_results
+from ..experiments.report import HEADERS, collect, summary_rows, write_report, write_results
 from ..experiments.runner import connect, finished, run_cells
 from ..formats.datafile import write_data
 from ..formats.files import InputError, read_json, write_json
+from ..formats.provenance import portable_command
 from ..formats.values import parse_bers, parse_naturals
 from .common import SEED, Progress, parsed
 from .group import main

@@ -13,36 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from ..biterrors.sweep import t_quantile_975
+from ..formats.figures import available, pyplot, save
 from .cells import Config
 
+__all__ = ["available", "FIGURES"]
+
 MARKERS = ("o", "s", "^", "D", "v")
-
-
-def available() -> bool:
-    try:
-        import matplotlib  # noqa: F401
-        return True
-    except ImportError:
-        return False
-
-
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _save(fig, out: Path, name: str) -> list[str]:
-    from ..formats.files import atomic_open
-    names = []
-    for ext in ("png", "svg"):
-        path = out / f"{name}.{ext}"
-        with atomic_open(path, "wb") as f:
-            fig.savefig(f, format=ext, dpi=130, bbox_inches="tight")
-        names.append(path.name)
-    _pyplot().close(fig)
-    return names
 
 
 def _mean(records: list[dict], key: str) -> float:
@@ -50,7 +26,7 @@ def _mean(records: list[dict], key: str) -> float:
 
 
 def fig1(config: Config, records: list[dict], out: Path) -> list[str]:
-    plt = _pyplot()
+    plt = pyplot()
     archs = config.archs()
     fig, axes = plt.subplots(2, len(archs), figsize=(4.2 * len(archs), 6.5), squeeze=False)
     colors = plt.cm.viridis(np.linspace(0, 0.85, len(config.train_bers)))
@@ -82,11 +58,11 @@ def fig1(config: Config, records: list[dict], out: Path) -> list[str]:
         bottom.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, out, "fig1")
+    return save(fig, out, "fig1")
 
 
 def table3(config: Config, records: list[dict], out: Path) -> list[str]:
-    plt = _pyplot()
+    plt = pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 5))
     x = [100 * ber for ber in config.train_bers]
     for k, arch in enumerate(config.archs()):
@@ -112,12 +88,12 @@ def table3(config: Config, records: list[dict], out: Path) -> list[str]:
     a.set_title(f"Table III as a figure: VAR($\\Pi$) ({config.dataset})")
     b.set_title(f"Table III as a figure: $\\bar{{T}}$ ({config.dataset})")
     fig.tight_layout(rect=(0, 0.14, 1, 1))
-    return _save(fig, out, "table3")
+    return save(fig, out, "table3")
 
 
 def fig2(config: Config, records: list[dict], out: Path) -> list[str]:
     """Pi per neuron of the first repetition, over the size of the first layer."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     shown = [(0.0, "tab:red", "regular"), (0.05, "tab:blue", "trained at 5% BER")]
     for k, (ber, color, label) in enumerate(shown):
@@ -141,7 +117,7 @@ def fig2(config: Config, records: list[dict], out: Path) -> list[str]:
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _save(fig, out, "fig2")
+    return save(fig, out, "fig2")
 
 
 FIGURES = {"fig1": fig1, "table3": table3, "fig2": fig2}

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import platform
-import shlex
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -15,6 +11,7 @@ import numpy as np
 from tabulate import tabulate
 
 from ..formats.files import atomic_open, read_json, write_json
+from ..formats.provenance import versions
 from . import plots
 from .cells import Config, cells, paper_claims
 from .runner import record_path
@@ -59,35 +56,6 @@ def write_results(out: Path, config: Config, records: list[dict]) -> None:
         w.writerow([_v(r, k) if isinstance(r.get(k), dict) else r.get(k, "") for k in CSV_KEYS])
     with atomic_open(out / "results.csv", "w") as f:
         f.write(buf.getvalue())
-
-
-def versions() -> str:
-    """The software a report was made with: refbnn's version from its package metadata."""
-    import refbnn
-    return (f"refbnn {refbnn.__version__}, Python {sys.version.split()[0]}, NumPy {np.__version__}, "
-            f"{platform.platform()}")
-
-
-def portable_command(argv: list[str], out: Path, path_options: tuple[str, ...] = ("--out",)) -> str:
-    """`refbnn ARGV` as it would be typed in `out`, the report's own directory: the value
-    of each option in `path_options` (a path) is rewritten relative to `out`, so a
-    committed report names no directory of the machine it ran on."""
-    def rel(value: str) -> str:
-        return os.path.relpath(os.path.abspath(value), os.path.abspath(out))
-
-    words, k = [], 0
-    while k < len(argv):
-        a = argv[k]
-        name, eq, value = a.partition("=")
-        if name in path_options and eq:
-            words.append(f"{name}={rel(value)}")
-        elif a in path_options and k + 1 < len(argv):
-            words += [a, rel(argv[k + 1])]
-            k += 1
-        else:
-            words.append(a)
-        k += 1
-    return "refbnn " + shlex.join(words)
 
 
 def write_report(out: Path, config: Config, records: list[dict], command: str, elapsed: float) -> list[str]:

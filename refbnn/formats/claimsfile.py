@@ -8,7 +8,7 @@ from typing import Any
 from .files import InputError
 
 KNOWN = {"accuracy", "T", "T_bar", "layers", "importance", "var_importance", "predictions",
-         "inputs", "neurons", "bit_errors", "engine", "model", "data"}   # engine, model, data: informational
+         "inputs", "neurons", "bit_errors", "engine", "model", "data", "profile"}   # engine, model, data, profile: informational
 BIT_ERROR_KEYS = {"seed", "batch_size", "layers", "activations", "results", "inputs", "rng",
                   "model", "data", "engine", "granularity"}     # the last four: informational
 # The keys `refbnn metrics --json` writes per threshold layer, and `refbnn eval --json` per BER.
