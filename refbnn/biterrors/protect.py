@@ -194,7 +194,7 @@ def parse_protect(spec: str, model: Model, importance: Optional[Sequence[Fractio
 
 def describe(model: Model, protection: Protection) -> str:
     """One line: how many units and weight bits are protected, per layer."""
-    parts = [f"layer {i}: {len(c)} of {model.layers[i].weight.shape[0]}" for i, c in protection.channels.items()]
+    parts = [f"weight layer {i}: {len(c)} of {model.layers[i].weight.shape[0]}" for i, c in protection.channels.items()]
     total = sum(len(model.layers[i].weight.bits) for i in model.weight_indices)
     return (f"{protection.units} units, {protection.weight_bits(model)} of {total} weight bits "
             f"({', '.join(parts) or 'none'})")

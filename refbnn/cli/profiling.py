@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import click
 
-from ..biterrors.sweep import MAX_REPS, check_sweep_size, sweep_work
+from ..biterrors.sweep import MAX_REPS, check_sweep_size
 from ..engines.fast import FastEngine
 from ..formats.figures import available
 from ..formats.files import InputError, atomic_open, write_json
@@ -21,7 +22,7 @@ from .common import Progress, b_option, load, parsed
 from .evaluate import _error_model, error_options
 from .group import main
 
-RATE = 1e9          # multiply-adds per second, for the up-front estimate (a rough figure for 2 cores)
+ALGORITHM_1_FORWARDS = 15     # Algorithm 1 costs about this many forward passes (docs/engine.md)
 
 
 class _Bars:
@@ -39,6 +40,18 @@ class _Bars:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _estimate(engine: FastEngine, x, cfg: ProfileConfig) -> float:
+    """Seconds the profile will take: one forward pass of a slice of the data, timed, times
+    the forward passes the sweeps and Algorithm 1 make."""
+    sample = x[:min(len(x), 256)]
+    start = time.perf_counter()
+    engine.predictions(sample)
+    per_input = (time.perf_counter() - start) / len(sample)
+    sweeps = 1 + (1 + cfg.controls if cfg.protect else 0)
+    forwards = sweeps * cfg.reps * sum(1 for _, p in cfg.bers if p > 0) + (ALGORITHM_1_FORWARDS if cfg.importance else 0)
+    return forwards * per_input * len(x)
 
 
 @main.command("profile", short_help="One model's tolerance to bit errors on one page, with figures.")
@@ -86,17 +99,17 @@ def profile_cmd(model_path, data_path, out_dir, ber_text, reps, seed, granularit
     em = _error_model(model, 0.0, seed, granularity, batch_size, layers_text, activations, n)
     check_sweep_size(model, n, reps, len(bers), em, "--reps")
     cfg = ProfileConfig(bers, reps, em, granularity, bs, ks, not no_importance, protect_spec, controls)
-    sweeps = 1 + (1 + controls if protect_spec else 0)
-    work = sweeps * sweep_work(model, n, reps, len(bers), em) + \
-        (0 if no_importance else model.neurons * n * model.multiply_adds // 4)
-    if work / RATE > 60:
-        click.echo(f"profile: roughly {work / RATE / 60:.0f} min of work ({sweeps} sweep(s) of {reps} repetitions x "
-                   f"{len(bers)} BERs{', Algorithm 1' if not no_importance else ''}); progress below", err=True)
+    engine = FastEngine(model)
+    seconds = _estimate(engine, data.x, cfg)
+    if seconds > 60:
+        sweeps = 1 + (1 + controls if protect_spec else 0)
+        click.echo(f"profile: about {seconds / 60:.0f} min ({sweeps} sweep(s) of {reps} repetitions x {len(bers)} "
+                   f"BERs{', Algorithm 1' if not no_importance else ''}, timed on a slice); progress below", err=True)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     bars = _Bars()
     try:
-        doc = profile(FastEngine(model), data.x, data.y, cfg, bars)
+        doc = profile(engine, data.x, data.y, cfg, bars)
     except ZeroAccuracyError as e:
         raise InputError(f"{data_path}: {e}") from None
     except NoNeuronsError as e:

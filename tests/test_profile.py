@@ -1,0 +1,200 @@
+"""`refbnn profile` and protection (docs/semantics.md §6.1, §9): the profile's numbers are
+refbnn's own commands' numbers, protection only removes flips, and the paired comparison
+gives the answer computed by hand."""
+import json
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from conftest import run_cli
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from strategies import model_cases
+
+from refbnn.biterrors.masks import ErrorModel, pattern
+from refbnn.biterrors.protect import Protection, parse_protect, restrict
+from refbnn.biterrors.sweep import accuracy_sweep
+from refbnn.engines.fast import FastEngine
+from refbnn.formats.datafile import write_data
+from refbnn.formats.modelfile import write_model
+from refbnn.measure.bars import example_data, example_model
+from refbnn.measure.paired import sign_flip_p
+from refbnn.measure.profile import ProfileConfig, control_protection, protection_comparison
+from refbnn.semantics.model import Linear, Model, Threshold, Weight
+
+BERS = "0,0.02,0.1"
+
+
+@pytest.fixture(scope="module")
+def bars(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bars")
+    write_model(d / "m.json", example_model())
+    x, y = example_data(40, seed=2)
+    write_data(d / "d.npz", x, y)
+    return d
+
+
+@pytest.fixture(scope="module")
+def profiled(bars):
+    out = bars / "prof"
+    r = run_cli("profile", bars / "m.json", bars / "d.npz", "--out", out, "--ber", BERS, "--reps", "4",
+                "--seed", "3", "--batch-size", "16", "--k", "0,1,2", "--protect", "top-importance:25%",
+                "--controls", "3")
+    assert r.exit_code == 0, r.output
+    return out, json.loads((out / "profile.json").read_text())
+
+
+def test_profile_numbers_equal_metrics_eval_and_certify_exactly(bars, profiled):
+    out, doc = profiled
+    m, e, c = bars / "m.json", bars / "e.json", bars / "c.json"
+    assert run_cli("metrics", m, bars / "d.npz", "--importance", "--json", bars / "mt.json").exit_code == 0
+    assert run_cli("eval", m, bars / "d.npz", "--ber", BERS, "--reps", "4", "--seed", "3", "--batch-size", "16",
+                   "--json", e).exit_code == 0
+    assert run_cli("certify", m, bars / "d.npz", "--k", "0,1,2", "--json", c).exit_code == 0
+    mt, ev, ce = (json.loads(p.read_text()) for p in (bars / "mt.json", e, c))
+    for key in ("accuracy", "T", "T_bar", "layers", "importance", "var_importance", "neurons", "inputs"):
+        assert doc[key] == mt[key], key
+    assert doc["bit_errors"]["results"] == ev["results"]
+    assert doc["profile"]["certified"]["certified_accuracy"] == ce["certified_accuracy"]
+    assert doc["profile"]["certified"]["bottleneck"] == ce["bottleneck"]
+
+
+def test_verify_passes_on_the_profile(bars, profiled):
+    out, _ = profiled
+    r = run_cli("verify", bars / "m.json", bars / "d.npz", "--claims", out / "profile.json")
+    assert r.exit_code == 0 and "verify: OK" in r.output
+
+
+def test_the_page_reads_the_numbers_and_names_how_it_was_made(profiled):
+    out, doc = profiled
+    page = (out / "profile.md").read_text()
+    clean = float(doc["accuracy"]["value"])
+    assert f"Clean accuracy: {100 * clean:.1f}% on 40 inputs." in page
+    share = doc["profile"]["importance_share"]["1"]
+    assert f"Layer 1: {share['carry_half']} of {share['neurons']} neurons carry half" in page
+    counts = doc["profile"]["margins"]["1"]["tolerated_flips"]
+    assert f"Layer 1: {100 * sum(counts[2:]) / sum(counts):.1f}% of its margins tolerate 2 or more" in page
+    assert "Command: `refbnn profile" in page or "called from Python" in page
+    assert "profile.json" in page and "/tmp/" not in page
+
+
+def test_figures_are_written_and_show_something(profiled):
+    """Each figure is a PNG of a plausible size with more than a blank background."""
+    plt = pytest.importorskip("matplotlib.pyplot")
+    out, doc = profiled
+    assert sorted(doc["profile"]["figures"]) == sorted(
+        f"{n}.{e}" for n in ("accuracy", "tolerance", "importance", "margins", "certified") for e in ("png", "svg"))
+    for name in ("accuracy", "tolerance", "importance", "margins", "certified"):
+        img = plt.imread(out / f"{name}.png")
+        assert img.shape[0] > 300 and img.shape[1] > 400, name
+        colours = np.unique((img[..., :3] * 255).astype(np.uint8).reshape(-1, 3), axis=0)
+        assert len(colours) > 20, name                       # lines, bars, text: not a blank canvas
+        assert (out / f"{name}.svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_protecting_nothing_equals_eval_and_protecting_everything_is_clean():
+    model = example_model()
+    x, y = example_data(30, seed=4)
+    engine = FastEngine(model)
+    em = ErrorModel(0.0, seed=9, batch_size=8)
+    bers = [("0.05", 0.05), ("0.3", 0.3), ("1", 1.0)]
+    plain = accuracy_sweep(engine, x, y, bers, 3, em)
+    nothing = accuracy_sweep(engine, x, y, bers, 3, em, protect=Protection({}))
+    assert [s.accuracies for s in nothing] == [s.accuracies for s in plain]
+    clean = Fraction(int((np.asarray(engine.predictions(x)) == y).sum()), len(y))
+    everything = accuracy_sweep(engine, x, y, bers, 3, em, protect=parse_protect("all", model))
+    assert all(a == clean for s in everything for a in s.accuracies)
+
+
+@settings(max_examples=30, deadline=None)
+@given(model_cases(), st.integers(0, 2**16), st.floats(0.05, 0.9), st.booleans(), st.data())
+def test_protection_only_removes_flips(case, seed, p, activations, data):
+    """Property: the restricted pattern is the keyed pattern with exactly the protected bits
+    cleared: a subset of it, equal to it everywhere else."""
+    model = case.model
+    rows = {i: data.draw(st.lists(st.integers(0, model.layers[i].weight.shape[0] - 1), max_size=3, unique=True))
+            for i in model.weight_indices}
+    protection = Protection({i: tuple(sorted(r)) for i, r in rows.items() if r})
+    em = ErrorModel(p, seed, 3, activations=activations)
+    weights, acts = pattern(model, em, 1, 2, 3)
+    kept_w, kept_a = restrict(model, protection, weights, acts)
+    for i, w, k in zip(model.weight_indices, weights, kept_w):
+        guard = protection.weight_mask(model, i)
+        guard = np.zeros(w.shape, bool) if guard is None else guard
+        assert not (k & ~w).any() and np.array_equal(k, w & ~guard)
+    for i, a in acts.items():
+        guard = protection.input_mask(model, i)
+        guard = np.zeros(a.shape[1:], bool) if guard is None else guard
+        assert not (kept_a[i] & ~a).any() and np.array_equal(kept_a[i], a & ~guard[None])
+
+
+def hand_model() -> Model:
+    """x = (1) -> W1 = [[+1], [+1]], s = (0, 0) -> a = (+1, +1) -> W2 = [[+1, -1], [-1, -1]]:
+    scores (0, -2), class 0, correct for label 0."""
+    return Model.build((1,), 1, [Linear(Weight.from_array(np.array([[1], [1]], bool))), Threshold((0, 0)),
+                                 Linear(Weight.from_array(np.array([[1, 0], [0, 0]], bool)))])
+
+
+def test_the_paired_comparison_on_a_hand_sized_model():
+    # At BER 1 with only layer 0 targeted, every bit of W1 flips:
+    #   unprotected: a = (-1, -1), scores (-1 + 1, 1 + 1) = (0, 2) -> class 1: accuracy 0
+    #   neuron 0 protected: a = (+1, -1), scores (2, 0) -> class 0: accuracy 1
+    #   neuron 1 protected: a = (-1, +1), scores (-2, 0) -> class 1: accuracy 0
+    # Pi: flipping neuron 0 gives a = (-1, +1) -> wrong (Pi = 1); neuron 1 gives (+1, -1) -> right (Pi = 0),
+    # so top-importance:1 protects neuron 0. The control protects one random neuron of layer 0: its
+    # accuracy per repetition is the share of the controls that chose neuron 0.
+    model = hand_model()
+    x, y = np.array([[1]]), np.array([0])
+    engine = FastEngine(model)
+    assert [float(p) for p in engine.importance(x, y)] == [1.0, 0.0]
+    reps, controls = 4, 5
+    cfg = ProfileConfig([("0", 0.0), ("1", 1.0)], reps, ErrorModel(0.0, seed=7, batch_size=1, layers=(0,)), "batch",
+                        [("2", Fraction(2))], [0], protect="top-importance:1", controls=controls)
+    unprotected = accuracy_sweep(engine, x, y, cfg.bers, reps, cfg.em)
+    assert [a for s in unprotected for a in s.accuracies] == [1] * reps + [0] * reps
+    result = protection_comparison(engine, x, y, cfg, engine.importance(x, y), unprotected)
+    assert result["channels"] == {"0": [0]} and result["weight_bits"] == 1
+    picked = [control_protection(model, Protection({0: (0,)}), 7 + 1 + c).channels[0] for c in range(controls)]
+    share = Fraction(sum(1 for ch in picked if ch == (0,)), controls)
+    at0, at1 = result["results"]
+    assert [Fraction(a["exact"]) for a in at1["protected"]] == [1] * reps
+    assert [Fraction(a["exact"]) for a in at1["control"]] == [share] * reps
+    # every repetition has the same difference d > 0: only the all-plus sign vector reaches it
+    assert Fraction(at1["p_beats_unprotected"]["exact"]) == Fraction(1, 2**reps)
+    assert Fraction(at1["p_beats_random"]["exact"]) == (Fraction(1, 2**reps) if share < 1 else 1)
+    # at BER 0 nothing flips: every difference is 0, and p = 1
+    assert Fraction(at0["p_beats_random"]["exact"]) == 1 and not at0["beats_random"]
+
+
+@pytest.mark.parametrize("diffs,p", [
+    ([1, 2, 3], Fraction(1, 8)),            # only (+, +, +) reaches 6
+    ([Fraction(1, 4), Fraction(-1, 4), Fraction(1, 2)], Fraction(3, 8)),   # sums 1, 1/2, 1/2 of 8 reach 1/2
+    ([0, 0], Fraction(1)),                  # no difference: every sign vector reaches 0
+    ([-1, -1], Fraction(1)),                # a worse arm: every sign vector reaches -2
+])
+def test_sign_flip_p_by_hand(diffs, p):
+    assert sign_flip_p(diffs) == p
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("9:1", "layer 9 is not a weight layer (weight layers: 0, 4, 6"),
+    ("4:7", "layer 4 has channels 0..3, not 7"),
+    ("top-importance:0", "0 neurons, but the model has 8"),
+    ("top-importance:101%", "a share above 100%"),
+    ("random:x", "expected a count K or a share P%"),
+    ("sideways", "expected L:n,n,..., layer:L, all, top-importance:K"),
+])
+def test_bad_protect_specs_are_one_line_errors(bars, spec, message):
+    r = run_cli("eval", bars / "m.json", bars / "d.npz", "--reps", "2", "--protect", spec)
+    lines = r.output.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1 and message in lines[0], r.output
+
+
+def test_a_protect_file_names_its_field(bars, tmp_path):
+    spec = tmp_path / "p.json"
+    spec.write_text(json.dumps({"protect": [{"layer": 4, "channel": [1]}]}))
+    r = run_cli("eval", bars / "m.json", bars / "d.npz", "--reps", "2", "--protect", spec)
+    assert r.exit_code == 2 and f"{spec}: protect[0]: expected" in r.output
+    spec.write_text(json.dumps({"protect": [{"layer": 4, "channels": [1, 3]}]}))
+    r = run_cli("eval", bars / "m.json", bars / "d.npz", "--reps", "2", "--protect", spec, "--json", tmp_path / "e.json")
+    assert r.exit_code == 0 and json.loads((tmp_path / "e.json").read_text())["protect"]["channels"] == {"4": [1, 3]}
