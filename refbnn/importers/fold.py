@@ -306,7 +306,8 @@ class _Folder:
 def _tie_tolerance(t: _Tensor) -> float:
     """How far (in units of h) a float evaluation may be off: a few float32 roundings of
     the terms; more when h itself is a rounded float sum (weights or input not powers of 2)."""
-    tol = TIE_RELATIVE / 16 * max(1.0, float(np.max(np.abs(t.c / np.where(t.a == 0, 1, t.a)))))
+    with np.errstate(over="ignore"):        # |c/a| past the float range: an infinite tolerance, no tie
+        tol = TIE_RELATIVE / 16 * max(1.0, float(np.max(np.abs(t.c / np.where(t.a == 0, 1, t.a)))))
     if not t.exact:
         tol += TIE_RELATIVE * max(1, t.reach)
     return tol
