@@ -7,8 +7,11 @@ Profiles (pick with HYPOTHESIS_PROFILE): `dev` (default on a workstation), `ci`
 (chosen automatically when CI=true: derandomized, so a CI run is repeatable) and
 `thorough` (many more examples, for a long run before a release).
 """
+import itertools
 import os
+from fractions import Fraction
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, settings
@@ -71,3 +74,22 @@ def damaged(raw: bytes, data) -> bytes:
     if kind == "insert":
         return raw[:pos] + data.draw(st.binary(min_size=1, max_size=8)) + raw[pos:]
     return raw[:pos] + raw[pos + data.draw(st.integers(1, 64)):]
+
+
+def enumerated_expected_accuracy(model, x, y, p: Fraction, layers=None) -> Fraction:
+    """E[accuracy] under weight flips with probability p per bit, by brute force: every flip
+    pattern of the targeted weight layers' bits (all layers, or `layers`), weighted
+    p^k (1 - p)^(n - k) with k the flips in it, times the inputs it leaves correct, / I."""
+    targets = [i for i in model.weight_indices if layers is None or i in layers]
+    shapes = [model.layers[i].weight.shape for i in targets]
+    sizes = [int(np.prod(s)) for s in shapes]
+    n = sum(sizes)
+    total = Fraction(0)
+    for bits in itertools.product([False, True], repeat=n):
+        flat = np.array(bits, dtype=bool)
+        parts = dict(zip(targets, (m.reshape(s) for m, s in zip(np.split(flat, np.cumsum(sizes)[:-1]), shapes))))
+        masks = [parts.get(i) for i in model.weight_indices]
+        correct = int((FastEngine(model, masks).predictions(x) == y).sum())
+        k = int(flat.sum())
+        total += p**k * (1 - p)**(n - k) * correct
+    return total / len(y)

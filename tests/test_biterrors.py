@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import enumerated_expected_accuracy, run_cli
 from hypothesis import given
 from hypothesis import strategies as st
 from strategies import model_cases
@@ -80,22 +80,6 @@ def test_engines_agree_under_the_same_keyed_errors(case, seed, p):
             correct_under_errors(FastEngine(case.model), case.x, case.y, em, r)
 
 
-def exact_expected_accuracy(model: Model, x, y, p: Fraction) -> Fraction:
-    """Enumerate all 2^10 weight flip patterns: E[accuracy] = (1/I) sum over patterns of
-    p^k (1-p)^(n-k) * (number of inputs correct under the pattern), k = flips in it."""
-    shapes = [model.layers[i].weight.shape for i in model.weight_indices]
-    sizes = [int(np.prod(s)) for s in shapes]
-    n = sum(sizes)
-    total = Fraction(0)
-    for bits in itertools.product([False, True], repeat=n):
-        flat = np.array(bits)
-        masks = [m.reshape(s) for m, s in zip(np.split(flat, np.cumsum(sizes)[:-1]), shapes)]
-        correct = int((FastEngine(model, masks).predictions(x) == y).sum())
-        k = int(flat.sum())
-        total += p**k * (1 - p)**(n - k) * correct
-    return total / len(y)
-
-
 @given(model_cases(max_inputs=6), st.integers(0, 1000), st.booleans(), st.integers(1, 4))
 def test_a_sweep_equals_each_ber_and_repetition_run_on_its_own(case, seed, activations, batch_size):
     """Property: drawing the keyed bits once per batch and using them at every BER (nested,
@@ -126,8 +110,8 @@ def test_sweep_accuracies_match_the_values_before_the_shared_draws():
 def test_monte_carlo_estimate_lies_in_its_confidence_interval():
     model = tiny_net()
     p = Fraction(1, 10)
-    truth = exact_expected_accuracy(model, TINY_X, TINY_Y, p)
-    assert exact_expected_accuracy(model, TINY_X, TINY_Y, Fraction(0)) == Fraction(
+    truth = enumerated_expected_accuracy(model, TINY_X, TINY_Y, p)
+    assert enumerated_expected_accuracy(model, TINY_X, TINY_Y, Fraction(0)) == Fraction(
         int((FastEngine(model).predictions(TINY_X) == TINY_Y).sum()), 4)
     em = ErrorModel(float(p), seed=2024, batch_size=1)
     summary = Summary("0.1")

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from refbnn.engines.fast import FastEngine
 from refbnn.importers.fold import RefusedError, fold
 from refbnn.importers.steps import AffineStep, BatchNormStep, FlattenStep, PoolStep, SignStep, WeightStep
-from refbnn.semantics.model import Conv2d, Flatten, Linear, MaxPool2d, Threshold
 from refbnn.semantics.batchnorm import THRESHOLD_LIMIT, sign_threshold
+from refbnn.semantics.model import Conv2d, Flatten, Linear, MaxPool2d, Threshold
 from refbnn.training.export import fold_batchnorm
 from refbnn.training.nn import BatchNorm
 

@@ -6,6 +6,7 @@ A closed form (no sampling) from Theorem 1's odd margin; `refbnn eval
 from __future__ import annotations
 
 from fractions import Fraction
+from functools import lru_cache
 from math import comb
 from typing import Sequence
 
@@ -35,8 +36,10 @@ def neuron_flip_probability(agree: int, disagree: int, m: int, p: Fraction) -> F
                Fraction(0))
 
 
+@lru_cache(maxsize=4096)
 def _binom_pmf(n: int, p: float) -> np.ndarray:
-    """Binomial(n, p) probabilities in float64, via log-gamma (stable for n in the thousands)."""
+    """Binomial(n, p) probabilities in float64, via log-gamma (stable for n in the thousands).
+    Cached: a layer's (agree, disagree) pairs share few distinct n. Read only."""
     from math import lgamma, log
 
     k = np.arange(n + 1)
@@ -48,11 +51,16 @@ def _binom_pmf(n: int, p: float) -> np.ndarray:
     return np.exp(lg + k * log(p) + (n - k) * log(1 - p))
 
 
+@lru_cache(maxsize=4096)
+def _binom_tail(n: int, p: float) -> np.ndarray:
+    """tail[k] = P(X >= k) for X ~ Binomial(n, p), k = 0 .. n + 1. Read only."""
+    return np.concatenate([np.cumsum(_binom_pmf(n, p)[::-1])[::-1], [0.0]])
+
+
 def flip_probability_float(agree: int, disagree: int, m: int, p: float) -> float:
     """`neuron_flip_probability` evaluated in float64: sum_y P(Y = y) P(X >= f + y)."""
     f = flips_to_change(m)
-    px = _binom_pmf(agree, p)
-    tail = np.concatenate([np.cumsum(px[::-1])[::-1], [0.0]])   # tail[k] = P(X >= k)
+    tail = _binom_tail(agree, p)
     py = _binom_pmf(disagree, p)
     idx = np.minimum(f + np.arange(disagree + 1), agree + 1)
     return float((py * tail[np.maximum(idx, 0)]).sum())
