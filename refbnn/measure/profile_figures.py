@@ -80,26 +80,30 @@ def tolerance_figure(doc: dict, out: Path) -> list[str]:
 
 
 def importance_figure(doc: dict, out: Path) -> list[str]:
+    """One panel per layer (layers differ in size by orders of magnitude), a shared y axis."""
     plt = pyplot()
     pi = np.array([_v(p) for p in doc["importance"]])
-    fig, ax = plt.subplots(figsize=(7.2, 4.2))
+    layers = doc["layers"]
+    fig, axes = plt.subplots(1, len(layers), figsize=(max(6.4, 3.4 * len(layers)), 4.2), sharey=True,
+                             squeeze=False)
     offset = 0
-    for k, layer in enumerate(doc["layers"]):
+    for k, (ax, layer) in enumerate(zip(axes[0], layers)):
         n = layer["neurons"]
         vals = pi[offset:offset + n]
         xs = np.arange(offset, offset + n)
-        ax.bar(xs, vals, width=1.0, color=f"C{k}", label=f"layer {layer['layer']} ({n} neurons)")
+        ax.bar(xs, vals, width=1.0, color=f"C{k}")
         for j in np.argsort(-vals, kind="stable")[:LABELLED]:
             if vals[j] > 0:
                 ax.annotate(f"{offset + j}", (xs[j], vals[j]), textcoords="offset points", xytext=(0, 3),
                             ha="center", fontsize=7)
+        ax.axhline(0, color="black", lw=0.6)
+        ax.set_title(f"layer {layer['layer']} ({n} neurons)", fontsize=9)
+        ax.set_xlabel("neuron")
+        ax.grid(alpha=0.3, axis="y")
         offset += n
-    ax.axhline(0, color="black", lw=0.6)
-    ax.set_xlabel("neuron (numbered layer by layer)")
-    ax.set_ylabel("Pi[n] = (A - A*_n) / A")
-    ax.set_title(f"Neuron importance (Algorithm 1); VAR(Pi) = {_v(doc['var_importance']):.3g}")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, axis="y")
+    axes[0, 0].set_ylabel("Pi[n] = (A - A*_n) / A")
+    fig.suptitle(f"Neuron importance (Algorithm 1); VAR(Pi) = {_v(doc['var_importance']):.3g}; "
+                 f"the {LABELLED} largest per layer numbered")
     return save(fig, out, "importance")
 
 
