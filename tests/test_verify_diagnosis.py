@@ -178,6 +178,26 @@ def test_mask_conventions_are_diagnosed_from_bit_error_claims(name, setup):
     assert _matched(out["diagnosis"]) == [name], r.output
 
 
+FORWARD = {name: conv for name, conv in {**TRACED, **CLAIMED}.items() if REGISTRY[name].variant.forward
+           or REGISTRY[name].variant.argmax_last}
+
+
+@pytest.mark.parametrize("name", sorted(FORWARD))
+def test_forward_conventions_are_diagnosed_from_claims_with_bit_errors(name, setup):
+    """Property: an implementation with one forward mistake, writing the usual claims file
+    (accuracy, predictions, T, Pi, VAR(Pi) and accuracies under refbnn's keyed masks, with
+    activations flipped too), is told that mistake: the variant engine replays the masks
+    under each forward convention."""
+    d, model, x, y, doc = setup
+    be = FloatBNN(doc, FORWARD[name]).bit_errors(x, y, 0.08, 3, 11, 32, activations=True)
+    claims = _claims(d, doc, x, y, FORWARD[name], be, name="fwd.json")
+    r, out = _verify(d, "--claims", claims, "--atol", "1e-12")
+    assert r.exit_code == 1 and any(c["quantity"].startswith("bit_errors") for c in out["checks"])
+    matched = _matched(out["diagnosis"])
+    assert name in matched, r.output
+    assert len(matched) <= 2, matched
+
+
 def test_failure_patterns_and_readable_output(setup):
     """Property: a failing run prints the failures (a few per quantity, with a count of the
     rest) and one-line patterns, not every passing row; --verbose lists everything."""

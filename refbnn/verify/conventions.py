@@ -11,6 +11,7 @@ check.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, fields, replace
 from fractions import Fraction
 from math import prod
@@ -80,10 +81,10 @@ class Convention:
 
 
 _F, _T, _P, _B = "forward", "T", "importance", "bit_errors"
-# A forward convention changes every clean quantity; its bit error accuracies are not
-# recomputed (the variant engine reads no masks), so bit error claims are diagnosed with
-# the mask conventions only.
-_ALL = frozenset({_F, _T, _P})
+# A forward convention changes every quantity, the accuracies under bit errors included:
+# the variant engine replays refbnn's keyed masks (and the mask conventions' keyings)
+# under it, so a forward mistake is diagnosed from bit error claims too.
+_ALL = frozenset({_F, _T, _P, _B})
 
 REGISTRY: dict[str, Convention] = {c.name: c for c in [
     Convention("tie-ge", Variant(tie_ge=True), "a threshold tie (h = s) gives +1",
@@ -100,7 +101,7 @@ REGISTRY: dict[str, Convention] = {c.name: c for c in [
     Convention("flatten-channels-last", Variant(flatten_hwc=True), "flatten is in H, W, C order (channels last)",
                "flatten is in C, H, W order, channel slowest (docs/semantics.md §2.1)", _ALL),
     Convention("argmax-last", Variant(argmax_last=True), "argmax ties go to the largest index",
-               "ties go to the smallest index (docs/semantics.md §2.5)", frozenset({_F, _P})),
+               "ties go to the smallest index (docs/semantics.md §2.5)", frozenset({_F, _P, _B})),
     Convention("first-layer-without-z", Variant(no_z=True), "the first layer's margin is not divided by Z",
                "eq. 2 divides the first weight layer's margin by Z (docs/semantics.md §4)", frozenset({_T})),
     Convention("t-strict", Variant(t_strict=True), "T^b counts margins T > b",
@@ -175,18 +176,36 @@ class VariantEngine:
             cache["weights"] = {i: weight_signs(model, i).astype(np.float64) for i in model.weight_indices}
             cache["fast"] = FastEngine(model)
         self._w, self._fast = cache["weights"], cache["fast"]
+        self._flipped = False       # weights read through bit error masks: no shared runs
+
+    def with_flips(self, weight_masks: Optional[Sequence]) -> "VariantEngine":
+        """The same variant reading each weight through its mask (one per weight layer, None
+        for a clean one), as the engines do (refbnn.engines.protocol): flipped weights negated."""
+        if weight_masks is None or all(m is None for m in weight_masks):
+            return self
+        other = copy.copy(self)
+        other._w = dict(self._w)
+        for i, mask in zip(self.model.weight_indices, weight_masks):
+            if mask is not None:
+                other._w[i] = np.where(np.asarray(mask, dtype=bool), -self._w[i], self._w[i])
+        other._flipped = True
+        return other
 
     # -- the forward pass -------------------------------------------------------------------
 
-    def run(self, x: np.ndarray, flip: Optional[int] = None) -> tuple[dict[int, np.ndarray], dict, np.ndarray]:
+    def run(self, x: np.ndarray, flip: Optional[int] = None,
+            act_masks: Optional[dict] = None) -> tuple[dict[int, np.ndarray], dict, np.ndarray]:
         """(h entering each threshold layer, outputs of each threshold layer, class scores) for a
-        batch; `flip` negates one neuron's output (or its h, with pi_flip_h)."""
+        batch; `flip` negates one neuron's output (or its h, with pi_flip_h); `act_masks`
+        ({weight layer: bool [B, *its input shape]}) negate the +-1 inputs of hidden layers."""
         v, model = self.v, self.model
         at = model.neuron(flip) if flip is not None else None
         a = np.asarray(x, dtype=np.float64)
         hs, acts = {}, {}
         for i in _order(model, v.swap_pool):
             layer = model.layers[i]
+            if act_masks and i in act_masks:
+                a = np.where(np.asarray(act_masks[i]).reshape(a.shape), -a, a)
             if isinstance(layer, Threshold):
                 h = a
                 if at is not None and at[0].threshold_index == i and v.pi_flip_h:
@@ -258,8 +277,12 @@ class VariantEngine:
     def predictions(self, xs, flip: Optional[int] = None, act_masks=None) -> list[int]:
         out = []
         for start in range(0, len(xs), self.batch_size):
-            scores = self.run(xs[start:start + self.batch_size], flip)[2] if flip is not None else \
-                self._run_cached(xs, start)[1]
+            if flip is not None or act_masks or self._flipped:
+                sl = slice(start, start + self.batch_size)
+                masks = {i: m[sl] for i, m in act_masks.items()} if act_masks else None
+                scores = self.run(xs[sl], flip, masks)[2]
+            else:
+                scores = self._run_cached(xs, start)[1]
             out += self.predicted(scores).tolist()
         return out
 
@@ -362,7 +385,7 @@ def alternative_pattern(model: Model, em: ErrorModel, v: Variant, r: int, j: int
     return weights, acts
 
 
-def bit_error_accuracies(engine: FastEngine, x: np.ndarray, y: np.ndarray, v: Variant
+def bit_error_accuracies(engine, x: np.ndarray, y: np.ndarray, v: Variant
                          ) -> Callable[[ErrorModel, int], Replayed]:
     """accuracies(em, reps): the accuracy of each repetition under the mask alternatives of v."""
     from ..biterrors.sweep import correct_under_errors

@@ -324,8 +324,10 @@ def diagnose_claims(model: Model, data, claims: dict, path: str, atol: float, ch
             continue
         diagnosis.tried += 1
         try:
+            replay = engine if (v.forward or v.argmax_last) else fast      # the forward the masks act on
             again = check_claims(engine, model, data, sub, path, atol, variance=engine.variance,
-                                 bit_error_accuracies=bit_error_accuracies(fast, data.x, data.y, v) if v.masks else None,
+                                 bit_error_accuracies=bit_error_accuracies(replay, data.x, data.y, v) if v.masks
+                                 else None,
                                  first_failure=True)     # one failing claim rules the alternative out
         except (ZeroDivisionError, ArithmeticError, ValueError):
             continue      # e.g. accuracy 0 under the alternative: Pi undefined, so no match
