@@ -198,6 +198,24 @@ def test_forward_conventions_are_diagnosed_from_claims_with_bit_errors(name, set
     assert len(matched) <= 2, matched
 
 
+def test_where_nothing_reproduces_everything_the_closest_alternative_is_named(setup):
+    """Property: claims made under the tie rule h >= s, with a VAR(Pi) that no convention
+    gives, are reproduced by nothing; the diagnosis names the tie rule as the closest
+    explanation, with the claims it reproduces and VAR(Pi) as still differing."""
+    d, model, x, y, doc = setup
+    claims = _claims(d, doc, x, y, TRACED["tie-ge"], name="two.json")
+    doc_claims = json.loads(claims.read_text())
+    doc_claims["var_importance"] = 0.123456
+    claims.write_text(json.dumps(doc_claims))
+    r, out = _verify(d, "--claims", claims, "--atol", "1e-12")
+    assert r.exit_code == 1 and out["diagnosis"]["matches"] == []
+    closest = out["diagnosis"]["closest"]
+    assert closest["conventions"] == ["tie-ge"] and closest["failing"] == ["var_importance"]
+    assert "accuracy" in closest["passing"] or "predictions" in closest["passing"]
+    assert "diagnosis: closest: if a threshold tie (h = s) gives +1, your" in r.output
+    assert "your VAR(Pi) still differ" in r.output
+
+
 def test_failure_patterns_and_readable_output(setup):
     """Property: a failing run prints the failures (a few per quantity, with a count of the
     rest) and one-line patterns, not every passing row; --verbose lists everything."""

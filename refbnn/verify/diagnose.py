@@ -245,15 +245,31 @@ class Diagnosis:
     what: str                    # the failing quantities, in words
     tried: int = 0
     skipped: list[str] = field(default_factory=list)
+    closest: Optional[tuple[tuple[str, ...], list[str], list[str]]] = None   # (names, passing, failing) claims
 
     def lines(self) -> list[str]:
         if not self.matches:
-            return [f"diagnosis: no alternative convention reproduces your {self.what} "
-                    f"({self.tried} tried; docs/semantics.md §11 lists them)"]
+            out = [f"diagnosis: no alternative convention reproduces your {self.what} "
+                   f"({self.tried} tried; docs/semantics.md §11 lists them)"]
+            if self.closest:
+                names, passing, failing = self.closest
+                theirs = " and ".join(REGISTRY[n].theirs for n in names)
+                out.append(f"diagnosis: closest: if {theirs}, your {_words(passing)} match refbnn exactly; "
+                           f"your {_words(failing)} still differ")
+            return out
         return [f"diagnosis: {m.sentence(self.what)}" for m in self.matches]
 
     def as_json(self) -> dict:
-        return {"matches": [m.as_json() for m in self.matches], "tried": self.tried, "skipped": self.skipped}
+        out = {"matches": [m.as_json() for m in self.matches], "tried": self.tried, "skipped": self.skipped}
+        if self.closest:
+            names, passing, failing = self.closest
+            out["closest"] = {"conventions": list(names), "passing": passing, "failing": failing}
+        return out
+
+
+def _words(keys) -> str:
+    words = [w for k, w in _WORDS.items() if k in keys] + sorted(set(keys) - set(_WORDS))
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
 def claim_key(quantity: str) -> str:
@@ -299,8 +315,7 @@ def diagnose_claims(model: Model, data, claims: dict, path: str, atol: float, ch
     from .conventions import bit_error_accuracies
 
     failing = {claim_key(c["quantity"]) for c in checks if not c["pass"]}
-    words = [w for k, w in _WORDS.items() if k in failing] + sorted(failing - set(_WORDS))
-    what = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+    what = _words(failing)
     if not failing <= set(FAMILY):
         return Diagnosis([], what, skipped=[f"{', '.join(sorted(failing - set(FAMILY)))}: counts, not conventions"])
     needed = {FAMILY[k] for k in failing}
@@ -333,7 +348,42 @@ def diagnose_claims(model: Model, data, claims: dict, path: str, atol: float, ch
             continue      # e.g. accuracy 0 under the alternative: Pi undefined, so no match
         if all(c["pass"] for c in again):
             diagnosis.matches.append(Match(names))
+    if not diagnosis.matches and len(failing) > 1:
+        diagnosis.closest = _closest(model, data, claims, path, atol, failing, ordered, shared, fast, budget)
     return diagnosis
+
+
+def _closest(model: Model, data, claims: dict, path: str, atol: float, failing: set, ordered: list,
+             shared: dict, fast, budget: int) -> Optional[tuple[tuple[str, ...], list[str], list[str]]]:
+    """The single alternative under which the most failing claims pass (each claim checked
+    up to its first failure), with those that pass and those that still fail; None if no
+    alternative makes any failing claim pass."""
+    from .checker import check_claims
+    from .conventions import bit_error_accuracies
+
+    best = None
+    for names, v, affects in ordered:
+        if len(names) != 1:
+            continue
+        engine = VariantEngine(model, v, shared=shared)
+        keys = sorted(k for k in failing if FAMILY.get(k) in affects)
+        if any(k in ("importance", "var_importance") for k in keys) and engine.importance_cost(len(data.y)) > budget:
+            continue
+        replay = engine if (v.forward or v.argmax_last) else fast
+        passing = []
+        for k in keys:
+            sub = {k: claims[k], **({"T": claims["T"]} if k == "T_bar" else {})}   # T-bar averages T
+            try:
+                again = check_claims(engine, model, data, sub, path, atol, variance=engine.variance,
+                                     bit_error_accuracies=bit_error_accuracies(replay, data.x, data.y, v)
+                                     if v.masks else None, first_failure=True)
+            except (ZeroDivisionError, ArithmeticError, ValueError):   # InputError is a ValueError
+                continue
+            if all(c["pass"] for c in again):
+                passing.append(k)
+        if passing and (best is None or len(passing) > len(best[1])):
+            best = (names, passing, sorted(failing - set(passing)))
+    return best
 
 
 def failure_patterns(checks: list[dict]) -> list[str]:
