@@ -44,6 +44,12 @@ class Conventions:
     keys_swapped: bool = False     # masks keyed [seed, j, r, t]
     acts_first: bool = False
     granularity: str = "batch"     # "batch", "input" or "pass"
+    bits_little: bool = False      # weight bits unpacked little-endian
+    first_no_s: bool = False       # the first layer's margin without s
+    pi_over_flipped: bool = False  # Pi = (A - A*) / A*
+    pi_one_position: bool = False  # flip a conv neuron at its first position only
+    output_clean: bool = False     # bit errors spare the output layer
+    persistent: bool = False       # weight flips stay, batch after batch
 
 
 class FloatBNN:
@@ -59,7 +65,8 @@ class FloatBNN:
             layer = dict(layer)
             if "weight" in layer:
                 shape = layer["weight"]["shape"]
-                bits = np.unpackbits(np.frombuffer(base64.b64decode(layer["weight"]["bits"]), np.uint8))
+                bits = np.unpackbits(np.frombuffer(base64.b64decode(layer["weight"]["bits"]), np.uint8),
+                                     bitorder="little" if conv.bits_little else "big")
                 layer["w"] = np.where(bits[:int(np.prod(shape))] == 1, 1.0, -1.0).reshape(shape)
             self.layers.append(layer)
 
@@ -109,7 +116,10 @@ class FloatBNN:
                     up = np.where(pol < 0, down, up)
                 a = np.where(up, 1.0, -1.0)
                 if flip is not None and flip[0] == i and not self.c.pi_flip_h:
-                    a[:, flip[1]] *= -1
+                    if self.c.pi_one_position and a.ndim == 4:
+                        a[:, flip[1], 0, 0] *= -1
+                    else:
+                        a[:, flip[1]] *= -1
                 outs[i] = a
             elif kind == "maxpool2d":
                 b, c, hh, ww = a.shape
@@ -139,6 +149,8 @@ class FloatBNN:
         for i in sorted(hs):
             h = hs[i].reshape(len(x), hs[i].shape[1], -1)
             s = np.array(self.layers[i]["thresholds"], dtype=np.float64)[None, :, None]
+            if i == self.first_threshold() and c.first_no_s:
+                s = np.zeros_like(s)
             margin = np.abs(h - s) if c.no_half else np.abs(h - s - 0.5)
             if i == self.first_threshold() and not c.no_z:
                 margin = margin / self.z
@@ -160,7 +172,8 @@ class FloatBNN:
         pi = []
         for i, n in self.neurons():
             a_star = float(np.mean(self.predict(self.forward(x, flip=(i, n))[2]) == y))
-            pi.append(acc - a_star if c.pi_absolute else (acc - a_star) / acc)
+            pi.append(acc - a_star if c.pi_absolute else (acc - a_star) / a_star if c.pi_over_flipped
+                      else (acc - a_star) / acc)
         var = float(np.var(pi, ddof=1 if c.ddof1 else 0))
         layers = [{"T": {str(b): lt[b] for b in bs}} for lt in layer_T]
         return {"accuracy": acc, "T": {str(b): T[b] for b in bs}, "layers": layers, "importance": pi,
@@ -177,12 +190,18 @@ class FloatBNN:
         accs = []
         for r in range(reps):
             correct = 0
+            stored = None                # persistent: the weight bits toggled so far
             for j, start in enumerate(range(0, len(x), size)):
                 def mask(t, shape):
                     key = [seed, j, r, t] if c.keys_swapped else [seed, r, j, t]
                     return np.random.default_rng(key).random(shape) < ber
                 weights = [mask(t + (n_a if c.acts_first else 0), self.layers[i]["w"].shape)
                            for t, i in enumerate(weight_layers)]
+                if c.output_clean:
+                    weights[-1] = None
+                if c.persistent:
+                    stored = weights if stored is None else [w if s is None else s ^ w for s, w in zip(stored, weights)]
+                    weights = stored
                 xb = x[start:start + size]
                 acts = {}
                 for k, i in enumerate(hidden):

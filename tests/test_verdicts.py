@@ -11,8 +11,10 @@ from conftest import enumerated_expected_accuracy
 from refbnn.biterrors.masks import ErrorModel
 from refbnn.engines.fast import FastEngine
 from refbnn.experiments.cells import ClaimResult, Config, _verdict, paper_claims, permutation_p
+from refbnn.formats.files import InputError
+from refbnn.formats.maskfile import MaskSet, read_masks
 from refbnn.semantics.model import Linear, Model, Threshold, Weight
-from refbnn.verify.statistics import exact_expected_accuracy
+from refbnn.verify.statistics import audit_masks, exact_expected_accuracy
 
 
 def test_permutation_p_weighs_ties_one_half():
@@ -95,3 +97,26 @@ def test_exact_expected_accuracy_equals_brute_force_enumeration():
     # only layer 2 targeted: 4 bits
     got = exact_expected_accuracy(engine, x, y, ErrorModel(0.25, 0, 2, layers=(2,)))
     assert got == enumerated_expected_accuracy(model, x, y, Fraction(1, 4), layers=(2,))
+
+
+def test_the_flip_count_audit_uses_the_continuity_correction():
+    # one tensor of 100 bits, one pattern, p = 1/2: mean 50, sd = sqrt(100 / 4) = 5. With 60 flips
+    # the corrected z = (|60 - 50| - 1/2) / 5 = 1.9, two-sided p = 2 (1 - Phi(1.9)) = 0.057433
+    # (without the correction z = 2 and p = 0.0455: a mutant that drops it fails here).
+    model = Model.build((10,), 1, [Linear(Weight.from_array(np.ones((10, 10), bool)))])
+    flips = np.zeros((1, 1, 10, 10), bool)
+    flips.reshape(-1)[:60] = True
+    masks = MaskSet({"batch_size": np.array(4), "w0": flips}, model, "m.npz")
+    checks = {c["check"]: c["p_value"] for c in audit_masks(masks, model, ErrorModel(0.5, 0, 4), 0.01)}
+    assert checks["w0: flip count"] == pytest.approx(0.057433, abs=2e-6)
+
+
+def test_a_mask_file_must_cover_every_input_with_whole_batches(tmp_path):
+    # 2 batches of 4 inputs cover 8 inputs; a 9th needs a third batch (ceil(9 / 4) = 3)
+    from refbnn.measure.bars import example_model
+    model = example_model()
+    flips = np.zeros((1, 2) + model.layers[0].weight.shape, bool)
+    np.savez(tmp_path / "m.npz", batch_size=np.array(4), w0=flips)
+    assert read_masks(str(tmp_path / "m.npz"), model, 8).n_batches == 2
+    with pytest.raises(InputError, match="2 batches of 4 do not cover 9 inputs"):
+        read_masks(str(tmp_path / "m.npz"), model, 9)

@@ -121,19 +121,23 @@ def test_correct_claims_and_trace_from_a_float_implementation_pass(setup):
 
 TRACED = {"tie-ge": Conventions(tie_ge=True), "polarity-ignored": Conventions(no_polarity=True),
           "pad-minus-one": Conventions(pad=-1.0), "pad-plus-one": Conventions(pad=1.0),
-          "flatten-channels-last": Conventions(flatten_hwc=True)}
+          "flatten-channels-last": Conventions(flatten_hwc=True), "bits-little-endian": Conventions(bits_little=True)}
 CLAIMED = {"pool-threshold-swapped": Conventions(swap_pool=True), "argmax-last": Conventions(argmax_last=True),
            "first-layer-without-z": Conventions(no_z=True), "t-strict": Conventions(t_strict=True),
            "margin-without-half": Conventions(no_half=True), "pooled-mean": Conventions(pooled_mean=True),
            "layers-unweighted": Conventions(layers_unweighted=True), "var-ddof1": Conventions(ddof1=True),
-           "pi-absolute": Conventions(pi_absolute=True), "pi-flip-h": Conventions(pi_flip_h=True)}
+           "pi-absolute": Conventions(pi_absolute=True), "pi-flip-h": Conventions(pi_flip_h=True),
+           "first-layer-without-s": Conventions(first_no_s=True), "pi-over-flipped": Conventions(pi_over_flipped=True),
+           "conv-pi-one-position": Conventions(pi_one_position=True)}
 MASKS = {"keys-batch-first": Conventions(keys_swapped=True), "activations-numbered-first": Conventions(acts_first=True),
-         "masks-per-input": Conventions(granularity="input"), "masks-per-pass": Conventions(granularity="pass")}
+         "masks-per-input": Conventions(granularity="input"), "masks-per-pass": Conventions(granularity="pass"),
+         "output-layer-clean": Conventions(output_clean=True), "persistent-errors": Conventions(persistent=True)}
+SPREAD = {"std-ddof0"}     # the spread over repetitions: tested below with claims that state it
 
 
 def test_the_registry_is_covered_here():
     """Property: every registry entry has a diagnosis test below (a new entry needs one)."""
-    assert set(TRACED) | set(CLAIMED) | set(MASKS) == set(REGISTRY)
+    assert set(TRACED) | set(CLAIMED) | set(MASKS) | SPREAD == set(REGISTRY)
 
 
 def _matched(out_diagnosis) -> list[str]:
@@ -155,15 +159,20 @@ def test_forward_conventions_are_diagnosed_from_a_trace(name, setup):
 
 @pytest.mark.parametrize("name", sorted(CLAIMED))
 def test_conventions_are_diagnosed_from_claims(name, setup):
-    """Property: claims made under a convention fail, and the diagnosis names that convention;
-    any other match is one that gives the very same numbers on this model (at most one)."""
+    """Property: claims made under a convention, as a user writes them (with accuracies under
+    bit errors, activations flipped too), fail, and the diagnosis names that convention; any
+    other match is one that gives the very same numbers on this model (at most one)."""
     d, model, x, y, doc = setup
-    claims = _claims(d, doc, x, y, CLAIMED[name])
+    be = FloatBNN(doc, CLAIMED[name]).bit_errors(x, y, 0.08, 3, 11, 32, activations=True)
+    claims = _claims(d, doc, x, y, CLAIMED[name], be)
     r, out = _verify(d, "--claims", claims, "--atol", "1e-12")
     assert r.exit_code == 1 and out["failed"] > 0
     matched = _matched(out["diagnosis"])
     assert name in matched, r.output
     assert len(matched) <= 2, matched
+    # a pair is never reported beside one of its members: the member alone explains it
+    names = [set(m.split(" + ")) for m in matched]
+    assert not any(a < b for a in names for b in names), matched
 
 
 @pytest.mark.parametrize("name", sorted(MASKS))
@@ -214,6 +223,23 @@ def test_where_nothing_reproduces_everything_the_closest_alternative_is_named(se
     assert "accuracy" in closest["passing"] or "predictions" in closest["passing"]
     assert "diagnosis: closest: if a threshold tie (h = s) gives +1, your" in r.output
     assert "your VAR(Pi) still differ" in r.output
+
+
+def test_the_spread_with_the_other_ddof_is_diagnosed(setup):
+    """Property: accuracies under refbnn's keyed masks with their std and 95% interval
+    computed with ddof = 0 fail only those two numbers, and the diagnosis names the ddof."""
+    d, model, x, y, doc = setup
+    be = FloatBNN(doc).bit_errors(x, y, 0.08, 4, 11, 32)
+    accs = be["results"][0]["accuracies"]
+    std = float(np.std(accs, ddof=0))
+    half = 3.182 * std / np.sqrt(4)           # t_{0.975, 3} = 3.182
+    be["results"][0].update(std=std, ci95=[float(np.mean(accs) - half), float(np.mean(accs) + half)])
+    write_claims(d / "sd.json", bit_errors=be)
+    r, out = _verify(d, "--claims", d / "sd.json", "--atol", "1e-12")
+    assert r.exit_code == 1
+    assert {c["quantity"] for c in out["checks"] if not c["pass"]} == {
+        "bit_errors.results[0].std", "bit_errors.results[0].ci95[0]", "bit_errors.results[0].ci95[1]"}
+    assert _matched(out["diagnosis"]) == ["std-ddof0"], r.output
 
 
 def test_failure_patterns_and_readable_output(setup):

@@ -159,6 +159,7 @@ class Summary:
 
     ber: str
     accuracies: list[Fraction] = field(default_factory=list)
+    ddof: int = 1          # the contract's sample standard deviation; 0 only to recompute others' claims
 
     @property
     def mean(self) -> Fraction:
@@ -167,7 +168,7 @@ class Summary:
     @property
     def std(self) -> float:
         acc = [float(a) for a in self.accuracies]
-        return float(np.std(acc, ddof=1)) if len(acc) > 1 else 0.0
+        return float(np.std(acc, ddof=self.ddof)) if len(acc) > 1 else 0.0
 
     @property
     def ci95(self) -> Optional[list[float]]:

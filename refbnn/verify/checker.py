@@ -59,6 +59,7 @@ class _FirstFailure(Exception):
 class _Checker:
     def __init__(self, path: str, atol: float, first_failure: bool = False):
         self.path, self.atol, self.checks, self.first_failure = path, atol, [], first_failure
+        self.std_ddof = 1
 
     def _add(self, entry: dict) -> None:
         self.checks.append(entry)
@@ -137,7 +138,7 @@ def _as_fraction(c: _Checker, field: str, value: Any) -> Fraction:
 def check_claims(engine: Engine, model: Model, data: Dataset, claims: dict, path: str, atol: float,
                  variance: Callable[[Sequence[Fraction]], Fraction] = importance_variance,
                  bit_error_accuracies: Optional[Callable[[ErrorModel, int], list[Fraction]]] = None,
-                 alpha: float = 0.01, first_failure: bool = False) -> list[dict]:
+                 alpha: float = 0.01, first_failure: bool = False, std_ddof: int = 1) -> list[dict]:
     """Recompute every claimed quantity with `engine` and compare; one entry per number.
 
     `variance` (eq. 6) and `bit_error_accuracies(em, reps)` (the accuracy of each repetition
@@ -148,6 +149,7 @@ def check_claims(engine: Engine, model: Model, data: Dataset, claims: dict, path
     everything passes): the checks so far are returned, the failing one last."""
     check_layout(claims, path)    # claims built in Python (diagnose, profile) skip read_claims
     c = _Checker(path, atol, first_failure)
+    c.std_ddof = std_ddof        # ddof of the spread over repetitions (1: the contract, §6)
     try:
         _check_all(c, engine, model, data, claims, variance, bit_error_accuracies, alpha)
     except _FirstFailure:
@@ -266,7 +268,7 @@ def _check_bit_errors(c: _Checker, engine, model: Model, data: Dataset, claim: A
         if rng == "refbnn":
             for r, value in enumerate(claimed):
                 c.number(f"{field}.accuracies[{r}]", value, truths[r])
-        summary = Summary(entry["ber"], truths)
+        summary = Summary(entry["ber"], truths, ddof=c.std_ddof)
         if "reps" in entry:
             c.integer(f"{field}.reps", entry["reps"], len(truths))
         for key, truth in (("mean", summary.mean), ("min", min(truths)), ("max", max(truths))):

@@ -50,20 +50,34 @@ class Variant:
     keys_swapped: bool = False      # masks keyed [seed, j, r, t]
     acts_first: bool = False        # activation tensors numbered before weight tensors
     granularity: Optional[str] = None   # "input" or "pass" instead of per batch
+    bits_little: bool = False       # weight bits unpacked little-endian within each byte
+    first_no_s: bool = False        # the first layer's margin without its threshold s
+    pi_over_flipped: bool = False   # Pi = (A - A*) / A*
+    pi_one_position: bool = False   # Algorithm 1 flips a conv neuron at its first position only
+    output_clean: bool = False      # bit errors spare the output layer
+    persistent: bool = False        # weight flips stay (stored bits toggle batch after batch)
+    std_ddof0: bool = False         # the spread over repetitions with ddof = 0
 
     @property
     def forward(self) -> bool:
         """Whether the forward pass itself (h, outputs, scores) differs from the contract."""
-        return any((self.tie_ge, self.no_polarity, self.pad is not None, self.swap_pool, self.flatten_hwc))
+        return any((self.tie_ge, self.no_polarity, self.pad is not None, self.swap_pool, self.flatten_hwc,
+                    self.bits_little))
 
     @property
     def signature(self) -> tuple:
         """The forward switches: variants with equal signatures run the same forward pass."""
-        return (self.tie_ge, self.no_polarity, self.pad, self.swap_pool, self.flatten_hwc)
+        return (self.tie_ge, self.no_polarity, self.pad, self.swap_pool, self.flatten_hwc, self.bits_little)
+
+    @property
+    def full_pi(self) -> bool:
+        """Whether Pi needs Algorithm 1 run as written (no incremental form under the switches)."""
+        return self.forward or self.pi_flip_h or self.argmax_last or self.pi_one_position
 
     @property
     def masks(self) -> bool:
-        return self.keys_swapped or self.acts_first or self.granularity is not None
+        return self.keys_swapped or self.acts_first or self.granularity is not None or self.output_clean \
+            or self.persistent
 
 
 CONTRACT = Variant()
@@ -91,7 +105,8 @@ REGISTRY: dict[str, Convention] = {c.name: c for c in [
                "refbnn's contract gives -1 at a tie: +1 iff h > s (docs/semantics.md §2.3)", _ALL),
     Convention("polarity-ignored", Variant(no_polarity=True), "polarity -1 is ignored (+1 iff h > s everywhere)",
                "polarity -1 gives +1 iff h <= s (docs/semantics.md §2.3)", _ALL),
-    Convention("pad-minus-one", Variant(pad=-1), "padded taps count as -1",
+    Convention("pad-minus-one", Variant(pad=-1), "padded taps count as -1 (e.g. a popcount over the full "
+               "window, the absent bits read as 0)",
                "padded taps are absent, adding nothing (docs/semantics.md §2.2)", _ALL),
     Convention("pad-plus-one", Variant(pad=1), "padded taps count as +1",
                "padded taps are absent, adding nothing (docs/semantics.md §2.2)", _ALL),
@@ -131,7 +146,35 @@ REGISTRY: dict[str, Convention] = {c.name: c for c in [
                "a fresh mask per batch of inputs (docs/semantics.md §6)", frozenset({_B})),
     Convention("masks-per-pass", Variant(granularity="pass"), "one BER mask per repetition (per pass)",
                "a fresh mask per batch of inputs (docs/semantics.md §6)", frozenset({_B})),
+    Convention("bits-little-endian", Variant(bits_little=True),
+               "the weight bits are unpacked little-endian (the first weight in the lowest bit of a byte)",
+               "bits are packed big-endian, the first weight in the highest bit of each byte "
+               "(docs/semantics.md §3.1)", _ALL),
+    Convention("first-layer-without-s", Variant(first_no_s=True), "the first layer's margin leaves out its "
+               "threshold: |h - 1/2| / Z", "eq. 2 is |h - s - 1/2| / Z (docs/semantics.md §4)", frozenset({_T})),
+    Convention("pi-over-flipped", Variant(pi_over_flipped=True), "Pi is normalised by the accuracy with the "
+               "neuron flipped: (A - A*) / A*", "Pi is normalised by the clean accuracy: (A - A*) / A "
+               "(docs/semantics.md §5)", frozenset({_P})),
+    Convention("conv-pi-one-position", Variant(pi_one_position=True), "Algorithm 1 flips a conv neuron at one "
+               "position (its first) only", "Algorithm 1 flips the neuron's output at every position "
+               "(docs/semantics.md §5)", frozenset({_P})),
+    Convention("output-layer-clean", Variant(output_clean=True), "bit errors leave the output layer's weights "
+               "clean", "every weight layer is targeted, the output layer included, unless layers are given "
+               "(docs/semantics.md §6)", frozenset({_B})),
+    Convention("persistent-errors", Variant(persistent=True), "flipped weight bits stay flipped: each batch's "
+               "flips toggle the stored bits of the batches before", "errors are transient: each batch reads "
+               "the stored bits through its own mask (docs/semantics.md §6)", frozenset({_B})),
+    Convention("std-ddof0", Variant(std_ddof0=True), "the spread over repetitions is the population standard "
+               "deviation (ddof = 0)", "std and the 95% interval use the sample standard deviation, ddof = 1 "
+               "(docs/semantics.md §6)", frozenset({_B})),
 ]}
+
+
+def _little_endian_signs(model: Model, i: int) -> np.ndarray:
+    """Weight layer i as float64 +-1 when its packed bytes are read little-endian."""
+    w = model.layers[i].weight
+    bits = np.unpackbits(np.frombuffer(w.bits.tobytes(), dtype=np.uint8), count=len(w.bits), bitorder="little")
+    return np.where(bits.reshape(w.shape), 1.0, -1.0)
 
 
 def combine(a: Variant, b: Variant) -> Optional[Variant]:
@@ -175,7 +218,10 @@ class VariantEngine:
         if "weights" not in cache:
             cache["weights"] = {i: weight_signs(model, i).astype(np.float64) for i in model.weight_indices}
             cache["fast"] = FastEngine(model)
-        self._w, self._fast = cache["weights"], cache["fast"]
+        if variant.bits_little and "weights-little" not in cache:
+            cache["weights-little"] = {i: _little_endian_signs(model, i) for i in model.weight_indices}
+        self._w = cache["weights-little" if variant.bits_little else "weights"]
+        self._fast = cache["fast"]
         self._flipped = False       # weights read through bit error masks: no shared runs
 
     def with_flips(self, weight_masks: Optional[Sequence]) -> "VariantEngine":
@@ -214,7 +260,10 @@ class VariantEngine:
                 hs[i] = h
                 a = self.threshold_outputs(layer, h)
                 if at is not None and at[0].threshold_index == i and not v.pi_flip_h:
-                    a[:, at[1]] *= -1
+                    if v.pi_one_position and a.ndim == 4:
+                        a[:, at[1], 0, 0] *= -1        # one position of the feature map only
+                    else:
+                        a[:, at[1]] *= -1
                 acts[i] = a
             else:
                 a = self.run_layer(i, a)
@@ -300,6 +349,8 @@ class VariantEngine:
                 h = hs[nl.threshold_index].reshape(len(hs[nl.threshold_index]), nl.channels, -1)
                 pooled_positions[l] = h.shape[2]
                 s = np.array(model.layers[nl.threshold_index].thresholds, dtype=np.float64)[None, :, None]
+                if nl.first and v.first_no_s:
+                    s = np.zeros_like(s)
                 # 2T * Z_l as an integer: |2(h - s) - 1| (odd margin), or |2(h - s)| without the 1/2
                 m = np.abs(2 * (h - s) - (0 if v.no_half else 1))
                 z = model.Z if (nl.first and not v.no_z) else 1
@@ -329,7 +380,7 @@ class VariantEngine:
 
     def importance(self, xs, ys, progress=None) -> list[Fraction]:
         v = self.v
-        if not (v.forward or v.pi_flip_h or v.argmax_last):
+        if not v.full_pi:
             key = ("pi", id(xs))                          # the contract's Pi, incremental, once
             if self.shared is not None and key in self.shared:
                 pi = self.shared[key]
@@ -342,6 +393,8 @@ class VariantEngine:
         if v.pi_absolute:
             a = accuracy(self._fast.predictions(xs) if not v.forward else self.predictions(xs), np.asarray(ys))
             pi = [p * a for p in pi]                      # (A - A*) / A * A = A - A*
+        if v.pi_over_flipped:
+            pi = [p / (1 - p) for p in pi]                # A* = A (1 - Pi): (A - A*) / A* = Pi / (1 - Pi)
         return pi
 
     def full_importance(self, xs, ys) -> list[Fraction]:
@@ -353,8 +406,7 @@ class VariantEngine:
     def importance_cost(self, n_inputs: int) -> int:
         """Multiply-adds of a full (non-incremental) Algorithm 1 under this variant; 0 when
         the contract's incremental one serves."""
-        v = self.v
-        if not (v.forward or v.pi_flip_h or v.argmax_last):
+        if not self.v.full_pi:
             return 0
         macs = sum(prod(self.model.shapes[i]) * prod(l.weight.shape[1:]) for i, l in enumerate(self.model.layers)
                    if isinstance(l, (Linear, Conv2d)))
@@ -394,13 +446,19 @@ def bit_error_accuracies(engine, x: np.ndarray, y: np.ndarray, v: Variant
         n = len(y)
         if v.granularity is not None:
             em = replace(em, batch_size=1 if v.granularity == "input" else n)
+        if v.output_clean:
+            em = replace(em, layers=tuple(i for i in em.targets(engine.model) if i != engine.model.weight_indices[-1]))
 
         def one(r: int) -> Fraction:
-            if not (v.keys_swapped or v.acts_first):
+            if not (v.keys_swapped or v.acts_first or v.persistent):
                 return Fraction(correct_under_errors(engine, x, y, em, r), n)
             correct = 0
+            stored = [None] * len(engine.model.weight_indices)     # persistent: the toggled bits so far
             for j, sl in error_batches(n, em.batch_size):
                 weights, acts = alternative_pattern(engine.model, em, v, r, j, sl.stop - sl.start)
+                if v.persistent:
+                    stored = [w if s is None else s if w is None else s ^ w for s, w in zip(stored, weights)]
+                    weights = stored
                 flipped = engine.with_flips(weights) if any(w is not None for w in weights) else engine
                 correct += int((np.asarray(flipped.predictions(x[sl], act_masks=acts or None)) == y[sl]).sum())
             return Fraction(correct, n)

@@ -290,6 +290,8 @@ def _applicable(model: Model, v: Variant) -> bool:
         return False
     if v.no_polarity and not any(isinstance(l, Threshold) and -1 in l.polarity for l in layers):
         return False
+    if v.pi_one_position and not any(nl.positions > 1 for nl in model.neuron_layers):
+        return False
     return True
 
 
@@ -343,7 +345,8 @@ def diagnose_claims(model: Model, data, claims: dict, path: str, atol: float, ch
             again = check_claims(engine, model, data, sub, path, atol, variance=engine.variance,
                                  bit_error_accuracies=bit_error_accuracies(replay, data.x, data.y, v) if v.masks
                                  else None,
-                                 first_failure=True)     # one failing claim rules the alternative out
+                                 first_failure=True,     # one failing claim rules the alternative out
+                                 std_ddof=0 if v.std_ddof0 else 1)
         except (ZeroDivisionError, ArithmeticError, ValueError):
             continue      # e.g. accuracy 0 under the alternative: Pi undefined, so no match
         if all(c["pass"] for c in again):
@@ -376,7 +379,7 @@ def _closest(model: Model, data, claims: dict, path: str, atol: float, failing: 
             try:
                 again = check_claims(engine, model, data, sub, path, atol, variance=engine.variance,
                                      bit_error_accuracies=bit_error_accuracies(replay, data.x, data.y, v)
-                                     if v.masks else None, first_failure=True)
+                                     if v.masks else None, first_failure=True, std_ddof=0 if v.std_ddof0 else 1)
             except (ZeroDivisionError, ArithmeticError, ValueError):   # InputError is a ValueError
                 continue
             if all(c["pass"] for c in again):
