@@ -13,10 +13,10 @@ trace; verify finds the first divergence and the convention that explains it:
     diagnosis: your traced values match refbnn exactly if a threshold tie (h = s) gives +1; refbnn's contract gives -1 at a tie: +1 iff h > s (docs/semantics.md §2.3)
     == padding with -1 ==
     claims: 79 checked, 63 pass, 16 fail
-    diagnosis: your accuracy, predictions, T, per-layer T, Pi and VAR(Pi) match refbnn exactly if padded taps count as -1; padded taps are absent, adding nothing (docs/semantics.md §2.2)
+    diagnosis: your accuracy, predictions, T, per-layer T, Pi and VAR(Pi) match refbnn exactly if padded taps count as -1 (e.g. a popcount over the full window, the absent bits read as 0); padded taps are absent, adding nothing (docs/semantics.md §2.2)
     first divergence: h1 at input 0, channel 0, position [0, 0]: expected 0, got 3 (6720 of 15360 entries differ)
     pattern: all 6720 differences are at border positions (where the padding enters)
-    diagnosis: your traced values match refbnn exactly if padded taps count as -1; padded taps are absent, adding nothing (docs/semantics.md §2.2)
+    diagnosis: your traced values match refbnn exactly if padded taps count as -1 (e.g. a popcount over the full window, the absent bits read as 0); padded taps are absent, adding nothing (docs/semantics.md §2.2)
     == first layer without 1/Z ==
     claims: 79 checked, 73 pass, 6 fail
     pattern: only the first layer's T fails: the 1/Z of eq. 2?
