@@ -541,3 +541,19 @@ def test_a_check_that_stops_at_its_first_failure_replays_no_repetition_past_it(s
     calls.clear()
     full = check_claims(FastEngine(model), model, Dataset(x, y), claims, "c.json", 1e-9, bit_error_accuracies=replay)
     assert calls == list(range(50)) and len(full) == 50 and not any(c["pass"] for c in full)
+
+
+def test_a_convention_whose_pi_cannot_be_recomputed_is_named_for_the_rest(setup):
+    """Property: when Algorithm 1 under an alternative would exceed the budget, the diagnosis
+    still names the alternative that reproduces every other failing claim, and says that
+    Pi and VAR(Pi) were not recomputed under it, and why."""
+    from refbnn.verify.diagnose import diagnose_claims
+    d, model, x, y, doc = setup
+    claims = json.loads(_claims(d, doc, x, y, TRACED["tie-ge"], name="budget.json").read_text())
+    data = Dataset(x, y)
+    checks = check_claims(FastEngine(model), model, data, claims, "c.json", 1e-12)
+    diagnosis = diagnose_claims(model, data, claims, "c.json", 1e-12, checks, budget=0)
+    tie = [m for m in diagnosis.matches if m.names == ("tie-ge",)]
+    assert tie and "Pi and VAR(Pi) were not recomputed under it: Algorithm 1 without the incremental engine" \
+        in tie[0].sentence(diagnosis.what)
+    assert tie[0].sentence(diagnosis.what).startswith("your accuracy, predictions, T")

@@ -35,16 +35,22 @@ class Match:
     """An alternative convention (or a pair) under which the other side's numbers are reproduced."""
 
     names: tuple[str, ...]
+    untested: Optional[str] = None       # what could not be recomputed under it, and why
+    tested: Optional[str] = None         # the quantities it reproduces, where not all were tested
 
     def sentence(self, what: str) -> str:
         conv = [REGISTRY[n] for n in self.names]
         theirs = " and ".join(c.theirs for c in conv)
         contract = "; ".join(c.contract for c in conv)
-        return f"your {what} match refbnn exactly if {theirs}; {contract}"
+        return f"your {self.tested or what} match refbnn exactly if {theirs}; {contract}" + \
+            (f" ({self.untested})" if self.untested else "")
 
     def as_json(self) -> dict:
-        return {"conventions": list(self.names), "theirs": [REGISTRY[n].theirs for n in self.names],
-                "contract": [REGISTRY[n].contract for n in self.names]}
+        out = {"conventions": list(self.names), "theirs": [REGISTRY[n].theirs for n in self.names],
+               "contract": [REGISTRY[n].contract for n in self.names]}
+        if self.untested:
+            out["untested"] = self.untested
+        return out
 
 
 # -- the forward pass on refbnn's side -------------------------------------------------------
@@ -335,10 +341,16 @@ def diagnose_claims(model: Model, data, claims: dict, path: str, atol: float, ch
                 del shared[key]       # forward runs (keyed by a signature), not weights or Pi
             signature = v.signature
         sub = {k: val for k, val in claims.items() if FAMILY.get(k) in affects}
+        untested = None
         if any(k in sub for k in ("importance", "var_importance")) and engine.importance_cost(len(data.y)) > budget:
-            diagnosis.skipped.append(f"{' + '.join(names)}: Algorithm 1 without the incremental engine would take "
-                                     f"{engine.importance_cost(len(data.y)):.2g} multiply-adds")
-            continue
+            cost = engine.importance_cost(len(data.y))
+            pi_keys = [k for k in ("importance", "var_importance") if k in sub]
+            sub = {k: val for k, val in sub.items() if k not in pi_keys}
+            untested = (f"your {_words(pi_keys)} were not recomputed under it: Algorithm 1 without the "
+                        f"incremental engine would take {cost:.2g} multiply-adds")
+            if not sub or not set(failing) - set(pi_keys):
+                diagnosis.skipped.append(f"{' + '.join(names)}: {untested.split(': ', 1)[1]}")
+                continue
         diagnosis.tried += 1
         try:
             replay = engine if (v.forward or v.argmax_last) else fast      # the forward the masks act on
@@ -350,7 +362,8 @@ def diagnose_claims(model: Model, data, claims: dict, path: str, atol: float, ch
         except (ZeroDivisionError, ArithmeticError, ValueError):
             continue      # e.g. accuracy 0 under the alternative: Pi undefined, so no match
         if all(c["pass"] for c in again):
-            diagnosis.matches.append(Match(names))
+            diagnosis.matches.append(Match(names, untested, _words(set(failing) - {"importance", "var_importance"})
+                                           if untested else None))
     if not diagnosis.matches and len(failing) > 1:
         diagnosis.closest = _closest(model, data, claims, path, atol, failing, ordered, shared, fast, budget)
     return diagnosis
