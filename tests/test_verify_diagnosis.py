@@ -557,3 +557,22 @@ def test_a_convention_whose_pi_cannot_be_recomputed_is_named_for_the_rest(setup)
     assert tie and "Pi and VAR(Pi) were not recomputed under it: Algorithm 1 without the incremental engine" \
         in tie[0].sentence(diagnosis.what)
     assert tie[0].sentence(diagnosis.what).startswith("your accuracy, predictions, T")
+
+
+@pytest.mark.parametrize("first,second", [("tie-ge", "var-ddof1"), ("first-layer-without-s", "pi-over-flipped"),
+                                          ("bits-little-endian", "output-layer-clean")])
+def test_two_mistakes_together_are_diagnosed_as_the_pair(first, second, setup):
+    """Property: claims (with bit errors) made under two conventions at once are reproduced by
+    that pair, and by neither member alone."""
+    d, model, x, y, doc = setup
+    both = Conventions(**{**vars(ALL_CONVENTIONS[first]), **{k: v for k, v in vars(ALL_CONVENTIONS[second]).items()
+                                                            if v != getattr(Conventions(), k)}})
+    be = FloatBNN(doc, both).bit_errors(x, y, 0.08, 3, 11, 32, activations=True)
+    claims = _claims(d, doc, x, y, both, be, name="pair.json")
+    r, out = _verify(d, "--claims", claims, "--atol", "1e-12")
+    matched = _matched(out["diagnosis"])
+    assert r.exit_code == 1 and f"{first} + {second}" in matched, r.output
+    assert first not in matched and second not in matched
+
+
+ALL_CONVENTIONS = {**TRACED, **CLAIMED, **MASKS}
