@@ -70,6 +70,12 @@ def binarise(g: Graph, x: str, kind: str, channels: int = 1) -> str:
     """An activation's sign, as an exporter writes it."""
     if kind == "where":              # torch.where(x > 0, 1, -1): -1 at 0
         return g.op("Where", [g.op("Greater", [x, g.const(0.0)]), g.const(1.0), g.const(-1.0)])
+    if kind == "clip_where":         # SPICE-Torch's activation: hardtanh, then torch.where(x > 0, 1, -1)
+        c = g.op("Clip", [x, g.const(-1.0), g.const(1.0)])
+        return g.op("Where", [g.op("Greater", [c, g.const(0.0)]), g.const(1.0), g.const(-1.0)])
+    if kind == "clip_where_ge":      # hardtanh, then torch.where(x >= 0, 1, -1)
+        c = g.op("Clip", [x, g.const(-1.0), g.const(1.0)])
+        return g.op("Where", [g.op("GreaterOrEqual", [c, g.const(0.0)]), g.const(1.0), g.const(-1.0)])
     if kind == "where_ge":           # torch.where(x >= 0, 1, -1): +1 at 0
         return g.op("Where", [g.op("GreaterOrEqual", [x, g.const(0.0)]), g.const(1.0), g.const(-1.0)])
     if kind == "less_not":           # torch.where(~(x < 0), 1, -1): +1 at 0

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from refbnn.engines.fast import FastEngine
 from refbnn.importers.fold import RefusedError, fold
-from refbnn.importers.steps import AffineStep, BatchNormStep, FlattenStep, PoolStep, SignStep, WeightStep
+from refbnn.importers.steps import AffineStep, BatchNormStep, ClipStep, FlattenStep, PoolStep, SignStep, WeightStep
 from refbnn.semantics.batchnorm import THRESHOLD_LIMIT, sign_threshold
 from refbnn.semantics.model import Conv2d, Flatten, Linear, MaxPool2d, Threshold
 from refbnn.training.export import fold_batchnorm
@@ -134,3 +134,19 @@ def test_fold_refuses_what_it_cannot_represent_naming_the_step(steps, message):
     offset = 1.0 if steps[0].kind == "conv2d" else 0.0
     with pytest.raises(RefusedError, match=message):
         fold(steps, shape, 1, input_a=1.0, input_c=offset)
+
+
+def test_a_comparison_after_a_clip_folds_when_the_bounds_enclose_its_threshold():
+    # BN then Clip(-1, 1) then Greater(., 0) (an affine add of -0): clip(v) > 0 <=> v > 0 since
+    # -1 < 0 < 1, so the clip changes nothing: v = h - 2 > 0 <=> h > 2 -> s = 2. A comparison
+    # with 2 after the same clip (2 outside [-1, 1]) would be constant: refused, naming it.
+    w = np.ones((1, 4))
+    base = [WeightStep("fc", "linear", w), AffineStep("bn", add=np.float64(-2.0)), ClipStep("hardtanh", -1.0, 1.0)]
+    out = WeightStep("out", "linear", np.ones((2, 1)))
+    model = fold(base + [AffineStep("gt", add=np.float64(-0.0)), SignStep("where", True), out], (4,), 1).model
+    assert model.layers[1].thresholds == (2,) and model.layers[1].polarity == (1,)
+    flipped = fold(base + [AffineStep("neg", mul=np.float64(-1.0)), SignStep("where", True), out], (4,), 1).model
+    assert flipped.layers[1].polarity == (-1,)          # -clip(v) > 0 <=> v < 0 <=> h <= 1
+    assert flipped.layers[1].thresholds == (1,)
+    with pytest.raises(RefusedError, match="gt2: a sign after a clip whose bounds do not enclose its threshold"):
+        fold(base + [AffineStep("gt2", add=np.float64(-2.0)), SignStep("gt2", True), out], (4,), 1)

@@ -68,7 +68,7 @@ class _Tensor:
     c: np.ndarray
     reach: int = 0                  # bound on |h| ("pre"); on |x| ("input")
     exact: bool = True              # the float h is an exact multiple of a (no rounding)
-    clipped: bool = False
+    clip: Optional[tuple[np.ndarray, np.ndarray]] = None   # per-channel bounds of a clip, in today's value
     pooled: bool = False
 
 
@@ -146,10 +146,15 @@ class _Folder:
 
     def affine(self, s: AffineStep) -> None:
         t = self.t
-        if t.clipped:
-            raise RefusedError(f"{s.where}: an affine map after a clip changes where the sign flips")
         mul = _per_channel(s.mul, t.shape[0], s.where, "the factor")
         add = _per_channel(s.add, t.shape[0], s.where, "the summand")
+        if t.clip is not None:
+            # a clip followed by an affine map is the affine map followed by a clip to the
+            # mapped bounds (the sign checks them); a factor 0 would make the sign constant
+            if np.any(mul == 0):
+                raise RefusedError(f"{s.where}: a factor 0 after a clip")
+            lo, hi = mul * t.clip[0] + add, mul * t.clip[1] + add
+            t.clip = (np.minimum(lo, hi), np.maximum(lo, hi))
         if self.monotone_tail and not (np.all(mul == mul[0]) and mul[0] > 0 and np.all(add == add[0])):
             raise RefusedError(f"{s.where}: a map after the class scores' softmax that can change the prediction")
         t.a, t.c = t.a * mul, t.c * mul + add
@@ -166,9 +171,10 @@ class _Folder:
         lo = -math.inf if s.lo is None else s.lo
         hi = math.inf if s.hi is None else s.hi
         if t.kind == "pre":
-            if not (lo < 0 < hi):
-                raise RefusedError(f"{s.where}: clip to [{lo}, {hi}] before a sign: the bounds must enclose 0")
-            t.clipped = True
+            if not lo < hi:
+                raise RefusedError(f"{s.where}: clip to [{lo}, {hi}]: an empty or one-point range is constant")
+            old = t.clip if t.clip is not None else (np.full(t.shape[0], -math.inf), np.full(t.shape[0], math.inf))
+            t.clip = (np.maximum(old[0], lo), np.minimum(old[1], hi))
             return
         low, high = (t.c - np.abs(t.a) * t.reach, t.c + np.abs(t.a) * t.reach) if t.kind == "input" \
             else (t.c - np.abs(t.a), t.c + np.abs(t.a))
@@ -212,6 +218,17 @@ class _Folder:
         if t.kind == "binary":
             self._sign_of_binary(s)
             return
+        if t.clip is not None:
+            # clip(v) > 0 <=> v > 0 (and >= alike) exactly when the bounds enclose 0 strictly:
+            # then the clip never moves a value across the sign's threshold
+            lo, hi = t.clip
+            bad = ~((lo < 0) & (0 < hi))
+            if np.any(bad):
+                n = int(np.argmax(bad))
+                raise RefusedError(f"{s.where}: a sign after a clip whose bounds do not enclose its threshold: "
+                                   f"channel {n} is clipped to [{lo[n]:g}, {hi[n]:g}] around a threshold at 0, "
+                                   "so the sign would be constant there (clip to bounds around the threshold)")
+            t.clip = None
         thresholds, polarity, tau = [], [], []
         for n, (a, c) in enumerate(zip(t.a, t.c)):
             s_n, pol, tau_n = sign_threshold(float(a), float(c), s.strict, t.reach)
@@ -272,7 +289,7 @@ class _Folder:
         t = self.t
         if not (np.all(np.isfinite(t.a)) and np.all(np.isfinite(t.c))):
             raise RefusedError(f"{where}: the class scores have a NaN or infinite scale or offset")
-        if t.kind != "pre" or t.clipped:
+        if t.kind != "pre" or t.clip is not None:
             raise RefusedError(f"{where}: the class scores must be the last weight layer's output, "
                                f"got {self._what(t)}")
         if not (np.all(t.a == t.a[0]) and t.a[0] > 0):
