@@ -76,6 +76,8 @@ def binarise(g: Graph, x: str, kind: str, channels: int = 1) -> str:
     if kind == "clip_where_ge":      # hardtanh, then torch.where(x >= 0, 1, -1)
         c = g.op("Clip", [x, g.const(-1.0), g.const(1.0)])
         return g.op("Where", [g.op("GreaterOrEqual", [c, g.const(0.0)]), g.const(1.0), g.const(-1.0)])
+    if kind == "larq_ste":           # Larq's ste_sign through tf2onnx: Sign(Sign(x) + 0.1): +1 at 0
+        return g.op("Sign", [g.op("Add", [g.op("Sign", [x]), g.const(0.1)])])
     if kind == "where_ge":           # torch.where(x >= 0, 1, -1): +1 at 0
         return g.op("Where", [g.op("GreaterOrEqual", [x, g.const(0.0)]), g.const(1.0), g.const(-1.0)])
     if kind == "less_not":           # torch.where(~(x < 0), 1, -1): +1 at 0

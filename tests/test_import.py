@@ -54,7 +54,7 @@ def _tie_graph(kind: str, mu: np.ndarray, gamma: np.ndarray):
 
 
 # +1 exactly at the tie h = tau, per convention (the three sign conventions of §10.3)
-TIE_UP = {"where": False, "cast": False, "where_ge": True, "less_not": True, "clip_where": False, "clip_where_ge": True,
+TIE_UP = {"where": False, "cast": False, "where_ge": True, "less_not": True, "clip_where": False, "clip_where_ge": True, "larq_ste": True,
           "bipolar": True, "quant1": True, "quant1u": False, "multithreshold": True}
 
 

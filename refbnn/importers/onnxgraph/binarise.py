@@ -4,6 +4,7 @@ their value at the tie."""
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Optional
 
 import numpy as np
 
@@ -16,11 +17,32 @@ QUANT_CUTS = {   # 1-bit unsigned Quant: clamp y to [0, 1], then round; high iff
     "CEIL": (0.0, True), "FLOOR": (1.0, False), "UP": (0.0, True), "DOWN": (1.0, False)}
 
 
+def _sign_of_shifted_sign(steps: tuple) -> Optional[tuple[tuple, float]]:
+    """(steps before the inner Sign, c) when `steps` end in Sign (with its 0) then + c,
+    0 < |c| < 1, the same c for every channel; else None."""
+    if len(steps) < 2 or not isinstance(steps[-2], SignStep) or not steps[-2].zero:
+        return None
+    shift = steps[-1]
+    if not isinstance(shift, AffineStep) or np.any(np.asarray(shift.mul) != 1):
+        return None
+    add = np.ravel(np.asarray(shift.add, dtype=np.float64))
+    if not (np.all(add == add[0]) and 0 < abs(add[0]) < 1):
+        return None
+    return steps[:-2], float(add[0])
+
+
 class BinariseOps(OpsBase):
     """One method per op: op_<OpType>(node, name) returns the output's Sym."""
 
     def op_Sign(self, node, name):
         x = self._act(node, name)
+        idiom = _sign_of_shifted_sign(x.steps)
+        if idiom is not None:
+            # Sign(Sign(v) + c), 0 < |c| < 1 (Larq's ste_sign through tf2onnx): +-1 stay, and
+            # Sign's 0 at v = 0 becomes sign(c): one binarisation, v >= 0 for c > 0, v > 0 for c < 0
+            inner, c = idiom
+            return Sym(x.steps[:-2] + (SignStep(name, strict=c < 0, tensor=node.output[0]),), x.shape,
+                       base=inner)
         return self._then(x, SignStep(name, strict=True, zero=True, tensor=node.output[0]), base=x.steps)
 
     def _compare(self, node, name, strict: bool, greater: bool):
