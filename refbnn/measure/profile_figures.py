@@ -20,6 +20,16 @@ def _v(q) -> float:
     return float(q["value"]) if isinstance(q, dict) else float(q)
 
 
+def _share_axes(ax, xlabel: str, ylabel: str, title: str) -> None:
+    """Labels, a share axis from 0 to 1, title, legend and grid."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+
+
 def _ber_axis(ax, bers: list[float]) -> None:
     ax.set_xscale("symlog", linthresh=min([b for b in bers if b > 0] or [1e-3]))
     ax.set_xlabel("bit error rate p")
@@ -70,12 +80,7 @@ def tolerance_figure(doc: dict, out: Path) -> list[str]:
     ax.plot(np.array(bs)[order], [_v(doc["T"][names[i]]) for i in order], "k--", label="whole network (eq. 5)")
     if min(bs) > 0:
         ax.set_xscale("log", base=2)
-    ax.set_xlabel("margin b")
-    ax.set_ylabel("T^b: share of margins >= b")
-    ax.set_ylim(0, 1.02)
-    ax.set_title("Neuron-level tolerance T^b (eqs. 1-5) per layer")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    _share_axes(ax, "margin b", "T^b: share of margins >= b", "Neuron-level tolerance T^b (eqs. 1-5) per layer")
     return save(fig, out, "tolerance")
 
 
@@ -135,12 +140,7 @@ def certified_figure(doc: dict, out: Path) -> list[str]:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     ax.plot(ks, [_v(cert[str(k)]) for k in ks], "o-", color="C4", label="correct and certified")
     ax.axhline(_v(doc["accuracy"]), color="gray", lw=0.8, ls=":", label="clean accuracy")
-    ax.set_xlabel("k: any k weight flips per neuron")
-    ax.set_ylabel("share of inputs")
-    ax.set_ylim(0, 1.02)
-    ax.set_title("Certified accuracy (Theorem 1, network level)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    _share_axes(ax, "k: any k weight flips per neuron", "share of inputs", "Certified accuracy (Theorem 1, network level)")
     return save(fig, out, "certified")
 
 
