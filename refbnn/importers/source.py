@@ -39,6 +39,9 @@ def source_kind(path: str) -> str:
         return "state-dict"          # a torch zip file or an .npz: both are zip archives
     if head[:1] == b"\x80":
         return "state-dict"          # torch's legacy format starts with a pickle protocol byte
+    from .statedict import is_safetensors
+    if is_safetensors(path):
+        return "state-dict"          # an 8-byte header length, then the JSON header
     return "onnx"
 
 

@@ -14,16 +14,19 @@ JSON layout names the steps in forward order and the key prefix of each:
                {"op": "scale", "key": "scale"}]}
 
 `.pt`/`.pth` files are read with `torch.load(weights_only=True)`, which refuses to run
-code from the pickle; an `.npz` of the same names needs no torch at all.
+code from the pickle; an `.npz` or a `.safetensors` file of the same names needs no torch
+at all (safetensors is read here directly: an 8-byte little-endian header length, a JSON
+header of name -> dtype, shape and byte offsets, then the raw little-endian data).
 """
 from __future__ import annotations
 
+import os
 import zipfile
 from typing import Any, Optional
 
 import numpy as np
 
-from ..formats.files import InputError, read_json
+from ..formats.files import InputError, parse_json_bytes, read_json
 from ..formats.npzfile import MAX_FILE_BYTES, npz_arrays, npz_headers, regular_file
 from .steps import AffineStep, BatchNormStep, ClipStep, FlattenStep, PoolStep, SignStep, Step, WeightStep
 
@@ -104,9 +107,69 @@ class Layout:
         return tuple(self._int("input.shape", d, 1) for d in v)
 
 
+# safetensors dtypes -> NumPy (little-endian); BF16 is widened to float32 exactly
+_SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4",
+                       "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?"}
+MAX_SAFETENSORS_HEADER = 2**24
+
+
+def is_safetensors(path: str) -> bool:
+    """Whether the file starts as a safetensors file: a header length that fits, then '{'."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    n = int.from_bytes(head[:8], "little")
+    return 2 <= n <= MAX_SAFETENSORS_HEADER and 8 + n <= os.path.getsize(path)
+
+
+def read_safetensors(path: str) -> dict[str, np.ndarray]:
+    """The tensors of a safetensors file (module docstring), every field checked against the
+    file before any data is read: floats as float64, integers as they are."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = parse_json_bytes(f.read(n), f"{path}: header")
+        if not isinstance(header, dict):
+            raise InputError(f"{path}: header: expected a JSON object of tensors")
+        data_size = size - 8 - n
+        out = {}
+        for name, entry in header.items():
+            where = f"{path}: {name[:80]}"
+            if name == "__metadata__":
+                continue
+            if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+                raise InputError(f"{where}: expected dtype, shape and data_offsets")
+            dtype = _SAFETENSORS_DTYPES.get(entry["dtype"]) if isinstance(entry["dtype"], str) else None
+            if dtype is None:
+                raise InputError(f"{where}: dtype {str(entry['dtype'])[:20]!r} is not one refbnn reads "
+                                 f"({', '.join(_SAFETENSORS_DTYPES)})")
+            shape, offsets = entry["shape"], entry["data_offsets"]
+            if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= 2**31
+                                                    for d in shape)):
+                raise InputError(f"{where}: shape: expected a list of non-negative integers")
+            if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) and not
+                                                                            isinstance(o, bool) for o in offsets)
+                    and 0 <= offsets[0] <= offsets[1] <= data_size):
+                raise InputError(f"{where}: data_offsets {str(offsets)[:40]} lie outside the {data_size} data bytes")
+            nbytes = int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
+            if offsets[1] - offsets[0] != nbytes or nbytes > MAX_TENSOR_BYTES:
+                raise InputError(f"{where}: {offsets[1] - offsets[0]} bytes for a {entry['dtype']} tensor of shape "
+                                 f"{shape} ({nbytes} bytes)")
+            f.seek(8 + n + offsets[0])
+            v = np.frombuffer(f.read(nbytes), dtype=dtype).reshape(shape)
+            if entry["dtype"] == "BF16":          # the high half of a float32
+                v = (v.astype(np.uint32) << 16).view(np.float32)
+            out[name] = v.astype(np.float64) if v.dtype.kind == "f" else v
+    return out
+
+
 def read_state_dict(path: str) -> dict[str, np.ndarray]:
-    """The tensors of a `.pt`/`.pth` (torch, weights only) or `.npz` state dict, as float64 arrays."""
+    """The tensors of a `.pt`/`.pth` (torch, weights only), `.npz` or `.safetensors` state
+    dict; floating-point tensors as float64 arrays."""
     regular_file(path, MAX_FILE_BYTES)
+    if is_safetensors(path):
+        return read_safetensors(path)
     if _is_npz(path):
         headers = npz_headers(path, MAX_TENSOR_BYTES)
         return {k: v.astype(np.float64) for k, v in npz_arrays(path, headers, headers).items()}
@@ -179,6 +242,8 @@ def layout_steps(tensors: dict[str, np.ndarray], layout: Layout, source: str) ->
             beta = np.zeros_like(mean) if beta is None else beta
             if not (gamma.shape == beta.shape == mean.shape == var.shape and mean.ndim == 1):
                 raise InputError(f"{source}: {p}.*: batch norm parameters of different shapes")
+            if np.any(var < 0):
+                raise InputError(f"{source}: {p}.running_var: negative (a variance cannot be)")
             steps.append(BatchNormStep(where, gamma, beta, mean, var, float(s.get("eps", 1e-5))))
         elif op == "hardtanh":
             steps.append(ClipStep(where, -1.0, 1.0))
