@@ -531,3 +531,44 @@ def test_missing_extra_is_named(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)      # `import onnx` now raises ImportError
     r = CliRunner().invoke(main, ["import", src, "--z", "3", "-o", str(tmp_path / "m.json")])
     assert r.exit_code == 2 and "pip install 'refbnn[import]'" in r.output
+
+
+def _finn_zoo_graph(rng):
+    """An older FINN / Brevitas bnn_pynq export: opset 9, a fixed batch of 1, initializers also
+    listed as graph inputs, weights binarised by BipolarQuant on constants, BipolarQuant
+    activations, the flatten built from Shape/Gather/Unsqueeze(axes attribute)/Concat/Reshape,
+    MatMul with [K, N] weights, and TensorNorm at the output (Sub, Div by Sqrt(var + eps),
+    Mul, Add with per-tensor constants)."""
+    g = Graph([1, 4, 4], batch=1, opset=9)
+    w1 = g.op("BipolarQuant", [g.const(rng.normal(size=(3, 1, 3, 3))), g.const(1.0)], domain=QONNX)
+    h = g.op("Conv", ["x", w1], pads=[1, 1, 1, 1], kernel_shape=[3, 3])
+    gamma, beta, mean, var = bn_params(rng, 3, 4.0)
+    v = batchnorm(g, h, [gamma, beta, mean, var])
+    a = g.op("BipolarQuant", [v, g.const(1.0)], domain=QONNX)
+    p = g.op("MaxPool", [a], kernel_shape=[2, 2], strides=[2, 2])
+    shape = g.op("Shape", [p])
+    first = g.op("Gather", [shape, g.const(0, np.int64)], axis=0)
+    n = g.op("Unsqueeze", [first], axes=[0])
+    flat = g.op("Reshape", [p, g.op("Concat", [n, g.const([-1], np.int64)], axis=0)])
+    w2 = g.op("BipolarQuant", [g.const(rng.normal(size=(12, 4))), g.const(1.0)], domain=QONNX)
+    s = g.op("MatMul", [flat, w2])
+    std = g.op("Sqrt", [g.op("Add", [g.const(2.5), g.const(1e-4)])])
+    y = g.op("Add", [g.op("Mul", [g.op("Div", [g.op("Sub", [s, g.const(0.3)]), std]), g.const(0.7)]), g.const(-0.2)])
+    m = g.model(y)
+    m.graph.input.extend(onnx.helper.make_tensor_value_info(i.name, i.data_type, list(i.dims))
+                         for i in m.graph.initializer)
+    return m
+
+
+def test_an_older_finn_zoo_export_imports_and_agrees_with_the_qonnx_executor(tmp_path):
+    """Property: the old FINN conventions (opset 9, fixed batch, initializers as inputs, the
+    Shape-built flatten, TensorNorm with positive per-tensor scale) import exactly: the QONNX
+    executor agrees on every sign and prediction."""
+    pytest.importorskip("qonnx")
+    rng = np.random.default_rng(12)
+    imported = import_model(_save(_finn_zoo_graph(rng), tmp_path), z=4, input_map="x")
+    assert [type(layer).__name__ for layer in imported.model.layers] == \
+        ["Conv2d", "Threshold", "MaxPool2d", "Flatten", "Linear"]
+    x = rng.integers(-4, 5, (60, 1, 4, 4))
+    report = check(imported, x)
+    assert report.ok and report.predictions_agree == len(x), report.unexplained[:3]
