@@ -289,3 +289,57 @@ def test_readme_measure_your_own_bnn_workflow(tmp_path, monkeypatch):
         r = CliRunner().invoke(main, argv[1:])
         assert r.exit_code == 0, (argv, r.output)
     assert "check: OK" in CliRunner().invoke(main, commands[0][1:]).output
+
+
+class SpiceStyleFC(nn.Module):
+    """The paper authors' activation (SPICE-Torch's FC and VGG3): batch norm, Hardtanh, then
+    torch.where(x > 0, 1, -1): exported as Clip -> Greater -> Where, refused before refbnn
+    carried clip bounds through the comparison."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.bn1 = BinaryLinear(64, 32, bias=False), nn.BatchNorm1d(32)
+        self.fc2, self.bn2 = BinaryLinear(32, 32, bias=False), nn.BatchNorm1d(32)
+        self.out = BinaryLinear(32, 10, bias=False)
+        self.htanh = nn.Hardtanh()
+
+    def act(self, x):
+        x = self.htanh(x)
+        return torch.where(x > 0, torch.ones_like(x), -torch.ones_like(x))
+
+    def forward(self, x):
+        x = self.act(self.bn1(self.fc1(torch.flatten(x, 1))))
+        return self.out(self.act(self.bn2(self.fc2(x))))
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
+def test_the_authors_clip_then_compare_activation_imports_and_agrees(dynamo, tmp_path):
+    """Property: BN -> Hardtanh -> where(x > 0) exported by either exporter imports (the clip's
+    bounds enclose the comparison's 0) and predicts what torch predicts."""
+    net = SpiceStyleFC()
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+        for m in (net.bn1, net.bn2):
+            m.running_mean.copy_(torch.randn(32, generator=g) * 3)
+            m.running_var.copy_(torch.rand(32, generator=g) * 4 + 0.5)
+    net.eval()
+    x = np.random.default_rng(2).integers(0, 256, (300, 1, 8, 8))
+    u = torch.tensor(x / 255.0, dtype=torch.float32)
+    path = str(tmp_path / "spice.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dynamo:
+            pytest.importorskip("onnxscript")
+            torch.onnx.export(net, (u[:2],), path, dynamo=True, opset_version=18,
+                              dynamic_shapes=({0: torch.export.Dim("batch")},))
+        else:
+            torch.onnx.export(net, (u[:2],), path, dynamo=False, opset_version=17, input_names=["x"],
+                              dynamic_axes={"x": {0: "b"}})
+    imported = import_model(path, z=255)
+    assert [layer.type for layer in imported.model.layers] == [
+        "flatten", "linear", "threshold", "linear", "threshold", "linear"]
+    with torch.no_grad():
+        theirs = net(u).argmax(1).numpy()
+    _agree_with_framework(imported, x, theirs)
