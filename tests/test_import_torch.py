@@ -89,6 +89,20 @@ def _randomise(net, seed=0):
     return net.eval()
 
 
+def _export(net, u, path: str, dynamo: bool, opset: int) -> str:
+    """torch.onnx.export with a dynamic batch, by the dynamo or the TorchScript exporter."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dynamo:
+            pytest.importorskip("onnxscript")
+            torch.onnx.export(net, (u[:2],), path, dynamo=True, opset_version=opset,
+                              dynamic_shapes=({0: torch.export.Dim("batch")},))
+        else:
+            torch.onnx.export(net, (u[:2],), path, dynamo=False, opset_version=opset, input_names=["x"],
+                              dynamic_axes={"x": {0: "b"}})
+    return path
+
+
 def _agree_with_framework(imported, x: np.ndarray, theirs: np.ndarray) -> None:
     """Every input where refbnn and the framework predict differently is a float tie that
     the check explains; every other input agrees."""
@@ -110,16 +124,7 @@ def test_pytorch_bnn_exported_to_onnx_imports_and_agrees(dynamo, opset, tmp_path
     net = _randomise(PlainBNN())
     x = np.random.default_rng(0).integers(0, 256, (400, 1, 12, 12))
     u = torch.tensor(x / 255.0, dtype=torch.float32)
-    path = str(tmp_path / "net.onnx")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if dynamo:
-            pytest.importorskip("onnxscript")
-            torch.onnx.export(net, (u[:2],), path, dynamo=True, opset_version=opset,
-                              dynamic_shapes=({0: torch.export.Dim("batch")},))
-        else:
-            torch.onnx.export(net, (u[:2],), path, dynamo=False, opset_version=opset, input_names=["x"],
-                              dynamic_axes={"x": {0: "b"}})
+    path = _export(net, u, str(tmp_path / "net.onnx"), dynamo, opset)
     imported = import_model(path, z=255)
     assert [layer.type for layer in imported.model.layers] == [
         "conv2d", "threshold", "maxpool2d", "conv2d", "maxpool2d", "threshold", "flatten", "linear", "threshold",
@@ -327,16 +332,7 @@ def test_the_authors_clip_then_compare_activation_imports_and_agrees(dynamo, tmp
     net.eval()
     x = np.random.default_rng(2).integers(0, 256, (300, 1, 8, 8))
     u = torch.tensor(x / 255.0, dtype=torch.float32)
-    path = str(tmp_path / "spice.onnx")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if dynamo:
-            pytest.importorskip("onnxscript")
-            torch.onnx.export(net, (u[:2],), path, dynamo=True, opset_version=18,
-                              dynamic_shapes=({0: torch.export.Dim("batch")},))
-        else:
-            torch.onnx.export(net, (u[:2],), path, dynamo=False, opset_version=17, input_names=["x"],
-                              dynamic_axes={"x": {0: "b"}})
+    path = _export(net, u, str(tmp_path / "spice.onnx"), dynamo, 18 if dynamo else 17)
     imported = import_model(path, z=255)
     assert [layer.type for layer in imported.model.layers] == [
         "flatten", "linear", "threshold", "linear", "threshold", "linear"]
