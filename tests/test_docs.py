@@ -165,6 +165,10 @@ def test_a_report_records_its_command_with_paths_relative_to_its_directory(tmp_p
     assert portable_command(["experiment", "fig1", "--out", str(out), "--jobs", "2"], out) == \
         "refbnn experiment fig1 --out . --jobs 2"
     assert portable_command(["experiment", "fig1", f"--out={out}"], out) == "refbnn experiment fig1 --out=."
+    # profile also names its MODEL and DATA: written as seen from the page's folder
+    model = tmp_path / "runs" / "m.json"
+    assert portable_command(["profile", str(model), "d.npz", "--out", str(out)], out, paths=(str(model),)) == \
+        "refbnn profile ../m.json d.npz --out ."
     for report in (ROOT / "docs").rglob("report.md"):
         command = re.search(r"Command: `([^`]*)`", report.read_text()).group(1)
         assert "/work/" not in command and " /" not in command, report

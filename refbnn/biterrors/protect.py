@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from math import prod
 from typing import Optional, Sequence
@@ -39,9 +39,16 @@ from ..semantics.model import Flatten, Model
 
 @dataclass(frozen=True)
 class Protection:
-    """The protected output channels per weight layer ({layer: sorted channels})."""
+    """The protected output channels per weight layer ({layer: sorted channels}). The masks
+    are built once per layer and kept (`_memo`): a sweep asks for them at every batch."""
 
     channels: dict[int, tuple[int, ...]]
+    _memo: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def _once(self, key: tuple, build):
+        if key not in self._memo:
+            self._memo[key] = build()
+        return self._memo[key]
 
     @property
     def units(self) -> int:
@@ -56,9 +63,12 @@ class Protection:
         rows = self.channels.get(i)
         if not rows:
             return None
-        mask = np.zeros(model.layers[i].weight.shape, dtype=bool)
-        mask[list(rows)] = True
-        return mask
+
+        def build() -> np.ndarray:
+            mask = np.zeros(model.layers[i].weight.shape, dtype=bool)
+            mask[list(rows)] = True
+            return mask
+        return self._once(("w", id(model), i), build)
 
     def input_mask(self, model: Model, i: int) -> Optional[np.ndarray]:
         """Bool [input shape of weight layer i]: True at the outputs of protected neurons
@@ -67,12 +77,23 @@ class Protection:
         rows = self.channels.get(before[-1]) if before else None
         if not rows:
             return None
-        shape = model.shapes[i - 1]
-        flat_from = next((model.shapes[k - 1] for k in range(before[-1] + 1, i)
-                          if isinstance(model.layers[k], Flatten)), None)
-        mask = np.zeros(flat_from if flat_from is not None else shape, dtype=bool)
-        mask[list(rows)] = True                      # channel n: everything it outputs
-        return mask.reshape(shape)
+
+        def build() -> np.ndarray:
+            shape = model.shapes[i - 1]
+            flat_from = next((model.shapes[k - 1] for k in range(before[-1] + 1, i)
+                              if isinstance(model.layers[k], Flatten)), None)
+            mask = np.zeros(flat_from if flat_from is not None else shape, dtype=bool)
+            mask[list(rows)] = True                  # channel n: everything it outputs
+            return mask.reshape(shape)
+        return self._once(("a", id(model), i), build)
+
+    def protected_rows(self, model: Model, i: int) -> np.ndarray:
+        """Bool [output channels] of weight layer i: True where protected."""
+        def build() -> np.ndarray:
+            rows = np.zeros(model.layers[i].weight.shape[0], dtype=bool)
+            rows[list(self.channels.get(i, ()))] = True
+            return rows
+        return self._once(("rows", id(model), i), build)
 
 
 def restrict(model: Model, protection: Optional[Protection], weights: list, acts: dict) -> tuple[list, dict]:
@@ -96,9 +117,7 @@ def unprotected_indices(model: Model, protection: Optional[Protection], i: int, 
     if protection is None or not protection.channels.get(i):
         return idx
     row_size = prod(model.layers[i].weight.shape[1:])
-    protected_rows = np.zeros(model.layers[i].weight.shape[0], dtype=bool)
-    protected_rows[list(protection.channels[i])] = True
-    return idx[~protected_rows[idx // row_size]]
+    return idx[~protection.protected_rows(model, i)[idx // row_size]]
 
 
 def hidden_units(model: Model) -> list[tuple[int, int]]:

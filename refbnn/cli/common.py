@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
+from typing import Iterator
 
 import click
 
@@ -10,6 +12,8 @@ from ..engines.interpreter import Interpreter
 from ..formats.datafile import read_data
 from ..formats.files import InputError, check_writable
 from ..formats.modelfile import read_model
+from ..semantics.importance import ZeroAccuracyError
+from ..semantics.model import NoNeuronsError
 
 ENGINES = {"fast": FastEngine, "reference": Interpreter}
 SEED = click.IntRange(0, 2**63 - 1)   # numpy's SeedSequence takes any non-negative integer
@@ -51,6 +55,18 @@ def parsed(text: str, parser, *args):
         return parser(text, *args)
     except ValueError as e:
         raise InputError(str(e)) from None
+
+
+@contextmanager
+def naming_files(model_path: str, data_path: str) -> Iterator[None]:
+    """Metrics that are undefined on these files become bad input naming the file: A = 0
+    (Pi is undefined: the data file) and no neurons (T, Pi undefined: the model file)."""
+    try:
+        yield
+    except ZeroAccuracyError as e:
+        raise InputError(f"{data_path}: {e}") from None
+    except NoNeuronsError as e:
+        raise InputError(f"{model_path}: layers: {e}") from None
 
 
 def load(model_path: str, data_path: str):

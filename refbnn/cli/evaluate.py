@@ -13,7 +13,7 @@ from ..formats.files import InputError, write_json
 from ..formats.maskfile import read_masks
 from ..formats.modelfile import read_model
 from ..formats.values import parse_bers, parse_naturals
-from .common import ENGINES, SEED, Progress, engine_option, json_option, load, parsed, writable
+from .common import ENGINES, SEED, Progress, engine_option, json_option, load, naming_files, parsed, writable
 from .group import main
 
 
@@ -81,7 +81,8 @@ def eval_cmd(model_path, data_path, ber_text, reps, seed, granularity, batch_siz
     runner = ENGINES[engine](model)
     protection = None
     if protect_spec is not None:
-        pi = runner.importance(data.x, data.y) if protect_spec.strip().startswith("top-importance") else None
+        with naming_files(model_path, data_path):
+            pi = runner.importance(data.x, data.y) if protect_spec.strip().startswith("top-importance") else None
         protection = parse_protect(protect_spec, model, pi, seed)
         click.echo(f"protected: {describe(model, protection)}")
     with Progress("bit errors") as progress:

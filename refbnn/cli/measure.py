@@ -9,13 +9,11 @@ from tabulate import tabulate
 
 from ..engines.fast import FastEngine
 from ..engines.interpreter import Interpreter
-from ..formats.files import InputError, write_json
+from ..formats.files import write_json
 from ..formats.values import parse_bs, parse_naturals
 from ..measure.certify import certified_accuracy, check_certificates
 from ..measure.metrics import metrics
-from ..semantics.importance import ZeroAccuracyError
-from ..semantics.model import NoNeuronsError
-from .common import ENGINES, SEED, Progress, b_option, engine_option, json_option, load, parsed, show
+from .common import ENGINES, SEED, Progress, b_option, engine_option, json_option, load, naming_files, parsed, show
 from .group import main
 
 
@@ -37,13 +35,8 @@ def metrics_cmd(model_path, data_path, b_text, importance, engine, json_path) ->
     """
     bs = parsed(b_text, parse_bs)
     model, data = load(model_path, data_path)
-    with Progress("Algorithm 1") as progress:
-        try:
-            result = metrics(ENGINES[engine](model), data.x, data.y, bs, importance, progress)
-        except ZeroAccuracyError as e:
-            raise InputError(f"{data_path}: {e}") from None
-        except NoNeuronsError as e:
-            raise InputError(f"{model_path}: layers: {e}") from None
+    with Progress("Algorithm 1") as progress, naming_files(model_path, data_path):
+        result = metrics(ENGINES[engine](model), data.x, data.y, bs, importance, progress)
     result = {"model": model_path, "data": data_path, **result}
     _print_metrics(result)
     if json_path:

@@ -16,9 +16,7 @@ from ..formats.values import parse_bers, parse_bs, parse_naturals
 from ..measure.profile import ProfileConfig, profile
 from ..measure.profile_figures import profile_figures
 from ..measure.profile_page import write_page
-from ..semantics.importance import ZeroAccuracyError
-from ..semantics.model import NoNeuronsError
-from .common import Progress, b_option, load, parsed
+from .common import Progress, b_option, load, naming_files, parsed
 from .evaluate import _error_model, error_options
 from .group import main
 
@@ -109,11 +107,8 @@ def profile_cmd(model_path, data_path, out_dir, ber_text, reps, seed, granularit
     out.mkdir(parents=True, exist_ok=True)
     bars = _Bars()
     try:
-        doc = profile(engine, data.x, data.y, cfg, bars)
-    except ZeroAccuracyError as e:
-        raise InputError(f"{data_path}: {e}") from None
-    except NoNeuronsError as e:
-        raise InputError(f"{model_path}: layers: {e}") from None
+        with naming_files(model_path, data_path):
+            doc = profile(engine, data.x, data.y, cfg, bars)
     finally:
         bars.close()
     command = portable_command(sys.argv[1:], out, paths=(model_path, data_path)) \

@@ -99,6 +99,11 @@ def control_protection(model, chosen: Protection, seed: int) -> Protection:
     return Protection(out)
 
 
+def _labelled(progress: Progress) -> Callable[[str], Optional[Callable[[int, int], None]]]:
+    """label -> a (done, total) callback that reports under that label (None: no progress)."""
+    return (lambda label: (lambda d, t: progress(label, d, t))) if progress else (lambda label: None)
+
+
 def _sweep(engine, x, y, cfg: ProfileConfig, protect: Optional[Protection], progress) -> list[Summary]:
     return accuracy_sweep(engine, x, y, cfg.bers, cfg.reps, cfg.em, progress=progress, protect=protect)
 
@@ -111,7 +116,7 @@ def protection_comparison(engine: FastEngine, x, y, cfg: ProfileConfig, pi, unpr
     chosen = parse_protect(cfg.protect, model, pi, cfg.em.seed)
     if chosen.units == 0:
         raise ValueError("--protect: the SPEC protects nothing")
-    tick = (lambda label: (lambda d, t: progress(label, d, t))) if progress else (lambda label: None)
+    tick = _labelled(progress)
     protected = _sweep(engine, x, y, cfg, chosen, tick("protected"))
     controls = []
     for c in range(cfg.controls):
@@ -140,7 +145,7 @@ def protection_comparison(engine: FastEngine, x, y, cfg: ProfileConfig, pi, unpr
 def profile(engine: FastEngine, x: np.ndarray, y: np.ndarray, cfg: ProfileConfig, progress: Progress = None) -> dict:
     """Every number of the profile (module docstring), exact where exact."""
     model = engine.model
-    tick = (lambda label: (lambda d, t: progress(label, d, t))) if progress else (lambda label: None)
+    tick = _labelled(progress)
     doc = metrics(engine, x, y, cfg.bs, cfg.importance, tick("Algorithm 1"))
     pi = [Fraction(v["exact"]) for v in doc["importance"]] if cfg.importance else None
     summaries = _sweep(engine, x, y, cfg, None, tick("bit errors"))

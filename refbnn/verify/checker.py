@@ -57,9 +57,9 @@ class _FirstFailure(Exception):
 
 
 class _Checker:
-    def __init__(self, path: str, atol: float, first_failure: bool = False):
+    def __init__(self, path: str, atol: float, first_failure: bool = False, std_ddof: int = 1):
         self.path, self.atol, self.checks, self.first_failure = path, atol, [], first_failure
-        self.std_ddof = 1
+        self.std_ddof = std_ddof      # ddof of the spread over repetitions (1: the contract, §6)
 
     def _add(self, entry: dict) -> None:
         self.checks.append(entry)
@@ -148,8 +148,7 @@ def check_claims(engine: Engine, model: Model, data: Dataset, claims: dict, path
     With `first_failure`, stop at the first failing check (the diagnosis only asks whether
     everything passes): the checks so far are returned, the failing one last."""
     check_layout(claims, path)    # claims built in Python (diagnose, profile) skip read_claims
-    c = _Checker(path, atol, first_failure)
-    c.std_ddof = std_ddof        # ddof of the spread over repetitions (1: the contract, §6)
+    c = _Checker(path, atol, first_failure, std_ddof)
     try:
         _check_all(c, engine, model, data, claims, variance, bit_error_accuracies, alpha)
     except _FirstFailure:

@@ -170,13 +170,6 @@ REGISTRY: dict[str, Convention] = {c.name: c for c in [
 ]}
 
 
-def _little_endian_signs(model: Model, i: int) -> np.ndarray:
-    """Weight layer i as float64 +-1 when its packed bytes are read little-endian."""
-    w = model.layers[i].weight
-    bits = np.unpackbits(np.frombuffer(w.bits.tobytes(), dtype=np.uint8), count=len(w.bits), bitorder="little")
-    return np.where(bits.reshape(w.shape), 1.0, -1.0)
-
-
 def combine(a: Variant, b: Variant) -> Optional[Variant]:
     """Both alternatives at once, or None when they set the same switch."""
     out = {}
@@ -219,7 +212,8 @@ class VariantEngine:
             cache["weights"] = {i: weight_signs(model, i).astype(np.float64) for i in model.weight_indices}
             cache["fast"] = FastEngine(model)
         if variant.bits_little and "weights-little" not in cache:
-            cache["weights-little"] = {i: _little_endian_signs(model, i) for i in model.weight_indices}
+            cache["weights-little"] = {i: weight_signs(model, i, bitorder="little").astype(np.float64)
+                                       for i in model.weight_indices}
         self._w = cache["weights-little" if variant.bits_little else "weights"]
         self._fast = cache["fast"]
         self._flipped = False       # weights read through bit error masks: no shared runs

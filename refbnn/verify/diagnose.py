@@ -319,8 +319,6 @@ def diagnose_claims(model: Model, data, claims: dict, path: str, atol: float, ch
     """Recompute the claims under each alternative convention (docs/semantics.md §11.2) and
     return those under which every claim passes. Call only when some check failed."""
     from ..engines.fast import FastEngine
-    from .checker import check_claims
-    from .conventions import bit_error_accuracies
 
     failing = {claim_key(c["quantity"]) for c in checks if not c["pass"]}
     what = _words(failing)
@@ -352,16 +350,7 @@ def diagnose_claims(model: Model, data, claims: dict, path: str, atol: float, ch
                 diagnosis.skipped.append(f"{' + '.join(names)}: {untested.split(': ', 1)[1]}")
                 continue
         diagnosis.tried += 1
-        try:
-            replay = engine if (v.forward or v.argmax_last) else fast      # the forward the masks act on
-            again = check_claims(engine, model, data, sub, path, atol, variance=engine.variance,
-                                 bit_error_accuracies=bit_error_accuracies(replay, data.x, data.y, v) if v.masks
-                                 else None,
-                                 first_failure=True,     # one failing claim rules the alternative out
-                                 std_ddof=0 if v.std_ddof0 else 1)
-        except (ZeroDivisionError, ArithmeticError, ValueError):
-            continue      # e.g. accuracy 0 under the alternative: Pi undefined, so no match
-        if all(c["pass"] for c in again):
+        if _reproduces(engine, fast, v, model, data, sub, path, atol):
             diagnosis.matches.append(Match(names, untested, _words(set(failing) - {"importance", "var_importance"})
                                            if untested else None))
     if not diagnosis.matches and len(failing) > 1:
@@ -369,14 +358,29 @@ def diagnose_claims(model: Model, data, claims: dict, path: str, atol: float, ch
     return diagnosis
 
 
+def _reproduces(engine: VariantEngine, fast, v: Variant, model: Model, data, claims: dict, path: str,
+                atol: float) -> bool:
+    """Whether every claim passes recomputed under `v` (checked up to the first failure: only
+    the verdict matters). Bit errors are replayed on the variant's own forward pass where it
+    differs from the contract's; a quantity undefined under `v` (A = 0, say) is no match."""
+    from .checker import check_claims
+    from .conventions import bit_error_accuracies
+
+    replay = engine if (v.forward or v.argmax_last) else fast
+    try:
+        checks = check_claims(engine, model, data, claims, path, atol, variance=engine.variance,
+                              bit_error_accuracies=bit_error_accuracies(replay, data.x, data.y, v) if v.masks else None,
+                              first_failure=True, std_ddof=0 if v.std_ddof0 else 1)
+    except (ZeroDivisionError, ArithmeticError, ValueError):   # InputError is a ValueError
+        return False
+    return all(c["pass"] for c in checks)
+
+
 def _closest(model: Model, data, claims: dict, path: str, atol: float, failing: set, ordered: list,
              shared: dict, fast, budget: int) -> Optional[tuple[tuple[str, ...], list[str], list[str]]]:
     """The single alternative under which the most failing claims pass (each claim checked
     up to its first failure), with those that pass and those that still fail; None if no
     alternative makes any failing claim pass."""
-    from .checker import check_claims
-    from .conventions import bit_error_accuracies
-
     best = None
     for names, v, affects in ordered:
         if len(names) != 1:
@@ -385,18 +389,10 @@ def _closest(model: Model, data, claims: dict, path: str, atol: float, failing: 
         keys = sorted(k for k in failing if FAMILY.get(k) in affects)
         if any(k in ("importance", "var_importance") for k in keys) and engine.importance_cost(len(data.y)) > budget:
             continue
-        replay = engine if (v.forward or v.argmax_last) else fast
-        passing = []
-        for k in keys:
-            sub = {k: claims[k], **({"T": claims["T"]} if k == "T_bar" else {})}   # T-bar averages T
-            try:
-                again = check_claims(engine, model, data, sub, path, atol, variance=engine.variance,
-                                     bit_error_accuracies=bit_error_accuracies(replay, data.x, data.y, v)
-                                     if v.masks else None, first_failure=True, std_ddof=0 if v.std_ddof0 else 1)
-            except (ZeroDivisionError, ArithmeticError, ValueError):   # InputError is a ValueError
-                continue
-            if all(c["pass"] for c in again):
-                passing.append(k)
+        passing = [k for k in keys
+                   if _reproduces(engine, fast, v, model, data,
+                                  {k: claims[k], **({"T": claims["T"]} if k == "T_bar" else {})},   # T-bar averages T
+                                  path, atol)]
         if passing and (best is None or len(passing) > len(best[1])):
             best = (names, passing, sorted(failing - set(passing)))
     return best
