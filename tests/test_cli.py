@@ -209,3 +209,26 @@ def test_a_model_without_neurons_is_refused_by_metrics_and_verify_naming_the_fil
            "undefined" in metrics.output
     verify = run("verify", tmp_path / "m.json", tmp_path / "d.npz", "--claims", tmp_path / "c.json")
     assert verify.exit_code == 2 and f"{tmp_path / 'c.json'}: T: the model has no threshold layer" in verify.output
+
+
+def test_the_file_writing_commands_write_a_json_summary_too(tmp_path):
+    """The contract: every command takes --json. example-model names its files, masks the
+    arrays it wrote (w0..w2 of the bars model's three weight layers, a3, a4 with
+    --activations), train its history, whose last test accuracy is refbnn metrics' accuracy
+    on the exported model (the trainer evaluates through the export)."""
+    r = run("example-model", tmp_path, "--inputs", "12", "--json", tmp_path / "ex.json")
+    ex = json.loads((tmp_path / "ex.json").read_text())
+    assert r.exit_code == 0 and ex["inputs"] == 12 and ex["model"] == str(tmp_path / "example.json")
+    r = run("masks", ex["model"], "--ber", "0.1", "--inputs", "12", "--batch-size", "5", "--activations",
+            "-o", tmp_path / "k.npz", "--json", tmp_path / "k.json")
+    k = json.loads((tmp_path / "k.json").read_text())
+    assert r.exit_code == 0 and k["arrays"] == ["w0", "w1", "w2", "a3", "a4"] and k["batches"] == 3   # ceil(12/5)
+    with np.load(tmp_path / "k.npz") as f:
+        assert sorted(f.files) == sorted(k["arrays"] + ["batch_size"])
+    r = run("train", "--arch", "fc:8", "--epochs", "2", "-o", tmp_path / "t.json", "--test-data", tmp_path / "t.npz",
+            "--json", tmp_path / "train.json")
+    assert r.exit_code == 0, r.output
+    history = json.loads((tmp_path / "train.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert run("metrics", tmp_path / "t.json", tmp_path / "t.npz", "--json", tmp_path / "m.json").exit_code == 0
+    assert history[-1]["test_accuracy"] == json.loads((tmp_path / "m.json").read_text())["accuracy"]["value"]

@@ -32,9 +32,16 @@ def _run(*args):
 @pytest.fixture(scope="module")
 def table3_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("exp") / "t3"
-    r = _run("table3", *TINY, "--out", out, "--jobs", "1")
+    r = _run("table3", *TINY, "--out", out, "--jobs", "1", "--json", out.parent / "run.json")
     assert r.exit_code == 0, r.output
     return out
+
+
+def test_the_run_summary_names_its_cells_and_files(table3_run):
+    """--json: the 4 cells of TINY (1 size x 2 training BERs x 2 repetitions), all finished."""
+    run = json.loads((table3_run.parent / "run.json").read_text())
+    assert (run["cells"], run["finished"], run["failed"]) == (4, 4, [])
+    assert run["results"] == str(table3_run / "results.json") and run["config"]["experiment"] == "table3"
 
 
 def test_every_number_equals_refbnn_metrics_on_the_saved_files(table3_run):

@@ -39,8 +39,9 @@ def profiled(bars):
     out = bars / "prof"
     r = run_cli("profile", bars / "m.json", bars / "d.npz", "--out", out, "--ber", BERS, "--reps", "4",
                 "--seed", "3", "--batch-size", "16", "--k", "0,1,2", "--protect", "top-importance:25%",
-                "--controls", "3")
+                "--controls", "3", "--json", bars / "profile-copy.json")
     assert r.exit_code == 0, r.output
+    assert (bars / "profile-copy.json").read_text() == (out / "profile.json").read_text()    # --json: the same
     return out, json.loads((out / "profile.json").read_text())
 
 

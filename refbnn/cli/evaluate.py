@@ -5,7 +5,7 @@ import click
 from tabulate import tabulate
 
 from ..biterrors.flipprob import layer_flip_probabilities
-from ..biterrors.masks import ErrorModel, error_model, write_masks
+from ..biterrors.masks import ErrorModel, error_model, targeted, write_masks
 from ..biterrors.protect import describe, parse_protect
 from ..biterrors.sweep import MAX_REPS, accuracy_sweep, check_sweep_size
 from ..engines.fast import FastEngine
@@ -119,8 +119,9 @@ def eval_cmd(model_path, data_path, ber_text, reps, seed, granularity, batch_siz
 @error_options
 @click.option("-o", "--output", "out_path", required=True, type=click.Path(dir_okay=False), callback=writable,
               help="The .npz masks file to write.")
+@json_option
 def masks_cmd(model_path, ber_text, reps, inputs, seed, granularity, batch_size, layers_text,
-              activations, out_path) -> None:
+              activations, out_path, json_path) -> None:
     """Write the keyed flip masks that `refbnn eval` would use, for replay elsewhere.
 
     Layout (docs/bit-errors.md): batch_size (int), w{t} bool [R, J, *weight shape] per
@@ -133,4 +134,9 @@ def masks_cmd(model_path, ber_text, reps, inputs, seed, granularity, batch_size,
     model = read_model(model_path)
     em = _error_model(model, bers[0][1], seed, granularity, batch_size, layers_text, activations, inputs)
     write_masks(out_path, model, em, reps, inputs)
-    click.echo(f"wrote {out_path}: {reps} repetitions x {(inputs + em.batch_size - 1) // em.batch_size} batches")
+    n_batches = -(-inputs // em.batch_size)
+    click.echo(f"wrote {out_path}: {reps} repetitions x {n_batches} batches")
+    if json_path:
+        write_json(json_path, {"model": model_path, "masks": out_path, "ber": bers[0][0], "seed": seed,
+                               "reps": reps, "inputs": inputs, "batch_size": em.batch_size, "batches": n_batches,
+                               "arrays": [ft.name for ft in targeted(model, em)]})

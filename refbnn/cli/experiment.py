@@ -26,7 +26,7 @@ from ..formats.datafile import write_data
 from ..formats.files import InputError, read_json, write_json
 from ..formats.provenance import portable_command
 from ..formats.values import parse_bers, parse_naturals
-from .common import SEED, Progress, parsed
+from .common import SEED, Progress, json_option, parsed
 from .group import main
 
 DEFAULT_BERS = {"table3": TABLE3_BERS, "fig1": (0.0, 0.05, 0.1, 0.2), "fig2": (0.0, 0.05)}
@@ -86,8 +86,9 @@ def _same_config(out: Path, cfg: Config) -> bool:
 @click.option("--scheduler", default=None, help="tcp://HOST:PORT of a Dask scheduler to run the cells on.")
 @click.option("--resume", is_flag=True, help="Continue a run in --out: skip the finished cells.")
 @click.option("--dry-run", is_flag=True, help="Only print the cells and the time estimate.")
+@json_option
 def experiment_cmd(experiment, preset, dataset, family, sizes, train_ber, reps, epochs, seed, eval_ber, sweep_reps,
-                   out_dir, jobs, scheduler, resume, dry_run) -> None:
+                   out_dir, jobs, scheduler, resume, dry_run, json_path) -> None:
     """Rerun one of the paper's experiments: train every cell (architecture x training
     BER x repetition), measure it exactly, and write tables, plots and report.md.
 
@@ -141,6 +142,11 @@ def experiment_cmd(experiment, preset, dataset, family, sizes, train_ber, reps, 
     click.echo(tabulate(summary_rows(cfg, records), headers=HEADERS))
     click.echo(f"wrote {out}/results.json, results.csv, report.md" + (f", {', '.join(figures)}" if figures else
                                                                        " (plots skipped: no matplotlib)"))
+    if json_path:       # the run's summary; every number is in OUT/results.json
+        write_json(json_path, {"experiment": experiment, "out": str(out), "config": cfg.as_json(),
+                               "cells": len(todo_all), "finished": len(records), "failed": list(failed),
+                               "results": str(out / "results.json"), "report": str(out / "report.md"),
+                               "figures": figures})
     if failed:
         click.echo(f"{len(failed)} cells failed (their workers died twice): {', '.join(failed[:5])}; "
                    "--resume runs them again")

@@ -22,7 +22,8 @@ from .group import main
               help="Number of example images to write.")
 @click.option("--seed", default=0, show_default=True, type=SEED,
               help="Seed of the image generator.")
-def example_model_cmd(outdir: str, inputs: int, seed: int) -> None:
+@json_option
+def example_model_cmd(outdir: str, inputs: int, seed: int, json_path: Optional[str]) -> None:
     """Write a hand-built bars model and data set: OUTDIR/example.json, OUTDIR/example.npz.
 
     The model tells horizontal from vertical bars in noisy 8x8 images (Z = 4):
@@ -34,6 +35,9 @@ def example_model_cmd(outdir: str, inputs: int, seed: int) -> None:
     write_model(out / "example.json", example_model())
     write_data(out / "example.npz", x, y)
     click.echo(f"wrote {out / 'example.json'} and {out / 'example.npz'} ({inputs} inputs)")
+    if json_path:
+        write_json(json_path, {"model": str(out / "example.json"), "data": str(out / "example.npz"),
+                               "inputs": inputs, "seed": seed})
 
 
 @main.command("inspect")

@@ -16,7 +16,7 @@ from ..formats.values import parse_bers, parse_bs, parse_naturals
 from ..measure.profile import ProfileConfig, profile
 from ..measure.profile_figures import profile_figures
 from ..measure.profile_page import write_page
-from .common import Progress, b_option, load, naming_files, parsed
+from .common import Progress, b_option, json_option, load, naming_files, parsed
 from .evaluate import _error_model, error_options
 from .group import main
 
@@ -72,8 +72,9 @@ def _estimate(engine: FastEngine, x, cfg: ProfileConfig) -> float:
                    "of the same layers: top-importance:5%, top-importance:K, L:n,n,..., layer:L, a JSON file.")
 @click.option("--controls", default=5, show_default=True, type=click.IntRange(1, 100),
               help="Random choices averaged for the control of --protect.")
+@json_option
 def profile_cmd(model_path, data_path, out_dir, ber_text, reps, seed, granularity, batch_size, layers_text,
-                activations, b_text, k_text, no_importance, protect_spec, controls) -> None:
+                activations, b_text, k_text, no_importance, protect_spec, controls, json_path) -> None:
     """Measure one model's bit error tolerance and write it on one page.
 
     Writes DIR/profile.json (every number, exact where exact: accuracy, T per layer,
@@ -118,6 +119,8 @@ def profile_cmd(model_path, data_path, out_dir, ber_text, reps, seed, granularit
     figures = profile_figures(doc, out) if available() else []
     doc["profile"]["figures"] = figures
     write_json(out / "profile.json", doc)
+    if json_path:       # the same document, where the caller wants it too
+        write_json(json_path, doc)
     with atomic_open(out / "profile.md", "w") as f:
         f.write(write_page(doc, figures, command))
     click.echo(f"wrote {out}/profile.json, profile.md" + (f" and {len(figures)} figure files" if figures else

@@ -1,6 +1,8 @@
 """Commands that train: `train` (one BNN) and `demo` (the paper's story on two)."""
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import click
 from tabulate import tabulate
 
@@ -66,8 +68,9 @@ def _hooks(label: str, epochs: int) -> dict:
               help="Write a checkpoint (.npz) after every epoch.")
 @click.option("--resume", is_flag=True, help="Continue from --checkpoint to --epochs: the same result "
                                               "as an uninterrupted run.")
+@json_option
 def train_cmd(arch, order, padding, seed, lr, batch_size, epochs, dataset, z, train_ber, out_path, test_path,
-              checkpoint, resume) -> None:
+              checkpoint, resume, json_path) -> None:
     """Train a BNN in NumPy (straight-through estimator, batch norm, Adam) and export it.
 
     The export folds batch norm into integer thresholds; the reported test accuracy is
@@ -81,6 +84,10 @@ def train_cmd(arch, order, padding, seed, lr, batch_size, epochs, dataset, z, tr
     if test_path:
         write_data(test_path, data.x_test, data.y_test)
     click.echo(f"wrote {out_path}" + (f" and {test_path}" if test_path else ""))
+    if json_path:       # the run: what was trained, and its loss and accuracies per epoch
+        write_json(json_path, {"model": out_path, "test_data": test_path, "dataset": data.name, "arch": arch,
+                               "epochs": cfg.epochs, "train_ber": train_ber, "seed": seed,
+                               "history": [asdict(h) for h in trainer.history]})
 
 
 @main.command("demo")
