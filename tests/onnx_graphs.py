@@ -119,3 +119,53 @@ def dynamic_flatten(g: Graph, x: str) -> str:
     n = g.op("Unsqueeze", [first, g.const([0], np.int64)])
     target = g.op("Concat", [n, g.const([-1], np.int64)], axis=0)
     return g.op("Reshape", [x, target])
+
+
+def tf2onnx_larq_graph(rng, channels: int, input_quantizer: bool):
+    """A Larq model as tf2onnx (opset 13) writes it, node for node as observed from
+    tf2onnx 1.17 on tf-keras 2.21 / larq 0.14: an NHWC input [8, 8, C]; Larq's ste_sign as
+    Sign(Sign(x) + 0.1), on the input too when the first layer has an input quantizer;
+    NHWC -> NCHW as Transpose [0, 3, 1, 2], or for one channel as Reshape [-1, 1, 8, 8];
+    Conv (pad 1) -> MaxPool -> BatchNormalization in NCHW, Transpose [0, 2, 3, 1] around
+    each sign; a conv whose batch norm tf2onnx fused (+-alpha weights with a bias); the
+    flatten of [H, W, C] as Transpose [0, 2, 3, 1] then Reshape [-1, K]; MatMul [K, N];
+    the dense batch norm as Mul and Add of per-entry constants; Softmax."""
+    g = Graph([8, 8, channels])
+    x = binarise(g, "x", "larq_ste") if input_quantizer else "x"
+    if channels == 1:
+        x = g.op("Reshape", [x, g.const([-1, 1, 8, 8], np.int64)])
+    else:
+        x = g.op("Transpose", [x], perm=[0, 3, 1, 2])
+    h = g.op("Conv", [x, g.const(signs(rng, (4, channels, 3, 3)))], pads=[1, 1, 1, 1], kernel_shape=[3, 3],
+             strides=[1, 1])
+    h = g.op("MaxPool", [h], kernel_shape=[2, 2], strides=[2, 2])
+    scale = 9.0 if input_quantizer else 9.0 * 255
+    gamma, beta, mean, var = bn_params(rng, 4, scale, 1)
+    h = g.op("Transpose", [batchnorm(g, h, [gamma, beta, mean, var], 1e-3)], perm=[0, 2, 3, 1])
+    a = g.op("Transpose", [binarise(g, h, "larq_ste")], perm=[0, 3, 1, 2])
+    alpha = rng.uniform(0.5, 2.0, 6).astype(np.float32) * np.where(np.arange(6) < 2, -1, 1).astype(np.float32)
+    w = signs(rng, (6, 4, 3, 3)) * alpha[:, None, None, None]          # the fused batch norm's scale
+    h = g.op("Conv", [a, g.const(w), g.const(rng.uniform(-3, 3, 6))], kernel_shape=[3, 3], strides=[1, 1])
+    h = g.op("Transpose", [h], perm=[0, 2, 3, 1])                       # [2, 2, 6]
+    f = g.op("Reshape", [h, g.const([-1, 24], np.int64)])
+    h = g.op("MatMul", [binarise(g, f, "larq_ste"), g.const(signs(rng, (24, 8)))])
+    gamma, beta, mean, var = bn_params(rng, 8, 4.0, 2)
+    mul = gamma / np.sqrt(var + 1e-3)
+    h = g.op("Add", [g.op("Mul", [h, g.const(mul)]), g.const(beta - mean * mul)])
+    s = g.op("MatMul", [binarise(g, h, "larq_ste"), g.const(signs(rng, (8, 5)))])
+    return g.model(g.op("Softmax", [s]))
+
+
+def finn_tfc_graph(rng):
+    """A FINN bnn_pynq TFC-w1a1-style QONNX graph that binarises its own input: the input in
+    [0, 1] (pixels / 255), then 2x - 1 (Mul, Add) and BipolarQuant, so the first MatMul
+    reads +-1; BipolarQuant weights and activations; TensorNorm-like Mul/Add at the end."""
+    g = Graph([16])
+    u = g.op("Add", [g.op("Mul", ["x", g.const(2.0)]), g.const(-1.0)])
+    a = g.op("BipolarQuant", [u, g.const(1.0)], domain=QONNX)
+    w1 = g.op("BipolarQuant", [g.const(rng.normal(size=(16, 6))), g.const(1.0)], domain=QONNX)
+    v = batchnorm(g, g.op("MatMul", [a, w1]), bn_params(rng, 6, 4.0, 2))
+    b = g.op("BipolarQuant", [v, g.const(1.0)], domain=QONNX)
+    w2 = g.op("BipolarQuant", [g.const(rng.normal(size=(6, 4))), g.const(1.0)], domain=QONNX)
+    s = g.op("MatMul", [b, w2])
+    return g.model(g.op("Add", [g.op("Mul", [s, g.const(0.5)]), g.const(0.25)]))

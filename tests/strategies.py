@@ -1,6 +1,7 @@
 """Hypothesis strategies: random models of every shape docs/semantics.md §2 allows, with data.
 
-Structure (layer kinds, sizes, block orders, padding, polarity, Z) is drawn by
+Structure (layer kinds, sizes, block orders, padding, polarity, Z, an input
+binarisation) is drawn by
 Hypothesis so it shrinks well; bits, thresholds and inputs come from a NumPy
 generator keyed by a drawn seed.
 """
@@ -38,7 +39,9 @@ def model_cases(draw, max_inputs: int = 6, wide: bool = False) -> Case:
     signed = draw(st.booleans())
     image = draw(st.booleans())
     layers = []
-    magnitude = z
+    # a model that binarises its own input (§2.6): its first weight layer reads +-1
+    binarise = draw(st.integers(0, 3)) == 0
+    magnitude = 1 if binarise else z
     if image:
         c, h, w = draw(st.integers(1, 3)), draw(st.integers(2, 9)), draw(st.integers(2, 9))
         shape = (c, h, w)
@@ -78,7 +81,11 @@ def model_cases(draw, max_inputs: int = 6, wide: bool = False) -> Case:
         k_in, magnitude = n, 1
     classes = draw(st.integers(1, 4))
     layers.append(Linear(Weight.from_array(rng.integers(0, 2, (classes, k_in)))))
-    model = Model.build(shape, z, layers)
+    input_threshold = None
+    if binarise:
+        pol = tuple(int(p) for p in rng.choice([1, -1], shape[0]))
+        input_threshold = Threshold(tuple(int(v) for v in rng.integers(-z, z, shape[0])), pol)
+    model = Model.build(shape, z, layers, input_threshold)
     inputs = draw(st.integers(1, max_inputs))
     lo = -z if signed else 0
     x = rng.integers(lo, z + 1, (inputs,) + shape)

@@ -125,7 +125,7 @@ def test_fold_of_a_conv_block_equals_a_float_forward_on_every_input():
     ([WeightStep("c", "conv2d", np.ones((1, 1, 3, 3)), 1), SignStep("s", True), FlattenStep("f"),
       WeightStep("o", "linear", np.ones((2, 9)))], "padding 1 with an input offset"),
     ([WeightStep("fc", "linear", np.array([[1.0, 0.5]])), SignStep("s", True), WeightStep("o", "linear", np.ones((2, 1)))],
-     "fc: weights are not binary: output channel 0"),
+     "fc: binary weights expected: output channel 0 has 2 distinct values"),
     ([WeightStep("fc", "linear", np.ones((1, 2))), SignStep("s", True),
       WeightStep("o", "linear", np.ones((2, 1)), bias=np.array([1.0, 0.0]))], "o: a bias on the output layer"),
 ])

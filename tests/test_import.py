@@ -14,7 +14,8 @@ from click.testing import CliRunner  # noqa: E402
 from conftest import assert_clean_exit, damaged  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from onnx_graphs import QONNX, Graph, batchnorm, binarise, bn_params, dynamic_flatten, latent_weight, signs  # noqa: E402,E501
+from onnx_graphs import (QONNX, Graph, batchnorm, binarise, bn_params, dynamic_flatten, finn_tfc_graph,  # noqa: E402
+                         latent_weight, signs, tf2onnx_larq_graph)
 
 from refbnn.cli import main  # noqa: E402
 from refbnn.engines.fast import FastEngine  # noqa: E402
@@ -254,13 +255,13 @@ def _refusal_graph(case: str):
 
 
 REFUSALS = {   # case -> (op named in the message, what the message says)
-    "non-binary weights": ("Conv", "not binary"),
+    "non-binary weights": ("Conv", "binary weights expected"),
     "stride 2": ("Conv", "stride"),
-    "relu": ("Relu", "not something refbnn can represent"),
+    "relu": ("Relu", "a real-valued activation"),
     "pool 3x3": ("MaxPool", "pooling other than 2x2"),
-    "average pool": ("AveragePool", "not something refbnn can represent"),
+    "average pool": ("AveragePool", "average pooling; refbnn pools with 2x2 max pooling"),
     "residual add": ("Add", "two activations"),
-    "2-bit quant": ("Quant", "more than two levels"),
+    "2-bit quant": ("Quant", "a 2-bit quantizer gives activations with more than two levels"),
     "multithreshold 3 levels": ("MultiThreshold", "more than two levels"),
     "output bias": ("Gemm", "bias on the output layer"),
     "per-class scale": ("Gemm", "scale differs between classes"),
@@ -573,3 +574,72 @@ def test_an_older_finn_zoo_export_imports_and_agrees_with_the_qonnx_executor(tmp
     x = rng.integers(-4, 5, (60, 1, 4, 4))
     report = check(imported, x)
     assert report.ok and report.predictions_agree == len(x), report.unexplained[:3]
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("input_quantizer", [False, True])
+def test_a_tf2onnx_larq_graph_imports_and_agrees_with_onnxruntime(channels, input_quantizer, tmp_path):
+    """Property: an NHWC graph as tf2onnx writes a Larq model (layout Transposes, the one-channel
+    Reshape, Sign(Sign(x) + 0.1), a fused batch norm with negative scales, a flatten in H, W, C
+    order, Softmax) imports with the data in refbnn's [C, H, W] layout, and every sign of every
+    threshold layer (compared in the graph's own layout) and every prediction equal onnxruntime's."""
+    rng = np.random.default_rng(40 + channels + 2 * input_quantizer)
+    imported = import_model(_save(tf2onnx_larq_graph(rng, channels, input_quantizer), tmp_path), z=255,
+                            input_map="x")
+    model = imported.model
+    assert model.input_shape == (channels, 8, 8)
+    assert [layer.type for layer in model.layers] == ["conv2d", "maxpool2d", "threshold", "conv2d", "threshold",
+                                                       "flatten", "linear", "threshold", "linear"]
+    # ste_sign(x) = +1 iff x >= 0, i.e. x > -1: the input binarisation of §2.6
+    assert model.input_threshold == (Threshold((-1,) * channels) if input_quantizer else None)
+    x = rng.integers(-255, 256, (300, channels, 8, 8))
+    report = check(imported, x)
+    assert report.ok and report.predictions_agree == len(x), report.unexplained[:3]
+    assert [a.entries for a in report.layers] == [300 * 4 * 16, 300 * 6 * 4, 300 * 8]
+    assert all(a.differ == 0 for a in report.layers)
+
+
+def test_the_hwc_flatten_is_a_column_permutation_of_the_dense_weights(tmp_path):
+    """The dense layer after an [H, W, C] flatten reads refbnn's C-order vector through
+    permuted columns: column (h, w, c) of the graph's [K, N] matrix is refbnn's column
+    c * H * W + h * W + w (here H = W = 2, C = 6)."""
+    rng = np.random.default_rng(5)
+    graph = tf2onnx_larq_graph(rng, 3, False)
+    imported = import_model(_save(graph, tmp_path), z=255, input_map="x")
+    matmul = next(n for n in graph.graph.node if n.op_type == "MatMul")
+    theirs = next(onnx.numpy_helper.to_array(t) for t in graph.graph.initializer if t.name == matmul.input[1])
+    ours = np.array(imported.model.layers[6].weight.bits.tolist()).reshape(8, 24) * 2 - 1
+    for h in range(2):
+        for w in range(2):
+            for c in range(6):
+                assert list(ours[:, c * 4 + h * 2 + w]) == list(theirs[(h * 2 + w) * 6 + c])
+
+
+def test_a_layout_transpose_never_causes_a_refusal(tmp_path):
+    """A graph refused for a real reason names that node, not the layout Transposes around it:
+    here the AveragePool between two Transposes."""
+    g = Graph([4, 4, 1])
+    x = g.op("Transpose", ["x"], perm=[0, 3, 1, 2])
+    h = g.op("Conv", [x, g.const(signs(np.random.default_rng(0), (2, 1, 3, 3)))], kernel_shape=[3, 3])
+    h = g.op("Transpose", [h], perm=[0, 2, 3, 1])
+    h = g.op("Transpose", [h], perm=[0, 3, 1, 2])
+    h = g.op("AveragePool", [h], kernel_shape=[2, 2], strides=[2, 2])
+    with pytest.raises(RefusedError) as e:
+        import_model(_save(g.model(h), tmp_path), z=4, input_map="x")
+    assert "AveragePool" in str(e.value) and "Transpose" not in str(e.value)
+
+
+@pytest.mark.filterwarnings("ignore:Output shapes disagree")
+def test_a_finn_network_that_binarises_its_input_imports_with_an_input_threshold(tmp_path):
+    """FINN's TFC input: 2u - 1 >= 0 for u = x / 255 is x >= 127.5, i.e. x > 127 (§2.6); the
+    first layer then reads +-1 and is measured by eq. 1, and the QONNX executor agrees on every
+    sign and prediction with the data file holding the raw pixels 0..255."""
+    pytest.importorskip("qonnx")
+    rng = np.random.default_rng(8)
+    imported = import_model(_save(finn_tfc_graph(rng), tmp_path), z=255, input_map="x/Z")
+    assert imported.model.input_threshold == Threshold((127,) * 16)
+    assert not imported.model.neuron_layers[0].first
+    x = rng.integers(0, 256, (120, 16))
+    report = check(imported, x)
+    assert report.ok and report.predictions_agree == len(x), report.unexplained[:3]
+    assert report.layers[0].differ == 0 and report.layers[0].entries == 120 * 6

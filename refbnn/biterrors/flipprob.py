@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from ..engines.fast import FastEngine
-from ..engines.ops import im2col
+from ..engines.ops import first_layer_input, im2col
 from ..semantics.model import Conv2d
 from ..semantics.theorem1 import flips_to_change
 
@@ -67,20 +67,20 @@ def flip_probability_float(agree: int, disagree: int, m: int, p: float) -> float
 
 
 def neuron_flip_probabilities(engine: FastEngine, x: np.ndarray, ps: Sequence[float]) -> dict[int, np.ndarray]:
-    """Per hidden threshold layer (neurons directly after a weight layer, not the first
-    one), [neurons, len(ps)]: each neuron's output flip probability averaged over inputs
+    """Per threshold layer directly after a weight layer that reads +-1 (not the integer
+    input), [neurons, len(ps)]: each neuron's output flip probability averaged over inputs
     and positions, per p. Computed from the closed form, grouped by the distinct
     (neuron, agree, disagree, m)."""
     model = engine.model
     out: dict[int, np.ndarray] = {}
     for nl in model.neuron_layers:
         if nl.first or nl.weight_index != nl.threshold_index - 1:
-            continue     # first layer (integer inputs) and pooled h: not a binomial difference
+            continue     # a layer reading integers and pooled h: not a binomial difference
         counts: dict[tuple[int, int, int, int], int] = {}
         for sl in engine.memory_slices(len(x)):
             outs = engine.outputs(x[sl])
             layer = model.layers[nl.weight_index]
-            inp = outs[nl.weight_index - 1]
+            inp = outs[nl.weight_index - 1] if nl.weight_index else first_layer_input(model, x[sl])
             h = outs[nl.weight_index]
             if isinstance(layer, Conv2d):   # real (non-padded) taps at each position
                 real = im2col(np.ones_like(inp[:1], dtype=np.int64), layer.weight.shape[-1], layer.padding)

@@ -41,7 +41,7 @@ from ..semantics.margin import DEFAULT_B, Tolerance, min_odd_margin
 from ..semantics.model import Conv2d, Linear, MaxPool2d, Model, NoNeuronsError, Threshold, check_masks
 from ..semantics.theorem1 import odd_margin, signed_margin
 from .incremental import BatchFlips
-from .ops import im2col, input_slices, maxpool
+from .ops import first_layer_input, im2col, input_slices, maxpool
 
 DEFAULT_MEMORY = 2 * 2**30   # bytes of working memory per batch (docs/engine.md)
 COUNT_CHUNK = 2**20           # values per pass of the T counting: small enough to stay in cache
@@ -71,7 +71,7 @@ def weight_bytes(model: Model) -> int:
     total = 0
     for i in model.weight_indices:
         shape = model.layers[i].weight.shape
-        dt = exact_float(prod(shape[1:]) * (model.Z if i == first else 2)) or np.float64
+        dt = exact_float(prod(shape[1:]) * (model.first_input_bound if i == first else 2)) or np.float64
         total += prod(shape) * np.dtype(dt).itemsize
     biggest = max(prod(model.layers[i].weight.shape) for i in model.weight_indices)
     return total + 2 * biggest
@@ -127,8 +127,9 @@ class FastEngine:
         for i in model.weight_indices:
             signs = weight_signs(model, i)
             fan_in = prod(signs.shape[1:])
-            # Inputs: |x| <= Z in the first layer; deltas in Algorithm 1 are up to 2.
-            dt = _exact_dtype(fan_in, model.Z if i == first else 2)
+            # Inputs: |x| <= M in the first layer (Z, or 1 for a binarised input, §2.6);
+            # deltas in Algorithm 1 are up to 2.
+            dt = _exact_dtype(fan_in, model.first_input_bound if i == first else 2)
             self._dtype[i] = dt
             self._w[i] = signs.reshape(signs.shape[0], fan_in).astype(dt)
         self._clean = self._w                     # the stored weights, before any flips
@@ -257,6 +258,7 @@ class FastEngine:
         outputs[-1] holds the class scores."""
         at = self.model.neuron(flip) if flip is not None else None
         outs = []
+        x = first_layer_input(self.model, x)
         for i in range(len(self.model.layers)):
             if act_masks and i in act_masks:
                 x = np.where(act_masks[i].reshape(x.shape), -x, x)

@@ -95,7 +95,8 @@ class Interpreter:
                 bits ^= _mask_bits(mask)
             fan_in = prod(w.shape[1:])
             self._rows[i] = [bits[n * fan_in:(n + 1) * fan_in] for n in range(w.shape[0])]
-        self._first = model.weight_indices[0]
+        # the layer that reads integers (bit planes); none when the model binarises its input
+        self._first = model.weight_indices[0] if model.input_threshold is None else None
         self._valid: dict[int, list[bitarray]] = {}
         self._stacked: Optional[list] = None      # the masks of the enclosing `flipped` blocks
 
@@ -202,6 +203,8 @@ class Interpreter:
             raise ValueError(f"input has {len(values)} values, the model expects {prod(model.input_shape)}")
         flip_at = model.neuron(flip) if flip is not None else None
         shape = model.input_shape
+        if model.input_threshold is not None:      # the input binarisation of §2.6
+            values = self._threshold(model.input_threshold, values, prod(shape[1:]) if len(shape) == 3 else 1)
         hs = []
         for i, layer in enumerate(model.layers):
             if act_masks and i in act_masks:

@@ -34,3 +34,16 @@ def maxpool(x: np.ndarray) -> np.ndarray:
     h, w = x.shape[2] // 2 * 2, x.shape[3] // 2 * 2
     top = np.maximum(x[:, :, 0:h:2, 0:w:2], x[:, :, 0:h:2, 1:w:2])
     return np.maximum(top, np.maximum(x[:, :, 1:h:2, 0:w:2], x[:, :, 1:h:2, 1:w:2]), out=top)
+
+
+def first_layer_input(model, x: np.ndarray) -> np.ndarray:
+    """What the first weight layer reads from a batch x [B, *input shape]: x itself, or its
+    binarisation when the model has an input threshold (docs/semantics.md §2.6): per input
+    channel c, +1 iff x > s_c (polarity +1) or x <= s_c (polarity -1), else -1, as int8."""
+    t = model.input_threshold
+    if t is None:
+        return x
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    fires = x > np.array(t.thresholds, dtype=np.int64).reshape(shape)
+    fires ^= (np.array(t.polarity) < 0).reshape(shape)
+    return fires.astype(np.int8) * np.int8(2) - np.int8(1)

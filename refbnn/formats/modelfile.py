@@ -152,9 +152,13 @@ class _Reader:
             raise self.fail("format", f"expected {FORMAT!r}, got {json.dumps(doc['format'])[:40]}")
         if not _is_int(doc["version"]) or doc["version"] != VERSION:
             raise self.fail("version", f"unsupported version {json.dumps(doc['version'])[:40]} (this reader knows {VERSION})")
-        inp = self.keys("input", doc["input"], {"shape", "Z"}, {"shape", "Z"})
+        inp = self.keys("input", doc["input"], {"shape", "Z", "binarize"}, {"shape", "Z"})
         shape = self.shape("input.shape", inp["shape"], (1, 3))
         z = self.int_("input.Z", inp["Z"], 1, LIMITS["Z"])
+        binarize = None
+        if "binarize" in inp:     # the network thresholds its own input (§2.6)
+            self.keys("input.binarize", inp["binarize"], {"thresholds", "polarity"}, {"thresholds"})
+            binarize = self.threshold("input.binarize", inp["binarize"])
         if prod(shape) > LIMITS["tensor"]:
             raise self.fail("input.shape", f"{prod(shape)} values exceed the limit {LIMITS['tensor']}")
         layers = doc["layers"]
@@ -164,7 +168,7 @@ class _Reader:
             raise self.fail("layers", f"{len(layers)} layers exceed the limit {LIMITS['layers']}")
         parsed = [self.layer(i, obj) for i, obj in enumerate(layers)]
         try:
-            model = Model.build(shape, z, parsed)
+            model = Model.build(shape, z, parsed, binarize)
         except ModelError as e:
             raise InputError(f"{self.name}: {e}") from None
         for i, s in enumerate(model.shapes):
@@ -200,8 +204,11 @@ def model_to_dict(model: Model) -> dict:
                            "polarity": list(layer.polarity)})
         else:
             layers.append({"type": layer.type})
-    return {"format": FORMAT, "version": VERSION,
-            "input": {"shape": list(model.input_shape), "Z": model.Z}, "layers": layers}
+    inp = {"shape": list(model.input_shape), "Z": model.Z}
+    if model.input_threshold is not None:
+        inp["binarize"] = {"thresholds": list(model.input_threshold.thresholds),
+                           "polarity": list(model.input_threshold.polarity)}
+    return {"format": FORMAT, "version": VERSION, "input": inp, "layers": layers}
 
 
 def write_model(path: str | os.PathLike, model: Model) -> None:

@@ -59,7 +59,27 @@ def _runner(imported: Imported, names: list[str], batch: int) -> Callable[[np.nd
         return _onnxruntime(src, names)
     if src.kind == "qonnx":
         return _qonnx(src, names, batch)
+    if src.kind == "keras":
+        return _keras(src)
     return _torch(src, names)
+
+
+def _keras(src):
+    """TensorFlow with Larq runs the Keras file itself (NHWC input, as the file says)."""
+    import os
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")        # Larq needs Keras 2 (tf-keras)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        import larq  # noqa: F401  (registers Larq's layers and quantizers with Keras)
+        import tensorflow as tf
+    except ImportError:
+        raise InputError(f"{src.path}: --check of a Keras file needs tensorflow, tf-keras and larq: "
+                         "pip install tensorflow-cpu tf-keras larq") from None
+    model = tf.keras.models.load_model(src.path, compile=False)
+
+    def run(u):
+        return {"output": np.asarray(model(u.astype(np.float32), training=False))}
+    return run
 
 
 def _onnxruntime(src, names):
@@ -180,14 +200,28 @@ def _input(src, x: np.ndarray) -> np.ndarray:
     shape = (1, -1) + (1,) * (x.ndim - 2)
     a = np.asarray(src.input_a).reshape(shape) if np.ndim(src.input_a) else src.input_a
     c = np.asarray(src.input_c).reshape(shape) if np.ndim(src.input_c) else src.input_c
-    return x.astype(np.float64) * a + c
+    u = x.astype(np.float64) * a + c
+    # an NHWC graph reads the [C, H, W] data with its axes permuted
+    return np.transpose(u, (0,) + tuple(1 + k for k in src.input_layout)) if src.input_layout else u
+
+
+def canonical(value: np.ndarray, layout: tuple[int, ...], order: Optional[tuple[int, ...]] = None) -> np.ndarray:
+    """A batch of source tensors held with permuted axes (`layout`) or entries (`order`), as
+    SignStep says, in refbnn's order."""
+    if order is not None:
+        out = np.empty((len(value), len(order)), dtype=value.dtype)
+        out[:, list(order)] = value.reshape(len(value), -1)
+        return out
+    if not layout:
+        return value
+    return np.transpose(value, (0,) + tuple(1 + k for k in np.argsort(layout)))
 
 
 def _compare(imported, folds, report, start, xb, ours, theirs, out_name) -> None:
     first_diff: dict[int, str] = {}     # input -> explanation or "" (unexplained)
     for f, agg in zip(folds, report.layers):
         mine = ours[f.layer].reshape(len(xb), -1) > 0
-        value = np.asarray(theirs[f.tensor], dtype=np.float64).reshape(len(xb), -1)
+        value = canonical(np.asarray(theirs[f.tensor], dtype=np.float64), f.layout, f.order).reshape(len(xb), -1)
         low, high = f.levels
         mid = (low + high) / 2
         got = value > mid if high > low else value < mid

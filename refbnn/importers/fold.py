@@ -47,6 +47,8 @@ class ThresholdFold:
     tensor: Optional[str]
     levels: tuple[float, float]
     zero: bool
+    layout: tuple[int, ...] = ()     # the source tensor's axes, as SignStep.layout
+    order: Optional[tuple[int, ...]] = None   # or its entries, as SignStep.order
 
 
 @dataclass
@@ -70,6 +72,7 @@ class _Tensor:
     exact: bool = True              # the float h is an exact multiple of a (no rounding)
     clip: Optional[tuple[np.ndarray, np.ndarray]] = None   # per-channel bounds of a clip, in today's value
     pooled: bool = False
+    flat: Optional[str] = None      # a pre-activation the source flattened before its sign (where)
 
 
 def _per_channel(v, channels: int, where: str, what: str) -> np.ndarray:
@@ -98,6 +101,7 @@ class _Folder:
         self.folds: list[ThresholdFold] = []
         self.monotone_tail = False
         self.output_where = ""
+        self.input_threshold: Optional[Threshold] = None
 
     # -- one method per step kind ------------------------------------------------------------
 
@@ -122,8 +126,10 @@ class _Folder:
         alpha = np.abs(flat[:, 0])
         if not np.all(np.abs(flat) == alpha[:, None]) or not np.all(alpha > 0):
             bad = int(np.argmax(~np.all(np.abs(flat) == alpha[:, None], axis=1) | (alpha == 0)))
-            raise RefusedError(f"{s.where}: weights are not binary: output channel {bad} is not a positive "
-                               f"scale of +-1 (values {_sample(flat[bad])})")
+            levels = len(np.unique(flat[bad]))
+            raise RefusedError(f"{s.where}: binary weights expected: output channel {bad} has {levels} distinct "
+                               f"values ({_sample(flat[bad])}), not +-alpha; binarise the weights (a sign or a "
+                               "1-bit quantizer on them) to make it representable")
         a_in, c_in = t.a[in_channel], t.c[in_channel]
         if not np.all(a_in == a_in[0]) or a_in[0] == 0:
             raise RefusedError(f"{s.where}: the input channels are scaled differently ({_sample(t.a)}); "
@@ -146,6 +152,8 @@ class _Folder:
 
     def affine(self, s: AffineStep) -> None:
         t = self.t
+        if t.flat is not None:
+            s = self._per_channel_of_flat(s)
         mul = _per_channel(s.mul, t.shape[0], s.where, "the factor")
         add = _per_channel(s.add, t.shape[0], s.where, "the summand")
         if t.clip is not None:
@@ -184,6 +192,8 @@ class _Folder:
 
     def pool(self, s: PoolStep) -> None:
         t = self.t
+        if t.flat is not None:
+            raise RefusedError(f"{s.where}: max pooling of a flattened tensor")
         if t.kind == "input":
             raise RefusedError(f"{s.where}: max pooling of the network input")
         # A clip before the pool commutes with it (both are non-decreasing): nothing to track.
@@ -198,10 +208,15 @@ class _Folder:
 
     def flatten(self, s: FlattenStep) -> None:
         t = self.t
-        if t.kind == "pre":
-            raise RefusedError(f"{s.where}: flatten between a weight layer and its sign")
         if len(t.shape) == 1:
             return                  # already a vector: nothing to do
+        if t.kind == "pre":
+            # Keras flattens before the next layer's input quantizer: the sign of a flattened
+            # tensor is the flattened sign, so the flatten moves behind the threshold
+            if t.pooled or t.flat is not None:
+                raise RefusedError(f"{s.where}: flatten between a pooling and its sign")
+            t.flat = s.where
+            return
         self.layers.append(Flatten())
         hw = t.shape[1] * t.shape[2]
         t.a, t.c = np.repeat(t.a, hw), np.repeat(t.c, hw)
@@ -210,7 +225,8 @@ class _Folder:
     def sign(self, s: SignStep) -> None:
         t = self.t
         if t.kind == "input":
-            raise RefusedError(f"{s.where}: a sign on the network input; refbnn's first layer reads integers")
+            self._binarised_input(s)
+            return
         if not (np.all(np.isfinite(t.a)) and np.all(np.isfinite(t.c))):
             bad = int(np.argmax(~(np.isfinite(t.a) & np.isfinite(t.c))))
             raise RefusedError(f"{s.where}: channel {bad} has a NaN or infinite scale or offset "
@@ -239,8 +255,11 @@ class _Folder:
         tol = _tie_tolerance(t)
         self.layers.append(Threshold(tuple(thresholds), tuple(polarity)))
         self._report_ties(s, t, tau, tol)
-        self.folds.append(ThresholdFold(len(self.layers) - 1, tau, tol, s.tensor, s.levels, s.zero))
+        self.folds.append(ThresholdFold(len(self.layers) - 1, tau, tol, s.tensor, s.levels, s.zero, s.layout,
+                                        s.order))
         self.t = _Tensor("binary", t.shape, np.ones(t.shape[0]), np.zeros(t.shape[0]))
+        if t.flat is not None:
+            self.flatten(FlattenStep(t.flat))
 
     def monotone(self, s: MonotoneStep) -> None:
         if self.t.kind != "scores":
@@ -248,6 +267,53 @@ class _Folder:
         self.monotone_tail = True
 
     # -- helpers ------------------------------------------------------------------------------
+
+    def _per_channel_of_flat(self, s: AffineStep) -> AffineStep:
+        """An affine map on a flattened pre-activation (one value per entry, C order) as one
+        value per channel of the tensor before the flatten; refused if it varies within one."""
+        t = self.t
+        positions = int(np.prod(t.shape[1:]))
+        out = []
+        for v, what in ((s.mul, "factor"), (s.add, "summand")):
+            v = np.asarray(v, dtype=np.float64)
+            if v.ndim == 0:
+                out.append(v)
+                continue
+            rows = v.reshape(t.shape[0], positions)
+            if not np.all(rows == rows[:, :1]):
+                raise RefusedError(f"{s.where}: a {what} that varies within a channel of the flattened "
+                                   "pre-activation: one integer threshold per channel cannot express it")
+            out.append(rows[:, 0])
+        return AffineStep(s.where, out[0], out[1])
+
+    def _binarised_input(self, s: SignStep) -> None:
+        """A sign on the network input (FINN's 2x - 1 then BipolarQuant; Larq's input
+        quantizer on the first layer): the model's input binarisation, docs/semantics.md §2.6.
+        The decision a x + c > 0 (or >= 0) on integers |x| <= Z is x > s or x <= s."""
+        t = self.t
+        if self.input_threshold is not None:
+            raise RefusedError(f"{s.where}: a second sign on the network input")
+        if t.clip is not None or not (np.all(np.isfinite(t.a)) and np.all(np.isfinite(t.c))):
+            raise RefusedError(f"{s.where}: the input's scale or offset is not finite")
+        thresholds, polarity, near, zero_at = [], [], [], []
+        tol = TIE_RELATIVE * max(1.0, float(np.max(np.abs(t.c / np.where(t.a == 0, 1, t.a)))))
+        for c, (a, off) in enumerate(zip(t.a, t.c)):
+            s_c, pol, tau = sign_threshold(float(a), float(off), s.strict, self.z)
+            thresholds.append(s_c)
+            polarity.append(pol)
+            if tau is not None:
+                f = tau_as_float(tau)
+                near += [c] if abs(f - round(f)) <= tol and abs(round(f)) <= self.z and tau.denominator != 1 else []
+                zero_at += [c] if s.zero and tau.denominator == 1 and abs(tau) <= self.z else []
+        if near:
+            self.notes.append(f"input binarisation ({s.where}): the threshold is within float rounding of an "
+                              f"integer for channel(s) {_ids(np.array(near))}: the source may decide either way there")
+        if zero_at:
+            self.notes.append(f"input binarisation ({s.where}): Sign outputs 0 where the input equals its "
+                              f"threshold for channel(s) {_ids(np.array(zero_at))}; refbnn gives "
+                              f"{'+1' if not s.strict else '-1'} there")
+        self.input_threshold = Threshold(tuple(thresholds), tuple(polarity))
+        self.t = _Tensor("binary", t.shape, np.ones(t.shape[0]), np.zeros(t.shape[0]))
 
     def _sign_of_binary(self, s: SignStep) -> None:
         t = self.t
@@ -315,7 +381,7 @@ class _Folder:
         if self.t.kind != "scores":
             self._check_scores("the graph's output")
         try:
-            return Model.build(self.input_shape, self.z, self.layers)
+            return Model.build(self.input_shape, self.z, self.layers, self.input_threshold)
         except ModelError as e:
             raise RefusedError(f"the folded model: {e}") from None
 

@@ -22,17 +22,21 @@ class Source:
     and the input map u = a x + c."""
 
     path: str
-    kind: str                    # "onnx", "qonnx", "state-dict"
-    graph: object                # the onnx ModelProto, or the list of steps
+    kind: str                    # "onnx", "qonnx", "keras", "state-dict"
+    graph: object                # the onnx ModelProto, the Keras file's path, or the list of steps
     input_name: Optional[str]
     batch: Optional[int]         # a fixed batch size of the graph, None if dynamic
     input_a: np.ndarray
     input_c: np.ndarray
+    input_layout: tuple[int, ...] = ()   # the graph's input axes as a permutation of [C, H, W] (NHWC: 1, 2, 0)
 
 
 def source_kind(path: str) -> str:
-    """"onnx" or "state-dict", from the file's first bytes (not its name)."""
+    """"onnx", "keras" or "state-dict", from the file's first bytes (not its name)."""
     regular_file(path, MAX_ONNX_BYTES * 8)
+    from .keras import is_keras
+    if is_keras(path):
+        return "keras"              # HDF5 (.h5), or a zip of config.json and weights (.keras)
     with open(path, "rb") as f:
         head = f.read(4)
     if head.startswith(b"PK") and zipfile.is_zipfile(path):
@@ -84,7 +88,8 @@ def _load_external_data(model, path: str) -> None:
 
 def import_model(path: str | os.PathLike, *, z: Optional[int] = None, input_map: str = "x/Z",
                  input_shape: Optional[Sequence[int]] = None, layout: Optional[str] = None) -> Imported:
-    """The refbnn model of an ONNX/QONNX file, or of a state dict with its `layout` file.
+    """The refbnn model of an ONNX/QONNX file, a Keras/Larq file, or a state dict with its
+    `layout` file.
 
     `z`: the input range Z (required unless the layout gives it); `input_map`: how the
     source's float input is made from the integer data (docs/semantics.md §10.2);
@@ -106,7 +111,16 @@ def import_model(path: str | os.PathLike, *, z: Optional[int] = None, input_map:
             raise RefusedError(f"{path}: {e}") from None
         steps, shape, output = graph.steps, graph.input_shape, graph.output_name
         kind = "qonnx" if graph.qonnx else "onnx"
-        source = Source(path, kind, proto, graph.input_name, graph.batch, None, None)
+        source = Source(path, kind, proto, graph.input_name, graph.batch, None, None, graph.input_layout)
+    elif kind == "keras":
+        if layout is not None:
+            raise InputError(f"--layout: {path} is a Keras file; a layout is only for state dicts")
+        from .keras import read_keras
+
+        steps, file_shape, channels_last = read_keras(path)
+        shape = shape or file_shape
+        output = None
+        source = Source(path, kind, path, None, None, None, None, (1, 2, 0) if channels_last else ())
     else:
         from .statedict import Layout, layout_steps, read_state_dict
 

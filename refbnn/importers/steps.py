@@ -86,13 +86,16 @@ class SignStep:
     `zero`: the op outputs a third value 0 at v == 0 (torch.sign, ONNX Sign).
     `tensor`: the name of the source's tensor that holds this step's output, when it
     has one, so that `--check` can compare the signs layer by layer; `levels` the
-    two values that tensor holds for -1 and +1."""
+    two values that tensor holds for -1 and +1; `layout` the order of its axes when the
+    source holds it permuted (NHWC: (1, 2, 0) of [C, H, W]; () when canonical)."""
 
     where: str
     strict: bool
     zero: bool = False
     tensor: Optional[str] = None
     levels: tuple[float, float] = (-1.0, 1.0)
+    layout: tuple[int, ...] = ()
+    order: Optional[tuple[int, ...]] = None     # a vector: source entry j is refbnn's entry order[j]
 
 
 @dataclass(frozen=True)

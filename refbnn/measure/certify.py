@@ -26,7 +26,7 @@ from typing import Optional
 import numpy as np
 
 from ..engines.fast import FastEngine
-from ..engines.ops import im2col
+from ..engines.ops import first_layer_input, im2col
 from ..formats.values import exact
 from ..semantics.model import Conv2d, Model, Run
 from ..semantics.theorem1 import odd_margin, tolerated_flips
@@ -40,7 +40,7 @@ def _fan_in(model: Model, weight_index: int) -> int:
 
 def _output_magnitude(model: Model) -> int:
     last = len(model.layers) - 1
-    return model.Z if model.weight_indices[0] == last else 1
+    return model.first_input_bound if model.weight_indices[0] == last else 1
 
 
 def max_fan_in(model: Model) -> int:
@@ -131,7 +131,7 @@ def adversarial_masks(engine: FastEngine, x_i: np.ndarray, k: int, rng: Optional
     masks = []
     for i in model.weight_indices:
         layer = model.layers[i]
-        inp = x_i[None] if i == 0 else outs[i - 1]
+        inp = first_layer_input(model, x_i[None]) if i == 0 else outs[i - 1]
         signs = engine.weight_matrix(i).astype(np.float64)               # [N, F]
         fields = _fields(layer, inp)                                      # [P, F]
         direction = _direction(engine, model, i, outs)                    # [N, P] in {-1, 0, 1}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from math import prod
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 from bitarray import bitarray
 
@@ -133,7 +133,7 @@ class NeuronLayer:
 
     threshold_index: int   # index of the `threshold` layer in Model.layers
     weight_index: int      # index of the weight layer whose h it thresholds
-    first: bool            # True if that weight layer is the first one (eq. 2 applies)
+    first: bool            # True if that weight layer reads the integer input (eq. 2 applies)
     channels: int          # N_l, neurons in this layer
     positions: int         # U * V of the h entering the threshold (1 after linear)
     offset: int            # global number of this layer's channel 0 (section 2 order)
@@ -157,23 +157,43 @@ class Run:
 
 @dataclass(frozen=True)
 class Model:
-    """An input spec (shape, Z) and layers. Construct through `Model.build` to validate."""
+    """An input spec (shape, Z, an optional input binarisation) and layers. Construct
+    through `Model.build` to validate.
+
+    `input_threshold`: the network binarises its own input (docs/semantics.md §2.6): per
+    input channel c, the first weight layer reads +1 iff x > s_c (polarity +1) or
+    x <= s_c (polarity -1), else -1, by the rule of a threshold layer. Its channels are
+    not neurons, and the first weight layer then reads +-1 like any other (eq. 1)."""
 
     input_shape: tuple[int, ...]
     Z: int
     layers: tuple[Layer, ...]
     shapes: tuple[tuple[int, ...], ...] = field(compare=False, repr=False, default=())
     neuron_layers: tuple[NeuronLayer, ...] = field(compare=False, repr=False, default=())
+    input_threshold: Optional[Threshold] = None
 
     @classmethod
-    def build(cls, input_shape: Sequence[int], Z: int, layers: Sequence[Layer]) -> "Model":
+    def build(cls, input_shape: Sequence[int], Z: int, layers: Sequence[Layer],
+              input_threshold: Optional[Threshold] = None) -> "Model":
         """Validate the structure (shapes and layer order) and return the model."""
         input_shape = tuple(input_shape)
         layers = tuple(layers)
         check_order(layers)
         shapes = infer_shapes(input_shape, layers)
-        model = cls(input_shape, Z, layers, shapes, describe_neurons(layers, shapes))
-        return model
+        if input_threshold is not None:
+            if len(input_threshold.thresholds) != input_shape[0]:
+                raise ModelError(f"input.binarize.thresholds: {len(input_threshold.thresholds)} values for "
+                                 f"{input_shape[0]} input channels")
+            if any(p not in (1, -1) for p in input_threshold.polarity):
+                raise ModelError("input.binarize.polarity: every entry must be 1 or -1")
+        neurons = describe_neurons(layers, shapes, reads_integers=input_threshold is None)
+        return cls(input_shape, Z, layers, shapes, neurons, input_threshold)
+
+    @property
+    def first_input_bound(self) -> int:
+        """M of the first weight layer: its inputs have |x| <= M. Z for integer input, 1 when
+        the model binarises its input (docs/semantics.md §2.6)."""
+        return self.Z if self.input_threshold is None else 1
 
     @property
     def multiply_adds(self) -> int:
@@ -285,8 +305,10 @@ def check_order(layers: tuple[Layer, ...]) -> None:
                                  f"(directly or after one maxpool2d)")
 
 
-def describe_neurons(layers: tuple[Layer, ...], shapes: tuple[tuple[int, ...], ...]) -> tuple[NeuronLayer, ...]:
-    """The threshold layers in order, with their weight layer and positions per channel."""
+def describe_neurons(layers: tuple[Layer, ...], shapes: tuple[tuple[int, ...], ...],
+                     reads_integers: bool = True) -> tuple[NeuronLayer, ...]:
+    """The threshold layers in order, with their weight layer and positions per channel.
+    `reads_integers`: the first weight layer reads the integer input (not a binarised one)."""
     first_weight = next(i for i, layer in enumerate(layers) if isinstance(layer, WEIGHT_LAYERS))
     out, offset = [], 0
     for i, layer in enumerate(layers):
@@ -295,7 +317,7 @@ def describe_neurons(layers: tuple[Layer, ...], shapes: tuple[tuple[int, ...], .
         weight_index = i - 1 if isinstance(layers[i - 1], WEIGHT_LAYERS) else i - 2
         shape = shapes[i]
         positions = prod(shape[1:]) if len(shape) == 3 else 1
-        out.append(NeuronLayer(i, weight_index, weight_index == first_weight,
+        out.append(NeuronLayer(i, weight_index, reads_integers and weight_index == first_weight,
                                shape[0], positions, offset))
         offset += shape[0]
     return tuple(out)

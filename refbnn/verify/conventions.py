@@ -21,7 +21,7 @@ import numpy as np
 
 from ..biterrors.masks import ErrorModel, error_batches, keyed_mask, mask_shape
 from ..engines.fast import FastEngine, weight_signs
-from ..engines.ops import im2col, maxpool
+from ..engines.ops import first_layer_input, im2col, maxpool
 from ..semantics.fliptargets import activation_targets, weight_targets
 from ..semantics.importance import accuracy, importance_variance, relative_drop
 from ..semantics.margin import Tolerance
@@ -240,7 +240,7 @@ class VariantEngine:
         ({weight layer: bool [B, *its input shape]}) negate the +-1 inputs of hidden layers."""
         v, model = self.v, self.model
         at = model.neuron(flip) if flip is not None else None
-        a = np.asarray(x, dtype=np.float64)
+        a = np.asarray(first_layer_input(model, np.asarray(x)), dtype=np.float64)
         hs, acts = {}, {}
         for i in _order(model, v.swap_pool):
             layer = model.layers[i]

@@ -9,6 +9,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..engines.ops import first_layer_input
 from ..formats.tracefile import Trace
 from ..semantics.model import Conv2d, MaxPool2d, Model, Threshold
 from .conventions import REGISTRY, Variant, VariantEngine, combine
@@ -80,7 +81,7 @@ def reference_arrays(model: Model, x: np.ndarray, variant: Variant = Variant(),
 def _independent(model: Model, engine: VariantEngine, xb, given: Trace, sl: slice):
     """Each block run from the other side's previous activations (where given)."""
     hs, acts = {}, {}
-    a = np.asarray(xb, dtype=np.float64)
+    a = np.asarray(first_layer_input(model, np.asarray(xb)), dtype=np.float64)
     for i, layer in enumerate(model.layers):
         if isinstance(layer, Threshold):
             hs[i] = a

@@ -50,7 +50,7 @@ def permuted_model(model: Model, t: int, perm: np.ndarray) -> Model:
         block = nb.shape[1] // len(perm) if through_flatten else 1
         cols = (perm[:, None] * block + np.arange(block)[None, :]).ravel()
         layers[nxt] = Linear(Weight.from_array(nb[:, cols]))
-    return Model.build(model.input_shape, model.Z, layers)
+    return Model.build(model.input_shape, model.Z, layers, model.input_threshold)
 
 
 def self_checks(model: Model, x: np.ndarray, y: np.ndarray, seed: int = 0,

@@ -13,18 +13,23 @@ known. What remains is one chain of activations, matched op by op:
 | Add, Sub, Mul, Div with a constant; BatchNormalization | AffineStep, BatchNormStep |
 | Clip | ClipStep |
 | MaxPool 2x2 stride 2 | PoolStep |
-| Flatten, Reshape to [batch, -1] | FlattenStep |
+| Flatten, Reshape to [batch, -1] (also as Squeeze) | FlattenStep |
+| Transpose keeping the batch axis first | nothing: the tensor's `layout` (NHWC graphs) |
 | Sign; Greater/Less(OrEqual) + Where or Cast; BipolarQuant; Quant (1 bit); MultiThreshold (1 step) | SignStep |
 | x + (sign(x) - x) (a straight-through estimator) | the sign itself |
 | Softmax, LogSoftmax at the end | MonotoneStep |
 | Identity, Dropout | nothing |
 
-Anything else on an activation is refused with the node's name and op.
+Layout changes are bookkeeping: a tensor carries its axis order (`Sym.layout`), constants
+on it are permuted back to [C, H, W], and a vector flattened in H, W, C order permutes
+the next dense layer's columns. Anything else on an activation is refused with the
+node's name, op, and what would make it representable (`refusals`).
 
 The reader is split by job: `constants` (constant folding, the QONNX ops in NumPy),
-`layers` (weight, affine, batch norm, clip, pool, flatten), `binarise` (the sign
-idioms) and `scores` (the output's softmax and normalisations); this module walks the
-graph and dispatches each node to its `op_<OpType>` handler.
+`layers` (weight, affine, batch norm, clip, pool, flatten, layout), `binarise` (the sign
+idioms), `scores` (the output's softmax and normalisations) and `refusals` (why an op
+cannot be represented); this module walks the graph and dispatches each node to its
+`op_<OpType>` handler.
 """
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ from ..steps import Step
 from .binarise import BinariseOps
 from .constants import evaluate_constant
 from .layers import LayerOps
+from .refusals import reason
 from .scores import ScoreOps
 from .symbols import QONNX_DOMAINS, Sym, attrs, node_name
 
@@ -54,6 +60,7 @@ class Graph:
     batch: Optional[int]                       # a fixed batch size, None if dynamic
     output_name: str
     qonnx: bool
+    input_layout: tuple[int, ...] = ()          # (1, 2, 0): the graph reads [H, W, C] (NHWC)
 
 
 class _Reader(LayerOps, BinariseOps, ScoreOps):
@@ -71,7 +78,7 @@ class _Reader(LayerOps, BinariseOps, ScoreOps):
             raise RefusedError(f"{name}: a node without inputs or outputs")
         if node.op_type == "Shape" and ins[0] in self.sym:
             a = attrs(node)
-            full = np.array((1,) + self.sym[ins[0]].shape, dtype=np.int64)
+            full = np.array((1,) + self.sym[ins[0]].actual_shape, dtype=np.int64)
             self.const[node.output[0]] = full[a.get("start", 0):a.get("end", len(full))]
             return
         if all(i in self.const for i in ins):
@@ -82,7 +89,7 @@ class _Reader(LayerOps, BinariseOps, ScoreOps):
             raise RefusedError(f"{name}: input {missing[0]!r} is not produced before this node")
         handler = getattr(self, f"op_{node.op_type}", None)
         if handler is None or (node.domain not in ("", "ai.onnx") and node.domain not in QONNX_DOMAINS):
-            raise RefusedError(f"{name}: this op on an activation is not something refbnn can represent")
+            raise RefusedError(f"{name}: {reason(node.op_type, node.domain)}")
         try:
             out = handler(node, name)
         except RefusedError:
@@ -103,6 +110,34 @@ def _static_shape(value_info) -> tuple[Optional[int], Optional[tuple[int, ...]]]
     return vals[0], (tuple(rest) if all(v for v in rest) else None)
 
 
+_ELEMENTWISE = {"Identity", "Cast", "Mul", "Add", "Sub", "Div", "Neg", "Clip", "Sign"}
+NHWC_TO_NCHW = [0, 3, 1, 2]
+
+
+def _reads_nhwc(graph, input_name: str, shape: Optional[tuple[int, ...]]) -> bool:
+    """True when the graph input is NHWC: the first node on it (past elementwise ops, such as
+    an input scaling) that cares about axes is a Transpose to NCHW, as tf2onnx writes it, or,
+    for one channel, the Reshape [H, W, 1] -> [1, H, W] that tf2onnx writes instead."""
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in graph.initializer}
+    derived = {input_name}
+    for node in graph.node:
+        if not derived.intersection(node.input):
+            continue
+        if node.op_type == "Transpose":
+            perm = [a.ints for a in node.attribute if a.name == "perm"]
+            return bool(perm) and list(perm[0]) == NHWC_TO_NCHW
+        if node.op_type == "Reshape" and shape is not None and len(shape) == 3 and shape[2] == 1 \
+                and len(node.input) > 1 and node.input[1] in inits:
+            target = [int(v) for v in numpy_helper.to_array(inits[node.input[1]])]
+            return target[1:] == [1, shape[0], shape[1]]
+        if node.op_type not in _ELEMENTWISE:
+            return False
+        derived.update(node.output)
+    return False
+
+
 def read_graph(model, input_shape: Optional[tuple[int, ...]] = None) -> Graph:
     """The steps of an ONNX ModelProto; `input_shape` ([C, H, W] or [K]) where the graph has none."""
     from onnx import numpy_helper
@@ -121,10 +156,14 @@ def read_graph(model, input_shape: Optional[tuple[int, ...]] = None) -> Graph:
     if len(g.output) < 1:
         raise RefusedError("graph: no output")
     batch, shape = _static_shape(inputs[0])
+    nhwc = _reads_nhwc(g, inputs[0].name, shape) and (input_shape is not None or len(shape or ()) == 3)
+    if nhwc and input_shape is None:
+        shape = (shape[2], shape[0], shape[1])      # refbnn's model and data keep [C, H, W]
     shape = input_shape or shape
     if shape is None:
         raise RefusedError(f"graph input {inputs[0].name!r}: the shape is not static; give --input-shape C,H,W")
-    reader.sym[inputs[0].name] = Sym((), tuple(shape))
+    layout = (1, 2, 0) if nhwc else ()
+    reader.sym[inputs[0].name] = Sym((), tuple(shape), layout=layout)
     for node in g.node:
         if node.op_type == "Constant":
             evaluate_constant(node, reader.const, model.opset_import)
@@ -137,4 +176,4 @@ def read_graph(model, input_shape: Optional[tuple[int, ...]] = None) -> Graph:
     if result is None or result.kind != "act":
         raise RefusedError(f"graph output {out!r}: not computed from the input as a float tensor")
     qonnx = any(n.domain in QONNX_DOMAINS for n in g.node)
-    return Graph(list(result.steps), inputs[0].name, tuple(shape), batch, out, qonnx)
+    return Graph(list(result.steps), inputs[0].name, tuple(shape), batch, out, qonnx, layout)

@@ -41,21 +41,30 @@ class BinariseOps(OpsBase):
             # Sign(Sign(v) + c), 0 < |c| < 1 (Larq's ste_sign through tf2onnx): +-1 stay, and
             # Sign's 0 at v = 0 becomes sign(c): one binarisation, v >= 0 for c > 0, v > 0 for c < 0
             inner, c = idiom
-            return Sym(x.steps[:-2] + (SignStep(name, strict=c < 0, tensor=node.output[0]),), x.shape,
-                       base=inner)
-        return self._then(x, SignStep(name, strict=True, zero=True, tensor=node.output[0]), base=x.steps)
+            return x.derive(x.steps[:-2] + (SignStep(name, strict=c < 0, **self._seen_at(x, node.output[0])),),
+                            base=inner)
+        return self._then(x, SignStep(name, strict=True, zero=True, **self._seen_at(x, node.output[0])),
+                          base=x.steps)
+
+    @staticmethod
+    def _seen_at(x: Sym, tensor: Optional[str]) -> dict:
+        """Where `--check` reads a sign's output in the source: the tensor, and its layout or
+        entry order where the source holds it otherwise than refbnn."""
+        if tensor is None:
+            return {}
+        return {"tensor": tensor, "layout": x.layout, "order": x.order}
 
     def _compare(self, node, name, strict: bool, greater: bool):
         x, const, pos = self._one_act(node, name)
         if x.kind != "act":
             raise RefusedError(f"{name}: comparison of a {x.kind} tensor")
-        v = self._channels(const, x.shape, name)
+        v = self._channels(const, x, name)
         # x > c is x - c > 0; c > x (x < c) is c - x > 0.
         if greater == (pos == 0):
             step = AffineStep(name, add=-v)
         else:
             step = AffineStep(name, mul=np.float64(-1), add=v)
-        return Sym(x.steps + (step,), x.shape, kind="cond", strict=strict, base=x.steps)
+        return x.derive(x.steps + (step,), kind="cond", strict=strict, base=x.steps)
 
     def op_Greater(self, node, name):
         return self._compare(node, name, True, True)
@@ -78,15 +87,15 @@ class BinariseOps(OpsBase):
 
     def _binarise(self, c: Sym, name: str, tensor: str, low, high) -> Sym:
         """The two-level tensor `high` where cond holds, else `low`."""
-        low = self._channels(low, c.shape, name)
-        high = self._channels(high, c.shape, name)
+        low = self._channels(low, c, name)
+        high = self._channels(high, c, name)
         if np.any(np.asarray(low) == np.asarray(high)):
             raise RefusedError(f"{name}: both branches equal: a constant, not an activation")
         levels = (float(np.ravel(low)[0]), float(np.ravel(high)[0]))
-        sign = SignStep(name, strict=c.strict, tensor=tensor if np.ndim(low) == 0 and np.ndim(high) == 0 else None,
-                        levels=levels)
+        sign = SignStep(name, strict=c.strict, levels=levels,
+                        **self._seen_at(c, tensor if np.ndim(low) == 0 and np.ndim(high) == 0 else None))
         affine = AffineStep(name, mul=(np.asarray(high) - np.asarray(low)) / 2, add=(np.asarray(high) + low) / 2)
-        return Sym(c.steps + (sign, affine), c.shape, base=c.base)
+        return c.derive(c.steps + (sign, affine), base=c.base)
 
     def op_Where(self, node, name):
         c = self.sym.get(node.input[0])
@@ -104,10 +113,10 @@ class BinariseOps(OpsBase):
 
     def op_BipolarQuant(self, node, name):
         x = self._act(node, name)
-        scale = self._channels(self._const_input(node, 1, name), x.shape, name)
+        scale = self._channels(self._const_input(node, 1, name), x, name)
         if np.any(np.asarray(scale) <= 0):
             raise RefusedError(f"{name}: a scale that is not positive")
-        cond = Sym(x.steps, x.shape, kind="cond", strict=False, base=x.steps)
+        cond = x.derive(x.steps, kind="cond", strict=False, base=x.steps)
         return self._binarise(cond, name, node.output[0], -np.asarray(scale), np.asarray(scale))
 
     def op_Quant(self, node, name):
@@ -115,10 +124,10 @@ class BinariseOps(OpsBase):
         a = attrs(node)
         scale, zeropt, bits = (self._const_input(node, k, name) for k in (1, 2, 3))
         if not np.all(bits == 1):
-            raise RefusedError(f"{name}: a {int(np.ravel(bits)[0])}-bit quantizer: activations with more than "
-                               "two levels")
-        scale = self._channels(scale, x.shape, name)
-        zeropt = self._channels(zeropt, x.shape, name)
+            raise RefusedError(f"{name}: a {int(np.ravel(bits)[0])}-bit quantizer gives activations with more "
+                               "than two levels; refbnn's activations are +-1 (a 1-bit quantizer is representable)")
+        scale = self._channels(scale, x, name)
+        zeropt = self._channels(zeropt, x, name)
         if np.any(np.asarray(scale) <= 0):
             raise RefusedError(f"{name}: a scale that is not positive")
         if a.get("signed", 1):
@@ -134,7 +143,7 @@ class BinariseOps(OpsBase):
             qlo, qhi = 0.0, 1.0
         # y = x / scale + zeropt is high iff y > cut (or >=): x - scale (cut - zeropt) > 0.
         shift = AffineStep(name, add=-np.asarray(scale) * (cut - np.asarray(zeropt)))
-        cond = Sym(x.steps + (shift,), x.shape, kind="cond", strict=strict, base=x.steps)
+        cond = x.derive(x.steps + (shift,), kind="cond", strict=strict, base=x.steps)
         low = (qlo - np.asarray(zeropt)) * np.asarray(scale)
         high = (qhi - np.asarray(zeropt)) * np.asarray(scale)
         return self._binarise(cond, name, node.output[0], low, high)
@@ -152,8 +161,8 @@ class BinariseOps(OpsBase):
         if t.ndim != 2 or t.shape[1] != 1:
             raise RefusedError(f"{name}: {t.shape[-1] if t.ndim == 2 else '?'} thresholds per channel: "
                                "activations with more than two levels")
-        thr = self._channels(t[:, 0] if t.shape[0] > 1 else t[0, 0], x.shape, name)
-        cond = Sym(x.steps + (AffineStep(name, add=-np.asarray(thr)),), x.shape, kind="cond", strict=False,
-                   base=x.steps)
+        thr = self._channels(t[:, 0] if t.shape[0] > 1 else t[0, 0], x, name)
+        cond = x.derive(x.steps + (AffineStep(name, add=-np.asarray(thr)),), kind="cond", strict=False,
+                        base=x.steps)
         scale, bias = float(a.get("out_scale", 1.0)), float(a.get("out_bias", 0.0))
         return self._binarise(cond, name, node.output[0], np.float64(bias), np.float64(scale + bias))

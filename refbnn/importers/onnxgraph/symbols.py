@@ -2,7 +2,7 @@
 the op handlers: looking up activations and constants, per-channel constants."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
@@ -23,7 +23,12 @@ class Sym:
     - "square": the class scores squared (>= 0), on the way to a normalisation;
     - "persample": one value per input, the same for every class (a reduction over the
       classes), with `sign` "pos", "nonneg" or "any".
-    `base`: for a binarised tensor, the steps of the tensor that was binarised."""
+    `base`: for a binarised tensor, the steps of the tensor that was binarised.
+
+    `shape` and the steps are always in refbnn's canonical layout ([C, H, W], a vector in
+    C order). A graph that holds the tensor otherwise (NHWC after a layout Transpose, a
+    vector flattened in H, W, C order) is described by `layout` or `order`: layout changes
+    are bookkeeping, never steps (docs/semantics.md §10.1)."""
 
     steps: tuple
     shape: tuple[int, ...]
@@ -32,6 +37,18 @@ class Sym:
     ref: Optional["Sym"] = None
     base: Optional[tuple] = None
     sign: str = "any"
+    layout: tuple[int, ...] = ()       # actual axis k holds canonical axis layout[k]; () = canonical
+    order: Optional[tuple[int, ...]] = None   # a vector: actual entry j is canonical entry order[j]
+
+    @property
+    def actual_shape(self) -> tuple[int, ...]:
+        """The shape the source graph sees (the canonical [C, H, W] shape permuted by `layout`)."""
+        return tuple(self.shape[k] for k in self.layout) if self.layout else self.shape
+
+    def derive(self, steps: tuple, **kw) -> "Sym":
+        """A tensor of the same shape and layout computed by `steps` (an elementwise map)."""
+        return replace(self, steps=steps, **{"kind": "act", "strict": True, "ref": None, "base": None,
+                                             "sign": "any", **kw})
 
 
 def node_name(node) -> str:
@@ -68,16 +85,26 @@ class OpsBase:
         raise RefusedError(f"{name}: an elementwise op of two activations (a residual connection?)")
 
     @staticmethod
-    def _channels(const: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
-        """A constant that broadcasts against [batch, *shape] as one value per channel (or a scalar)."""
+    def _channels(const: np.ndarray, x: "Sym | tuple[int, ...]", name: str) -> np.ndarray:
+        """A constant that broadcasts against [batch, *actual shape] of `x` as one value per
+        canonical channel (or a scalar); a constant on a permuted tensor is permuted back."""
+        sym = x if isinstance(x, Sym) else None
+        shape = sym.shape if sym is not None else tuple(x)
+        actual = sym.actual_shape if sym is not None else shape
         const = np.asarray(const, dtype=np.float64)
-        if const.ndim > len(shape) + 1:
-            raise RefusedError(f"{name}: a constant of rank {const.ndim} on an activation of rank {len(shape) + 1}")
+        if const.ndim > len(actual) + 1:
+            raise RefusedError(f"{name}: a constant of rank {const.ndim} on an activation of rank {len(actual) + 1}")
         try:
-            full = np.broadcast_to(const, (1,) + tuple(shape))[0]
+            full = np.broadcast_to(const, (1,) + tuple(actual))[0]
         except ValueError:
             raise RefusedError(f"{name}: constant of shape {list(const.shape)} does not broadcast "
-                               f"to the activation's shape {list(shape)}") from None
+                               f"to the activation's shape {list(actual)}") from None
+        if sym is not None and sym.layout:
+            full = np.transpose(full, np.argsort(sym.layout))
+        elif sym is not None and sym.order is not None:
+            canonical = np.empty_like(full)
+            canonical[list(sym.order)] = full
+            full = canonical
         rows = full.reshape(shape[0], -1)
         if not np.all(rows == rows[:, :1]):
             raise RefusedError(f"{name}: a constant that varies within a channel (over positions)")
@@ -86,7 +113,19 @@ class OpsBase:
 
     @staticmethod
     def _then(s: Sym, *steps: Step, shape: Optional[tuple] = None, **kw) -> Sym:
-        return Sym(s.steps + steps, s.shape if shape is None else shape, **kw)
+        """`s` followed by `steps`; a new `shape` starts a canonical tensor, else the layout stays."""
+        if shape is not None:
+            return Sym(s.steps + steps, shape, **kw)
+        return s.derive(s.steps + steps, **kw)
+
+    def _canonical(self, node, name: str, what: str) -> Sym:
+        """The activation input of a layout-sensitive op (Conv, MaxPool, BatchNormalization)."""
+        x = self._act(node, name)
+        if x.layout and list(x.layout) != sorted(x.layout):
+            raise RefusedError(f"{name}: {what} over a tensor whose axes are permuted "
+                               f"(axes {list(x.layout)} of [C, H, W]): its channels are not refbnn's channels; "
+                               "a Transpose back to [C, H, W] before it makes it representable")
+        return x
 
     def _const_input(self, node, k: int, name: str) -> np.ndarray:
         if len(node.input) <= k or node.input[k] not in self.const:
