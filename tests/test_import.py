@@ -405,6 +405,23 @@ def test_npz_state_dict_matches_a_float64_forward(tmp_path):
     assert np.array_equal(FastEngine(imported.model).predictions(x), scores.argmax(1))
 
 
+def test_a_pt_state_dict_imports_without_torch(tmp_path):
+    """`tests/data/fc_state.pt` is `_fc_state(np.random.default_rng(8))` saved by torch 2.13 as
+    float32 tensors (`torch.save({k: torch.tensor(v, dtype=torch.float32), ...})`); read
+    without torch (refbnn/importers/torchfile.py), it gives the model its float32-rounded
+    values give as an .npz."""
+    from pathlib import Path
+
+    pt = Path(__file__).parent / "data" / "fc_state.pt"
+    sd = {k: (v.astype(np.float32) if v.dtype.kind == "f" else v)
+          for k, v in _fc_state(np.random.default_rng(8)).items()}
+    np.savez(tmp_path / "sd.npz", **sd)
+    (tmp_path / "layout.json").write_text(json.dumps(FC_LAYOUT))
+    from_pt = import_model(pt, layout=str(tmp_path / "layout.json"))
+    from_npz = import_model(tmp_path / "sd.npz", layout=str(tmp_path / "layout.json"))
+    assert from_pt.model == from_npz.model and from_pt.source.kind == "state-dict"
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda lay, sd: lay["steps"][1].update(prefx="bn1"), "layout.json: steps[1].prefx: unknown key"),
     (lambda lay, sd: lay["steps"].pop(5), "sd.npz: scale: not used by any step"),

@@ -31,7 +31,7 @@ def _shape(ctx, param, value) -> Optional[tuple[int, ...]]:
     return dims
 
 
-@main.command("import", short_help="Import an ONNX / QONNX graph or a PyTorch state dict as a refbnn model.")
+@main.command("import", short_help="Import an ONNX / QONNX graph, a Keras/Larq file or a PyTorch state dict.")
 @click.argument("source", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False), callback=writable,
               help="The refbnn model file to write (JSON).")
@@ -51,18 +51,24 @@ def _shape(ctx, param, value) -> Optional[tuple[int, ...]]:
 def import_cmd(source, output, z, input_map, input_shape, layout, check_path, json_path) -> None:
     """Import SOURCE as a refbnn model (docs/semantics.md §10).
 
-    SOURCE is an ONNX file (torch.onnx.export, either exporter), a QONNX file
-    (Brevitas export_qonnx: BipolarQuant, 1-bit Quant, MultiThreshold), or a
-    PyTorch state dict (.pt, .pth, read weights-only; or .npz) with --layout.
-    Batch norm, biases and the input map fold exactly into integer thresholds
-    with polarity; anything refbnn cannot represent exactly is refused, naming
-    the node. Thresholds within float rounding of an integer (float ties) are
-    reported.
+    SOURCE is an ONNX file (torch.onnx.export, either exporter; tf2onnx's NHWC
+    graphs), a QONNX file (Brevitas export_qonnx, the FINN model zoo:
+    BipolarQuant, 1-bit Quant, MultiThreshold), a Keras/Larq model file (.h5,
+    .keras; read with h5py, no TensorFlow), or a PyTorch state dict (.pt, .pth
+    read without torch and without unpickling; .npz; .safetensors) with
+    --layout. Batch norm, biases and the input map fold exactly into integer
+    thresholds with polarity; a sign on the input becomes the model's input
+    binarisation. Anything refbnn cannot represent exactly is refused, naming
+    the node or layer and why. Thresholds within float rounding of an integer
+    (float ties) are reported. The model and the data keep [C, H, W], also for
+    NHWC sources.
 
     \b
     Examples:
       refbnn import net.onnx --z 255 -o net.json --check test.npz
       refbnn import net.onnx --z 255 --input '(x/Z-0.1307)/0.3081' -o net.json
+      refbnn import larq_model.h5 --z 255 --input x -o net.json
+      refbnn import tfc_w1a1.onnx --z 255 -o tfc.json       # FINN zoo: binarises its input
       refbnn import net.pt --layout layout.json -o net.json
     """
     imported = import_model(source, z=z, input_map=input_map, input_shape=input_shape, layout=layout)

@@ -48,6 +48,10 @@ def inspect_cmd(model_path: str, json_path: Optional[str]) -> None:
     d = describe_model(read_model(model_path))
     click.echo(f"input shape {d['input']['shape']}, Z = {d['input']['Z']}; "
                f"{d['neurons']} neurons, {d['classes']} classes, {d['weight_bits']} weight bits")
+    if "binarize" in d["input"]:
+        b = d["input"]["binarize"]
+        rules = ", ".join(f"x {'>' if p > 0 else '<='} {s}" for s, p in zip(b["thresholds"], b["polarity"]))
+        click.echo(f"the input is binarised (+1 iff, per channel: {rules[:200]}); the first layer reads +-1 (eq. 1)")
     click.echo(tabulate([[i, l["type"], l["output_shape"], l["weight_bits"] or "", l["neurons"], l["notes"]]
                          for i, l in enumerate(d["layers"])],
                         headers=["#", "layer", "output shape", "weight bits", "neurons", "notes"]))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 from typing import Any, Optional
 
@@ -74,7 +75,7 @@ class _Weights:
                 with zipfile.ZipFile(path) as z:
                     self.config = json.loads(z.read("config.json"))
                     data = z.read("model.weights.h5")
-                self._read_keras_v3(h5py.File(io.BytesIO(data), "r"))
+                self._read_keras_v3(h5py.File(io.BytesIO(data), "r"), self.config)
             else:
                 with h5py.File(path, "r") as f:
                     raw = f.attrs.get("model_config")
@@ -94,11 +95,21 @@ class _Weights:
             names = root[layer].attrs.get("weight_names", [])
             self.by_layer[layer] = [(_var_name(n), np.asarray(root[layer][_decode(n)])) for n in names]
 
-    def _read_keras_v3(self, f) -> None:
+    def _read_keras_v3(self, f, config: dict) -> None:
+        # The weights file names each layer after its class, numbered per class in layer
+        # order ('quant_conv2d', 'quant_conv2d_1', ...), not by the layer's own name.
         layers = f["layers"] if "layers" in f else f
-        for layer in layers:
-            vars_ = layers[layer]["vars"] if "vars" in layers[layer] else {}
-            self.by_layer[layer] = [(str(k), np.asarray(vars_[str(k)])) for k in sorted(map(int, vars_))]
+        seen: dict[str, int] = {}
+        for layer in config.get("config", {}).get("layers", []):
+            if not isinstance(layer, dict) or layer.get("class_name") == "InputLayer":
+                continue
+            stem = _snake_case(str(layer.get("class_name", "")))
+            key = stem if stem not in seen else f"{stem}_{seen[stem]}"
+            seen[stem] = seen.get(stem, 0) + 1
+            if key in layers:
+                vars_ = layers[key]["vars"] if "vars" in layers[key] else {}
+                name = str(layer.get("config", {}).get("name"))
+                self.by_layer[name] = [(str(k), np.asarray(vars_[str(k)])) for k in sorted(map(int, vars_))]
 
     def of(self, layer: str, names: list[str], where: str) -> list[np.ndarray]:
         """The variables `names` of `layer` in that order (by name in `.h5`, else by position)."""
@@ -113,6 +124,13 @@ class _Weights:
         if missing:
             raise InputError(f"{self.path}: {where}: no weight {missing[0]!r} (has {', '.join(found)})")
         return [found[n] for n in names]
+
+
+def _snake_case(name: str) -> str:
+    """Keras' name for a class in the weights file: 'QuantConv2D' -> 'quant_conv2d'."""
+    s = re.sub("(.)([A-Z][a-z0-9]+)", r"\1_\2", name)
+    s = re.sub("([a-z])([A-Z])", r"\1_\2", s).lower()
+    return s if not s.startswith("_") else "private" + s
 
 
 def _decode(n) -> str:
@@ -394,6 +412,8 @@ def read_keras(path: str) -> tuple[list[Step], tuple[int, ...], bool]:
             reader.layer(cls, cfg)
         except RefusedError as e:
             raise RefusedError(f"{path}: {e}") from None
+        except InputError:
+            raise                    # already names the file and the layer
         except (KeyError, TypeError, ValueError, IndexError) as e:
             raise InputError(f"{path}: {reader.where(cfg, cls)}: malformed ({type(e).__name__}: "
                              f"{str(e)[:100]})") from None

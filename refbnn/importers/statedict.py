@@ -13,10 +13,12 @@ JSON layout names the steps in forward order and the key prefix of each:
                {"op": "linear", "prefix": "classifier.0"},
                {"op": "scale", "key": "scale"}]}
 
-`.pt`/`.pth` files are read with `torch.load(weights_only=True)`, which refuses to run
-code from the pickle; an `.npz` or a `.safetensors` file of the same names needs no torch
-at all (safetensors is read here directly: an 8-byte little-endian header length, a JSON
-header of name -> dtype, shape and byte offsets, then the raw little-endian data).
+`.pt`/`.pth` files (torch's zip format) are read without torch and without unpickling
+(`refbnn.importers.torchfile` reads the pickle's opcodes and accepts only tensors and plain
+containers); only the legacy pre-1.6 format needs torch (`torch.load(weights_only=True)`).
+An `.npz` or a `.safetensors` file of the same names needs no torch at all (safetensors
+is read here directly: an 8-byte little-endian header length, a JSON header of name ->
+dtype, shape and byte offsets, then the raw little-endian data).
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import numpy as np
 from ..formats.files import InputError, parse_json_bytes, read_json
 from ..formats.npzfile import MAX_FILE_BYTES, npz_arrays, npz_headers, regular_file
 from .steps import AffineStep, BatchNormStep, ClipStep, FlattenStep, PoolStep, SignStep, Step, WeightStep
+from .torchfile import is_torch_zip, read_torch_file
 
 LAYOUT_FORMAT = "refbnn-layout"
 MAX_TENSOR_BYTES = 2**32
@@ -165,36 +168,48 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
 
 
 def read_state_dict(path: str) -> dict[str, np.ndarray]:
-    """The tensors of a `.pt`/`.pth` (torch, weights only), `.npz` or `.safetensors` state
-    dict; floating-point tensors as float64 arrays."""
+    """The tensors of a `.pt`/`.pth` (torch's zip format, read without torch), `.npz` or
+    `.safetensors` state dict; floating-point tensors as float64 arrays."""
     regular_file(path, MAX_FILE_BYTES)
     if is_safetensors(path):
         return read_safetensors(path)
     if _is_npz(path):
         headers = npz_headers(path, MAX_TENSOR_BYTES)
         return {k: v.astype(np.float64) for k, v in npz_arrays(path, headers, headers).items()}
-    try:
-        import torch
-    except ImportError:
-        raise InputError(f"{path}: reading a PyTorch state dict needs torch: "
-                         "pip install 'refbnn[torch]' (or save the tensors as .npz)") from None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:   # torch raises many types for a bad file or a forbidden pickle global
-        raise InputError(f"{path}: not a weights-only PyTorch file ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
+    if is_torch_zip(path):
+        obj = read_torch_file(path, MAX_TENSOR_BYTES)      # no torch, no pickle: see torchfile
+    else:
+        obj = _torch_load_legacy(path)
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict) and len(obj) <= 8:
         obj = obj["state_dict"]     # a training checkpoint that wraps the state dict
     if not isinstance(obj, dict):
         raise InputError(f"{path}: expected a state dict (a mapping of names to tensors), got {type(obj).__name__}")
     out = {}
     for k, v in obj.items():
-        if not isinstance(k, str) or not isinstance(v, torch.Tensor):
+        if not isinstance(k, str) or not isinstance(v, np.ndarray):
             raise InputError(f"{path}: {k!r}: expected a tensor, got {type(v).__name__}")
-        if not v.is_floating_point() and not k.endswith(_IGNORED_SUFFIXES):
+        if v.dtype.kind != "f" and not k.endswith(_IGNORED_SUFFIXES):
             raise InputError(f"{path}: {k}: expected a floating-point tensor, got {v.dtype}")
-        out[k] = v.detach().to(torch.float64).numpy() if v.is_floating_point() else v.numpy()
+        out[k] = v
     return out
+
+
+def _torch_load_legacy(path: str) -> dict:
+    """torch's format before 1.6 (not a zip): only torch itself reads it, weights only."""
+    try:
+        import torch
+    except ImportError:
+        raise InputError(f"{path}: a PyTorch file in the legacy (pre-1.6) format needs torch: pip install "
+                         "'refbnn[torch]', or re-save it with a current torch.save (or as .npz/.safetensors)") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:   # torch raises many types for a bad file or a forbidden pickle global
+        raise InputError(f"{path}: not a weights-only PyTorch file ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
+    if isinstance(obj, dict):
+        obj = {k: (v.detach().to(torch.float64).numpy() if v.is_floating_point() else v.numpy())
+               if isinstance(v, torch.Tensor) else v for k, v in obj.items()}
+    return obj
 
 
 def _is_npz(path: str) -> bool:

@@ -63,6 +63,10 @@ def describe_model(model: Model) -> dict:
             notes = f"{'eq. 2 (/Z)' if nl.first else 'eq. 1'}; {negative} with polarity -1"
         layers.append({"type": layer.type, "output_shape": list(model.shapes[i]), "weight_bits": bits,
                        "neurons": neurons, "notes": notes})
-    return {"input": {"shape": list(model.input_shape), "Z": model.Z}, "neurons": model.neurons,
+    inp = {"shape": list(model.input_shape), "Z": model.Z}
+    if model.input_threshold is not None:       # the model binarises its input (§2.6)
+        inp["binarize"] = {"thresholds": list(model.input_threshold.thresholds),
+                           "polarity": list(model.input_threshold.polarity)}
+    return {"input": inp, "neurons": model.neurons,
             "classes": model.classes, "weight_bits": sum(l["weight_bits"] for l in layers),
             "layers": layers}
