@@ -261,7 +261,7 @@ REFUSALS = {   # case -> (op named in the message, what the message says)
     "pool 3x3": ("MaxPool", "pooling other than 2x2"),
     "average pool": ("AveragePool", "average pooling; refbnn pools with 2x2 max pooling"),
     "residual add": ("Add", "two activations"),
-    "2-bit quant": ("Quant", "a 2-bit quantizer gives activations with more than two levels"),
+    "2-bit quant": ("Quant", "a quantizer of 2 bits gives activations with more than two levels"),
     "multithreshold 3 levels": ("MultiThreshold", "more than two levels"),
     "output bias": ("Gemm", "bias on the output layer"),
     "per-class scale": ("Gemm", "scale differs between classes"),

@@ -23,8 +23,9 @@ from refbnn.cli import main  # noqa: E402
 from refbnn.engines.fast import FastEngine  # noqa: E402
 from refbnn.formats.datafile import write_data  # noqa: E402
 from refbnn.formats.files import InputError  # noqa: E402
-from refbnn.importers import import_model  # noqa: E402
+from refbnn.importers import RefusedError, import_model  # noqa: E402
 from refbnn.importers.check import check  # noqa: E402
+from refbnn.semantics.model import Threshold  # noqa: E402
 
 
 class SignSTE(torch.autograd.Function):
@@ -180,6 +181,57 @@ def test_brevitas_w1a1_qonnx_imports_and_agrees(tmp_path):
     with torch.no_grad():
         theirs = net(u).argmax(1).numpy()
     _agree_with_framework(imported, x, theirs)
+
+
+def _bnn_pynq(name: str, seed: int):
+    """FINN's reference BNNs as brevitas_examples defines them, untrained (the zoo's
+    pretrained weights would need a download), with random batch-norm statistics."""
+    bnn_pynq = pytest.importorskip("brevitas_examples.bnn_pynq.models")
+    torch.manual_seed(seed)
+    net, _ = bnn_pynq.model_with_cfg(name, pretrained=False)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                m.running_mean.uniform_(-20, 20)
+                m.running_var.uniform_(1, 50)
+                m.weight.uniform_(-2, 2)
+                m.bias.uniform_(-1, 1)
+    return net.eval()
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_finn_tfc_w1a1_binarises_its_input_and_agrees_with_brevitas_and_qonnx(tmp_path):
+    """Property: FINN's TFC-w1a1 (brevitas_examples.bnn_pynq: reshape, 2x - 1, BipolarQuant on
+    the input, four BipolarQuant Gemm layers with batch norm, TensorNorm at the output),
+    exported with export_qonnx, imports with the input binarisation x > 127 (§2.6), and the
+    QONNX executor and Brevitas agree on every sign and prediction of pixels 0..255."""
+    pytest.importorskip("qonnx")
+    from brevitas.export import export_qonnx
+
+    net = _bnn_pynq("tfc_1w1a", seed=0)
+    x = np.random.default_rng(2).integers(0, 256, (64, 1, 28, 28))
+    u = torch.tensor(x / 255.0, dtype=torch.float32)
+    path = str(tmp_path / "tfc.onnx")
+    export_qonnx(net, u[:1], path)
+    imported = import_model(path, z=255, input_map="x/Z")
+    assert imported.model.input_threshold == Threshold((127,))          # 2 x / 255 - 1 >= 0
+    assert [layer.type for layer in imported.model.layers] == ["flatten"] + ["linear", "threshold"] * 3 + ["linear"]
+    with torch.no_grad():
+        theirs = net(u).argmax(1).numpy()
+    _agree_with_framework(imported, x, theirs)
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_finn_cnv_w1a1_is_refused_for_its_8_bit_input_quantizer(tmp_path):
+    """CNV quantizes its input to 8 bits (a rounding of the pixels, not an affine map):
+    refused at that Quant node, with the reason."""
+    from brevitas.export import export_qonnx
+
+    net = _bnn_pynq("cnv_1w1a", seed=0)
+    path = str(tmp_path / "cnv.onnx")
+    export_qonnx(net, torch.rand(1, 3, 32, 32), path)
+    with pytest.raises(RefusedError, match=r"\(Quant\): a quantizer of 8 bits gives activations with more"):
+        import_model(path, z=255, input_map="x/Z")
 
 
 class AuthorsVGG(nn.Module):

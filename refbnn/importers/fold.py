@@ -312,7 +312,14 @@ class _Folder:
             self.notes.append(f"input binarisation ({s.where}): Sign outputs 0 where the input equals its "
                               f"threshold for channel(s) {_ids(np.array(zero_at))}; refbnn gives "
                               f"{'+1' if not s.strict else '-1'} there")
-        self.input_threshold = Threshold(tuple(thresholds), tuple(polarity))
+        if len(t.shape) != len(self.input_shape):
+            # the input was flattened first (FINN's FC models): one rule per entry, which
+            # must be one rule per input channel, since the binarisation reads the raw input
+            rows = np.array([thresholds, polarity]).reshape(2, self.input_shape[0], -1)
+            if not np.all(rows == rows[:, :, :1]):
+                raise RefusedError(f"{s.where}: an input binarisation that differs within an input channel")
+            thresholds, polarity = list(rows[0, :, 0]), list(rows[1, :, 0])
+        self.input_threshold = Threshold(tuple(int(v) for v in thresholds), tuple(int(v) for v in polarity))
         self.t = _Tensor("binary", t.shape, np.ones(t.shape[0]), np.zeros(t.shape[0]))
 
     def _sign_of_binary(self, s: SignStep) -> None:

@@ -124,7 +124,7 @@ class BinariseOps(OpsBase):
         a = attrs(node)
         scale, zeropt, bits = (self._const_input(node, k, name) for k in (1, 2, 3))
         if not np.all(bits == 1):
-            raise RefusedError(f"{name}: a {int(np.ravel(bits)[0])}-bit quantizer gives activations with more "
+            raise RefusedError(f"{name}: a quantizer of {int(np.ravel(bits)[0])} bits gives activations with more "
                                "than two levels; refbnn's activations are +-1 (a 1-bit quantizer is representable)")
         scale = self._channels(scale, x, name)
         zeropt = self._channels(zeropt, x, name)
