@@ -105,3 +105,39 @@ def test_inspect_says_the_input_is_binarised(tmp_path):
     assert r.exit_code == 0, r.output
     assert "the input is binarised (+1 iff, per channel: x > 0, x <= 2)" in r.output and "eq. 1" in r.output
     assert json.loads((tmp_path / "i.json").read_text())["input"]["binarize"]["thresholds"] == [0, 2]
+
+
+def _image_net() -> Model:
+    """2 input channels 5x5 binarised (x > 3; x <= -1) -> conv 3x3 pad 1 (4) -> threshold ->
+    maxpool -> flatten -> linear (3): enough neurons for Pi and bit errors."""
+    from refbnn.semantics.model import Conv2d, Flatten, MaxPool2d
+
+    rng = np.random.default_rng(3)
+    return Model.build((2, 5, 5), 7, [
+        Conv2d(Weight.from_array(rng.integers(0, 2, (4, 2, 3, 3))), 1), Threshold((0, -2, 1, 3), (1, -1, 1, 1)),
+        MaxPool2d(), Flatten(), Linear(Weight.from_array(rng.integers(0, 2, (3, 16))))],
+        Threshold((3, -1), (1, -1)))
+
+
+def test_verify_passes_its_own_claims_and_self_checks_on_a_binarising_model(tmp_path):
+    """`refbnn metrics` (with Π) and `eval` write claims; `verify` recomputes them on the
+    binarising model and passes, and `verify --self` holds its metamorphic checks."""
+    from conftest import run_cli
+
+    from refbnn.formats.datafile import write_data
+
+    model = _image_net()
+    rng = np.random.default_rng(4)
+    x = rng.integers(-7, 8, (40, 2, 5, 5))
+    y = np.array(FastEngine(model).predictions(x))
+    y[:8] = (y[:8] + 1) % 3                               # some errors, so A < 1
+    write_model(tmp_path / "m.json", model)
+    write_data(tmp_path / "d.npz", x, y)
+    r = run_cli("metrics", tmp_path / "m.json", tmp_path / "d.npz", "--importance", "--json", tmp_path / "c.json")
+    assert r.exit_code == 0, r.output
+    claims = json.loads((tmp_path / "c.json").read_text())
+    assert claims["layers"][0]["first"] is False                   # eq. 1, not eq. 2 (§2.6)
+    r = run_cli("verify", tmp_path / "m.json", tmp_path / "d.npz", "--claims", tmp_path / "c.json")
+    assert r.exit_code == 0, r.output
+    r = run_cli("verify", tmp_path / "m.json", tmp_path / "d.npz", "--self")
+    assert r.exit_code == 0, r.output
