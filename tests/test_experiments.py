@@ -20,7 +20,8 @@ from click.testing import CliRunner
 pytest.importorskip("sklearn")            # the digits data set
 
 from refbnn.cli import main  # noqa: E402
-from refbnn.experiments.cells import Config, cells, permutation_p  # noqa: E402
+from refbnn.experiments.cells import Config, cells  # noqa: E402
+from refbnn.experiments.verdicts import permutation_p  # noqa: E402
 
 TINY = ["--sizes", "8", "--train-ber", "0,0.1", "--reps", "2", "--epochs", "2"]
 

@@ -10,7 +10,6 @@ experiment measures it.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import math
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
@@ -180,115 +179,6 @@ def measured_flops() -> float:
     for _ in range(20):
         a @ a
     return 2 * 256 ** 3 * 20 / max(time.perf_counter() - start, 1e-9)
-
-
-# -- the paper's claims, tested over the repetitions ----------------------------------------
-
-def permutation_p(lower: list[float], higher: list[float]) -> float:
-    """One-sided p-value that `higher` tends to exceed `lower`: the Mann-Whitney U statistic
-    (pairs with higher > lower, ties counting 1/2) against its exact permutation
-    distribution, every split of the pooled values enumerated (seeded sampling of 20,000
-    splits above 200,000)."""
-    pooled = list(lower) + list(higher)
-    n = len(higher)
-
-    def u(hi_idx) -> float:
-        his = [pooled[i] for i in hi_idx]
-        los = [pooled[i] for i in range(len(pooled)) if i not in set(hi_idx)]
-        return sum(1.0 if h > lo else 0.5 if h == lo else 0.0 for h in his for lo in los)
-
-    observed = u(range(len(lower), len(pooled)))
-    total = math.comb(len(pooled), n)
-    if total <= 200_000:
-        splits = itertools.combinations(range(len(pooled)), n)
-        count = sum(1 for s in splits if u(s) >= observed)
-        return count / total
-    rng = np.random.default_rng(0)
-    hits = sum(1 for _ in range(20_000) if u(rng.choice(len(pooled), n, replace=False).tolist()) >= observed)
-    return (hits + 1) / 20_001
-
-
-@dataclass
-class ClaimResult:
-    claim: str
-    held: bool
-    evidence: list[str] = field(default_factory=list)
-
-
-def _value(record: dict, key: str) -> float:
-    return float(record[key]["value"])
-
-
-def _by(records: list[dict], arch: str, ber: float) -> list[dict]:
-    return [r for r in records if r["arch"] == arch and r["train_ber"] == ber]
-
-
-def _verdict(res: ClaimResult, significant: list[bool], majority: bool = True) -> ClaimResult:
-    """Held when most comparisons (majority) or none of them (not majority) are significant."""
-    k, m = sum(significant), len(significant)
-    res.held = (2 * k > m) if majority else k == 0
-    res.claim += f" ({k} of {m} comparisons significant at p <= {ALPHA})"
-    return res
-
-
-ALPHA = 0.05
-
-
-def _raised_by_flips(config: Config, records: list[dict], claim: str, value, what: str,
-                     alpha: float) -> ClaimResult:
-    """The claim that flip training raises value(record): each training BER > 0 against 0%,
-    per size, one-sided; held when most comparisons are significant."""
-    res, sig = ClaimResult(claim, False), []
-    for arch in config.archs():
-        base = [value(r) for r in _by(records, arch, 0.0)]
-        for ber in (b for b in config.train_bers if b > 0):
-            trained = [value(r) for r in _by(records, arch, ber)]
-            if base and trained:
-                p = permutation_p(base, trained)
-                sig.append(p <= alpha)
-                res.evidence.append(f"{arch}, trained at {ber:g} vs 0: {what} {np.mean(trained):.4g} vs "
-                                    f"{np.mean(base):.4g}, p = {p:.3g}")
-    return _verdict(res, sig)
-
-
-def paper_claims(config: Config, records: list[dict], alpha: float = ALPHA) -> list[ClaimResult]:
-    """Each claim of the paper this experiment speaks to, tested on these records: one-sided
-    exact permutation tests over the repetitions, one per (size, training BER) comparison.
-    (With 3 repetitions against 3, the smallest possible p is 1/20 = 0.05.)"""
-    out = []
-    flip_bers = [b for b in config.train_bers if b > 0]
-    if config.experiment in ("table3", "fig1") and flip_bers and 0.0 in config.train_bers:
-        out.append(_raised_by_flips(config, records, "flip training raises T-bar (Table III, Fig. 1)",
-                                    lambda r: _value(r, "T_bar"), "mean T-bar", alpha))
-    if config.experiment in ("table3", "fig2") and 0.05 in config.train_bers and 0.0 in config.train_bers:
-        small = ClaimResult("smaller flip-trained BNNs have lower VAR(Pi) (Hypothesis 1: < 64 neurons, 5% BER)", False)
-        large = ClaimResult("for 64 neurons and more, VAR(Pi) is not lower with flip training (5% BER)", False)
-        sig_small, sig_large = [], []
-        for arch, n in zip(config.archs(), config.sizes):
-            base = [_value(r, "var_importance") for r in _by(records, arch, 0.0)]
-            trained = [_value(r, "var_importance") for r in _by(records, arch, 0.05)]
-            if not (base and trained):
-                continue
-            p = permutation_p(trained, base)       # does the flip-trained VAR(Pi) tend to be lower?
-            line = f"{arch}: mean VAR(Pi) {np.mean(trained):.3g} (5%) vs {np.mean(base):.3g} (0%), p = {p:.3g}"
-            (sig_small if n < 64 else sig_large).append(p <= alpha)
-            (small if n < 64 else large).evidence.append(line)
-        if sig_small:
-            out.append(_verdict(small, sig_small))
-        if sig_large:
-            out.append(_verdict(large, sig_large, majority=False))
-    if config.experiment == "fig1" and flip_bers and 0.0 in config.train_bers:
-        top = max(config.eval_bers)
-        out.append(_raised_by_flips(config, records, "flip-trained BNNs are more accurate under bit errors (Fig. 1)",
-                                    lambda r: _accuracy_at(r, top), f"mean accuracy at BER {top:g}", alpha))
-    return out
-
-
-def _accuracy_at(record: dict, ber: float) -> float:
-    for r in record["bit_errors"]["results"]:
-        if float(r["ber"]) == ber:
-            return float(r["mean"]["value"])
-    raise KeyError(ber)
 
 
 def check_config(config: Config) -> None:

@@ -13,7 +13,8 @@ from tabulate import tabulate
 from ..formats.files import atomic_open, read_json, write_json
 from ..formats.provenance import versions
 from . import plots
-from .cells import Config, cells, paper_claims
+from .cells import Config, cells
+from .findings import paper_claims
 from .runner import record_path
 
 CSV_KEYS = ("arch", "train_ber", "rep", "seed", "accuracy", "T_bar", "var_importance", "model", "data")
@@ -78,12 +79,16 @@ def write_report(out: Path, config: Config, records: list[dict], command: str, e
     else:
         lines += ["Plots were skipped: matplotlib is not installed (`pip install 'refbnn[plots]'`).", ""]
     lines += ["## The paper's claims, here", "",
-              "Each comparison is a one-sided exact permutation test of the Mann-Whitney U statistic over the "
-              "repetitions (significant at p <= 0.05); a claim holds when most of its comparisons are significant "
-              "(\"not lower\": when none is). \"Not held\" is a result: this is not the paper's data set or "
-              "budget.", ""]
+              "Each comparison tests the claim in its own direction over the repetitions: an exact one-sided "
+              "permutation test of the Mann-Whitney U statistic (p <= 0.05), with the smallest p these repetitions "
+              "can attain, and the effect as the Hodges-Lehmann shift (flip-trained minus regular) with its exact "
+              "95% interval. A comparison *holds* when the claimed direction is significant, is *not held* when "
+              "the opposite one is, and otherwise *cannot tell*; \"not lower\" holds only when the shift's one-sided "
+              "lower bound is above -20% of the regular models' median. A claim holds when more than half of its "
+              "comparisons hold and none contradicts it, is not held when one contradicts it and no more hold it, "
+              "and otherwise cannot tell (docs/experiments.md).", ""]
     for c in claims:
-        lines.append(f"- **{c.claim}**: {'held' if c.held else 'not held'}")
+        lines.append(f"- **{c.claim}**: {c.outcome}")
         lines += [f"  - {e}" for e in c.evidence]
     if not claims:
         lines.append("- (this configuration tests none of them)")
