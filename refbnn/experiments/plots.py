@@ -3,7 +3,8 @@
 Fig. 1: accuracy over BER with the 95% interval band per model (top), T^b over b
 (bottom). Table III as a figure: VAR(Pi) and T-bar over the training BER per size,
 min/max whiskers. Fig. 2: Pi per neuron over layer size, a marker per layer, regular
-against flip-trained. Each is written as PNG and SVG.
+against flip-trained. Beside the paper: ours over the paper's Table III, where the run
+is comparable. Each is written as PNG and SVG.
 """
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ import numpy as np
 
 from ..biterrors.sweep import t_quantile_975
 from ..formats.figures import available, pyplot, save
+from . import paperdiff
 from .cells import Config
 
-__all__ = ["available", "FIGURES"]
+__all__ = ["available", "FIGURES", "figures"]
 
 MARKERS = ("o", "s", "^", "D", "v")
 
@@ -118,6 +120,47 @@ def fig2(config: Config, records: list[dict], out: Path) -> list[str]:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return save(fig, out, "fig2")
+
+
+def beside_the_paper(config: Config, records: list[dict], out: Path) -> list[str]:
+    """Ours against the paper's Table III, per size: VAR(Pi) and T-bar over the training
+    BER, means with min/max whiskers, ours solid and filled, the paper's dashed and open."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2))
+    colors = plt.cm.viridis(np.linspace(0, 0.85, len(config.sizes)))
+    for ax, metric in zip(axes, ("var_importance", "T_bar")):
+        for k, (arch, size) in enumerate(zip(config.archs(), config.sizes)):
+            rows = paperdiff.plot_rows(config, records, metric, arch, size)
+            if rows is None:
+                continue
+            bers, ours, paper = rows
+            for vals, style, dx, who in ((ours, "-", -0.3, "ours"), (paper, "--", 0.3, "paper")):
+                m = np.array([v[0] for v in vals])
+                err = [m - np.array([v[1] for v in vals]), np.array([v[2] for v in vals]) - m]
+                ax.errorbar(np.array(bers) + dx, m, yerr=np.maximum(err, 0), ls=style, marker=MARKERS[k % 5],
+                            color=colors[k], mfc=colors[k] if who == "ours" else "white", capsize=3,
+                            label=f"{arch} ({who})")
+        ax.set_xlabel("bit error rate during training (%)")
+        ax.grid(alpha=0.3)
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("VAR($\\Pi$), mean over repetitions (log scale)")
+    axes[1].set_ylabel("$\\bar{T}$, mean over repetitions")
+    axes[0].set_title("VAR($\\Pi$): ours (solid) and the paper's Table III (dashed)")
+    axes[1].set_title("$\\bar{T}$: ours (solid) and the paper's Table III (dashed)")
+    handles, labels = axes[1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8,
+               title=f"{config.family} on {config.dataset}; whiskers: min and max over the repetitions",
+               title_fontsize=9)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    return save(fig, out, "table3-paper")
+
+
+def figures(config: Config, records: list[dict], out: Path) -> list[str]:
+    """The experiment's figures, and the overlay with the paper's Table III where comparable."""
+    names = FIGURES[config.experiment](config, records, out)
+    if paperdiff.comparable(config):
+        names += beside_the_paper(config, records, out)
+    return names
 
 
 FIGURES = {"fig1": fig1, "table3": table3, "fig2": fig2}

@@ -1,0 +1,93 @@
+"""The paper's Table III beside ours in report.md (refbnn/experiments/paperdiff.py): on a run
+directory of real (small, random) fc-8 models in the layout `refbnn experiment` writes, with
+the configuration of a Fashion-MNIST run, so that no training is needed."""
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from refbnn.engines.fast import FastEngine
+from refbnn.experiments import paperdiff
+from refbnn.experiments.cells import PAPER_B, Config
+from refbnn.experiments.report import write_report
+from refbnn.formats.datafile import write_data
+from refbnn.formats.modelfile import write_model
+from refbnn.measure.metrics import metrics
+from refbnn.semantics.model import Linear, Model, Threshold, Weight
+from refbnn.verify.conventions import REGISTRY, VariantEngine
+
+CONFIG = Config("table3", dataset="fashion-mnist", family="fc", sizes=(8,), train_bers=(0.0, 0.05), reps=2, epochs=1)
+
+
+def _run_dir(tmp_path):
+    """cells of fc-8 at 0% and 5%, two repetitions each: random 16 -> 8 -> 8 -> 3 models
+    whose first layer reads integers |x| <= 4 (so the 1/Z of eq. 2 matters)."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 5, (60, 16))
+    (tmp_path / "models").mkdir()
+    (tmp_path / "data").mkdir()
+    records = []
+    for ber in CONFIG.train_bers:
+        for rep in range(CONFIG.reps):
+            model = Model.build((16,), 4, [
+                Linear(Weight.from_array(rng.integers(0, 2, (8, 16)))), Threshold(tuple(int(v) for v in rng.integers(-6, 7, 8))),
+                Linear(Weight.from_array(rng.integers(0, 2, (8, 8)))), Threshold(tuple(int(v) for v in rng.integers(-2, 3, 8))),
+                Linear(Weight.from_array(rng.integers(0, 2, (3, 8))))])
+            key = f"fc-8_ber{ber:g}_rep{rep}"
+            engine = FastEngine(model)
+            y = np.array(engine.predictions(x))
+            y[:10] = (y[:10] + 1) % 3
+            write_model(tmp_path / "models" / f"{key}.json", model)
+            write_data(tmp_path / "data" / "test.npz", x, y)
+            records.append({"key": key, "model": f"models/{key}.json", "data": "data/test.npz", "arch": "fc-8",
+                            "train_ber": ber, "rep": rep, "seed": rep,
+                            **metrics(engine, x, y, [(b, Fraction(b)) for b in PAPER_B], with_importance=True)})
+    return records
+
+
+def test_every_cell_is_shown_beside_the_paper_and_the_differences_are_recomputed(tmp_path):
+    records = _run_dir(tmp_path)
+    figures = write_report(tmp_path, CONFIG, records, "refbnn experiment table3 ...", 1.0)
+    report = (tmp_path / "report.md").read_text()
+    cells = paperdiff.compare_cells(CONFIG, records)
+    assert len(cells) == 4                                 # 2 BERs x 2 metrics
+    assert "0.0128 (0.0222,0.00795)" in report and "0.226 (0.240,0.205)" in report   # fc-8 at 0% and 5%, printed
+    t0 = np.mean([float(r["T_bar"]["value"]) for r in records if r["train_ber"] == 0.0])
+    inside = 0.210 <= t0 <= 0.245
+    assert f"| fc-8   | 0%          | T-bar    | {t0:.3g}" in report
+    assert any(c.metric == "T_bar" and c.ber == 0.0 and c.inside == inside for c in cells)
+    assert "T-bar per threshold layer" in report and "### The differences, explained?" in report
+    if "table3-paper.png" in figures:
+        import matplotlib.image as mpimg
+        img = mpimg.imread(tmp_path / "table3-paper.png")
+        assert img.shape[0] > 300 and img.shape[1] > 600
+
+
+def test_a_convention_is_recomputed_with_the_registry_itself(tmp_path):
+    """`first-layer-without-z` on one record equals the registry's VariantEngine directly,
+    and differs from the contract's T-bar (the first layer reads |x| <= 4, so 1/Z matters)."""
+    records = _run_dir(tmp_path)
+    r = records[0]
+    got = paperdiff.recompute(tmp_path, r, ("first-layer-without-z", "var-ddof1"), "T_bar")
+    from refbnn.formats.datafile import read_data
+    from refbnn.formats.modelfile import read_model
+    model = read_model(tmp_path / r["model"])
+    data = read_data(tmp_path / r["data"], model)
+    bs = [Fraction(b) for b in PAPER_B]
+    tol = VariantEngine(model, REGISTRY["first-layer-without-z"].variant).tolerance(data.x, bs)
+    assert got["first-layer-without-z"] == pytest.approx(float(sum(tol.overall[b] for b in bs) / len(bs)))
+    assert got["first-layer-without-z"] > float(r["T_bar"]["value"])         # no /Z: larger margins
+    var = paperdiff.recompute(tmp_path, r, ("var-ddof1",), "var_importance")["var-ddof1"]
+    n = r["neurons"]
+    assert var == pytest.approx(float(Fraction(r["var_importance"]["exact"])) * n / (n - 1))
+
+
+def test_a_run_on_other_data_is_not_compared(tmp_path):
+    records = _run_dir(tmp_path)
+    digits = Config("table3", dataset="digits", family="fc", sizes=(8,), train_bers=(0.0, 0.05), reps=2)
+    write_report(tmp_path, digits, records, "refbnn experiment table3 ...", 1.0)
+    report = (tmp_path / "report.md").read_text()
+    assert "this run is on digits (table3, fc), so it is not compared cell by cell" in report
+    assert "0.0128 (0.0222,0.00795)" not in report
