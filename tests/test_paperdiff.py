@@ -31,9 +31,10 @@ def _run_dir(tmp_path):
     records = []
     for ber in CONFIG.train_bers:
         for rep in range(CONFIG.reps):
+            s1, s2 = (tuple(int(v) for v in rng.integers(-k, k + 1, 8)) for k in (6, 2))
             model = Model.build((16,), 4, [
-                Linear(Weight.from_array(rng.integers(0, 2, (8, 16)))), Threshold(tuple(int(v) for v in rng.integers(-6, 7, 8))),
-                Linear(Weight.from_array(rng.integers(0, 2, (8, 8)))), Threshold(tuple(int(v) for v in rng.integers(-2, 3, 8))),
+                Linear(Weight.from_array(rng.integers(0, 2, (8, 16)))), Threshold(s1),
+                Linear(Weight.from_array(rng.integers(0, 2, (8, 8)))), Threshold(s2),
                 Linear(Weight.from_array(rng.integers(0, 2, (3, 8))))])
             key = f"fc-8_ber{ber:g}_rep{rep}"
             engine = FastEngine(model)

@@ -17,9 +17,8 @@ from ..experiments.cells import (
     Config,
     cells,
     check_config,
-    estimate_seconds,
-    measured_flops,
 )
+from ..experiments.estimate import describe, estimate_seconds
 from ..experiments.report import HEADERS, collect, summary_rows, write_report, write_results
 from ..experiments.runner import connect, finished, run_cells
 from ..formats.datafile import write_data
@@ -106,13 +105,11 @@ def experiment_cmd(experiment, preset, dataset, family, sizes, train_ber, reps, 
     from ..experiments.cells import dataset as load
     data = load(cfg.dataset)
     todo_all = cells(cfg)
-    seconds = estimate_seconds(cfg, data.x_train.shape[1:], len(data.y_train), len(data.y_test),
-                               measured_flops() * 0.25)
     workers = len(client.scheduler_info()["workers"]) if client is not None else jobs
+    seconds = estimate_seconds(cfg, data, [c for c in todo_all if not finished(out, c)])
     click.echo(f"{experiment}: {len(todo_all)} cells ({len(cfg.sizes)} sizes x {len(cfg.train_bers)} training "
                f"BERs x {cfg.reps} repetitions) on {cfg.dataset}, {cfg.epochs} epochs; estimated "
-               f"{seconds / 60:.1f} min of one core, {seconds / 60 / max(workers, 1):.1f} min on {workers} "
-               f"worker{'s' if workers != 1 else ''} (rough: from the flop count)")
+               f"{describe(seconds, workers)} (timed on a slice of each kind of cell)")
     if dry_run:
         return
     if _same_config(out, cfg):

@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass
 from fractions import Fraction
 from functools import lru_cache
 
-import numpy as np
 
 from ..biterrors.masks import ErrorModel
 from ..biterrors.sweep import accuracy_sweep
@@ -131,53 +130,6 @@ def _run_cell(cell: Cell) -> dict:
         record["bit_errors"] = {"seed": cell.seed, "batch_size": 128, "layers": None, "activations": False,
                                 "results": [s.as_dict() for s in sweep]}
     return {"key": cell.key, "model": model_to_dict(model), "record": record}
-
-
-def estimate_seconds(config: Config, input_shape: tuple, n_train: int, n_test: int, flops: float) -> float:
-    """A rough up-front estimate of the total single-core time: training is about 6 flops
-    per weight per sample per epoch (forward and backward), Algorithm 1 at most one
-    forward pass of the test set per neuron, each sweep repetition one per BER."""
-    total = 0.0
-    for arch in config.archs():
-        weights, neurons = _size(arch, tuple(input_shape))
-        per_cell = 6 * weights * n_train * config.epochs + 2 * weights * n_test * (neurons + 1)
-        if config.experiment == "fig1":
-            per_cell += 2 * weights * n_test * len(config.eval_bers) * config.sweep_reps
-        total += per_cell * len(config.train_bers) * config.reps
-    return total / flops
-
-
-def _size(arch: str, input_shape: tuple) -> tuple[int, int]:
-    """(multiply-adds of one forward pass, neurons) of an architecture on inputs of this shape."""
-    from ..training.architectures import parse_arch
-
-    convs, fcs = parse_arch(arch)
-    channels, side = (input_shape[0], input_shape[-1]) if len(input_shape) == 3 else (1, 0)
-    macs, neurons = 0, 0
-    for w in convs:
-        if w == "mp":
-            side //= 2
-            continue
-        macs += 9 * channels * w * side * side
-        neurons += w
-        channels = w
-    k = channels * side * side if convs else int(np.prod(input_shape))
-    for w in fcs:
-        macs += k * w
-        neurons += w
-        k = w
-    return macs + 10 * k, neurons
-
-
-def measured_flops() -> float:
-    """Float32 flops per second of one large GEMM on this machine (an upper bound of what
-    small training steps reach)."""
-    import time
-    a = np.ones((256, 256), np.float32)
-    start = time.perf_counter()
-    for _ in range(20):
-        a @ a
-    return 2 * 256 ** 3 * 20 / max(time.perf_counter() - start, 1e-9)
 
 
 def check_config(config: Config) -> None:
