@@ -229,3 +229,39 @@ def test_without_matplotlib_the_report_says_plots_were_skipped(tmp_path, monkeyp
     assert r.exit_code == 0 and "plots skipped" in r.output
     assert "Plots were skipped: matplotlib is not installed" in (tmp_path / "np" / "report.md").read_text()
     assert not list((tmp_path / "np").glob("*.png"))
+
+
+def test_the_estimate_counts_the_cells_still_to_run_by_kind(monkeypatch):
+    """estimate_seconds times each kind of cell (architecture, flips or not) once and sums
+    over the cells given: none gives 0, and a cell of a timed kind adds that kind's time."""
+    pytest.importorskip("sklearn")
+    from refbnn.experiments import estimate
+    from refbnn.experiments.cells import dataset
+
+    timed = []
+
+    def fake_cost(config, data, arch, flips):
+        timed.append((arch, flips))
+        return estimate.CellCost(10.0 if flips else 4.0, 1.0)
+
+    monkeypatch.setattr(estimate, "cell_cost", fake_cost)
+    config = Config("table3", sizes=(8, 16), train_bers=(0.0, 0.05, 0.1), reps=2)
+    todo = cells(config)
+    data = dataset("digits")
+    assert estimate.estimate_seconds(config, data, []) == 0
+    # per size: 2 reps at 0% (5 s each) + 4 cells with flips (11 s each) = 54 s; two sizes
+    assert estimate.estimate_seconds(config, data, todo) == 2 * (2 * 5.0 + 4 * 11.0)
+    assert sorted(timed) == [("fc-16", False), ("fc-16", True), ("fc-8", False), ("fc-8", True)]
+
+
+def test_a_slice_of_a_cell_is_really_timed():
+    """cell_cost runs the trainer and Algorithm 1 for real on slices: positive times that
+    grow with the epochs (training) but not the measurement."""
+    pytest.importorskip("sklearn")
+    from refbnn.experiments.cells import dataset
+    from refbnn.experiments.estimate import cell_cost
+
+    data = dataset("digits")
+    short = cell_cost(Config("table3", epochs=2), data, "fc-8", False)
+    long = cell_cost(Config("table3", epochs=200), data, "fc-8", False)
+    assert 0 < short.train < long.train and short.measure > 0
