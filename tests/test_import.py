@@ -2,7 +2,9 @@
 imported, and compared with the source's own runtime (onnxruntime, the QONNX executor)."""
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -500,21 +502,38 @@ def valid_sources(tmp_path_factory):
     onnx.save(_cnn_graph(np.random.default_rng(12), "pool-thr", True), str(d / "net.onnx"))
     np.savez(d / "sd.npz", **_fc_state(np.random.default_rng(13)))
     (d / "layout.json").write_text(json.dumps(FC_LAYOUT))
+    (d / "sd.pt").write_bytes((Path(__file__).parent / "data" / "fc_state.pt").read_bytes())
+    if importlib.util.find_spec("h5py"):
+        from keras_files import larq_cnn, write_h5, write_keras
+        config, weights = larq_cnn(np.random.default_rng(14))
+        write_h5(d / "model.h5", config, weights)
+        write_keras(d / "model.keras", config, weights)
     return d
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.data())
 def test_damaged_sources_are_bad_input_not_crashes(valid_sources, tmp_path, data):
-    """Property: any damage to an ONNX file, a state dict or a layout file (bytes flipped,
-    inserted, deleted, truncated) gives exit 0 or 2 with one line, never a traceback."""
-    which = data.draw(st.sampled_from(["net.onnx", "sd.npz", "layout.json"]))
-    for name in ("net.onnx", "sd.npz", "layout.json"):
+    """Property: any damage to an ONNX file, a state dict (.npz, .pt), a layout file or a
+    Keras file (.h5, .keras) (bytes flipped, inserted, deleted, truncated) gives exit 0 or 2
+    with one line, never a traceback, and never hangs (libhdf5 may loop on a damaged file:
+    its read is refused after READ_TIMEOUT, here 10 s)."""
+    from refbnn.importers import keras
+
+    names = sorted(p.name for p in valid_sources.iterdir())
+    which = data.draw(st.sampled_from(names))
+    for name in names:
         raw = (valid_sources / name).read_bytes()
         (tmp_path / name).write_bytes(damaged(raw, data) if name == which else raw)
-    args = ["net.onnx", "--z", "15", "--input", "x"] if which == "net.onnx" else \
-        ["sd.npz", "--layout", str(tmp_path / "layout.json")]
-    r = CliRunner().invoke(main, ["import", str(tmp_path / args[0])] + args[1:] + ["-o", str(tmp_path / "m.json")])
+    if which in ("net.onnx", "model.h5", "model.keras"):
+        args = [which, "--z", "15", "--input", "x"]
+    else:
+        args = ["sd.pt" if which == "sd.pt" else "sd.npz", "--layout", str(tmp_path / "layout.json")]
+    saved, keras.READ_TIMEOUT = keras.READ_TIMEOUT, 10
+    try:
+        r = CliRunner().invoke(main, ["import", str(tmp_path / args[0])] + args[1:] + ["-o", str(tmp_path / "m.json")])
+    finally:
+        keras.READ_TIMEOUT = saved
     assert_clean_exit(r)
 
 

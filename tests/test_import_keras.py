@@ -160,3 +160,40 @@ def test_a_dense_only_larq_model_with_a_2d_input(tmp_path):
     x = rng.integers(-7, 8, (100, 1, 4, 4))
     want = keras_forward(config, weights, x.reshape(100, 4, 4)[..., None]).argmax(axis=1)
     assert list(FastEngine(model).predictions(x)) == list(want)
+
+
+def test_conv_pool_batchnorm_flatten_then_the_dense_layers_input_quantizer(tmp_path):
+    """Larq's most common block: QuantConv2D -> MaxPooling2D -> BatchNormalization -> Flatten,
+    the sign coming from the next QuantDense's input quantizer. refbnn's model is
+    conv -> maxpool -> threshold -> flatten (the sign commutes with the flatten)."""
+    rng = np.random.default_rng(11)
+    layers = [input_layer((4, 4, 1)), quant_conv("c", 3, 3, "same", input_quantizer=None),
+              keras_layer("MaxPooling2D", "p", pool_size=[2, 2], padding="valid", strides=[2, 2]),
+              batchnorm("bn"), keras_layer("Flatten", "f", data_format="channels_last"),
+              quant_dense("d", 3), keras_layer("Activation", "a", activation="softmax")]
+    config = {"class_name": "Sequential", "config": {"name": "s", "layers": layers}}
+    weights = {"c": [("kernel", rng.normal(size=(3, 3, 1, 3)).astype(np.float32))],
+               "bn": [("beta", rng.uniform(-1, 1, 3).astype(np.float32)),
+                      ("moving_mean", rng.uniform(-10, 10, 3).astype(np.float32)),
+                      ("moving_variance", rng.uniform(1, 9, 3).astype(np.float32))],
+               "d": [("kernel", rng.normal(size=(12, 3)).astype(np.float32))]}
+    model = import_model(_file(tmp_path, "h5", config, weights), z=5, input_map="x").model
+    assert [layer.type for layer in model.layers] == ["conv2d", "maxpool2d", "threshold", "flatten", "linear"]
+    x = rng.integers(-5, 6, (200, 1, 4, 4))
+    want = keras_forward(config, weights, x.transpose(0, 2, 3, 1)).argmax(axis=1)
+    assert list(FastEngine(model).predictions(x)) == list(want)
+
+
+def test_a_damaged_file_on_which_libhdf5_loops_is_refused_in_time(monkeypatch, tmp_path):
+    """tests/data/damaged_loops_libhdf5.h5 is a Keras .h5 written by tests/keras_files.py with
+    some bytes damaged (found by the damage fuzz test): reading its model_config attribute
+    makes libhdf5 loop forever. The read runs in a child process with a time limit, so the
+    import is refused, naming the file, instead of hanging."""
+    from pathlib import Path
+
+    from refbnn.importers import keras
+
+    monkeypatch.setattr(keras, "READ_TIMEOUT", 5)
+    path = Path(__file__).parent / "data" / "damaged_loops_libhdf5.h5"
+    with pytest.raises(InputError, match="did not finish reading the file in 5 s"):
+        import_model(path, z=15, input_map="x")

@@ -213,8 +213,6 @@ class _Folder:
         if t.kind == "pre":
             # Keras flattens before the next layer's input quantizer: the sign of a flattened
             # tensor is the flattened sign, so the flatten moves behind the threshold
-            if t.pooled or t.flat is not None:
-                raise RefusedError(f"{s.where}: flatten between a pooling and its sign")
             t.flat = s.where
             return
         self.layers.append(Flatten())
@@ -293,7 +291,7 @@ class _Folder:
         t = self.t
         if self.input_threshold is not None:
             raise RefusedError(f"{s.where}: a second sign on the network input")
-        if t.clip is not None or not (np.all(np.isfinite(t.a)) and np.all(np.isfinite(t.c))):
+        if not (np.all(np.isfinite(t.a)) and np.all(np.isfinite(t.c))):
             raise RefusedError(f"{s.where}: the input's scale or offset is not finite")
         thresholds, polarity, near, zero_at = [], [], [], []
         tol = TIE_RELATIVE * max(1.0, float(np.max(np.abs(t.c / np.where(t.a == 0, 1, t.a)))))

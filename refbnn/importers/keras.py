@@ -18,19 +18,25 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import subprocess
+import sys
+import tempfile
 import zipfile
 from typing import Any, Optional
 
 import numpy as np
 
 from ..formats.files import InputError
-from ..formats.npzfile import regular_file
+from ..formats.npzfile import npz_arrays, npz_headers, regular_file
 from .fold import RefusedError
 from .steps import BatchNormStep, FlattenStep, MonotoneStep, PoolStep, SignStep, Step, WeightStep
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 MAX_KERAS_BYTES = 2**32
+MAX_WEIGHT_VALUES = 2**30          # refbnn's limit on one weight tensor (docs/semantics.md §3.3)
+READ_TIMEOUT = 120                 # seconds for the child process that reads the HDF5 file
 # Larq quantizers whose forward pass is sign(x) with +1 at 0 (they differ only in gradient)
 SIGN_QUANTIZERS = {"ste_sign", "approx_sign", "swish_sign", "stesign", "approxsign", "swishsign"}
 # Larq quantizers refbnn cannot represent, and why
@@ -49,8 +55,11 @@ def is_keras(path: str) -> bool:
     if head == HDF5_SIGNATURE:
         return True
     if head.startswith(b"PK") and zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as z:
-            names = set(z.namelist())
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = set(z.namelist())
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError):
+            return False             # a damaged zip: the state-dict reader names the damage
         return "config.json" in names and "model.weights.h5" in names
     return False
 
@@ -64,12 +73,60 @@ def _h5py(path: str):
 
 
 class _Weights:
-    """The variables of each layer by name (`.h5`) or by position (`.keras`)."""
+    """The variables of each layer by name (`.h5`) or by position (`.keras`).
 
-    def __init__(self, path: str):
-        h5py = _h5py(path)
+    libhdf5 can loop forever on a damaged file (seen on a vlen string attribute whose heap
+    a flipped byte broke), and a C loop cannot be interrupted: so the file is read in a
+    child process (`python -m refbnn.importers.keras FILE OUT.npz`) under a time limit,
+    which hands over the config and the arrays as an `.npz`, read back with refbnn's own
+    checked reader. No pickle crosses."""
+
+    def __init__(self, path: str, isolated: bool = True):
+        _h5py(path)                                   # name the extra before anything else
         self.path = path
         self.by_layer: dict[str, list[tuple[str, np.ndarray]]] = {}
+        if isolated:
+            self._read_in_child()
+        else:
+            self._read()
+
+    def _read_in_child(self) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "weights.npz")
+            try:
+                root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+                proc = subprocess.run([sys.executable, "-m", "refbnn.importers.keras", self.path, out],
+                                      capture_output=True, text=True, timeout=READ_TIMEOUT, env=env)
+            except subprocess.TimeoutExpired:
+                raise InputError(f"{self.path}: the HDF5 library did not finish reading the file in "
+                                 f"{READ_TIMEOUT} s (a damaged file?)") from None
+            if proc.returncode != 0:
+                lines = [line for line in proc.stderr.splitlines() if line.strip()]
+                raise InputError(lines[-1].removeprefix("refbnn-error: ") if lines and
+                                 lines[-1].startswith("refbnn-error: ") else
+                                 f"{self.path}: reading failed ({(lines or ['no message'])[-1][:160]})")
+            headers = npz_headers(out, MAX_WEIGHT_VALUES * 8)
+            arrays = npz_arrays(out, headers, headers)
+        self.config = json.loads(arrays.pop("config").tobytes())
+        index = json.loads(arrays.pop("index").tobytes())
+        self.by_layer = {layer: [(name, arrays[key]) for name, key in vars_] for layer, vars_ in index.items()}
+
+    def write(self, out: str) -> None:
+        """Hand the config and the arrays to the parent process (see the class docstring)."""
+        arrays, index = {}, {}
+        for layer, vars_ in self.by_layer.items():
+            index[layer] = []
+            for name, a in vars_:
+                key = f"a{len(arrays)}"
+                arrays[key] = a
+                index[layer].append([name, key])
+        meta = {k: np.frombuffer(json.dumps(v).encode(), dtype=np.uint8) for k, v in
+                (("config", self.config), ("index", index))}
+        np.savez(out, **arrays, **meta)
+
+    def _read(self) -> None:
+        h5py, path = _h5py(self.path), self.path
         try:
             if zipfile.is_zipfile(path):
                 with zipfile.ZipFile(path) as z:
@@ -86,14 +143,26 @@ class _Weights:
                     self._read_h5(f)
         except InputError:
             raise
-        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+        except (OSError, KeyError, ValueError, RuntimeError, TypeError, AttributeError, IndexError,
+                zipfile.BadZipFile) as e:   # h5py reports a damaged file as any of these
             raise InputError(f"{path}: not a readable Keras file ({type(e).__name__}: {str(e)[:120]})") from None
 
     def _read_h5(self, f) -> None:
         root = f["model_weights"] if "model_weights" in f else f
         for layer in root:
             names = root[layer].attrs.get("weight_names", [])
-            self.by_layer[layer] = [(_var_name(n), np.asarray(root[layer][_decode(n)])) for n in names]
+            self.by_layer[layer] = [(_var_name(n), self._array(root[layer][_decode(n)], layer)) for n in names]
+
+    def _array(self, ds, layer: str) -> np.ndarray:
+        """A weight array, its size checked from its header before it is read (a damaged or
+        hostile file may declare any shape)."""
+        shape = getattr(ds, "shape", None)
+        if shape is None or getattr(ds, "dtype", None) is None or ds.dtype.kind not in "fiu":
+            raise InputError(f"{self.path}: layer {layer!r}: a weight that is not a numeric array")
+        if int(np.prod(shape, dtype=np.float64)) > MAX_WEIGHT_VALUES:
+            raise InputError(f"{self.path}: layer {layer!r}: a weight of shape {list(shape)} exceeds "
+                             f"{MAX_WEIGHT_VALUES} values")
+        return np.asarray(ds)
 
     def _read_keras_v3(self, f, config: dict) -> None:
         # The weights file names each layer after its class, numbered per class in layer
@@ -109,7 +178,7 @@ class _Weights:
             if key in layers:
                 vars_ = layers[key]["vars"] if "vars" in layers[key] else {}
                 name = str(layer.get("config", {}).get("name"))
-                self.by_layer[name] = [(str(k), np.asarray(vars_[str(k)])) for k in sorted(map(int, vars_))]
+                self.by_layer[name] = [(str(k), self._array(vars_[str(k)], name)) for k in sorted(map(int, vars_))]
 
     def of(self, layer: str, names: list[str], where: str) -> list[np.ndarray]:
         """The variables `names` of `layer` in that order (by name in `.h5`, else by position)."""
@@ -433,3 +502,17 @@ def _first_shape(layers: list[dict]) -> tuple[int, ...]:
             return (shape[2], shape[0], shape[1]) if len(shape) == 3 else shape
     return ()
 
+
+
+def _child(path: str, out: str) -> int:
+    """The child process's work: read the file, write the `.npz`; a refusal goes to stderr."""
+    try:
+        _Weights(path, isolated=False).write(out)
+    except InputError as e:
+        print(f"refbnn-error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child(sys.argv[1], sys.argv[2]))

@@ -63,8 +63,11 @@ def is_torch_zip(path: str) -> bool:
     """A torch zip file: one top-level folder holding `data.pkl`."""
     if not zipfile.is_zipfile(path):
         return False
-    with zipfile.ZipFile(path) as z:
-        return any(n.endswith("/data.pkl") and n.count("/") == 1 for n in z.namelist())
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith("/data.pkl") and n.count("/") == 1 for n in z.namelist())
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError):
+        return False                 # a damaged zip: the caller's reader names the damage
 
 
 def read_torch_file(path: str, max_bytes: int) -> Any:
