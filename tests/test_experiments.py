@@ -265,3 +265,25 @@ def test_a_slice_of_a_cell_is_really_timed():
     short = cell_cost(Config("table3", epochs=2), data, "fc-8", False)
     long = cell_cost(Config("table3", epochs=200), data, "fc-8", False)
     assert 0 < short.train < long.train and short.measure > 0
+
+
+def test_report_only_reports_the_finished_cells_and_names_what_is_missing(tmp_path):
+    """A run stopped after some cells: --report-only writes results and report.md from those,
+    says how many of how many and which (arch, BER) have none, and runs nothing."""
+    pytest.importorskip("sklearn")
+    out = tmp_path / "t3"
+    args = ["table3", "--sizes", "8", "--train-ber", "0,0.05", "--reps", "1", "--epochs", "1", "--out", out,
+            "--jobs", "1"]
+    r = _run(*args)
+    assert r.exit_code == 0, r.output
+    (out / "cells" / "fc-8_ber0.05_rep0.json").unlink()       # as if the run had stopped before it
+    (out / "report.md").unlink()
+    r = _run(*args, "--report-only")
+    assert r.exit_code == 0, r.output
+    report = (out / "report.md").read_text()
+    assert "**Unfinished: 1 of 2 cells.** Cells with no repetition yet: fc-8 at 5%." in report
+    assert "(reported with --report-only)" in report
+    assert not (out / "cells" / "fc-8_ber0.05_rep0.json").exists()     # nothing was run
+    r = _run("table3", "--sizes", "16", "--train-ber", "0", "--reps", "1", "--epochs", "1", "--out", out,
+             "--report-only")
+    assert r.exit_code == 2 and "sizes: this directory holds a run with sizes = [8], not [16]" in r.output

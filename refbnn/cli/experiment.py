@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import click
 from tabulate import tabulate
@@ -85,9 +86,12 @@ def _same_config(out: Path, cfg: Config) -> bool:
 @click.option("--scheduler", default=None, help="tcp://HOST:PORT of a Dask scheduler to run the cells on.")
 @click.option("--resume", is_flag=True, help="Continue a run in --out: skip the finished cells.")
 @click.option("--dry-run", is_flag=True, help="Only print the cells and the time estimate.")
+@click.option("--report-only", is_flag=True,
+              help="Run nothing: write results and report.md from the cells finished in --out so far "
+                   "(a run stopped early; the report says what is missing, --resume continues it).")
 @json_option
 def experiment_cmd(experiment, preset, dataset, family, sizes, train_ber, reps, epochs, seed, eval_ber, sweep_reps,
-                   out_dir, jobs, scheduler, resume, dry_run, json_path) -> None:
+                   out_dir, jobs, scheduler, resume, dry_run, report_only, json_path) -> None:
     """Rerun one of the paper's experiments: train every cell (architecture x training
     BER x repetition), measure it exactly, and write tables, plots and report.md.
 
@@ -105,6 +109,12 @@ def experiment_cmd(experiment, preset, dataset, family, sizes, train_ber, reps, 
     from ..experiments.cells import dataset as load
     data = load(cfg.dataset)
     todo_all = cells(cfg)
+    if report_only:
+        if not _same_config(out, cfg):
+            raise InputError(f"{out}/experiment.json: missing or another configuration; --report-only reports "
+                             "the run of these options in --out")
+        _finish(out, cfg, experiment, todo_all, None, [], json_path)
+        return
     workers = len(client.scheduler_info()["workers"]) if client is not None else jobs
     seconds = estimate_seconds(cfg, data, [c for c in todo_all if not finished(out, c)])
     click.echo(f"{experiment}: {len(todo_all)} cells ({len(cfg.sizes)} sizes x {len(cfg.train_bers)} training "
@@ -131,11 +141,17 @@ def experiment_cmd(experiment, preset, dataset, family, sizes, train_ber, reps, 
     finally:
         if client is not None:
             client.close()
+    _finish(out, cfg, experiment, todo_all, time.perf_counter() - start, failed, json_path)
+
+
+def _finish(out: Path, cfg, experiment: str, todo_all: list, elapsed: Optional[float], failed: list,
+            json_path: Optional[str]) -> None:
+    """results.json, results.csv and report.md from the finished cells; the summary."""
     records = collect(out, cfg)
     write_results(out, cfg, records)
     command = portable_command(sys.argv[1:], out) if sys.argv[1:2] == ["experiment"] else \
         f"refbnn experiment {experiment} (called from Python)"
-    figures = write_report(out, cfg, records, command, time.perf_counter() - start)
+    figures = write_report(out, cfg, records, command, elapsed)
     click.echo(tabulate(summary_rows(cfg, records), headers=HEADERS))
     click.echo(f"wrote {out}/results.json, results.csv, report.md" + (f", {', '.join(figures)}" if figures else
                                                                        " (plots skipped: no matplotlib)"))

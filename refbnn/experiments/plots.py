@@ -66,13 +66,14 @@ def fig1(config: Config, records: list[dict], out: Path) -> list[str]:
 def table3(config: Config, records: list[dict], out: Path) -> list[str]:
     plt = pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 5))
-    x = [100 * ber for ber in config.train_bers]
     for k, arch in enumerate(config.archs()):
         for ax, key in ((a, "var_importance"), (b, "T_bar")):
-            vals = [[float(r[key]["value"]) for r in records if r["arch"] == arch and r["train_ber"] == ber]
-                    for ber in config.train_bers]
-            if not all(vals):
+            found = [(100 * ber, [float(r[key]["value"]) for r in records if r["arch"] == arch and
+                                  r["train_ber"] == ber]) for ber in config.train_bers]
+            found = [(x_, v) for x_, v in found if v]          # an unfinished run lacks some cells
+            if not found:
                 continue
+            x, vals = [f[0] for f in found], [f[1] for f in found]
             mean = np.array([np.mean(v) for v in vals])
             lo, hi = mean - np.array([min(v) for v in vals]), np.array([max(v) for v in vals]) - mean
             ax.errorbar(np.array(x) + 0.25 * (k - 2), mean, yerr=[lo, hi], marker=MARKERS[k % len(MARKERS)],
@@ -85,8 +86,9 @@ def table3(config: Config, records: list[dict], out: Path) -> list[str]:
         ax.grid(alpha=0.3)
     # one legend below both panels, where it covers no data
     handles, labels = a.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9,
-               title="first-layer width (whiskers: min and max over the repetitions)", title_fontsize=9)
+    if labels:
+        fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9,
+                   title="first-layer width (whiskers: min and max over the repetitions)", title_fontsize=9)
     a.set_title(f"Table III as a figure: VAR($\\Pi$) ({config.dataset})")
     b.set_title(f"Table III as a figure: $\\bar{{T}}$ ({config.dataset})")
     fig.tight_layout(rect=(0, 0.14, 1, 1))
@@ -148,9 +150,10 @@ def beside_the_paper(config: Config, records: list[dict], out: Path) -> list[str
     axes[0].set_title("VAR($\\Pi$): ours (solid) and the paper's Table III (dashed)")
     axes[1].set_title("$\\bar{T}$: ours (solid) and the paper's Table III (dashed)")
     handles, labels = axes[1].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8,
-               title=f"{config.family} on {config.dataset}; whiskers: min and max over the repetitions",
-               title_fontsize=9)
+    if labels:
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8,
+                   title=f"{config.family} on {config.dataset}; whiskers: min and max over the repetitions",
+                   title_fontsize=9)
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     return save(fig, out, "table3-paper")
 

@@ -60,14 +60,16 @@ def write_results(out: Path, config: Config, records: list[dict]) -> None:
         f.write(buf.getvalue())
 
 
-def write_report(out: Path, config: Config, records: list[dict], command: str, elapsed: float) -> list[str]:
+def write_report(out: Path, config: Config, records: list[dict], command: str, elapsed: Optional[float]) -> list[str]:
     """report.md with the table, the plots (or why they are missing), the command, the
     versions, and each claim of the paper with its test. Returns the figure files."""
     figures = plots.figures(config, records, out) if plots.available() else []
     claims = paper_claims(config, records)
     lines = [f"# refbnn experiment {config.experiment}", "",
              f"Command: `{command}`", "",
-             f"{versions()}; {len(records)} cells, {elapsed:.0f} s wall time.", "",
+             f"{versions()}; {len(records)} cells" + (f", {elapsed:.0f} s wall time." if elapsed is not None
+                                                       else " (reported with --report-only)."), "",
+             *_unfinished(config, records),
              "Configuration: " + ", ".join(f"{k} = {v}" for k, v in config.as_json().items()), "",
              "## Results", "", "Mean over the repetitions, (min, max) in brackets, as in the paper's Table III.", "",
              tabulate(summary_rows(config, records), headers=HEADERS, tablefmt="github"), "",
@@ -126,3 +128,16 @@ def _beside_the_paper(out: Path, config: Config, records: list[dict]) -> list[st
               "(docs/semantics.md §11.2). A finding about the paper's table, not a change to refbnn.", ""]
     lines += paperdiff.explain(out, config, records, cells) or ["- Every compared cell lies inside the paper's range."]
     return lines + [""]
+
+
+def _unfinished(config: Config, records: list[dict]) -> list[str]:
+    """A paragraph when the run has not finished every cell: which are missing, how to go on."""
+    total = cells(config)
+    if len(records) >= len(total):
+        return []
+    done = {(r["arch"], r["train_ber"]) for r in records}
+    missing = sorted({(c.arch, c.train_ber) for c in total} - done)
+    return [f"**Unfinished: {len(records)} of {len(total)} cells.** Cells with no repetition yet: "
+            f"{', '.join(f'{a} at {100 * b:g}%' for a, b in missing[:12]) or 'none'}"
+            f"{' ...' if len(missing) > 12 else ''}. The same command with `--resume` continues the run; "
+            "every table and verdict below uses the finished cells only.", ""]
