@@ -236,9 +236,8 @@ def _base_name(name: str, cls: str) -> str:
 class _Reader:
     """Walks the layer configs in order, keeping the Keras shape (channels last)."""
 
-    def __init__(self, weights: _Weights, where_prefix: str):
+    def __init__(self, weights: _Weights):
         self.w = weights
-        self.prefix = where_prefix
         self.steps: list[Step] = []
         self.shape: tuple[int, ...] = ()      # Keras shape without batch: (H, W, C) or (K,)
         self.channels_last = True
@@ -470,7 +469,7 @@ def read_keras(path: str) -> tuple[list[Step], tuple[int, ...], bool]:
     and whether Keras reads that input channels last."""
     regular_file(path, MAX_KERAS_BYTES)
     weights = _Weights(path)
-    reader = _Reader(weights, path)
+    reader = _Reader(weights)
     layers = _chain(weights.config, path)
     for layer in layers:
         cls = str(layer.get("class_name", "?"))
