@@ -28,8 +28,9 @@ from refbnn.importers import import_model  # noqa: E402
 from refbnn.importers.check import check  # noqa: E402
 
 
-def _larq_model(input_quantizer: bool, channels: int, seed: int):
-    """Larq's MNIST-example layers (smaller), with batch norms given random statistics."""
+def _larq_model(input_quantizer: bool, channels: int, seed: int, pooled_last: bool = False):
+    """Larq's MNIST-example layers (smaller), with batch norms given random statistics;
+    `pooled_last`: the last conv block pools before its batch norm and the Flatten."""
     tf.keras.utils.set_random_seed(seed)
     kw = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign", kernel_constraint="weight_clip", use_bias=False)
     first = dict(kw) if input_quantizer else {k: v for k, v in kw.items() if k != "input_quantizer"}
@@ -37,7 +38,8 @@ def _larq_model(input_quantizer: bool, channels: int, seed: int):
         lq.layers.QuantConv2D(4, (3, 3), input_shape=(8, 8, channels), padding="same", **first),
         tf.keras.layers.MaxPooling2D((2, 2)),
         tf.keras.layers.BatchNormalization(scale=False),
-        lq.layers.QuantConv2D(6, (3, 3), **kw),
+        lq.layers.QuantConv2D(6, (3, 3), padding="same" if pooled_last else "valid", **kw),
+        *([tf.keras.layers.MaxPooling2D((2, 2))] if pooled_last else []),
         tf.keras.layers.BatchNormalization(scale=False),
         tf.keras.layers.Flatten(),
         lq.layers.QuantDense(8, **kw),
@@ -57,14 +59,15 @@ def _larq_model(input_quantizer: bool, channels: int, seed: int):
     return model
 
 
-@pytest.mark.parametrize("input_quantizer,channels", [(False, 1), (True, 3)])
+@pytest.mark.parametrize("input_quantizer,channels,pooled_last", [(False, 1, False), (True, 3, False),
+                                                                   (False, 2, True)])
 def test_larq_files_and_their_tf2onnx_export_import_and_agree_with_their_runtimes(input_quantizer, channels,
-                                                                                   tmp_path):
+                                                                                   pooled_last, tmp_path):
     """Property: the `.h5`, the `.keras` and the tf2onnx graph of one Larq model import to the
     same refbnn model, whose predictions equal TensorFlow's on every input (and onnxruntime's,
     sign for sign, on the graph)."""
     tf2onnx = pytest.importorskip("tf2onnx")
-    keras_model = _larq_model(input_quantizer, channels, seed=3 + channels)
+    keras_model = _larq_model(input_quantizer, channels, seed=3 + channels, pooled_last=pooled_last)
     keras_model.save(tmp_path / "m.h5")
     keras_model.save(tmp_path / "m.keras")
     spec = (tf.TensorSpec((None, 8, 8, channels), tf.float32, name="input"),)
