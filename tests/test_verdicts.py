@@ -138,7 +138,8 @@ def test_the_committed_fashion_example_is_cannot_tell_not_held():
     flip training but p = 0.35: "not lower" used to be reported held (nothing significant); with 3
     against 3 nothing can show "not lower", so it cannot tell."""
     config = Config("table3", sizes=(64,), train_bers=(0.0, 0.05), reps=3)
-    # docs/fashion-run/table3/results.csv (3 significant digits). U of "5% above 0%" = 3 (4.45e-05
+    # the 10-epoch Fashion run committed before the three-outcome rule (its results.csv, 3
+    # significant digits; superseded by docs/paper-run/). U of "5% above 0%" = 3 (4.45e-05
     # beats all three), and P(U <= 3) = (1 + 1 + 2 + 3) / 20 = 0.35
     recs = _records("var_importance", {("fc-64", 0.0): [3.28e-05, 3.34e-05, 4.16e-05],
                                        ("fc-64", 0.05): [8.09e-06, 9.42e-06, 4.45e-05]})

@@ -149,7 +149,8 @@ def _finish(out: Path, cfg, experiment: str, todo_all: list, elapsed: Optional[f
     """results.json, results.csv and report.md from the finished cells; the summary."""
     records = collect(out, cfg)
     write_results(out, cfg, records)
-    command = portable_command(sys.argv[1:], out) if sys.argv[1:2] == ["experiment"] else \
+    argv = [a for a in sys.argv[1:] if a != "--report-only"]      # the run's own command
+    command = portable_command(argv, out) if argv[:1] == ["experiment"] else \
         f"refbnn experiment {experiment} (called from Python)"
     figures = write_report(out, cfg, records, command, elapsed)
     click.echo(tabulate(summary_rows(cfg, records), headers=HEADERS))
