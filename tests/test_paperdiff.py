@@ -92,3 +92,30 @@ def test_a_run_on_other_data_is_not_compared(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "this run is on digits (table3, fc), so it is not compared cell by cell" in report
     assert "0.0128 (0.0222,0.00795)" not in report
+
+
+def test_a_convention_that_brings_every_cell_inside_is_named_as_the_finding(tmp_path, monkeypatch):
+    """With the paper's ranges put (by a stand-in table) around our T-bar recomputed without
+    the 1/Z of eq. 2, and away from our contract T-bar, the explanation names exactly
+    `first-layer-without-z` as bringing every cell into the range."""
+    from refbnn.experiments.paper_table3 import PaperValue
+
+    records = _run_dir(tmp_path)
+    no_z = {}
+    for r in records:
+        v = paperdiff.recompute(tmp_path, r, ("first-layer-without-z",), "T_bar")["first-layer-without-z"]
+        no_z.setdefault(r["train_ber"], []).append(v)
+
+    def stand_in(family, size, ber, metric):
+        if metric != "T_bar":
+            return None
+        m = float(np.mean(no_z[ber]))
+        return PaperValue(m, m - 1e-9, m + 1e-9, f"{m} (stand-in)")
+
+    monkeypatch.setattr(paperdiff, "paper_value", stand_in)
+    cells = paperdiff.compare_cells(CONFIG, records)
+    assert [c.inside for c in cells] == [False, False]            # the contract's T-bar is smaller
+    lines = paperdiff.explain(tmp_path, CONFIG, records, cells)
+    assert "  - `first-layer-without-z` (the first layer's margin is not divided by Z): 2 of 2 inside" in lines
+    assert lines[-1] == ("  - Finding: `first-layer-without-z` brings every one of the 2 cells into the paper's "
+                         "range: the paper's numbers are consistent with that convention.")
