@@ -84,10 +84,7 @@ def test_nothing_cites_a_file_outside_the_repository():
     assert offenders == []
 
 
-# test_paper_table3.py reads the paper where it lies beside the repository (as in CI) to
-# check the transcription of Table III character for character, and skips elsewhere:
-# refbnn itself never reads anything outside the repository.
-CHECKS_AGAINST_THE_PAPER = ("test_docs.py", "test_paper_table3.py")
+CHECKS_AGAINST_THE_PAPER = ("test_docs.py",)
 
 
 # -- the demo output shown in the README ------------------------------------------------------
