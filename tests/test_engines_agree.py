@@ -86,3 +86,19 @@ def test_incremental_paths_each_equal_the_definition(fraction, case):
         assert FastEngine(case.model).importance(case.x, y) == neuron_importance(ref, case.x, y)
     finally:
         inc.SPARSE_FRACTION = saved
+
+
+@given(case=model_cases(max_inputs=12))
+def test_conv_steps_in_pieces_of_one_row_equal_the_definition(case):
+    """Property: Algorithm 1's conv -> (pool ->) threshold step, run in pieces of rows on
+    threads, gives the definition's Pi when every piece is a single row."""
+    import refbnn.engines.incremental as inc
+
+    ref = Interpreter(case.model)
+    y = _labels_with_a_hit(case, ref)
+    saved = inc.PIECE_BYTES
+    inc.PIECE_BYTES = 1
+    try:
+        assert FastEngine(case.model).importance(case.x, y) == neuron_importance(ref, case.x, y)
+    finally:
+        inc.PIECE_BYTES = saved

@@ -289,3 +289,19 @@ def test_report_only_reports_the_finished_cells_and_names_what_is_missing(tmp_pa
     r = _run("table3", "--sizes", "16", "--train-ber", "0", "--reps", "1", "--epochs", "1", "--out", out,
              "--report-only")
     assert r.exit_code == 2 and "sizes: this directory holds a run with sizes = [8], not [16]" in r.output
+
+
+def test_cells_run_repetition_by_repetition(tmp_path, monkeypatch):
+    """Every cell's repetition 0 is handed out before any cell's repetition 1 (TINY: 2 BERs x
+    2 repetitions), so a run stopped early holds whole tables with fewer repetitions."""
+    import refbnn.cli.experiment as command
+
+    handed = []
+
+    def record(out, todo, *args):
+        handed.extend(c.key for c in todo)
+        raise KeyboardInterrupt            # stop here: the order is all this test needs
+
+    monkeypatch.setattr(command, "run_cells", record)
+    _run("table3", *TINY, "--out", tmp_path / "t3", "--jobs", "2")
+    assert handed == ["fc-8_ber0_rep0", "fc-8_ber0.1_rep0", "fc-8_ber0_rep1", "fc-8_ber0.1_rep1"]

@@ -6,14 +6,18 @@ cross-entropy, and the linear and conv maps for fixed signs) is checked in float
 """
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from refbnn.training.nn import (
+    PIECE,
     BatchNorm,
     BinaryConv2d,
     BinaryLinear,
     MaxPool,
     ScaledOutput,
     SignActivation,
+    over_batch,
     softmax_cross_entropy,
 )
 
@@ -82,6 +86,100 @@ def test_linear_and_conv_backward_for_fixed_signs():
     check_module(conv, RNG.normal(size=(2, 2, 4, 5)))
 
 
+def direct_conv(x, w, p):
+    """The convolution by its definition: out[b,o,i,j] = sum_{c,r,s} xpad[b,c,i+r,j+s] w[o,c,r,s]."""
+    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    k = w.shape[-1]
+    ho, wo = xp.shape[2] - k + 1, xp.shape[3] - k + 1
+    out = np.zeros((len(x), len(w), ho, wo))
+    for i in range(ho):
+        for j in range(wo):
+            out[:, :, i, j] = np.einsum("bcrs,ocrs->bo", xp[:, :, i:i + k, j:j + k], w)
+    return out
+
+
+def direct_conv_backward(x, w, p, dy):
+    """dW[o,c,r,s] = sum_{b,i,j} dy[b,o,i,j] xpad[b,c,i+r,j+s]; dx: each tap's share back to its pixel."""
+    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    k = w.shape[-1]
+    dw, dxp = np.zeros(w.shape), np.zeros(xp.shape)
+    for i in range(dy.shape[2]):
+        for j in range(dy.shape[3]):
+            dw += np.einsum("bo,bcrs->ocrs", dy[:, :, i, j], xp[:, :, i:i + k, j:j + k])
+            dxp[:, :, i:i + k, j:j + k] += np.einsum("bo,ocrs->bcrs", dy[:, :, i, j], w)
+    return dw, dxp[:, :, p:xp.shape[2] - p, p:xp.shape[3] - p]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 4), st.integers(1, 6), st.integers(1, 6),
+       st.integers(0, 1), st.integers(0, 2**32 - 1))
+def test_conv_equals_its_definition_bit_for_bit_on_integers(b, c, n, h, w, p, seed):
+    """Property: on integer-valued inputs, weights and output gradients every sum is exact in
+    float64, so the channels-last convolution (taps gathered as [k, k, C], one product per
+    tap in the input gradient) gives exactly the definition's forward, weight gradient and
+    input gradient, whatever the order of the terms."""
+    if min(h, w) + 2 * p < 3:
+        return
+    rng = np.random.default_rng(seed)
+    conv = BinaryConv2d(n, c, 3, p, rng, np.float64)
+    x = rng.integers(-3, 4, (b, c, h, w)).astype(np.float64)
+    signs = conv.signs(None)
+    y = conv.forward(x, True)
+    assert np.array_equal(y, direct_conv(x, signs, p))
+    dy = rng.integers(-5, 6, y.shape).astype(np.float64)
+    dx = conv.backward(dy)
+    dw, dx_direct = direct_conv_backward(x, signs, p, dy)
+    assert np.array_equal(conv.w.grad, dw) and np.array_equal(dx, dx_direct)
+
+
+def test_first_weight_layer_computes_no_input_gradient():
+    """The first weight layer's input is data: backward gives its weight gradient (the same
+    as with the input gradient) and returns None, and the network stops there."""
+    from refbnn.training.architectures import Network
+
+    x = RNG.integers(-3, 4, (2, 2, 5, 5)).astype(np.float64)
+    grads = []
+    for input_grad in (True, False):
+        conv = BinaryConv2d(3, 2, 3, 1, np.random.default_rng(1), np.float64)
+        conv.input_grad = input_grad
+        dy = np.random.default_rng(2).normal(size=conv.forward(x, True).shape)
+        out = conv.backward(dy)
+        assert (out is None) == (not input_grad)
+        grads.append(conv.w.grad.copy())
+    assert np.array_equal(*grads)
+    net = Network("cnn:4,mp;6", (1, 8, 8), 3, seed=0)
+    assert [m.input_grad for m in net.weighted] == [False, True, True]
+    scores = net.forward(RNG.normal(size=(4, 1, 8, 8)).astype(np.float32), True)
+    net.backward(np.ones_like(scores))            # returns after the first conv, without error
+    assert np.abs(net.weighted[0].w.grad).sum() > 0
+
+
+def first_max_pool_backward(x, dy):
+    """2x2 max pooling's gradient by its definition: each window scanned in row-major order,
+    dy to the first position holding the maximum, 0 elsewhere (and to floor-cut rows/columns)."""
+    dx = np.zeros(x.shape)
+    for b, c, i, j in np.ndindex(dy.shape):
+        window = [(r, s) for r in range(2) for s in range(2)]
+        values = [x[b, c, 2 * i + r, 2 * j + s] for r, s in window]
+        r, s = window[values.index(max(values))]
+        dx[b, c, 2 * i + r, 2 * j + s] = dy[b, c, i, j]
+    return dx
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(2, 7), st.integers(2, 7), st.integers(0, 2**32 - 1))
+def test_maxpool_routes_ties_to_the_first_maximum(b, c, h, w, seed):
+    """Property: with values from {-1, 0, 1} ties are common; the forward pass is the window
+    maximum and the gradient goes to the first maximum in row-major order, as defined."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-1, 2, (b, c, h, w)).astype(np.float64)
+    pool = MaxPool()
+    y = pool.forward(x, True)
+    assert np.array_equal(y, x[:, :, :h // 2 * 2, :w // 2 * 2].reshape(b, c, h // 2, 2, w // 2, 2).max(axis=(3, 5)))
+    dy = rng.normal(size=y.shape)
+    assert np.array_equal(pool.backward(dy), first_max_pool_backward(x, dy))
+
+
 def test_weight_gradients_pass_straight_through_the_sign():
     # Treat sign(W) as a free continuous tensor V: dL/dW (straight-through) must equal dL/dV.
     for module, x in [(BinaryLinear(3, 5, RNG, np.float64), RNG.normal(size=(4, 5))),
@@ -114,3 +212,21 @@ def test_sign_activation_is_plus_one_iff_positive_with_hardtanh_gradient_mask():
     z = np.array([-1.5, -1.0, 0.0, 0.5, 1.0, 2.0])
     assert act.forward(z, True).tolist() == [-1, -1, -1, 1, 1, 1]        # sign(0) = -1
     assert act.backward(np.ones(6)).tolist() == [0, 1, 1, 1, 1, 0]        # |z| <= 1
+
+
+def _doubled_in_pieces(n: int) -> list:
+    out = np.zeros(n, dtype=np.int64)
+    over_batch(lambda sl: out.__setitem__(sl, 2 * np.arange(n)[sl]), n)
+    return out.tolist()
+
+
+def test_pieces_cover_the_batch_in_a_forked_worker_too():
+    """over_batch writes every piece (n not a multiple of PIECE), also in a process forked
+    after the parent used its thread pool, as the experiment runner's workers are: the
+    inherited pool has no threads, and waiting on it would never end."""
+    import multiprocessing
+
+    n = 3 * PIECE + 5
+    assert _doubled_in_pieces(n) == [2 * i for i in range(n)]
+    with multiprocessing.get_context("fork").Pool(1) as workers:
+        assert workers.apply_async(_doubled_in_pieces, (n,)).get(timeout=60) == [2 * i for i in range(n)]

@@ -131,7 +131,9 @@ def experiment_cmd(experiment, preset, dataset, family, sizes, train_ber, reps, 
     write_json(out / "experiment.json", cfg.as_json())
     (out / "data").mkdir(exist_ok=True)
     write_data(out / "data" / "test.npz", data.x_test, data.y_test)
-    todo = [c for c in todo_all if not finished(out, c)]
+    # Repetition by repetition: a run stopped early has every cell of its first repetitions
+    # rather than all repetitions of its first cells (the results do not depend on the order)
+    todo = sorted((c for c in todo_all if not finished(out, c)), key=lambda c: c.rep)
     if len(todo) < len(todo_all):
         click.echo(f"--resume: {len(todo_all) - len(todo)} cells finished, {len(todo)} to run")
     start = time.perf_counter()

@@ -12,6 +12,9 @@ clean layer outputs `outs` are known, the flip is pushed forward as a *change*:
   the float arithmetic is exact (see refbnn.engines.fast).
 - Threshold: only outputs whose value really changed stay in the state; inputs
   without any change leave it, and when none is left the predictions are clean.
+- Conv layer (then max pooling) then threshold: computed in pieces of rows on the
+  engine's threads, each piece through all three layers while its tensors are in the
+  cache; only the threshold outputs and which rows and channels changed come out.
 - Linear layer followed by a threshold, sparse shortcut: d = len(changed) changed
   columns act on each unit like d flipped summands (each moves h by at most 2), so
   by Theorem 1 the output of unit m for input i can only change if
@@ -21,6 +24,7 @@ clean layer outputs `outs` are known, the flip is pushed forward as a *change*:
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from math import prod
 
 import numpy as np
@@ -29,6 +33,7 @@ from ..semantics.model import Conv2d, Linear, MaxPool2d, Threshold
 from .ops import maxpool
 
 SPARSE_FRACTION = 0.25   # use the candidate shortcut while it covers at most this share
+PIECE_BYTES = 2**21      # a conv step's piece of rows: its float maps stay in the cache
 
 
 class BatchFlips:
@@ -63,6 +68,14 @@ class BatchFlips:
             if sub is None and not self._takes_flips(j):
                 sub = _gather(self.outs[j - 1], rows, changed)
                 sub[flips[0], flips[1]] *= -1
+            if isinstance(layer, Conv2d) and self._threshold_after(j) is not None:
+                t = self._threshold_after(j)
+                rows, changed, sub = self._conv_threshold_step(j, t, rows, changed, sub)
+                if len(rows) == 0:
+                    return self.clean_correct
+                flips = None
+                j = t + 1
+                continue
             if isinstance(layer, Linear) and j + 1 < len(layers) and isinstance(layers[j + 1], Threshold):
                 step = self._sparse_linear_threshold(j, rows, changed, sub)
                 if step is not None:
@@ -123,6 +136,8 @@ class BatchFlips:
         costs less than gathering most of its columns into a copy."""
         w = self.engine.weight_matrix(j)
         if isinstance(self.model.layers[j], Linear) and 2 * len(changed) > w.shape[1] and len(w) > 32:
+            if len(changed) == w.shape[1]:          # every column: the delta is already full width
+                return delta.astype(w.dtype) @ w.T
             full = np.zeros((len(delta), w.shape[1]), dtype=w.dtype)
             full[:, changed] = delta
             return full @ w.T
@@ -142,6 +157,41 @@ class BatchFlips:
         keep_rows = diff.any(axis=(1, 2))
         keep_ch = diff.any(axis=(0, 2))
         return rows[keep_rows], changed[keep_ch], new[keep_rows][:, keep_ch]
+
+    def _threshold_after(self, j: int):
+        """The index of the threshold that directly follows conv layer j, or follows the max
+        pooling that follows it; else None."""
+        layers = self.model.layers
+        t = j + 2 if j + 1 < len(layers) and isinstance(layers[j + 1], MaxPool2d) else j + 1
+        return t if t < len(layers) and isinstance(layers[t], Threshold) else None
+
+    def _conv_threshold_step(self, j: int, t: int, rows, changed, sub):
+        """Conv j, the max pooling if any, and threshold t for `rows`: as _weight_step,
+        maxpool and _threshold_step one after the other, but piece by piece of rows (on the
+        engine's threads), so the [rows, N, H, W] maps never exist whole."""
+        delta = self._delta(j, rows, changed, sub)
+        clean_h, clean_out = self.outs[j], self.outs[t]
+        new = np.empty((len(rows),) + clean_out.shape[1:], dtype=np.int8)
+        row_changed = np.zeros(len(rows), dtype=bool)
+        step = max(1, PIECE_BYTES // (4 * prod(clean_h.shape[1:])))
+        pieces = [slice(k, min(k + step, len(rows))) for k in range(0, len(rows), step)]
+        all_rows = len(rows) == len(clean_h)
+
+        def piece(sl: slice) -> np.ndarray:
+            h = clean_h[sl] if all_rows else clean_h[rows[sl]]
+            h = h + self._delta_product(j, delta[sl], changed)
+            if t == j + 2:
+                h = maxpool(h)
+            out = new[sl]
+            out[...] = self.engine._threshold(t, h)
+            diff = out != (clean_out[sl] if all_rows else clean_out[rows[sl]])
+            row_changed[sl] = diff.any(axis=(1, 2, 3))
+            return diff.any(axis=(0, 2, 3))
+
+        with ThreadPoolExecutor(self.engine.threads) as pool:
+            channel_changed = np.logical_or.reduce(list(pool.map(piece, pieces)))
+        keep_rows, keep_ch = np.flatnonzero(row_changed), np.flatnonzero(channel_changed)
+        return rows[keep_rows], keep_ch, new[keep_rows][:, keep_ch]
 
     def _sparse_linear_threshold(self, j: int, rows, changed, sub):
         """Linear layer j and threshold j+1 on the candidate entries only: the new

@@ -114,6 +114,7 @@ class Network:
         self._count(arch, classes * n)
         self.modules.append(ScaledOutput(classes, n, rng, dtype))
         self.weighted = [m for m in self.modules if isinstance(m, BinaryLinear)]
+        self.weighted[0].input_grad = False          # nothing learns from the data's gradient
 
     def _count(self, arch: str, weights: int) -> None:
         """Refuse, before allocating, a network past MAX_WEIGHTS (about 1 GiB of training state:
@@ -140,3 +141,5 @@ class Network:
     def backward(self, grad: np.ndarray) -> None:
         for m in reversed(self.modules):
             grad = m.backward(grad)
+            if grad is None:                         # the first weight layer: done
+                return

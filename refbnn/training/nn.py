@@ -13,12 +13,28 @@ to `forward`; the backward pass treats the flip as identity.
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
-from ..engines.ops import im2col, maxpool
+PIECE = 16      # inputs per piece of element-wise work: a piece's tensors stay in the cache
+_pool: Optional[ThreadPoolExecutor] = None
+_pool_pid = 0   # the process that made _pool: a forked worker inherits it without its threads
+
+
+def over_batch(work: Callable[[slice], None], n: int) -> None:
+    """Run work(sl) for the batch in pieces of PIECE inputs, on as many threads as there are
+    cores (at most 4; NumPy releases the GIL in its loops). Only for element-wise work that
+    writes its piece's part of preallocated outputs: each entry is computed the same way in
+    whatever piece or thread it falls, so results do not depend on the core count."""
+    global _pool, _pool_pid
+    if _pool is None or _pool_pid != os.getpid():
+        _pool, _pool_pid = ThreadPoolExecutor(max(1, min(4, len(os.sched_getaffinity(0))))), os.getpid()
+    for _ in _pool.map(work, [slice(i, min(i + PIECE, n)) for i in range(0, n, PIECE)]):
+        pass            # (iterating raises a piece's exception here)
 
 
 @dataclass
@@ -40,7 +56,10 @@ def binarize(w: np.ndarray) -> np.ndarray:
 
 
 class BinaryLinear:
-    """y = x @ sign(W).T, W latent in [-1, 1]."""
+    """y = x @ sign(W).T, W latent in [-1, 1]. With `input_grad` False (the first weight
+    layer, whose input is data) the backward pass computes the weight gradient only."""
+
+    input_grad = True
 
     def __init__(self, n_out: int, n_in: int, rng: np.random.Generator, dtype=np.float32):
         bound = 1 / np.sqrt(n_in)
@@ -63,11 +82,21 @@ class BinaryLinear:
         # straight-through: d sign(W) / dW = 1 where |W| <= 1, which is everywhere because
         # the trainer clips the latent weights to [-1, 1] after every step
         self.w.grad += dy.T @ self.x
-        return dy @ self.wb
+        return dy @ self.wb if self.input_grad else None
 
 
 class BinaryConv2d(BinaryLinear):
-    """3x3 (or k x k) convolution with sign(W), stride 1, zero padding."""
+    """3x3 (or k x k) convolution with sign(W), stride 1, zero padding.
+
+    Computed channels-last: the receptive fields are gathered as [B, Ho, Wo, k, k, C]
+    (nine block copies, one per tap) and multiplied with sign(W) reordered to
+    [N, k, k, C]; the input gradient takes one product per tap and adds the taps in
+    row-major order. Every sum has the same terms as in the textbook [C, k, k] order
+    (tests/test_nn.py checks forward and both gradients against the definition, bit for
+    bit where the sums are exact). Hidden layers read +-1, so their outputs are exact
+    integers either way; the float32 gradients may round differently in the last bit,
+    because BLAS adds the terms in another order (docs/training.md, "Speed").
+    """
 
     def __init__(self, n_out: int, n_in: int, k: int, padding: int, rng: np.random.Generator,
                  dtype=np.float32):
@@ -76,26 +105,49 @@ class BinaryConv2d(BinaryLinear):
         self.k, self.padding = k, padding
 
     def forward(self, x: np.ndarray, train: bool, flip: Optional[np.ndarray] = None) -> np.ndarray:
-        self.x_shape = x.shape
-        self.wb = self.signs(flip).reshape(len(self.w.value), -1)
-        self.cols = im2col(x, self.k, self.padding)                    # B Ho Wo F
-        b, ho, wo, f = self.cols.shape
-        return (self.cols.reshape(-1, f) @ self.wb.T).reshape(b, ho, wo, -1).transpose(0, 3, 1, 2)
+        b, c, h, w = self.x_shape = x.shape
+        k, p = self.k, self.padding
+        ho, wo = h + 2 * p - k + 1, w + 2 * p - k + 1
+        self.wk = np.ascontiguousarray(self.signs(flip).transpose(0, 2, 3, 1)).reshape(len(self.w.value), -1)
+        padded = np.zeros((b, h + 2 * p, w + 2 * p, c), x.dtype)
+        cols = np.empty((b, ho, wo, k, k, c), x.dtype)
+        xt = x.transpose(0, 2, 3, 1)
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
+        def gather(sl: slice) -> None:
+            padded[sl, p:p + h, p:p + w, :] = xt[sl]
+            for r in range(k):
+                for s in range(k):
+                    cols[sl, :, :, r, s, :] = padded[sl, r:r + ho, s:s + wo, :]
+
+        over_batch(gather, b)
+        self.cols = cols.reshape(b * ho * wo, -1)
+        return (self.cols @ self.wk.T).reshape(b, ho, wo, -1).transpose(0, 3, 1, 2)
+
+    def backward(self, dy: np.ndarray) -> Optional[np.ndarray]:
         b, n, ho, wo = dy.shape
-        dyt = dy.transpose(0, 2, 3, 1).reshape(-1, n)
-        f = self.cols.shape[-1]
-        dw = (dyt.T @ self.cols.reshape(-1, f)).reshape(self.w.value.shape)
-        self.w.grad += dw            # straight-through, as in BinaryLinear.backward
-        dcols = (dyt @ self.wb).reshape(b, ho, wo, -1, self.k, self.k)
+        dyt = dy.transpose(0, 2, 3, 1).reshape(-1, n)    # no copy when dy is channels-last in memory
+        dw = (dyt.T @ self.cols).reshape(n, self.k, self.k, -1)
+        self.w.grad += dw.transpose(0, 3, 1, 2)      # straight-through, as in BinaryLinear.backward
+        if not self.input_grad:
+            return None
         _, c, h, w = self.x_shape
-        p = self.padding
-        dx = np.zeros((b, c, h + 2 * p, w + 2 * p), dtype=dy.dtype)
-        for r in range(self.k):            # col2im: every tap adds back to its input pixel
-            for s in range(self.k):
-                dx[:, :, r:r + ho, s:s + wo] += dcols[:, :, :, :, r, s].transpose(0, 3, 1, 2)
-        return dx[:, :, p:p + h, p:p + w]
+        k, p = self.k, self.padding
+        taps = self.wk.reshape(n, k, k, c)
+        # col2im with one product per tap: each is contiguous, so the additions below run
+        # over whole channel rows
+        prods = np.empty((k, k, b, ho, wo, c), dtype=dy.dtype)
+        for r in range(k):
+            for s in range(k):
+                np.matmul(dyt, taps[:, r, s, :], out=prods[r, s].reshape(-1, c))
+        dx = np.zeros((b, h + 2 * p, w + 2 * p, c), dtype=dy.dtype)
+
+        def col2im(sl: slice) -> None:
+            for r in range(k):
+                for s in range(k):
+                    dx[sl, r:r + ho, s:s + wo, :] += prods[r, s, sl]
+
+        over_batch(col2im, b)
+        return dx[:, p:p + h, p:p + w, :].transpose(0, 3, 1, 2)
 
 
 class BatchNorm:
@@ -115,30 +167,66 @@ class BatchNorm:
     def _shape(self, x):
         return (1, -1) + (1,) * (x.ndim - 2)
 
+    @staticmethod
+    def channel_sum(a: np.ndarray, b: Optional[np.ndarray] = None) -> np.ndarray:
+        """Per channel, the sum of a (or of a * b) over the batch and positions. Dense
+        layers use NumPy's sums; for maps, channel rows [B*H*W, C] (views of the
+        channels-last memory) are summed by BLAS, several times faster."""
+        if a.ndim == 2:
+            return (a if b is None else a * b).sum(axis=0)
+        rows = a.transpose(0, 2, 3, 1).reshape(-1, a.shape[1])
+        if b is None:
+            return np.ones(len(rows), a.dtype) @ rows
+        return np.einsum("mc,mc->c", rows, b.transpose(0, 2, 3, 1).reshape(-1, a.shape[1]))
+
     def forward(self, x: np.ndarray, train: bool, flip=None) -> np.ndarray:
-        axes = (0,) + tuple(range(2, x.ndim))
         shape = self._shape(x)
-        if train:
-            mean = x.mean(axis=axes)
-            var = x.var(axis=axes)
-            n = x.size // x.shape[1]
-            self.running_mean = (1 - self.momentum) * self.running_mean + self.momentum * mean
-            self.running_var = (1 - self.momentum) * self.running_var + self.momentum * var * n / max(n - 1, 1)
-        else:
+        n = x.size // x.shape[1]
+        gamma, beta = self.gamma.value.reshape(shape), self.beta.value.reshape(shape)
+        self.xhat, y = np.empty_like(x), np.empty_like(x)      # x's memory layout
+        if not train:
             mean, var = self.running_mean.astype(x.dtype), self.running_var.astype(x.dtype)
-        self.inv_std = (1 / np.sqrt(var + self.eps)).astype(x.dtype).reshape(shape)
-        self.xhat = (x - mean.reshape(shape)) * self.inv_std
-        self.axes = axes
-        return self.gamma.value.reshape(shape) * self.xhat + self.beta.value.reshape(shape)
+        elif x.ndim == 2:
+            mean, var = x.mean(axis=0), x.var(axis=0)
+        else:
+            mean = self.channel_sum(x) / n
+        mean = mean.reshape(shape)
+        over_batch(lambda sl: np.subtract(x[sl], mean, out=self.xhat[sl]), len(x))
+        if train:
+            if x.ndim > 2:
+                var = self.channel_sum(self.xhat, self.xhat) / n
+            self.running_mean = (1 - self.momentum) * self.running_mean + self.momentum * mean.ravel()
+            self.running_var = (1 - self.momentum) * self.running_var + self.momentum * var * n / max(n - 1, 1)
+        self.inv_std = inv_std = (1 / np.sqrt(var + self.eps)).astype(x.dtype).reshape(shape)
+
+        def normalise(sl: slice) -> None:
+            xhat = self.xhat[sl]
+            xhat *= inv_std
+            np.multiply(gamma, xhat, out=y[sl])
+            y[sl] += beta
+
+        over_batch(normalise, len(x))
+        return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        shape, axes = self._shape(dy), self.axes
+        shape = self._shape(dy)
         n = dy.size // dy.shape[1]
-        self.gamma.grad += (dy * self.xhat).sum(axis=axes)
-        self.beta.grad += dy.sum(axis=axes)
+        self.gamma.grad += self.channel_sum(dy, self.xhat)
+        self.beta.grad += self.channel_sum(dy)
         dxhat = dy * self.gamma.value.reshape(shape)
-        return self.inv_std / n * (n * dxhat - dxhat.sum(axis=axes).reshape(shape)
-                                   - self.xhat * (dxhat * self.xhat).sum(axis=axes).reshape(shape))
+        sum_dxhat = self.channel_sum(dxhat).reshape(shape)
+        sum_dxhat_xhat = self.channel_sum(dxhat, self.xhat).reshape(shape)
+        scale = self.inv_std / n
+
+        def gradient(sl: slice) -> None:     # inv_std / n * (n dxhat - sum dxhat - xhat sum dxhat xhat)
+            d = dxhat[sl]
+            d *= n
+            d -= sum_dxhat
+            d -= self.xhat[sl] * sum_dxhat_xhat
+            d *= scale
+
+        over_batch(gradient, len(dy))
+        return dxhat
 
 
 class SignActivation:
@@ -148,34 +236,71 @@ class SignActivation:
         return []
 
     def forward(self, z: np.ndarray, train: bool, flip=None) -> np.ndarray:
-        self.pass_ = np.abs(z) <= 1
-        return np.where(z > 0, 1, -1).astype(z.dtype)
+        self.pass_, out = np.empty_like(z, dtype=bool), np.empty_like(z)   # z's memory layout
+
+        def sign(sl: slice) -> None:
+            np.less_equal(np.abs(z[sl]), 1, out=self.pass_[sl])
+            o = out[sl]
+            np.greater(z[sl], 0, out=o)      # as binarize: 1.0 or 0.0, then +-1
+            o *= 2
+            o -= 1
+
+        over_batch(sign, len(z))
+        return out
 
     def backward(self, da: np.ndarray) -> np.ndarray:
         return da * self.pass_
 
 
 class MaxPool:
-    """2x2, stride 2, floor; the gradient goes to the (first) maximum of each window."""
+    """2x2, stride 2, floor; the gradient goes to the first maximum of each window in
+    row-major order (top left, top right, bottom left, bottom right).
+
+    Computed on the channels-last memory the convolution leaves (x.transpose(0, 2, 3, 1)
+    is then contiguous), so every strided quarter has whole channel rows innermost."""
+
+    QUARTERS = ((0, 0), (0, 1), (1, 0), (1, 1))
 
     def params(self) -> list[Param]:
         return []
 
     def forward(self, x: np.ndarray, train: bool, flip=None) -> np.ndarray:
-        b, c, h, w = x.shape
-        self.x_shape = x.shape
-        win = x[:, :, :h // 2 * 2, :w // 2 * 2].reshape(b, c, h // 2, 2, w // 2, 2)
-        win = win.transpose(0, 1, 2, 4, 3, 5).reshape(b, c, h // 2, w // 2, 4)
-        self.arg = win.argmax(axis=-1)
-        return maxpool(x)
+        self.x_shape = b, c, h, w = x.shape
+        xt = x.transpose(0, 2, 3, 1)
+        h, w = h // 2 * 2, w // 2 * 2
+        out = np.empty((b, h // 2, w // 2, c), x.dtype)
+        self.first = np.empty((4,) + out.shape, bool) if train else None
+
+        def pool(sl: slice) -> None:
+            quarters = [xt[sl, r:h:2, s:w:2, :] for r, s in self.QUARTERS]
+            o = out[sl]
+            np.maximum(quarters[0], quarters[1], out=o)
+            np.maximum(o, quarters[2], out=o)
+            np.maximum(o, quarters[3], out=o)
+            if train:                     # per quarter: is it the window's first maximum?
+                taken = np.zeros(o.shape, bool)
+                for q, first in zip(quarters, self.first[:, sl]):
+                    np.equal(q, o, out=first)
+                    first &= ~taken
+                    taken |= first
+
+        over_batch(pool, b)
+        return out.transpose(0, 3, 1, 2)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         b, c, h, w = self.x_shape
-        onehot = (np.arange(4) == self.arg[..., None]) * dy[..., None]          # b c h2 w2 4
-        dx = np.zeros(self.x_shape, dtype=dy.dtype)
-        block = onehot.reshape(b, c, h // 2, w // 2, 2, 2).transpose(0, 1, 2, 4, 3, 5)
-        dx[:, :, :h // 2 * 2, :w // 2 * 2] = block.reshape(b, c, h // 2 * 2, w // 2 * 2)
-        return dx
+        # channels-last, as the convolution reads it; the quarters below write every entry
+        # but a floor-cut last row or column
+        dx = (np.empty if h % 2 == w % 2 == 0 else np.zeros)((b, h, w, c), dtype=dy.dtype)
+        dyt = dy.transpose(0, 2, 3, 1)
+        h, w = h // 2 * 2, w // 2 * 2
+
+        def route(sl: slice) -> None:
+            for (r, s), first in zip(self.QUARTERS, self.first[:, sl]):
+                np.multiply(dyt[sl], first, out=dx[sl, r:h:2, s:w:2, :])   # a product, as PyTorch's
+
+        over_batch(route, b)
+        return dx.transpose(0, 3, 1, 2)
 
 
 class Flatten:
