@@ -56,12 +56,18 @@ def check_module(module, x, train=True, params=()):
         assert np.allclose(analytic, numeric_grad(f, p.value), atol=1e-6)
 
 
-@pytest.mark.parametrize("shape", [(6, 3), (4, 2, 3, 3)])
-def test_batchnorm_backward_in_training(shape):
+def channels_last(x):
+    """x's values in channels-last memory, as the convolution leaves its maps."""
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("shape,layout", [((6, 3), None), ((4, 2, 3, 3), None), ((4, 2, 3, 3), channels_last)])
+def test_batchnorm_backward_in_training(shape, layout):
     bn = BatchNorm(shape[1], dtype=np.float64)
     bn.gamma.value[:] = RNG.normal(size=shape[1])
     bn.beta.value[:] = RNG.normal(size=shape[1])
-    check_module(bn, RNG.normal(size=shape), params=[bn.gamma, bn.beta])
+    x = RNG.normal(size=shape)
+    check_module(bn, layout(x) if layout else x, params=[bn.gamma, bn.beta])
 
 
 def test_batchnorm_uses_running_statistics_in_evaluation():
@@ -117,12 +123,14 @@ def test_conv_equals_its_definition_bit_for_bit_on_integers(b, c, n, h, w, p, se
     """Property: on integer-valued inputs, weights and output gradients every sum is exact in
     float64, so the channels-last convolution (taps gathered as [k, k, C], one product per
     tap in the input gradient) gives exactly the definition's forward, weight gradient and
-    input gradient, whatever the order of the terms."""
+    input gradient, whatever the order of the terms, in either memory layout of x."""
     if min(h, w) + 2 * p < 3:
         return
     rng = np.random.default_rng(seed)
     conv = BinaryConv2d(n, c, 3, p, rng, np.float64)
     x = rng.integers(-3, 4, (b, c, h, w)).astype(np.float64)
+    if seed % 2:
+        x = channels_last(x)
     signs = conv.signs(None)
     y = conv.forward(x, True)
     assert np.array_equal(y, direct_conv(x, signs, p))
@@ -170,9 +178,12 @@ def first_max_pool_backward(x, dy):
 @given(st.integers(1, 3), st.integers(1, 3), st.integers(2, 7), st.integers(2, 7), st.integers(0, 2**32 - 1))
 def test_maxpool_routes_ties_to_the_first_maximum(b, c, h, w, seed):
     """Property: with values from {-1, 0, 1} ties are common; the forward pass is the window
-    maximum and the gradient goes to the first maximum in row-major order, as defined."""
+    maximum and the gradient goes to the first maximum in row-major order, as defined, in
+    either memory layout of x."""
     rng = np.random.default_rng(seed)
     x = rng.integers(-1, 2, (b, c, h, w)).astype(np.float64)
+    if seed % 2:
+        x = channels_last(x)
     pool = MaxPool()
     y = pool.forward(x, True)
     assert np.array_equal(y, x[:, :, :h // 2 * 2, :w // 2 * 2].reshape(b, c, h // 2, 2, w // 2, 2).max(axis=(3, 5)))

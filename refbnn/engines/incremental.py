@@ -171,7 +171,8 @@ class BatchFlips:
         engine's threads), so the [rows, N, H, W] maps never exist whole."""
         delta = self._delta(j, rows, changed, sub)
         clean_h, clean_out = self.outs[j], self.outs[t]
-        new = np.empty((len(rows),) + clean_out.shape[1:], dtype=np.int8)
+        n, ho, wo = clean_out.shape[1:]
+        new = np.empty((len(rows), ho, wo, n), dtype=np.int8).transpose(0, 3, 1, 2)   # as the engine's maps
         row_changed = np.zeros(len(rows), dtype=bool)
         step = max(1, PIECE_BYTES // (4 * prod(clean_h.shape[1:])))
         pieces = [slice(k, min(k + step, len(rows))) for k in range(0, len(rows), step)]

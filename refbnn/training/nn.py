@@ -89,7 +89,7 @@ class BinaryConv2d(BinaryLinear):
     """3x3 (or k x k) convolution with sign(W), stride 1, zero padding.
 
     Computed channels-last: the receptive fields are gathered as [B, Ho, Wo, k, k, C]
-    (nine block copies, one per tap) and multiplied with sign(W) reordered to
+    (k block copies, one per kernel row) and multiplied with sign(W) reordered to
     [N, k, k, C]; the input gradient takes one product per tap and adds the taps in
     row-major order. Every sum has the same terms as in the textbook [C, k, k] order
     (tests/test_nn.py checks forward and both gradients against the definition, bit for
@@ -115,9 +115,10 @@ class BinaryConv2d(BinaryLinear):
 
         def gather(sl: slice) -> None:
             padded[sl, p:p + h, p:p + w, :] = xt[sl]
+            # [piece, Hp, Wo, k, C]: the k taps of a row, each a whole channel row
+            rows = np.lib.stride_tricks.sliding_window_view(padded[sl], k, axis=2).transpose(0, 1, 2, 4, 3)
             for r in range(k):
-                for s in range(k):
-                    cols[sl, :, :, r, s, :] = padded[sl, r:r + ho, s:s + wo, :]
+                cols[sl, :, :, r] = rows[:, r:r + ho]
 
         over_batch(gather, b)
         self.cols = cols.reshape(b * ho * wo, -1)
@@ -209,17 +210,29 @@ class BatchNorm:
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
+        """dx = inv_std / n * (n dxhat - sum(dxhat) - xhat sum(dxhat xhat)), dxhat = gamma dy.
+        For maps, gamma comes out of the sums (they are the parameter gradients), which
+        leaves one element-wise pass; dense layers keep NumPy's order of operations."""
         shape = self._shape(dy)
         n = dy.size // dy.shape[1]
-        self.gamma.grad += self.channel_sum(dy, self.xhat)
-        self.beta.grad += self.channel_sum(dy)
-        dxhat = dy * self.gamma.value.reshape(shape)
-        sum_dxhat = self.channel_sum(dxhat).reshape(shape)
-        sum_dxhat_xhat = self.channel_sum(dxhat, self.xhat).reshape(shape)
-        scale = self.inv_std / n
+        sum_dy_xhat, sum_dy = self.channel_sum(dy, self.xhat), self.channel_sum(dy)
+        self.gamma.grad += sum_dy_xhat
+        self.beta.grad += sum_dy
+        gamma = self.gamma.value.reshape(shape)
+        if dy.ndim == 2:
+            dxhat = dy * gamma
+            sum_dxhat = self.channel_sum(dxhat).reshape(shape)
+            sum_dxhat_xhat = self.channel_sum(dxhat, self.xhat).reshape(shape)
+            scale = self.inv_std / n
+        else:
+            dxhat = np.empty_like(dy)
+            sum_dxhat, sum_dxhat_xhat = sum_dy.reshape(shape), sum_dy_xhat.reshape(shape)
+            scale = gamma * self.inv_std / n
 
-        def gradient(sl: slice) -> None:     # inv_std / n * (n dxhat - sum dxhat - xhat sum dxhat xhat)
+        def gradient(sl: slice) -> None:
             d = dxhat[sl]
+            if dy.ndim > 2:
+                np.copyto(d, dy[sl])
             d *= n
             d -= sum_dxhat
             d -= self.xhat[sl] * sum_dxhat_xhat
@@ -269,20 +282,19 @@ class MaxPool:
         xt = x.transpose(0, 2, 3, 1)
         h, w = h // 2 * 2, w // 2 * 2
         out = np.empty((b, h // 2, w // 2, c), x.dtype)
-        self.first = np.empty((4,) + out.shape, bool) if train else None
+        # which quarter holds the first maximum: the top pair's left one unless the right one
+        # is larger, likewise the bottom pair, and the top pair unless the bottom one is larger
+        self.left_top, self.left_bottom, self.top = (np.empty(out.shape, bool) for _ in range(3))
 
         def pool(sl: slice) -> None:
-            quarters = [xt[sl, r:h:2, s:w:2, :] for r, s in self.QUARTERS]
+            q = [xt[sl, r:h:2, s:w:2, :] for r, s in self.QUARTERS]
             o = out[sl]
-            np.maximum(quarters[0], quarters[1], out=o)
-            np.maximum(o, quarters[2], out=o)
-            np.maximum(o, quarters[3], out=o)
-            if train:                     # per quarter: is it the window's first maximum?
-                taken = np.zeros(o.shape, bool)
-                for q, first in zip(quarters, self.first[:, sl]):
-                    np.equal(q, o, out=first)
-                    first &= ~taken
-                    taken |= first
+            top, bottom = np.maximum(q[0], q[1]), np.maximum(q[2], q[3])
+            np.maximum(top, bottom, out=o)
+            if train:
+                np.greater_equal(q[0], q[1], out=self.left_top[sl])
+                np.greater_equal(q[2], q[3], out=self.left_bottom[sl])
+                np.greater_equal(top, bottom, out=self.top[sl])
 
         over_batch(pool, b)
         return out.transpose(0, 3, 1, 2)
@@ -296,8 +308,11 @@ class MaxPool:
         h, w = h // 2 * 2, w // 2 * 2
 
         def route(sl: slice) -> None:
-            for (r, s), first in zip(self.QUARTERS, self.first[:, sl]):
-                np.multiply(dyt[sl], first, out=dx[sl, r:h:2, s:w:2, :])   # a product, as PyTorch's
+            top, left_top, left_bottom = self.top[sl], self.left_top[sl], self.left_bottom[sl]
+            bottom = ~top
+            firsts = (top & left_top, top & ~left_top, bottom & left_bottom, bottom & ~left_bottom)
+            for (r, s), first in zip(self.QUARTERS, firsts):
+                np.multiply(dyt[sl], first, out=dx[sl, r:h:2, s:w:2, :])   # dy there, 0 elsewhere
 
         over_batch(route, b)
         return dx.transpose(0, 3, 1, 2)
