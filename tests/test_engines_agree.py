@@ -90,8 +90,8 @@ def test_incremental_paths_each_equal_the_definition(fraction, case):
 
 @given(case=model_cases(max_inputs=12))
 def test_conv_steps_in_pieces_of_one_row_equal_the_definition(case):
-    """Property: Algorithm 1's conv -> (pool ->) threshold step, run in pieces of rows on
-    threads, gives the definition's Pi when every piece is a single row."""
+    """Property: Algorithm 1's conv -> (pool ->) threshold step, run in pieces of rows,
+    gives the definition's Pi when every piece is a single row."""
     import refbnn.engines.incremental as inc
 
     ref = Interpreter(case.model)

@@ -305,3 +305,16 @@ def test_cells_run_repetition_by_repetition(tmp_path, monkeypatch):
     monkeypatch.setattr(command, "run_cells", record)
     _run("table3", *TINY, "--out", tmp_path / "t3", "--jobs", "2")
     assert handed == ["fc-8_ber0_rep0", "fc-8_ber0.1_rep0", "fc-8_ber0_rep1", "fc-8_ber0.1_rep1"]
+
+
+def test_a_cell_runs_on_one_thread_and_restores_the_setting(monkeypatch):
+    """run_cell sets the trainer's element-wise threads to 1 for the cell (the runner's
+    parallelism is its cells) and puts the caller's setting back afterwards."""
+    import refbnn.experiments.cells as cells_module
+    from refbnn.training import nn
+
+    seen = []
+    monkeypatch.setattr(cells_module, "_run_cell", lambda cell: seen.append(nn.THREADS) or {})
+    monkeypatch.setattr(nn, "THREADS", 3)
+    cells_module.run_cell(cells(Config("table3", sizes=(8,), train_bers=(0.0,), reps=1))[0])
+    assert seen == [1] and nn.THREADS == 3

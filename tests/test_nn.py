@@ -241,3 +241,25 @@ def test_pieces_cover_the_batch_in_a_forked_worker_too():
     assert _doubled_in_pieces(n) == [2 * i for i in range(n)]
     with multiprocessing.get_context("fork").Pool(1) as workers:
         assert workers.apply_async(_doubled_in_pieces, (n,)).get(timeout=60) == [2 * i for i in range(n)]
+
+
+def test_training_gives_the_same_bits_on_one_thread_and_on_three():
+    """The element-wise pieces write disjoint parts of their outputs, so a CNN trained with
+    one thread and with three (on whatever cores there are) has identical parameters."""
+    from refbnn.training import nn
+    from refbnn.training.datasets import DataSplit
+    from refbnn.training.trainer import TrainConfig, Trainer
+
+    rng = np.random.default_rng(3)
+    x, y = rng.integers(0, 256, (3 * 40, 1, 10, 10)), rng.integers(0, 4, 3 * 40)
+    params = []
+    for threads in (1, 3):
+        saved, nn.THREADS = nn.THREADS, threads
+        try:
+            trainer = Trainer(TrainConfig("cnn:4,mp,6;5", epochs=1, batch_size=40, train_ber=0.1),
+                              DataSplit(x, y, x[:8], y[:8], 255, 4, "random"))
+            trainer.train_epoch()
+        finally:
+            nn.THREADS = saved
+        params.append([p.value.copy() for p in trainer.net.params()])
+    assert all(np.array_equal(a, b) for a, b in zip(*params))

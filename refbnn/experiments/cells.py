@@ -10,10 +10,11 @@ experiment measures it.
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from functools import lru_cache
-
+from typing import Iterator
 
 from ..biterrors.masks import ErrorModel
 from ..biterrors.sweep import accuracy_sweep
@@ -21,6 +22,7 @@ from ..engines.fast import FastEngine
 from ..formats.files import InputError
 from ..formats.modelfile import model_to_dict
 from ..measure.metrics import metrics
+from ..training import nn
 from ..training.datasets import DataSplit, load_dataset
 from ..training.trainer import TrainConfig, train
 
@@ -96,21 +98,31 @@ def dataset(spec: str) -> DataSplit:
     return load_dataset(spec)
 
 
-def run_cell(cell: Cell) -> dict:
-    """Train the cell's model and measure it; returns {"key", "model" (its JSON), "record"}.
-
-    One BLAS thread while it runs, where threadpoolctl is present, so that the float
-    training gives the same model in any process on this machine."""
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """How a cell runs: one BLAS thread (where threadpoolctl is present), so that the float
+    training gives the same model in any process on this machine, and one thread for the
+    trainer's element-wise pieces (the same results on any number). The runner's
+    parallelism is its cells, one per core."""
     try:
         from threadpoolctl import threadpool_limits
         limits = threadpool_limits(1)
     except ImportError:          # without scikit-learn's helper: the environment decides
         limits = None
+    saved, nn.THREADS = nn.THREADS, 1
     try:
-        return _run_cell(cell)
+        yield
     finally:
+        nn.THREADS = saved
         if limits is not None:
             limits.restore_original_limits()
+
+
+def run_cell(cell: Cell) -> dict:
+    """Train the cell's model and measure it (`one_thread`); returns {"key", "model" (its
+    JSON), "record"}."""
+    with one_thread():
+        return _run_cell(cell)
 
 
 def _run_cell(cell: Cell) -> dict:
@@ -118,7 +130,7 @@ def _run_cell(cell: Cell) -> dict:
     data = dataset(cfg.dataset)
     tc = TrainConfig(cell.arch, cfg.epochs, 128, 1e-3, 25, cell.train_ber, cell.seed)
     model = train(tc, data).model()
-    engine = FastEngine(model)
+    engine = FastEngine(model, threads=1)
     x, y = data.x_test, data.y_test
     bs = [(b, Fraction(b)) for b in (FIG1_B if cfg.experiment == "fig1" else PAPER_B)]
     record = {"key": cell.key, "model": f"models/{cell.key}.json", "data": "data/test.npz", "arch": cell.arch,

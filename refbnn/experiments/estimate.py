@@ -22,7 +22,7 @@ from ..biterrors.sweep import accuracy_sweep
 from ..engines.fast import FastEngine
 from ..training.datasets import DataSplit
 from ..training.trainer import TrainConfig, Trainer
-from .cells import Cell, Config
+from .cells import Cell, Config, one_thread
 
 TIMED_STEPS = 6
 MEASURE_SLICE = 500
@@ -56,7 +56,7 @@ def cell_cost(config: Config, data: DataSplit, arch: str, flips: bool) -> CellCo
     steps = -(-len(data.y_train) // tc.batch_size)
     x = data.x_test[:MEASURE_SLICE]
     y = data.y_test[:MEASURE_SLICE]
-    engine = FastEngine(trainer.model())
+    engine = FastEngine(trainer.model(), threads=1)
     scale = len(data.y_test) / len(y)
     evaluate = _timed(lambda: engine.predictions(x)) * scale
     if config.experiment == "fig1":
@@ -76,23 +76,15 @@ def _first_steps(data: DataSplit, n: int) -> DataSplit:
 
 def estimate_seconds(config: Config, data: DataSplit, todo: Sequence[Cell]) -> float:
     """The total single-core seconds of the cells `todo`, from one timed slice per kind of
-    cell (architecture, flips in training or not), timed with one BLAS thread as the cells
-    run (`cells.run_cell`)."""
-    try:
-        from threadpoolctl import threadpool_limits
-        limits = threadpool_limits(1)
-    except ImportError:
-        limits = None
-    try:
+    cell (architecture, flips in training or not), timed on one thread as the cells run
+    (`cells.one_thread`)."""
+    with one_thread():
         costs: dict[tuple[str, bool], float] = {}
         for c in todo:
             kind = (c.arch, c.train_ber > 0)
             if kind not in costs:
                 costs[kind] = cell_cost(config, data, c.arch, c.train_ber > 0).total
         return sum(costs[(c.arch, c.train_ber > 0)] for c in todo)
-    finally:
-        if limits is not None:
-            limits.restore_original_limits()
 
 
 def describe(seconds: float, workers: int) -> str:

@@ -21,19 +21,26 @@ from typing import Callable, Optional
 import numpy as np
 
 PIECE = 16      # inputs per piece of element-wise work: a piece's tensors stay in the cache
+THREADS: Optional[int] = None   # threads for the pieces; None: one per core, at most 4
 _pool: Optional[ThreadPoolExecutor] = None
-_pool_pid = 0   # the process that made _pool: a forked worker inherits it without its threads
+_pool_key = (0, 0)   # (process, threads) of _pool: a forked worker inherits it without its threads
 
 
 def over_batch(work: Callable[[slice], None], n: int) -> None:
-    """Run work(sl) for the batch in pieces of PIECE inputs, on as many threads as there are
-    cores (at most 4; NumPy releases the GIL in its loops). Only for element-wise work that
-    writes its piece's part of preallocated outputs: each entry is computed the same way in
-    whatever piece or thread it falls, so results do not depend on the core count."""
-    global _pool, _pool_pid
-    if _pool is None or _pool_pid != os.getpid():
-        _pool, _pool_pid = ThreadPoolExecutor(max(1, min(4, len(os.sched_getaffinity(0))))), os.getpid()
-    for _ in _pool.map(work, [slice(i, min(i + PIECE, n)) for i in range(0, n, PIECE)]):
+    """Run work(sl) for the batch in pieces of PIECE inputs, on THREADS threads (NumPy
+    releases the GIL in its loops). Only for element-wise work that writes its piece's part
+    of preallocated outputs: each entry is computed the same way in whatever piece or
+    thread it falls, so results do not depend on the number of threads."""
+    global _pool, _pool_key
+    pieces = [slice(i, min(i + PIECE, n)) for i in range(0, n, PIECE)]
+    threads = THREADS or max(1, min(4, len(os.sched_getaffinity(0))))
+    if threads == 1:
+        for sl in pieces:
+            work(sl)
+        return
+    if _pool is None or _pool_key != (os.getpid(), threads):
+        _pool, _pool_key = ThreadPoolExecutor(threads), (os.getpid(), threads)
+    for _ in _pool.map(work, pieces):
         pass            # (iterating raises a piece's exception here)
 
 
