@@ -168,7 +168,7 @@ class BatchFlips:
         """Conv j, the max pooling if any, and threshold t for `rows`: as _weight_step,
         maxpool and _threshold_step one after the other, but piece by piece of rows, so the
         [rows, N, H, W] maps never exist whole and each piece stays in the cache. (On
-        threads the pieces ran 2-3x slower: a piece is many short NumPy calls, and the
+        threads the pieces ran slower, 2-3x under load: a piece is many short NumPy calls, and the
         threads queue for the interpreter lock between them.)"""
         delta = self._delta(j, rows, changed, sub)
         clean_h, clean_out = self.outs[j], self.outs[t]
