@@ -67,8 +67,8 @@ class BatchFlips:
             if sub is None and not self._takes_flips(j):
                 sub = _gather(self.outs[j - 1], rows, changed)
                 sub[flips[0], flips[1]] *= -1
-            if isinstance(layer, Conv2d) and self._threshold_after(j) is not None:
-                t = self._threshold_after(j)
+            t = self._threshold_after(j) if isinstance(layer, Conv2d) else None
+            if t is not None:
                 rows, changed, sub = self._conv_threshold_step(j, t, rows, changed, sub)
                 if len(rows) == 0:
                     return self.clean_correct
