@@ -9,8 +9,9 @@ Architectures of the paper's Table II with random weight bits, random inputs in
      neurons and extrapolated to all;
   3. the fast engine           vs  the bitarray interpreter (inputs per second);
   4. with --cnn: Algorithm 1 on the Fashion CNN (--cnn-inputs inputs) vs one bare float32
-     forward of the same inputs, the time per neuron by layer, and the floor set by the
-     dense products of the first layer's neurons (see docs/engine.md);
+     forward of the same inputs, on all cores and on one, the time per neuron by layer,
+     and the floor set by the first layer's FC delta products, plain and packed (see
+     docs/engine.md);
   5. with --sweep: the BER sweep workload of benchmarks/sweep.py (its ratios);
 and report peak resident memory. Bare times are the best of three runs.
 """
@@ -52,35 +53,47 @@ def bench(name: str, model: Model, n: int, naive_neurons: int, ref_inputs: int, 
 
 
 def cnn_algorithm_1(model: Model, n: int, rng) -> None:
-    """Algorithm 1 on the CNN against one bare forward of the same inputs, with the time per
-    neuron by layer (one batch, neurons one at a time) and the dense-product floor."""
+    """Algorithm 1 on the CNN against one bare forward of the same inputs, on all cores and
+    on one (as the experiment runner's cells run), with the time per neuron by layer (one
+    batch, neurons one at a time) and the floor of the first layer's FC delta products."""
+    from refbnn.engines.fast import one_blas_thread
     from refbnn.engines.incremental import BatchFlips
+    from refbnn.engines.packed import pack_pairs, packed_product
 
     x = rng.integers(0, 256, (n,) + model.input_shape)
     y = rng.integers(0, 10, n)
-    engine = FastEngine(model)
     ws = float32_weights(model)
-    t_bare, _ = timed(bare_float32, model, ws, x, engine.batch_size, repeat=3)
-    t_inc, _ = timed(engine.importance, x, y)
-    print(f"\n== Fashion CNN Algorithm 1, {n} inputs, batch {engine.batch_size} ==")
-    print(f"Algorithm 1 (all {model.neurons} neurons) / one bare float32 forward: {t_inc / t_bare:6.1f}x "
-          f"(target <= 10x)")
+    print(f"\n== Fashion CNN Algorithm 1, {n} inputs ==")
+    for cores in ("all cores", "one core"):
+        with one_blas_thread(cores == "one core"):
+            engine = FastEngine(model, threads=1 if cores == "one core" else None)
+            t_bare, _ = timed(bare_float32, model, ws, x, engine.batch_size, repeat=3)
+            t_inc, _ = timed(engine.importance, x, y)
+        print(f"{cores:9s}: Algorithm 1 (all {model.neurons} neurons) / one bare float32 forward: "
+              f"{t_inc / t_bare:6.1f}x (target <= 10x)")
+    engine = FastEngine(model)
     batch = min(n, engine.batch_size)
     flips = BatchFlips(engine, engine.outputs(x[:batch]), y[:batch])
     t_batch, _ = timed(bare_float32, model, ws, x[:batch], batch, repeat=3)
+    print(f"one batch of {batch}, neurons one at a time:")
     for nl in model.neuron_layers:
         picks = range(nl.offset, nl.offset + min(nl.channels, 16))
         t, _ = timed(lambda: [flips.correct_with_flip(k) for k in picks])
         per = t / len(picks)
-        print(f"  layer {nl.threshold_index}: {nl.channels} neurons, {per * 1e3:7.2f} ms per neuron per "
-              f"{batch} inputs, all of them {per * nl.channels / t_batch:5.1f}x a bare forward")
+        print(f"  layer {nl.threshold_index}: {nl.channels} neurons, {per * 1e3:7.2f} ms per neuron, "
+              f"all of them {per * nl.channels / t_batch:5.1f}x a bare forward")
     # The first layer's neurons each change ~10% of the 3136 inputs of the FC layer in every row,
-    # spread over almost all columns: their delta product is a full-width GEMM each.
+    # spread over almost all columns: their delta product is a full-width GEMM each, or half
+    # of one packed (refbnn.engines.packed).
     fc = next(i for i in model.weight_indices if isinstance(model.layers[i], Linear))
-    delta = np.zeros((batch, ws[fc].shape[1]), dtype=np.float32)
-    t_gemm, _ = timed(lambda: delta @ ws[fc].T, repeat=3)
-    print(f"  floor: {model.neuron_layers[0].channels} full-width FC delta products alone: "
-          f"{t_gemm * model.neuron_layers[0].channels / t_batch:5.1f}x a bare forward")
+    half = np.zeros((batch, ws[fc].shape[1]), dtype=np.int8)
+    half[:, ::10] = 1
+    t_gemm, _ = timed(lambda: half.astype(np.float32) @ ws[fc].T, repeat=3)
+    pk = pack_pairs(ws[fc])
+    t_packed, _ = timed(lambda: packed_product(half, pk, len(ws[fc])), repeat=3)
+    k = model.neuron_layers[0].channels
+    print(f"  floor: {k} full-width FC delta products alone: {t_gemm * k / t_batch:5.1f}x a bare forward "
+          f"plain, {t_packed * k / t_batch:5.1f}x packed")
 
 
 def main() -> None:

@@ -106,6 +106,22 @@ def weight_signs(model: Model, layer_index: int, bitorder: str = "big") -> np.nd
     return np.where(bits.reshape(w.shape), np.int8(1), np.int8(-1))
 
 
+@contextmanager
+def one_blas_thread(wanted: bool = True) -> Iterator[bool]:
+    """BLAS held to one thread for the block, if `wanted` and threadpoolctl is installed
+    (scikit-learn brings it); yields whether it is. Without it nothing changes."""
+    if wanted:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            wanted = False
+    if not wanted:
+        yield False
+        return
+    with threadpool_limits(1):
+        yield True
+
+
 class FastEngine:
     """Batched NumPy inference with exact float GEMMs; see the module docstring."""
 
@@ -379,18 +395,20 @@ class FastEngine:
             outs = self.outputs(xs[sl])
             clean_correct += int((self.predicted(outs[-1]) == ys[sl]).sum())
             flips = BatchFlips(self, outs, ys[sl])
-            # Neurons are independent. After a linear layer their flips run many small NumPy
-            # steps that release the GIL, so threads help; a conv neuron's flip is dominated by
-            # large products that BLAS already spreads over the cores, and threads then only
-            # compete (measured on the Fashion CNN: 1.25x slower with 2 threads).
+            # Neurons are independent, so they run on threads (NumPy releases the GIL in its
+            # loops). A conv neuron's flip holds large products too, which BLAS spreads over
+            # the cores itself: its neurons run on threads only where BLAS can be held to one
+            # thread meanwhile, else the two compete (on the Fashion CNN, 2 threads: 1.1-1.2x
+            # slower with BLAS on every core, 1.3-1.6x faster with BLAS on one).
             with ThreadPoolExecutor(self.threads) as pool:
                 for nl in model.neuron_layers:
                     neurons = range(nl.offset, nl.offset + nl.channels)
-                    run = map if nl.positions > 1 else pool.map
-                    for n, c in zip(neurons, run(flips.correct_with_flip, neurons)):
-                        correct[n] += c
-                        if progress is not None:
-                            progress(k * model.neurons + n + 1, len(batches) * model.neurons)
+                    with one_blas_thread(nl.positions > 1 and self.threads > 1) as threaded:
+                        run = pool.map if threaded or nl.positions == 1 else map
+                        for n, c in zip(neurons, run(flips.correct_with_flip, neurons)):
+                            correct[n] += c
+                            if progress is not None:
+                                progress(k * model.neurons + n + 1, len(batches) * model.neurons)
         a = Fraction(clean_correct, len(xs))
         require_accuracy(a)
         return [relative_drop(a, Fraction(int(c), len(xs))) for c in correct]

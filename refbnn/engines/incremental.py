@@ -30,9 +30,11 @@ import numpy as np
 
 from ..semantics.model import Conv2d, Linear, MaxPool2d, Threshold
 from .ops import maxpool
+from .packed import pack_pairs, packed_product
 
 SPARSE_FRACTION = 0.25   # use the candidate shortcut while it covers at most this share
 PIECE_BYTES = 2**21      # a conv step's piece of rows: its float maps stay in the cache
+PACKED_UNITS = 33        # linear layers with this many units take the packed delta product
 
 
 class BatchFlips:
@@ -50,6 +52,8 @@ class BatchFlips:
         self.y = y
         self._candidates: dict[tuple[int, int], tuple | None] = {}
         self._wt: dict[int, np.ndarray] = {}
+        self._pk: dict[int, np.ndarray] = {}
+        self._ex: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._g: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def correct_with_flip(self, n: int) -> int:
@@ -58,14 +62,14 @@ class BatchFlips:
         t = nl.threshold_index
         rows = np.arange(len(self.y))
         changed = np.array([c])
-        sub = -self.outs[t][:, changed]
+        sub = -self.outs[t][:, c:c + 1]
         flips = None   # (row pos, column pos) of negated +-1 entries, when a sparse step knows them
         j = t + 1
         layers = self.model.layers
         while j < len(layers):
             layer = layers[j]
             if sub is None and not self._takes_flips(j):
-                sub = _gather(self.outs[j - 1], rows, changed)
+                sub = _gather(self.outs[j - 1], rows, changed, copy=True)
                 sub[flips[0], flips[1]] *= -1
             t = self._threshold_after(j) if isinstance(layer, Conv2d) else None
             if t is not None:
@@ -111,7 +115,7 @@ class BatchFlips:
     def _delta(self, j: int, rows: np.ndarray, changed: np.ndarray, sub: np.ndarray) -> np.ndarray:
         """sub - clean input of layer j, on the changed rows and channels (values in -2..2)."""
         clean = _gather(self.outs[j - 1], rows, changed)
-        return sub.astype(np.int8) - clean.astype(np.int8)
+        return np.subtract(sub, clean, dtype=np.int8)
 
     def _weight_step(self, j: int, rows, changed, sub, flips=None) -> np.ndarray:
         """New full output h of weight layer j for `rows`: h_clean + W[:, changed] delta."""
@@ -130,17 +134,34 @@ class BatchFlips:
         return h
 
     def _delta_product(self, j: int, delta: np.ndarray, changed: np.ndarray) -> np.ndarray:
-        """W[:, changed] delta for weight layer j. For a linear layer where most columns
-        changed, the delta is scattered into full width instead: one GEMM with the stored W
-        costs less than gathering most of its columns into a copy."""
+        """W[:, changed] delta for weight layer j. A linear layer with many units takes the
+        packed product (two units per column, refbnn.engines.packed) while the delta is
+        sparse enough; where most columns changed, the delta is scattered into full width
+        first: one GEMM with the stored W costs less than gathering most of its columns."""
         w = self.engine.weight_matrix(j)
-        if isinstance(self.model.layers[j], Linear) and 2 * len(changed) > w.shape[1] and len(w) > 32:
-            if len(changed) == w.shape[1]:          # every column: the delta is already full width
-                return delta.astype(w.dtype) @ w.T
-            full = np.zeros((len(delta), w.shape[1]), dtype=w.dtype)
+        if not isinstance(self.model.layers[j], Linear) or len(w) < PACKED_UNITS:
+            return self.engine._weight_layer(j, delta, changed)
+        packed = self._packed(j)
+        if len(changed) == w.shape[1]:          # every column: the delta is already full width
+            full = delta
+        elif 2 * len(changed) > w.shape[1]:
+            full = np.zeros((len(delta), w.shape[1]), dtype=np.int8)
             full[:, changed] = delta
-            return full @ w.T
-        return self.engine._weight_layer(j, delta, changed)
+        else:
+            full, packed, w = delta, packed[:, changed], w[:, changed]
+        # Every input of a hidden weight layer is +-1 (threshold outputs, pooled or
+        # flattened), so a change is +-2: delta >> 1 is in {-1, 0, 1}.
+        dh = packed_product(full >> 1, packed, len(w))
+        if dh is None:                          # too many changes in some row to pack
+            return full.astype(w.dtype) @ w.T
+        dh *= 2
+        return dh
+
+    def _packed(self, j: int) -> np.ndarray:
+        """pack_pairs of layer j's weights, once per batch."""
+        if j not in self._pk:
+            self._pk[j] = pack_pairs(self.engine.weight_matrix(j))
+        return self._pk[j]
 
     def _w_t(self, j: int) -> np.ndarray:
         """W of layer j transposed (fan-in major), cached: its rows gather fast. float32 is
@@ -150,11 +171,14 @@ class BatchFlips:
         return self._wt[j]
 
     def _threshold_step(self, j: int, rows, changed, sub):
-        """Apply threshold j on the changed channels; keep only entries that really changed."""
+        """Apply threshold j on the changed channels; keep only entries that really changed
+        (all columns while most of them did: selecting them would cost more than it saves)."""
         new = self.engine._threshold(j, sub, changed)
         diff = (new != _gather(self.outs[j], rows, changed)).reshape(len(rows), len(changed), -1)
-        keep_rows = diff.any(axis=(1, 2))
+        keep_rows = np.flatnonzero(diff.any(axis=(1, 2)))
         keep_ch = diff.any(axis=(0, 2))
+        if 2 * np.count_nonzero(keep_ch) > len(keep_ch):
+            return rows[keep_rows], changed, _take_rows(new, keep_rows)
         return rows[keep_rows], changed[keep_ch], new[keep_rows][:, keep_ch]
 
     def _threshold_after(self, j: int):
@@ -165,34 +189,62 @@ class BatchFlips:
         return t if t < len(layers) and isinstance(layers[t], Threshold) else None
 
     def _conv_threshold_step(self, j: int, t: int, rows, changed, sub):
-        """Conv j, the max pooling if any, and threshold t for `rows`: as _weight_step,
-        maxpool and _threshold_step one after the other, but piece by piece of rows, so the
-        [rows, N, H, W] maps never exist whole and each piece stays in the cache. (On
-        threads the pieces ran slower, 2-3x under load: a piece is many short NumPy calls, and the
-        threads queue for the interpreter lock between them.)"""
+        """Conv j, the max pooling if any, and threshold t for `rows`, piece by piece of rows,
+        so the [rows, N, H, W] maps never exist whole and each piece stays in the cache.
+
+        An entry fires (h > s) iff the change dh exceeds the clean excess s - h, and a
+        pooled entry fires iff one of its window's entries does (max(h) > s iff some
+        h > s), so the new h and its max are never formed: one comparison with the
+        excess, three ORs of booleans (`_conv_excess`). Polarity -1 negates fires on
+        both sides of the comparison with the clean outputs. (On threads the pieces ran
+        slower, 2-3x under load: a piece is many short NumPy calls, and the threads
+        queue for the interpreter lock between them.)"""
         delta = self._delta(j, rows, changed, sub)
-        clean_h, clean_out = self.outs[j], self.outs[t]
-        n, ho, wo = clean_out.shape[1:]
-        new = np.empty((len(rows), ho, wo, n), dtype=np.int8).transpose(0, 3, 1, 2)   # as the engine's maps
+        excess, clean_fires = self._conv_excess(j, t)
+        pooled = t == j + 2
+        fires = np.empty((len(rows),) + clean_fires.shape[1:], dtype=bool)
         row_changed = np.zeros(len(rows), dtype=bool)
-        step = max(1, PIECE_BYTES // (4 * prod(clean_h.shape[1:])))
+        step = max(1, PIECE_BYTES // (4 * prod(excess.shape[1:])))
         pieces = [slice(k, min(k + step, len(rows))) for k in range(0, len(rows), step)]
-        all_rows = len(rows) == len(clean_h)
+        all_rows = len(rows) == len(excess)
 
         def piece(sl: slice) -> np.ndarray:
-            h = clean_h[sl] if all_rows else clean_h[rows[sl]]
-            h = h + self._delta_product(j, delta[sl], changed)
-            if t == j + 2:
-                h = maxpool(h)
-            out = new[sl]
-            out[...] = self.engine._threshold(t, h)
-            diff = out != (clean_out[sl] if all_rows else clean_out[rows[sl]])
+            at = sl if all_rows else rows[sl]
+            dh = self._delta_product(j, delta[sl], changed).transpose(0, 2, 3, 1)  # channels last
+            above = dh > excess[at]
+            f = fires[sl]
+            if pooled:
+                h, w = above.shape[1] // 2 * 2, above.shape[2] // 2 * 2
+                np.logical_or(above[:, 0:h:2, 0:w:2], above[:, 0:h:2, 1:w:2], out=f)
+                f |= above[:, 1:h:2, 0:w:2]
+                f |= above[:, 1:h:2, 1:w:2]
+            else:
+                f[...] = above
+            diff = f != clean_fires[at]
             row_changed[sl] = diff.any(axis=(1, 2, 3))
-            return diff.any(axis=(0, 2, 3))
+            return diff.any(axis=(0, 1, 2))
 
         channel_changed = np.logical_or.reduce([piece(sl) for sl in pieces])
+        fires ^= self.engine.thresholds(t)[1]          # polarity -1: +1 iff not fires
+        new = (fires.view(np.int8) * np.int8(2) - np.int8(1)).transpose(0, 3, 1, 2)   # as the engine's maps
         keep_rows, keep_ch = np.flatnonzero(row_changed), np.flatnonzero(channel_changed)
-        return rows[keep_rows], keep_ch, new[keep_rows][:, keep_ch]
+        new = _take_rows(new, keep_rows)
+        return rows[keep_rows], keep_ch, new if len(keep_ch) == new.shape[1] else new[:, keep_ch]
+
+    def _conv_excess(self, j: int, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """For conv j and threshold t (after max pooling, if any), once per batch: the
+        excess s - h of the clean h, channels last [B, H, W, N], and whether each clean
+        output fires (h > s, or the window's max h > s), [B, H', W', N]. The comparison
+        thresholds are the engine's, clipped to [-bound - 1, bound] (bound = fan-in,
+        inputs +-1), so |s - h| <= 2 * bound + 1, exact in float32 up to 2**24."""
+        if j not in self._ex:
+            h = self.outs[j].transpose(0, 2, 3, 1)
+            bound = prod(self.model.layers[j].weight.shape[1:])
+            dtype = np.float32 if 2 * bound + 1 <= 2**24 else np.float64
+            excess = self.engine._cmp[t].astype(dtype) - h.astype(dtype, copy=False)
+            clean_fires = (self.outs[t] > 0).transpose(0, 2, 3, 1) ^ self.engine.thresholds(t)[1]
+            self._ex[j] = (excess, np.ascontiguousarray(clean_fires))
+        return self._ex[j]
 
     def _sparse_linear_threshold(self, j: int, rows, changed, sub):
         """Linear layer j and threshold j+1 on the candidate entries only: the new
@@ -262,13 +314,16 @@ def _take_rows(a: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return a if len(rows) == len(a) else a[rows]
 
 
-def _gather(a: np.ndarray, rows: np.ndarray, channels: np.ndarray) -> np.ndarray:
-    """A copy of a[rows][:, channels], without copying the unselected channels of every row.
-    rows and channels are sorted and distinct, so a full-length one is an arange."""
+def _gather(a: np.ndarray, rows: np.ndarray, channels: np.ndarray, copy: bool = False) -> np.ndarray:
+    """a[rows][:, channels], without copying the unselected channels of every row: `a`
+    itself when both are complete (read only, unless `copy`). rows and channels are
+    sorted and distinct, so a full-length one is an arange."""
     all_rows, all_channels = len(rows) == len(a), len(channels) == a.shape[1]
     if all_rows and all_channels:
-        return a.copy()
+        return a.copy() if copy else a
     if all_rows:
+        if channels[-1] - channels[0] == len(channels) - 1:    # a run of channels: a view
+            return a[:, channels[0]:channels[-1] + 1].copy() if copy else a[:, channels[0]:channels[-1] + 1]
         return a[:, channels]
     if all_channels:
         return a[rows]
