@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from refbnn.training.nn import (
-    PIECE,
+    PIECE_BYTES,
     BatchNorm,
     BinaryConv2d,
     BinaryLinear,
@@ -227,25 +227,32 @@ def test_sign_activation_is_plus_one_iff_positive_with_hardtanh_gradient_mask():
 
 def _doubled_in_pieces(n: int) -> list:
     out = np.zeros(n, dtype=np.int64)
-    over_batch(lambda sl: out.__setitem__(sl, 2 * np.arange(n)[sl]), n)
+    over_batch(lambda sl: out.__setitem__(sl, 2 * np.arange(n)[sl]), n, PIECE_BYTES // 16)  # pieces of 16
     return out.tolist()
 
 
 def test_pieces_cover_the_batch_in_a_forked_worker_too():
-    """over_batch writes every piece (n not a multiple of PIECE), also in a process forked
-    after the parent used its thread pool, as the experiment runner's workers are: the
-    inherited pool has no threads, and waiting on it would never end."""
+    """over_batch writes every piece (n not a multiple of the piece size), on threads, also
+    in a process forked after the parent used its thread pool, as the experiment runner's
+    workers are: the inherited pool has no threads, and waiting on it would never end."""
     import multiprocessing
 
-    n = 3 * PIECE + 5
-    assert _doubled_in_pieces(n) == [2 * i for i in range(n)]
-    with multiprocessing.get_context("fork").Pool(1) as workers:
-        assert workers.apply_async(_doubled_in_pieces, (n,)).get(timeout=60) == [2 * i for i in range(n)]
+    from refbnn.training import nn
+
+    n = 3 * 16 + 5
+    saved, nn.THREADS = nn.THREADS, 2
+    try:
+        assert _doubled_in_pieces(n) == [2 * i for i in range(n)]
+        with multiprocessing.get_context("fork").Pool(1) as workers:
+            assert workers.apply_async(_doubled_in_pieces, (n,)).get(timeout=60) == [2 * i for i in range(n)]
+    finally:
+        nn.THREADS = saved
 
 
 def test_training_gives_the_same_bits_on_one_thread_and_on_three():
-    """The element-wise pieces write disjoint parts of their outputs, so a CNN trained with
-    one thread and with three (on whatever cores there are) has identical parameters."""
+    """The element-wise pieces write disjoint parts of their outputs, so a CNN trained in
+    pieces of one input on three threads (on whatever cores there are) has the same
+    parameters, bit for bit, as one trained in whole batches on one thread."""
     from refbnn.training import nn
     from refbnn.training.datasets import DataSplit
     from refbnn.training.trainer import TrainConfig, Trainer
@@ -253,13 +260,14 @@ def test_training_gives_the_same_bits_on_one_thread_and_on_three():
     rng = np.random.default_rng(3)
     x, y = rng.integers(0, 256, (3 * 40, 1, 10, 10)), rng.integers(0, 4, 3 * 40)
     params = []
-    for threads in (1, 3):
-        saved, nn.THREADS = nn.THREADS, threads
+    for threads, piece_bytes in ((1, 2**30), (3, 1)):
+        saved = nn.THREADS, nn.PIECE_BYTES
+        nn.THREADS, nn.PIECE_BYTES = threads, piece_bytes
         try:
             trainer = Trainer(TrainConfig("cnn:4,mp,6;5", epochs=1, batch_size=40, train_ber=0.1),
                               DataSplit(x, y, x[:8], y[:8], 255, 4, "random"))
             trainer.train_epoch()
         finally:
-            nn.THREADS = saved
+            nn.THREADS, nn.PIECE_BYTES = saved
         params.append([p.value.copy() for p in trainer.net.params()])
     assert all(np.array_equal(a, b) for a, b in zip(*params))

@@ -20,21 +20,27 @@ from typing import Callable, Optional
 
 import numpy as np
 
-PIECE = 16      # inputs per piece of element-wise work: a piece's tensors stay in the cache
-THREADS: Optional[int] = None   # threads for the pieces; None: one per core, at most 4
+PIECE_BYTES = 2**21   # a piece of element-wise work: about this many bytes of one tensor,
+                      # so that the piece's tensors stay in the cache
+THREADS: Optional[int] = 1   # threads for the pieces; None: one per core, at most 4. One by
+                      # default: on 2 cores, threads made the CNN steps slower (they queue
+                      # for the interpreter lock between short NumPy calls, and BLAS already
+                      # runs the products on every core)
 _pool: Optional[ThreadPoolExecutor] = None
 _pool_key = (0, 0)   # (process, threads) of _pool: a forked worker inherits it without its threads
 
 
-def over_batch(work: Callable[[slice], None], n: int) -> None:
-    """Run work(sl) for the batch in pieces of PIECE inputs, on THREADS threads (NumPy
-    releases the GIL in its loops). Only for element-wise work that writes its piece's part
-    of preallocated outputs: each entry is computed the same way in whatever piece or
-    thread it falls, so results do not depend on the number of threads."""
+def over_batch(work: Callable[[slice], None], n: int, item_bytes: int) -> None:
+    """Run work(sl) for the batch of n inputs in pieces of about PIECE_BYTES (an input's
+    share of the tensor is item_bytes), on THREADS threads (NumPy releases the GIL in its
+    loops). Only for element-wise work that writes its piece's part of preallocated
+    outputs: each entry is computed the same way in whatever piece or thread it falls, so
+    results depend on neither the piece size nor the number of threads."""
     global _pool, _pool_key
-    pieces = [slice(i, min(i + PIECE, n)) for i in range(0, n, PIECE)]
+    size = max(1, PIECE_BYTES // max(item_bytes, 1))
+    pieces = [slice(i, min(i + size, n)) for i in range(0, n, size)]
     threads = THREADS or max(1, min(4, len(os.sched_getaffinity(0))))
-    if threads == 1:
+    if threads == 1 or len(pieces) == 1:
         for sl in pieces:
             work(sl)
         return
@@ -95,10 +101,10 @@ class BinaryLinear:
 class BinaryConv2d(BinaryLinear):
     """3x3 (or k x k) convolution with sign(W), stride 1, zero padding.
 
-    Computed channels-last: the receptive fields are gathered as [B, Ho, Wo, k, k, C]
-    (k block copies, one per kernel row) and multiplied with sign(W) reordered to
-    [N, k, k, C]; the input gradient takes one product per tap and adds the taps in
-    row-major order. Every sum has the same terms as in the textbook [C, k, k] order
+    The receptive fields are gathered as columns [k, k, C, B, Ho, Wo] (one block copy per
+    tap, whole image rows at a time) and multiplied with sign(W) reordered to [N, k, k, C];
+    the output is channels-last in memory. The input gradient takes one product per tap
+    and adds the taps in row-major order. Every sum has the same terms as in the textbook [C, k, k] order
     (tests/test_nn.py checks forward and both gradients against the definition, bit for
     bit where the sums are exact). Hidden layers read +-1, so their outputs are exact
     integers either way; the float32 gradients may round differently in the last bit,
@@ -116,25 +122,25 @@ class BinaryConv2d(BinaryLinear):
         k, p = self.k, self.padding
         ho, wo = h + 2 * p - k + 1, w + 2 * p - k + 1
         self.wk = np.ascontiguousarray(self.signs(flip).transpose(0, 2, 3, 1)).reshape(len(self.w.value), -1)
-        padded = np.zeros((b, h + 2 * p, w + 2 * p, c), x.dtype)
-        cols = np.empty((b, ho, wo, k, k, c), x.dtype)
-        xt = x.transpose(0, 2, 3, 1)
+        padded = np.zeros((c, b, h + 2 * p, w + 2 * p), x.dtype)
+        cols = np.empty((k, k, c, b, ho, wo), x.dtype)
+        xc = x.transpose(1, 0, 2, 3)
 
         def gather(sl: slice) -> None:
-            padded[sl, p:p + h, p:p + w, :] = xt[sl]
-            # [piece, Hp, Wo, k, C]: the k taps of a row, each a whole channel row
-            rows = np.lib.stride_tricks.sliding_window_view(padded[sl], k, axis=2).transpose(0, 1, 2, 4, 3)
+            padded[:, sl, p:p + h, p:p + w] = xc[:, sl]
+            # one block copy per tap, each a whole image row at a time
             for r in range(k):
-                cols[sl, :, :, r] = rows[:, r:r + ho]
+                for s in range(k):
+                    cols[r, s, :, sl] = padded[:, sl, r:r + ho, s:s + wo]
 
-        over_batch(gather, b)
-        self.cols = cols.reshape(b * ho * wo, -1)
-        return (self.cols @ self.wk.T).reshape(b, ho, wo, -1).transpose(0, 3, 1, 2)
+        over_batch(gather, b, cols[:, :, :, 0].nbytes)
+        self.cols_t = cols.reshape(k * k * c, b * ho * wo)      # receptive fields as columns
+        return (self.cols_t.T @ self.wk.T).reshape(b, ho, wo, -1).transpose(0, 3, 1, 2)
 
     def backward(self, dy: np.ndarray) -> Optional[np.ndarray]:
         b, n, ho, wo = dy.shape
         dyt = dy.transpose(0, 2, 3, 1).reshape(-1, n)    # no copy when dy is channels-last in memory
-        dw = (dyt.T @ self.cols).reshape(n, self.k, self.k, -1)
+        dw = (dyt.T @ self.cols_t.T).reshape(n, self.k, self.k, -1)
         self.w.grad += dw.transpose(0, 3, 1, 2)      # straight-through, as in BinaryLinear.backward
         if not self.input_grad:
             return None
@@ -154,7 +160,7 @@ class BinaryConv2d(BinaryLinear):
                 for s in range(k):
                     dx[sl, r:r + ho, s:s + wo, :] += prods[r, s, sl]
 
-        over_batch(col2im, b)
+        over_batch(col2im, b, prods[:, :, 0].nbytes)
         return dx[:, p:p + h, p:p + w, :].transpose(0, 3, 1, 2)
 
 
@@ -199,7 +205,7 @@ class BatchNorm:
         else:
             mean = self.channel_sum(x) / n
         mean = mean.reshape(shape)
-        over_batch(lambda sl: np.subtract(x[sl], mean, out=self.xhat[sl]), len(x))
+        over_batch(lambda sl: np.subtract(x[sl], mean, out=self.xhat[sl]), len(x), x[0].nbytes)
         if train:
             if x.ndim > 2:
                 var = self.channel_sum(self.xhat, self.xhat) / n
@@ -213,7 +219,7 @@ class BatchNorm:
             np.multiply(gamma, xhat, out=y[sl])
             y[sl] += beta
 
-        over_batch(normalise, len(x))
+        over_batch(normalise, len(x), x[0].nbytes)
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
@@ -245,7 +251,7 @@ class BatchNorm:
             d -= self.xhat[sl] * sum_dxhat_xhat
             d *= scale
 
-        over_batch(gradient, len(dy))
+        over_batch(gradient, len(dy), dy[0].nbytes)
         return dxhat
 
 
@@ -265,7 +271,7 @@ class SignActivation:
             o *= 2
             o -= 1
 
-        over_batch(sign, len(z))
+        over_batch(sign, len(z), z[0].nbytes)
         return out
 
     def backward(self, da: np.ndarray) -> np.ndarray:
@@ -303,7 +309,7 @@ class MaxPool:
                 np.greater_equal(q[2], q[3], out=self.left_bottom[sl])
                 np.greater_equal(top, bottom, out=self.top[sl])
 
-        over_batch(pool, b)
+        over_batch(pool, b, x[0].nbytes)
         return out.transpose(0, 3, 1, 2)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
@@ -321,7 +327,7 @@ class MaxPool:
             for (r, s), first in zip(self.QUARTERS, firsts):
                 np.multiply(dyt[sl], first, out=dx[sl, r:h:2, s:w:2, :])   # dy there, 0 elsewhere
 
-        over_batch(route, b)
+        over_batch(route, b, dx[0].nbytes)
         return dx.transpose(0, 3, 1, 2)
 
 
