@@ -133,9 +133,23 @@ class BinaryConv2d(BinaryLinear):
                 for s in range(k):
                     cols[r, s, :, sl] = padded[:, sl, r:r + ho, s:s + wo]
 
-        over_batch(gather, b, cols[:, :, :, 0].nbytes)
-        self.cols_t = cols.reshape(k * k * c, b * ho * wo)      # receptive fields as columns
-        return (self.cols_t.T @ self.wk.T).reshape(b, ho, wo, -1).transpose(0, 3, 1, 2)
+        out = np.empty((b, ho, wo, len(self.wk)), x.dtype)
+        cols_t = cols.reshape(k * k * c, b, ho * wo)       # receptive fields as columns
+
+        def gather_and_multiply(sl: slice) -> None:
+            gather(sl)
+            # the product while the piece's columns are in the cache: a hidden layer reads
+            # +-1, so its sums are exact integers, the same in any blocking (float sums
+            # are not: BLAS may add them in another order for another number of rows)
+            np.matmul(cols_t[:, sl].reshape(len(cols_t), -1).T, self.wk.T,
+                      out=out[sl].reshape(-1, len(self.wk)))
+
+        self.cols_t = cols.reshape(k * k * c, b * ho * wo)
+        if not self.input_grad:      # the first layer reads data: one product, as always
+            over_batch(gather, b, cols[:, :, :, 0].nbytes)
+            return (self.cols_t.T @ self.wk.T).reshape(b, ho, wo, -1).transpose(0, 3, 1, 2)
+        over_batch(gather_and_multiply, b, cols[:, :, :, 0].nbytes)
+        return out.transpose(0, 3, 1, 2)
 
     def backward(self, dy: np.ndarray) -> Optional[np.ndarray]:
         b, n, ho, wo = dy.shape
