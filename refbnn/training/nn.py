@@ -161,20 +161,15 @@ class BinaryConv2d(BinaryLinear):
         _, c, h, w = self.x_shape
         k, p = self.k, self.padding
         taps = self.wk.reshape(n, k, k, c)
-        # col2im with one product per tap: each is contiguous, so the additions below run
+        # col2im with one product per tap, added into dx before the next (each entry of dx
+        # gets its taps in row-major order); a product is contiguous, so the additions run
         # over whole channel rows
-        prods = np.empty((k, k, b, ho, wo, c), dtype=dy.dtype)
+        prod = np.empty((b, ho, wo, c), dtype=dy.dtype)
+        dx = np.zeros((b, h + 2 * p, w + 2 * p, c), dtype=dy.dtype)
         for r in range(k):
             for s in range(k):
-                np.matmul(dyt, taps[:, r, s, :], out=prods[r, s].reshape(-1, c))
-        dx = np.zeros((b, h + 2 * p, w + 2 * p, c), dtype=dy.dtype)
-
-        def col2im(sl: slice) -> None:
-            for r in range(k):
-                for s in range(k):
-                    dx[sl, r:r + ho, s:s + wo, :] += prods[r, s, sl]
-
-        over_batch(col2im, b, prods[:, :, 0].nbytes)
+                np.matmul(dyt, taps[:, r, s, :], out=prod.reshape(-1, c))
+                dx[:, r:r + ho, s:s + wo, :] += prod
         return dx[:, p:p + h, p:p + w, :].transpose(0, 3, 1, 2)
 
 
