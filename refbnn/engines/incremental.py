@@ -207,11 +207,14 @@ class BatchFlips:
         step = max(1, PIECE_BYTES // (4 * prod(excess.shape[1:])))
         pieces = [slice(k, min(k + step, len(rows))) for k in range(0, len(rows), step)]
         all_rows = len(rows) == len(excess)
+        layer = self.model.layers[j]
+        n, _, k, _ = layer.weight.shape
+        # W[:, changed] as [N, k * k * changed], taps major, as _conv_delta's columns
+        taps = self.engine.weight_matrix(j).reshape(n, -1, k, k)[:, changed].transpose(0, 2, 3, 1).reshape(n, -1)
 
         def piece(sl: slice) -> np.ndarray:
             at = sl if all_rows else rows[sl]
-            dh = self._delta_product(j, delta[sl], changed).transpose(0, 2, 3, 1)  # channels last
-            above = dh > excess[at]
+            above = _conv_delta(delta[sl], taps, k, layer.padding) > excess[at]
             f = fires[sl]
             if pooled:
                 h, w = above.shape[1] // 2 * 2, above.shape[2] // 2 * 2
@@ -301,6 +304,24 @@ class BatchFlips:
             g = self.engine.signed_margins(j + 1, self.outs[j])
             self._g[j] = (g, np.abs(g))
         return self._g[j]
+
+
+def _conv_delta(delta: np.ndarray, w: np.ndarray, k: int, padding: int) -> np.ndarray:
+    """The convolution of a delta [rows, C, H, W] (stride 1, zero padding) with w [N, k*k*C]
+    (taps major, then channels), channels last [rows, Ho, Wo, N]. The receptive fields
+    are gathered as columns, one block copy of whole image rows per tap (for the single
+    channel of a flipped neuron, an im2col over [.., k, k] would copy 3 numbers at a
+    time). The sums are integers within the layer's exact bound (see the module
+    docstring), in w's dtype."""
+    b, c, h, wd = delta.shape
+    ho, wo = h + 2 * padding - k + 1, wd + 2 * padding - k + 1
+    padded = np.zeros((c, b, h + 2 * padding, wd + 2 * padding), dtype=w.dtype)
+    padded[:, :, padding:padding + h, padding:padding + wd] = delta.transpose(1, 0, 2, 3)
+    cols = np.empty((k, k, c, b, ho, wo), dtype=w.dtype)
+    for r in range(k):
+        for s in range(k):
+            cols[r, s] = padded[:, :, r:r + ho, s:s + wo]
+    return (cols.reshape(k * k * c, -1).T @ w.T).reshape(b, ho, wo, len(w))
 
 
 def _compress(idx: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
