@@ -8,8 +8,8 @@ with padding 1 and 2x2 max pooling before batch norm for the CNNs, batch norm,
 hardtanh + sign, scaled output, cross-entropy, Adam, batch 128) for the same number
 of steps; the ratio is NumPy time / PyTorch time per step (equal to the epoch-time
 ratio), each the best of --rounds rounds that alternate between the two (single timings
-on a shared machine move by a third from run to run). Needs torch (`pip install torch==2.13.0` takes a local CPU build here);
-without it, only the NumPy time is printed.
+on a shared machine move by a third from run to run). Needs torch (`pip install
+torch==2.13.0` takes a local CPU build here); without it, only the NumPy time is printed.
 """
 from __future__ import annotations
 
