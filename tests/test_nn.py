@@ -70,6 +70,37 @@ def test_batchnorm_backward_in_training(shape, layout):
     check_module(bn, layout(x) if layout else x, params=[bn.gamma, bn.beta])
 
 
+def _broadcast_over_axis_1(*arrays):
+    """elementwise_views without its fast path: the arrays, vectors broadcast over axis 1."""
+    shape = (1, -1) + (1,) * (arrays[0].ndim - 2)
+    return arrays, lambda v: np.reshape(v, shape)
+
+
+@given(st.integers(1, 5), st.integers(1, 6), st.integers(1, 5), st.integers(1, 5), st.integers(0, 2**32 - 1))
+@settings(max_examples=40, deadline=None)
+def test_batchnorm_on_channels_last_maps_gives_the_same_bits_as_plain_broadcasting(b, c, h, w, seed):
+    """Property: on maps stored channels-last, batch norm's element-wise work as rows with
+    tiled per-channel vectors (elementwise_views) gives bit for bit the forward output,
+    the input gradient and the parameter gradients of plain broadcasting over axis 1."""
+    from refbnn.training import nn
+
+    rng = np.random.default_rng(seed)
+    x, dy = (channels_last(rng.normal(size=(b, c, h, w)).astype(np.float32)) for _ in range(2))
+    gamma = rng.normal(size=c).astype(np.float32)
+    results = []
+    for views in (nn.elementwise_views, _broadcast_over_axis_1):
+        saved, nn.elementwise_views = nn.elementwise_views, views
+        try:
+            bn = BatchNorm(c)
+            bn.gamma.value[:] = gamma
+            y = bn.forward(x, True)
+            results.append((y, bn.backward(dy), bn.gamma.grad, bn.beta.grad))
+        finally:
+            nn.elementwise_views = saved
+    assert nn.elementwise_views(x, dy)[0][0].ndim == 2      # x and dy took the fast path: rows
+    assert all(np.array_equal(a, b) for a, b in zip(*results))
+
+
 def test_batchnorm_uses_running_statistics_in_evaluation():
     bn = BatchNorm(2, dtype=np.float64)
     x = RNG.normal(size=(50, 2)) * 3 + 1

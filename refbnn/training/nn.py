@@ -173,6 +173,22 @@ class BinaryConv2d(BinaryLinear):
         return dx[:, p:p + h, p:p + w, :].transpose(0, 3, 1, 2)
 
 
+def elementwise_views(*arrays: np.ndarray) -> tuple[tuple[np.ndarray, ...], Callable[[np.ndarray], np.ndarray]]:
+    """Views of same-shaped arrays for element-wise work with per-channel vectors (axis 1),
+    and how to shape such a vector for them. Maps [B, C, H, W] that are all channels-last
+    in memory are viewed as rows [B, H*W*C] and a vector is tiled H*W times along the row:
+    NumPy then runs one long loop per input instead of one loop of C numbers per position
+    (two to three times faster), and every entry meets the same number as before.
+    Otherwise the arrays themselves, and the vector shaped to broadcast over axis 1."""
+    a = arrays[0]
+    if a.ndim == 4 and all(x.transpose(0, 2, 3, 1).flags.c_contiguous for x in arrays):
+        positions = a.shape[2] * a.shape[3]
+        rows = tuple(x.transpose(0, 2, 3, 1).reshape(len(x), -1) for x in arrays)
+        return rows, lambda v: np.tile(np.ravel(v), positions)
+    shape = (1, -1) + (1,) * (a.ndim - 2)
+    return arrays, lambda v: np.reshape(v, shape)
+
+
 class BatchNorm:
     """Batch norm over the channel axis 1: batch statistics in training, running ones
     (momentum 0.1, unbiased variance, as PyTorch) in evaluation."""
@@ -205,7 +221,6 @@ class BatchNorm:
     def forward(self, x: np.ndarray, train: bool, flip=None) -> np.ndarray:
         shape = self._shape(x)
         n = x.size // x.shape[1]
-        gamma, beta = self.gamma.value.reshape(shape), self.beta.value.reshape(shape)
         self.xhat, y = np.empty_like(x), np.empty_like(x)      # x's memory layout
         if not train:
             mean, var = self.running_mean.astype(x.dtype), self.running_var.astype(x.dtype)
@@ -213,20 +228,22 @@ class BatchNorm:
             mean, var = x.mean(axis=0), x.var(axis=0)
         else:
             mean = self.channel_sum(x) / n
-        mean = mean.reshape(shape)
-        over_batch(lambda sl: np.subtract(x[sl], mean, out=self.xhat[sl]), len(x), x[0].nbytes)
+        (xv, xhat, yv), per_channel = elementwise_views(x, self.xhat, y)
+        mean_v = per_channel(mean)
+        over_batch(lambda sl: np.subtract(xv[sl], mean_v, out=xhat[sl]), len(x), x[0].nbytes)
         if train:
             if x.ndim > 2:
                 var = self.channel_sum(self.xhat, self.xhat) / n
             self.running_mean = (1 - self.momentum) * self.running_mean + self.momentum * mean.ravel()
             self.running_var = (1 - self.momentum) * self.running_var + self.momentum * var * n / max(n - 1, 1)
-        self.inv_std = inv_std = (1 / np.sqrt(var + self.eps)).astype(x.dtype).reshape(shape)
+        self.inv_std = (1 / np.sqrt(var + self.eps)).astype(x.dtype).reshape(shape)
+        inv_std, gamma, beta = (per_channel(v) for v in (self.inv_std, self.gamma.value, self.beta.value))
 
         def normalise(sl: slice) -> None:
-            xhat = self.xhat[sl]
-            xhat *= inv_std
-            np.multiply(gamma, xhat, out=y[sl])
-            y[sl] += beta
+            xh = xhat[sl]
+            xh *= inv_std
+            np.multiply(gamma, xh, out=yv[sl])
+            yv[sl] += beta
 
         over_batch(normalise, len(x), x[0].nbytes)
         return y
@@ -250,14 +267,16 @@ class BatchNorm:
             dxhat = np.empty_like(dy)
             sum_dxhat, sum_dxhat_xhat = sum_dy.reshape(shape), sum_dy_xhat.reshape(shape)
             scale = gamma * self.inv_std / n
+        (dyv, dxv, xhat), per_channel = elementwise_views(dy, dxhat, self.xhat)
+        sum_dxhat, sum_dxhat_xhat, scale = (per_channel(v) for v in (sum_dxhat, sum_dxhat_xhat, scale))
 
         def gradient(sl: slice) -> None:
-            d = dxhat[sl]
+            d = dxv[sl]
             if dy.ndim > 2:
-                np.copyto(d, dy[sl])
+                np.copyto(d, dyv[sl])
             d *= n
             d -= sum_dxhat
-            d -= self.xhat[sl] * sum_dxhat_xhat
+            d -= xhat[sl] * sum_dxhat_xhat
             d *= scale
 
         over_batch(gradient, len(dy), dy[0].nbytes)
