@@ -84,10 +84,13 @@ class BatchFlips:
                 if step is not None:
                     rows, changed, flips = step
                     sub = None
-                    j += 2
-                    if len(rows) == 0:
-                        return self.clean_correct
-                    continue
+                else:
+                    rows, changed, sub = self._linear_threshold_step(j, rows, changed, sub)
+                    flips = None
+                j += 2
+                if len(rows) == 0:
+                    return self.clean_correct
+                continue
             if isinstance(layer, (Linear, Conv2d)):
                 sub = self._weight_step(j, rows, changed, sub, flips)
                 changed = np.arange(sub.shape[1])
@@ -181,6 +184,22 @@ class BatchFlips:
             return rows[keep_rows], changed, _take_rows(new, keep_rows)
         return rows[keep_rows], changed[keep_ch], new[keep_rows][:, keep_ch]
 
+    def _linear_threshold_step(self, j: int, rows, changed, sub):
+        """Linear layer j and threshold j+1 on every entry (where the candidate shortcut does
+        not pay): an output fires (h > s) iff the change dh exceeds the clean excess s - h,
+        so the new h is never formed (`_excess`); then as _threshold_step."""
+        dh = self._delta_product(j, self._delta(j, rows, changed, sub), changed)
+        excess, clean_fires = self._excess(j, j + 1)
+        fires = dh > _take_rows(excess, rows)
+        diff = fires != _take_rows(clean_fires, rows)
+        keep_rows = np.flatnonzero(diff.any(axis=1))
+        keep_ch = diff.any(axis=0)
+        fires ^= self.engine.thresholds(j + 1)[1]       # polarity -1: +1 iff not fires
+        new = fires.view(np.int8) * np.int8(2) - np.int8(1)
+        if 2 * np.count_nonzero(keep_ch) > len(keep_ch):
+            return rows[keep_rows], np.arange(len(keep_ch)), _take_rows(new, keep_rows)
+        return rows[keep_rows], np.flatnonzero(keep_ch), new[keep_rows][:, keep_ch]
+
     def _threshold_after(self, j: int):
         """The index of the threshold that directly follows conv layer j, or follows the max
         pooling that follows it; else None."""
@@ -195,12 +214,12 @@ class BatchFlips:
         An entry fires (h > s) iff the change dh exceeds the clean excess s - h, and a
         pooled entry fires iff one of its window's entries does (max(h) > s iff some
         h > s), so the new h and its max are never formed: one comparison with the
-        excess, three ORs of booleans (`_conv_excess`). Polarity -1 negates fires on
+        excess, three ORs of booleans (`_excess`). Polarity -1 negates fires on
         both sides of the comparison with the clean outputs. (On threads the pieces ran
         slower, 2-3x under load: a piece is many short NumPy calls, and the threads
         queue for the interpreter lock between them.)"""
         delta = self._delta(j, rows, changed, sub)
-        excess, clean_fires = self._conv_excess(j, t)
+        excess, clean_fires = self._excess(j, t)
         pooled = t == j + 2
         fires = np.empty((len(rows),) + clean_fires.shape[1:], dtype=bool)
         row_changed = np.zeros(len(rows), dtype=bool)
@@ -232,21 +251,25 @@ class BatchFlips:
         new = (fires.view(np.int8) * np.int8(2) - np.int8(1)).transpose(0, 3, 1, 2)   # as the engine's maps
         keep_rows, keep_ch = np.flatnonzero(row_changed), np.flatnonzero(channel_changed)
         new = _take_rows(new, keep_rows)
-        return rows[keep_rows], keep_ch, new if len(keep_ch) == new.shape[1] else new[:, keep_ch]
+        if 2 * len(keep_ch) > new.shape[1]:     # most channels: keep all (as _threshold_step)
+            return rows[keep_rows], np.arange(new.shape[1]), new
+        return rows[keep_rows], keep_ch, new[:, keep_ch]
 
-    def _conv_excess(self, j: int, t: int) -> tuple[np.ndarray, np.ndarray]:
-        """For conv j and threshold t (after max pooling, if any), once per batch: the
-        excess s - h of the clean h, channels last [B, H, W, N], and whether each clean
-        output fires (h > s, or the window's max h > s), [B, H', W', N]. The comparison
-        thresholds are the engine's, clipped to [-bound - 1, bound] (bound = fan-in,
-        inputs +-1), so |s - h| <= 2 * bound + 1, exact in float32 up to 2**24."""
+    def _excess(self, j: int, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """For weight layer j and threshold t (after max pooling, if any), once per batch:
+        the excess s - h of the clean h (maps channels last, [B, H, W, N]) and whether each
+        clean output fires (h > s, or the window's max h > s; maps [B, H', W', N]). The
+        comparison thresholds are the engine's, clipped to [-bound - 1, bound] (bound =
+        fan-in: a hidden layer reads +-1), so |s - h| <= 2 * bound + 1, exact in float32
+        up to 2**24."""
         if j not in self._ex:
-            h = self.outs[j].transpose(0, 2, 3, 1)
+            h, out = self.outs[j], self.outs[t] > 0
+            if h.ndim == 4:
+                h, out = h.transpose(0, 2, 3, 1), out.transpose(0, 2, 3, 1)
             bound = prod(self.model.layers[j].weight.shape[1:])
             dtype = np.float32 if 2 * bound + 1 <= 2**24 else np.float64
             excess = self.engine._cmp[t].astype(dtype) - h.astype(dtype, copy=False)
-            clean_fires = (self.outs[t] > 0).transpose(0, 2, 3, 1) ^ self.engine.thresholds(t)[1]
-            self._ex[j] = (excess, np.ascontiguousarray(clean_fires))
+            self._ex[j] = (excess, np.ascontiguousarray(out ^ self.engine.thresholds(t)[1]))
         return self._ex[j]
 
     def _sparse_linear_threshold(self, j: int, rows, changed, sub):
