@@ -147,28 +147,39 @@ def direct_conv_backward(x, w, p, dy):
     return dw, dxp[:, :, p:xp.shape[2] - p, p:xp.shape[3] - p]
 
 
+@pytest.mark.parametrize("wide", [1, 10**6], ids=["fields-channels-last", "fields-by-tap"])
 @settings(max_examples=60, deadline=None)
 @given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 4), st.integers(1, 6), st.integers(1, 6),
-       st.integers(0, 1), st.integers(0, 2**32 - 1))
-def test_conv_equals_its_definition_bit_for_bit_on_integers(b, c, n, h, w, p, seed):
+       st.integers(0, 1), st.integers(0, 2**32 - 1), st.booleans())
+def test_conv_equals_its_definition_bit_for_bit_on_integers(wide, b, c, n, h, w, p, seed, first):
     """Property: on integer-valued inputs, weights and output gradients every sum is exact in
-    float64, so the channels-last convolution (taps gathered as [k, k, C], one product per
-    tap in the input gradient) gives exactly the definition's forward, weight gradient and
-    input gradient, whatever the order of the terms, in either memory layout of x."""
+    float64, so the convolution (receptive fields gathered tap by tap or channels last, by
+    pieces of inputs in a hidden layer, one product per tap in the input gradient) gives
+    exactly the definition's forward, weight gradient and input gradient, whatever the
+    order of the terms, in either memory layout of x, as first layer or hidden layer."""
+    from refbnn.training import nn
+
     if min(h, w) + 2 * p < 3:
         return
     rng = np.random.default_rng(seed)
     conv = BinaryConv2d(n, c, 3, p, rng, np.float64)
+    conv.input_grad = not first
     x = rng.integers(-3, 4, (b, c, h, w)).astype(np.float64)
     if seed % 2:
         x = channels_last(x)
     signs = conv.signs(None)
-    y = conv.forward(x, True)
+    saved = nn.WIDE, nn.PIECE_BYTES
+    nn.WIDE, nn.PIECE_BYTES = wide, 1      # pieces of one input
+    try:
+        y = conv.forward(x, True)
+    finally:
+        nn.WIDE, nn.PIECE_BYTES = saved
     assert np.array_equal(y, direct_conv(x, signs, p))
     dy = rng.integers(-5, 6, y.shape).astype(np.float64)
     dx = conv.backward(dy)
     dw, dx_direct = direct_conv_backward(x, signs, p, dy)
-    assert np.array_equal(conv.w.grad, dw) and np.array_equal(dx, dx_direct)
+    assert np.array_equal(conv.w.grad, dw)
+    assert dx is None if first else np.array_equal(dx, dx_direct)
 
 
 def test_first_weight_layer_computes_no_input_gradient():

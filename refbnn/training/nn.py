@@ -98,12 +98,57 @@ class BinaryLinear:
         return dy @ self.wb if self.input_grad else None
 
 
+WIDE = 64    # input channels from which receptive fields are gathered channels last
+
+
+def _tap_fields(x: np.ndarray, k: int, p: int):
+    """Receptive fields of x [B, C, H, W] (padding p) gathered as columns [k, k, C, B, Ho, Wo]:
+    one block copy per tap, whole image rows at a time (few channels: a field's k*C numbers
+    would be short runs). Returns (gather(slice of inputs), the fields as [B*Ho*Wo, k*k*C]
+    (a transposed view), the fields of a slice of inputs as such a matrix)."""
+    b, c, h, w = x.shape
+    ho, wo = h + 2 * p - k + 1, w + 2 * p - k + 1
+    padded = np.zeros((c, b, h + 2 * p, w + 2 * p), x.dtype)
+    cols = np.empty((k, k, c, b, ho, wo), x.dtype)
+    xc = x.transpose(1, 0, 2, 3)
+
+    def gather(sl: slice) -> None:
+        padded[:, sl, p:p + h, p:p + w] = xc[:, sl]
+        for r in range(k):
+            for s in range(k):
+                cols[r, s, :, sl] = padded[:, sl, r:r + ho, s:s + wo]
+
+    by_input = cols.reshape(k * k * c, b, ho * wo)
+    return gather, cols.reshape(k * k * c, -1).T, lambda sl: by_input[:, sl].reshape(len(by_input), -1).T
+
+
+def _channels_last_fields(x: np.ndarray, k: int, p: int):
+    """As _tap_fields, gathered channels last [B, Ho, Wo, k, k, C] (many channels: one block
+    copy of k*C numbers per field and kernel row), the fields matrix C-contiguous."""
+    b, c, h, w = x.shape
+    ho, wo = h + 2 * p - k + 1, w + 2 * p - k + 1
+    padded = np.zeros((b, h + 2 * p, w + 2 * p, c), x.dtype)
+    cols = np.empty((b, ho, wo, k, k, c), x.dtype)
+    xt = x.transpose(0, 2, 3, 1)
+
+    def gather(sl: slice) -> None:
+        padded[sl, p:p + h, p:p + w, :] = xt[sl]
+        # [piece, Hp, Wo, k, C]: the k taps of a row, each a whole channel row
+        rows = np.lib.stride_tricks.sliding_window_view(padded[sl], k, axis=2).transpose(0, 1, 2, 4, 3)
+        for r in range(k):
+            cols[sl, :, :, r] = rows[:, r:r + ho]
+
+    matrix = cols.reshape(b * ho * wo, -1)
+    return gather, matrix, lambda sl: matrix[sl.start * ho * wo:sl.stop * ho * wo]
+
+
 class BinaryConv2d(BinaryLinear):
     """3x3 (or k x k) convolution with sign(W), stride 1, zero padding.
 
-    The receptive fields are gathered as columns [k, k, C, B, Ho, Wo] (one block copy per
-    tap, whole image rows at a time) and multiplied with sign(W) reordered to [N, k, k, C];
-    the output is channels-last in memory. The input gradient takes one product per tap
+    The receptive fields are gathered tap by tap as columns [k, k, C, B, Ho, Wo] (few
+    channels) or channels last as [B, Ho, Wo, k, k, C] (WIDE channels or more), and
+    multiplied with sign(W) reordered to [N, k, k, C]; the output is channels-last in
+    memory. The input gradient takes one product per tap
     and adds the taps in row-major order. Every sum has the same terms as in the textbook [C, k, k] order
     (tests/test_nn.py checks forward and both gradients against the definition, bit for
     bit where the sums are exact). Hidden layers read +-1, so their outputs are exact
@@ -122,39 +167,26 @@ class BinaryConv2d(BinaryLinear):
         k, p = self.k, self.padding
         ho, wo = h + 2 * p - k + 1, w + 2 * p - k + 1
         self.wk = np.ascontiguousarray(self.signs(flip).transpose(0, 2, 3, 1)).reshape(len(self.w.value), -1)
-        padded = np.zeros((c, b, h + 2 * p, w + 2 * p), x.dtype)
-        cols = np.empty((k, k, c, b, ho, wo), x.dtype)
-        xc = x.transpose(1, 0, 2, 3)
-
-        def gather(sl: slice) -> None:
-            padded[:, sl, p:p + h, p:p + w] = xc[:, sl]
-            # one block copy per tap, each a whole image row at a time
-            for r in range(k):
-                for s in range(k):
-                    cols[r, s, :, sl] = padded[:, sl, r:r + ho, s:s + wo]
-
+        gather, self.cols, piece = (_channels_last_fields if c >= WIDE else _tap_fields)(x, k, p)
+        if not self.input_grad:      # the first layer reads data: one product, as always
+            over_batch(gather, b, self.cols.nbytes // b)
+            return (self.cols @ self.wk.T).reshape(b, ho, wo, -1).transpose(0, 3, 1, 2)
         out = np.empty((b, ho, wo, len(self.wk)), x.dtype)
-        cols_t = cols.reshape(k * k * c, b, ho * wo)       # receptive fields as columns
 
         def gather_and_multiply(sl: slice) -> None:
             gather(sl)
-            # the product while the piece's columns are in the cache: a hidden layer reads
+            # the product while the piece's fields are in the cache: a hidden layer reads
             # +-1, so its sums are exact integers, the same in any blocking (float sums
             # are not: BLAS may add them in another order for another number of rows)
-            np.matmul(cols_t[:, sl].reshape(len(cols_t), -1).T, self.wk.T,
-                      out=out[sl].reshape(-1, len(self.wk)))
+            np.matmul(piece(sl), self.wk.T, out=out[sl].reshape(-1, len(self.wk)))
 
-        self.cols_t = cols.reshape(k * k * c, b * ho * wo)
-        if not self.input_grad:      # the first layer reads data: one product, as always
-            over_batch(gather, b, cols[:, :, :, 0].nbytes)
-            return (self.cols_t.T @ self.wk.T).reshape(b, ho, wo, -1).transpose(0, 3, 1, 2)
-        over_batch(gather_and_multiply, b, cols[:, :, :, 0].nbytes)
+        over_batch(gather_and_multiply, b, self.cols.nbytes // b)
         return out.transpose(0, 3, 1, 2)
 
     def backward(self, dy: np.ndarray) -> Optional[np.ndarray]:
         b, n, ho, wo = dy.shape
         dyt = dy.transpose(0, 2, 3, 1).reshape(-1, n)    # no copy when dy is channels-last in memory
-        dw = (dyt.T @ self.cols_t.T).reshape(n, self.k, self.k, -1)
+        dw = (dyt.T @ self.cols).reshape(n, self.k, self.k, -1)
         self.w.grad += dw.transpose(0, 3, 1, 2)      # straight-through, as in BinaryLinear.backward
         if not self.input_grad:
             return None
