@@ -10,11 +10,16 @@ clean layer outputs `outs` are known, the flip is pushed forward as a *change*:
 - Weight layer (linearity): h_new = h_clean + W[:, changed] (sub - clean_sub).
   Every value is an integer within the engine's exact bound (|delta| <= 2), so
   the float arithmetic is exact (see refbnn.engines.fast).
+  A linear layer with many units multiplies through its packed weights, two units
+  per float32 column (refbnn.engines.packed: exact while the change is sparse).
 - Threshold: only outputs whose value really changed stay in the state; inputs
   without any change leave it, and when none is left the predictions are clean.
+  A weight layer and its threshold never form the new h: an output fires (h > s) iff
+  the change exceeds the clean excess s - h, computed once per batch.
 - Conv layer (then max pooling) then threshold: computed in pieces of rows, each piece
-  through all three layers while its tensors are in the cache; only the threshold
-  outputs and which rows and channels changed come out.
+  through all three layers while its tensors are in the cache (max(h) > s iff some
+  h > s: the pooling is an OR of the entries that fire); only the threshold outputs
+  and which rows and channels changed come out.
 - Linear layer followed by a threshold, sparse shortcut: d = len(changed) changed
   columns act on each unit like d flipped summands (each moves h by at most 2), so
   by Theorem 1 the output of unit m for input i can only change if

@@ -148,8 +148,8 @@ class BinaryConv2d(BinaryLinear):
     The receptive fields are gathered tap by tap as columns [k, k, C, B, Ho, Wo] (few
     channels) or channels last as [B, Ho, Wo, k, k, C] (WIDE channels or more), and
     multiplied with sign(W) reordered to [N, k, k, C]; the output is channels-last in
-    memory. The input gradient takes one product per tap
-    and adds the taps in row-major order. Every sum has the same terms as in the textbook [C, k, k] order
+    memory. The input gradient takes one product per tap and adds the taps in row-major
+    order. Every sum has the same terms as in the textbook [C, k, k] order
     (tests/test_nn.py checks forward and both gradients against the definition, bit for
     bit where the sums are exact). Hidden layers read +-1, so their outputs are exact
     integers either way; the float32 gradients may round differently in the last bit,
