@@ -102,3 +102,16 @@ def test_conv_steps_in_pieces_of_one_row_equal_the_definition(case):
         assert FastEngine(case.model).importance(case.x, y) == neuron_importance(ref, case.x, y)
     finally:
         inc.PIECE_BYTES = saved
+
+
+@given(case=model_cases(max_inputs=12))
+def test_conv_neurons_on_threads_give_the_same_pi_and_leave_blas_as_found(case):
+    """Property: Algorithm 1 with conv-layer neurons on two threads (BLAS held to one thread
+    meanwhile) gives the same Pi as on one thread, and afterwards every BLAS library has
+    the thread count it had before."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    y = _labels_with_a_hit(case, Interpreter(case.model))
+    before = [lib["num_threads"] for lib in threadpoolctl.threadpool_info()]
+    threaded = FastEngine(case.model, threads=2).importance(case.x, y)
+    assert [lib["num_threads"] for lib in threadpoolctl.threadpool_info()] == before
+    assert threaded == FastEngine(case.model, threads=1).importance(case.x, y)
