@@ -60,3 +60,30 @@ def test_algorithm_1_with_every_linear_layer_packed_equals_the_definition(max_we
         assert FastEngine(case.model).importance(case.x, y) == neuron_importance(ref, case.x, y)
     finally:
         inc.PACKED_UNITS, packed.MAX_ROW_WEIGHT = saved
+
+
+@pytest.mark.parametrize("wide", [1, 10**6], ids=["fields-channels-last", "fields-by-tap"])
+@given(st.integers(0, 2**32 - 1), st.integers(1, 4), st.integers(1, 5), st.integers(1, 4),
+       st.integers(1, 7), st.integers(1, 7), st.sampled_from([1, 2, 3]), st.integers(0, 1), st.booleans())
+def test_conv2d_in_pieces_equals_im2col_times_w(wide, seed, b, c, n, h, w, k, p, channels_last):
+    """Property: the engine's convolution (refbnn.engines.ops.conv2d: fields gathered
+    channels last or tap by tap, multiplied piece by piece, here pieces of one input)
+    equals im2col(x) @ W.T entry for entry, on integer inputs in either memory layout."""
+    import refbnn.engines.ops as ops
+
+    if min(h, w) + 2 * p < k:
+        return
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-255, 256, (b, c, h, w)).astype(np.float32)
+    if channels_last:
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    wt = rng.choice([-1.0, 1.0], (n, c * k * k)).astype(np.float32)
+    saved = ops.WIDE, ops.PIECE_BYTES
+    ops.WIDE, ops.PIECE_BYTES = wide, 1
+    try:
+        got = ops.conv2d(x, wt, k, p)
+    finally:
+        ops.WIDE, ops.PIECE_BYTES = saved
+    cols = ops.im2col(x, k, p)
+    want = (cols.reshape(-1, cols.shape[-1]) @ wt.T).reshape(cols.shape[:3] + (n,)).transpose(0, 3, 1, 2)
+    assert got.shape == want.shape and np.array_equal(got, want)

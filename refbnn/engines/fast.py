@@ -41,7 +41,7 @@ from ..semantics.margin import DEFAULT_B, Tolerance, min_odd_margin
 from ..semantics.model import Conv2d, Linear, MaxPool2d, Model, NoNeuronsError, Threshold, check_masks
 from ..semantics.theorem1 import odd_margin, signed_margin
 from .incremental import BatchFlips
-from .ops import first_layer_input, im2col, input_slices, maxpool
+from .ops import conv2d, first_layer_input, im2col, input_slices, maxpool
 
 DEFAULT_MEMORY = 2 * 2**30   # bytes of working memory per batch (docs/engine.md)
 COUNT_CHUNK = 2**20           # values per pass of the T counting: small enough to stay in cache
@@ -239,8 +239,9 @@ class FastEngine:
         if isinstance(layer, Linear):
             return x @ (w if channels is None else w[:, channels]).T
         n, c, k, _ = layer.weight.shape
-        if channels is not None:
-            w = w.reshape(n, c, k * k)[:, channels].reshape(n, -1)
+        if channels is None:
+            return conv2d(x, w, k, layer.padding)
+        w = w.reshape(n, c, k * k)[:, channels].reshape(n, -1)
         cols = im2col(x, k, layer.padding)
         b, ho, wo, f = cols.shape
         h = cols.reshape(-1, f) @ w.T
