@@ -34,7 +34,7 @@ from math import prod
 import numpy as np
 
 from ..semantics.model import Conv2d, Linear, MaxPool2d, Threshold
-from .ops import maxpool
+from .ops import conv2d, maxpool
 from .packed import pack_pairs, packed_product
 
 SPARSE_FRACTION = 0.25   # use the candidate shortcut while it covers at most this share
@@ -179,15 +179,10 @@ class BatchFlips:
         return self._wt[j]
 
     def _threshold_step(self, j: int, rows, changed, sub):
-        """Apply threshold j on the changed channels; keep only entries that really changed
-        (all columns while most of them did: selecting them would cost more than it saves)."""
+        """Apply threshold j on the changed channels; keep only entries that really changed."""
         new = self.engine._threshold(j, sub, changed)
         diff = (new != _gather(self.outs[j], rows, changed)).reshape(len(rows), len(changed), -1)
-        keep_rows = np.flatnonzero(diff.any(axis=(1, 2)))
-        keep_ch = diff.any(axis=(0, 2))
-        if 2 * np.count_nonzero(keep_ch) > len(keep_ch):
-            return rows[keep_rows], changed, _take_rows(new, keep_rows)
-        return rows[keep_rows], changed[keep_ch], new[keep_rows][:, keep_ch]
+        return _kept(rows, changed, new, diff.any(axis=(1, 2)), diff.any(axis=(0, 2)))
 
     def _linear_threshold_step(self, j: int, rows, changed, sub):
         """Linear layer j and threshold j+1 on every entry (where the candidate shortcut does
@@ -197,13 +192,9 @@ class BatchFlips:
         excess, clean_fires = self._excess(j, j + 1)
         fires = dh > _take_rows(excess, rows)
         diff = fires != _take_rows(clean_fires, rows)
-        keep_rows = np.flatnonzero(diff.any(axis=1))
-        keep_ch = diff.any(axis=0)
         fires ^= self.engine.thresholds(j + 1)[1]       # polarity -1: +1 iff not fires
         new = fires.view(np.int8) * np.int8(2) - np.int8(1)
-        if 2 * np.count_nonzero(keep_ch) > len(keep_ch):
-            return rows[keep_rows], np.arange(len(keep_ch)), _take_rows(new, keep_rows)
-        return rows[keep_rows], np.flatnonzero(keep_ch), new[keep_rows][:, keep_ch]
+        return _kept(rows, np.arange(new.shape[1]), new, diff.any(axis=1), diff.any(axis=0))
 
     def _threshold_after(self, j: int):
         """The index of the threshold that directly follows conv layer j, or follows the max
@@ -232,13 +223,13 @@ class BatchFlips:
         pieces = [slice(k, min(k + step, len(rows))) for k in range(0, len(rows), step)]
         all_rows = len(rows) == len(excess)
         layer = self.model.layers[j]
-        n, _, k, _ = layer.weight.shape
-        # W[:, changed] as [N, k * k * changed], taps major, as _conv_delta's columns
-        taps = self.engine.weight_matrix(j).reshape(n, -1, k, k)[:, changed].transpose(0, 2, 3, 1).reshape(n, -1)
+        n, c, k, _ = layer.weight.shape
+        w_changed = self.engine.weight_matrix(j).reshape(n, c, k * k)[:, changed].reshape(n, -1)
 
         def piece(sl: slice) -> np.ndarray:
             at = sl if all_rows else rows[sl]
-            above = _conv_delta(delta[sl], taps, k, layer.padding) > excess[at]
+            dh = conv2d(delta[sl], w_changed, k, layer.padding).transpose(0, 2, 3, 1)   # channels last
+            above = dh > excess[at]
             f = fires[sl]
             if pooled:
                 h, w = above.shape[1] // 2 * 2, above.shape[2] // 2 * 2
@@ -254,11 +245,7 @@ class BatchFlips:
         channel_changed = np.logical_or.reduce([piece(sl) for sl in pieces])
         fires ^= self.engine.thresholds(t)[1]          # polarity -1: +1 iff not fires
         new = (fires.view(np.int8) * np.int8(2) - np.int8(1)).transpose(0, 3, 1, 2)   # as the engine's maps
-        keep_rows, keep_ch = np.flatnonzero(row_changed), np.flatnonzero(channel_changed)
-        new = _take_rows(new, keep_rows)
-        if 2 * len(keep_ch) > new.shape[1]:     # most channels: keep all (as _threshold_step)
-            return rows[keep_rows], np.arange(new.shape[1]), new
-        return rows[keep_rows], keep_ch, new[:, keep_ch]
+        return _kept(rows, np.arange(new.shape[1]), new, row_changed, channel_changed)
 
     def _excess(self, j: int, t: int) -> tuple[np.ndarray, np.ndarray]:
         """For weight layer j and threshold t (after max pooling, if any), once per batch:
@@ -334,22 +321,16 @@ class BatchFlips:
         return self._g[j]
 
 
-def _conv_delta(delta: np.ndarray, w: np.ndarray, k: int, padding: int) -> np.ndarray:
-    """The convolution of a delta [rows, C, H, W] (stride 1, zero padding) with w [N, k*k*C]
-    (taps major, then channels), channels last [rows, Ho, Wo, N]. The receptive fields
-    are gathered as columns, one block copy of whole image rows per tap (for the single
-    channel of a flipped neuron, an im2col over [.., k, k] would copy 3 numbers at a
-    time). The sums are integers within the layer's exact bound (see the module
-    docstring), in w's dtype."""
-    b, c, h, wd = delta.shape
-    ho, wo = h + 2 * padding - k + 1, wd + 2 * padding - k + 1
-    padded = np.zeros((c, b, h + 2 * padding, wd + 2 * padding), dtype=w.dtype)
-    padded[:, :, padding:padding + h, padding:padding + wd] = delta.transpose(1, 0, 2, 3)
-    cols = np.empty((k, k, c, b, ho, wo), dtype=w.dtype)
-    for r in range(k):
-        for s in range(k):
-            cols[r, s] = padded[:, :, r:r + ho, s:s + wo]
-    return (cols.reshape(k * k * c, -1).T @ w.T).reshape(b, ho, wo, len(w))
+def _kept(rows: np.ndarray, columns: np.ndarray, new: np.ndarray, row_changed: np.ndarray,
+          column_changed: np.ndarray):
+    """The state after a threshold: the rows that changed, and of `columns` (new's
+    columns) those that changed, with their new values; all columns while most of them
+    changed (selecting them would cost more than it saves, and the next product needs no
+    scatter into full width)."""
+    keep_rows = np.flatnonzero(row_changed)
+    if 2 * np.count_nonzero(column_changed) > len(column_changed):
+        return rows[keep_rows], columns, _take_rows(new, keep_rows)
+    return rows[keep_rows], columns[column_changed], new[keep_rows][:, column_changed]
 
 
 def _compress(idx: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
