@@ -6,9 +6,10 @@ Random data of Fashion-MNIST's shape (1x28x28, values 0..255). Both sides run th
 same network (binarised weights with a straight-through estimator, 3x3 convolutions
 with padding 1 and 2x2 max pooling before batch norm for the CNNs, batch norm,
 hardtanh + sign, scaled output, cross-entropy, Adam, batch 128) for the same number
-of steps; the ratio is NumPy time / PyTorch time per step (equal to the epoch-time
-ratio), each the best of --rounds rounds that alternate between the two (single timings
-on a shared machine move by a third from run to run). Needs torch (`pip install
+of steps, taking turns of 8 steps (timings on a shared machine move by a third from
+minute to minute; turns make a slow spell hit both alike); the ratio is NumPy time /
+PyTorch time per step (equal to the epoch-time ratio), printed for each of --rounds
+rounds, each on fresh networks, with their median. Needs torch (`pip install
 torch==2.13.0` takes a local CPU build here); without it, only the NumPy time is printed.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import time
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -24,13 +26,37 @@ from refbnn.training.datasets import DataSplit
 from refbnn.training.trainer import TrainConfig, Trainer
 
 
-def numpy_steps(arch: str, x, y, steps: int, ber: float) -> float:
+BLOCK = 8     # steps each side takes in turn
+
+
+def interleaved(arch: str, x, y, ber: float, other: Optional[Callable[[int], None]]) -> tuple[float, float]:
+    """Seconds per step of one NumPy epoch over x and, with `other` (a step of PyTorch),
+    of as many PyTorch steps: the two take turns, BLOCK steps each, so that a slow spell
+    of the machine hits both alike. The first step of each turn is not counted: it
+    absorbs the hand-over (each library's idle threads spin for a while after its last
+    call, and steps taken one by one in turns made PyTorch's twice as slow) and, in the
+    first turn, the allocation of the work buffers (an epoch has 469 steps)."""
     data = DataSplit(x, y, x[:128], y[:128], 255, 10, "random")
     trainer = Trainer(TrainConfig(arch, epochs=1, batch_size=128, train_ber=ber), data)
     trainer.evaluate = lambda *a: 0.0            # time the training steps only
-    t = time.perf_counter()
-    trainer.train_epoch()
-    return (time.perf_counter() - t) / steps
+    spent, counted = {"numpy": 0.0, "other": 0.0}, {"numpy": 0, "other": 0}
+    mark = [0.0]
+
+    def after_step(done: int, total: int) -> None:
+        if done % BLOCK != 1:
+            spent["numpy"] += time.perf_counter() - mark[0]
+            counted["numpy"] += 1
+        if other is not None and done % BLOCK == 0:
+            for k in range(done - BLOCK, done):
+                t = time.perf_counter()
+                other(k)
+                if k > done - BLOCK:
+                    spent["other"] += time.perf_counter() - t
+                    counted["other"] += 1
+        mark[0] = time.perf_counter()
+
+    trainer.train_epoch(after_step)
+    return spent["numpy"] / counted["numpy"], spent["other"] / max(counted["other"], 1)
 
 
 def gemm_floor(arch: str, repeat: int = 5) -> float:
@@ -66,7 +92,8 @@ def gemm_floor(arch: str, repeat: int = 5) -> float:
     return best
 
 
-def torch_steps(arch: str, x, y, steps: int, ber: float) -> float:
+def torch_step(arch: str, x, y, ber: float) -> Callable[[int], None]:
+    """A function that runs PyTorch's training step k (batch k of x) on a fresh network."""
     import torch
     from torch import nn
 
@@ -119,8 +146,8 @@ def torch_steps(arch: str, x, y, steps: int, ber: float) -> float:
     opt = torch.optim.Adam(list(net.parameters()) + [scale], lr=1e-3)
     xt = torch.tensor(x / 255.0, dtype=torch.float32)
     yt = torch.tensor(y)
-    t = time.perf_counter()
-    for k in range(steps):
+
+    def step(k: int) -> None:
         xb, yb = xt[k * 128:(k + 1) * 128], yt[k * 128:(k + 1) * 128]
         loss = nn.functional.cross_entropy(net(xb) * scale.exp(), yb)
         opt.zero_grad()
@@ -130,7 +157,7 @@ def torch_steps(arch: str, x, y, steps: int, ber: float) -> float:
             for m in net:
                 if isinstance(m, (BinLinear, BinConv)):
                     m.weight.clamp_(-1, 1)
-    return (time.perf_counter() - t) / steps
+    return step
 
 
 def main() -> None:
@@ -145,21 +172,25 @@ def main() -> None:
     x = rng.integers(0, 256, (n, 1, 28, 28))
     y = rng.integers(0, 10, n)
     has_torch = importlib.util.find_spec("torch") is not None
-    t_np = t_torch = float("inf")
+    t_np, t_torch = [], []
     for _ in range(args.rounds):
-        t_np = min(t_np, numpy_steps(args.arch, x, y, args.steps, args.train_ber))
-        if has_torch:
-            t_torch = min(t_torch, torch_steps(args.arch, x, y, args.steps, args.train_ber))
+        other = torch_step(args.arch, x, y, args.train_ber) if has_torch else None
+        a, b = interleaved(args.arch, x, y, args.train_ber, other)
+        t_np.append(a)
+        t_torch.append(b)
     t_gemm = gemm_floor(args.arch)
-    print(f"{args.arch}, train BER {args.train_ber}: NumPy {t_np * 1000:.1f} ms per step "
-          f"({t_np * 469:.1f} s per Fashion-MNIST epoch of 469 steps); its matrix products "
-          f"alone {t_gemm / t_np:.0%} of it")
+    numpy_ms = float(np.median(t_np))
+    print(f"{args.arch}, train BER {args.train_ber}: NumPy {numpy_ms * 1000:.1f} ms per step "
+          f"({numpy_ms * 469:.1f} s per Fashion-MNIST epoch of 469 steps); its matrix products "
+          f"alone {t_gemm / numpy_ms:.0%} of it")
     if not has_torch:
         print("torch not installed: no ratio")
         return
-    print(f"PyTorch {t_torch * 1000:.1f} ms per step; NumPy / PyTorch time per step: {t_np / t_torch:.2f}x  "
-          f"(target <= 1.2x); NumPy's matrix products alone / PyTorch's whole step: {t_gemm / t_torch:.2f}x")
-
+    ratios = sorted(a / b for a, b in zip(t_np, t_torch))
+    torch_ms = float(np.median(t_torch))
+    print(f"PyTorch {torch_ms * 1000:.1f} ms per step; NumPy / PyTorch time per step, round by round: "
+          f"{', '.join(f'{r:.2f}x' for r in ratios)} (median {np.median(ratios):.2f}x; target <= 1.2x); "
+          f"NumPy's matrix products alone / PyTorch's whole step: {t_gemm / torch_ms:.2f}x")
 
 if __name__ == "__main__":
     main()

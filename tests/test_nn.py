@@ -313,3 +313,48 @@ def test_training_gives_the_same_bits_on_one_thread_and_on_three():
             nn.THREADS, nn.PIECE_BYTES = saved
         params.append([p.value.copy() for p in trainer.net.params()])
     assert all(np.array_equal(a, b) for a, b in zip(*params))
+
+
+@pytest.mark.parametrize("wide", [1, 10**6], ids=["fields-channels-last", "fields-by-tap"])
+def test_work_buffers_carry_nothing_from_one_step_to_the_next(wide, monkeypatch):
+    """Property: training with the layers' work buffers kept from step to step (and the
+    batch size changing at the end of each epoch) gives bit for bit the parameters of
+    training where every buffer is fresh and poisoned (NaN, random booleans) unless made
+    zeroed: no step depends on what an earlier one left in a buffer, and none reads an
+    entry before writing it. (Mutation-checked: without the zeroing of the convolution's
+    input gradient, of the pooling gradient's floor-cut row, or of a padding border, this
+    fails.)"""
+    from refbnn.training import nn
+    from refbnn.training.datasets import DataSplit
+    from refbnn.training.trainer import TrainConfig, Trainer
+
+    poison_rng = np.random.default_rng(7)
+
+    def poisoned(make):
+        a = make()
+        if a.dtype == bool:
+            a[...] = poison_rng.random(a.shape) < 0.5
+        else:
+            a.fill(np.nan)
+        return a
+
+    def fresh_buffer(owner, name, shape, dtype, zeros=False):
+        return np.zeros(shape, dtype) if zeros else poisoned(lambda: np.empty(shape, dtype))
+
+    def fresh_buffer_like(owner, name, x, dtype=None):
+        return poisoned(lambda: np.empty_like(x, dtype=x.dtype if dtype is None else dtype))
+
+    rng = np.random.default_rng(4)
+    x, y = rng.integers(0, 256, (70, 1, 9, 9)), rng.integers(0, 4, 70)
+    monkeypatch.setattr(nn, "WIDE", wide)
+    params = []
+    for fresh in (False, True):
+        if fresh:
+            monkeypatch.setattr(nn, "buffer", fresh_buffer)
+            monkeypatch.setattr(nn, "buffer_like", fresh_buffer_like)
+        trainer = Trainer(TrainConfig("cnn:3,mp,5,mp;6", epochs=2, batch_size=32, train_ber=0.1),
+                          DataSplit(x, y, x[:8], y[:8], 255, 4, "random"))
+        trainer.train_epoch()
+        trainer.train_epoch()
+        params.append([p.value.copy() for p in trainer.net.params()])
+    assert all(np.array_equal(a, b) for a, b in zip(*params))

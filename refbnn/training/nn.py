@@ -50,6 +50,31 @@ def over_batch(work: Callable[[slice], None], n: int, item_bytes: int) -> None:
         pass            # (iterating raises a piece's exception here)
 
 
+def buffer(owner: object, name: str, shape: tuple, dtype, zeros: bool = False) -> np.ndarray:
+    """A work array of `owner` kept from one training step to the next: allocated once per
+    shape, then reused. Fresh memory costs a page fault per 4 KiB page on first touch (and
+    arrays past glibc's mmap threshold are fresh every time): 10-15% of a CNN step. The
+    contents are what the last use left, except that one made with zeros=True starts
+    zeroed, for users that keep the zeros they rely on (a padding border nobody writes).
+    Valid until the owner's next forward or backward."""
+    return _reused(owner, name, (tuple(shape), np.dtype(dtype), zeros),
+                   lambda: (np.zeros if zeros else np.empty)(shape, dtype))
+
+
+def buffer_like(owner: object, name: str, x: np.ndarray, dtype=None) -> np.ndarray:
+    """As `buffer`, with x's shape and memory layout (what np.empty_like(x, dtype) gives)."""
+    dtype = np.dtype(x.dtype if dtype is None else dtype)
+    layout = tuple(s // x.itemsize for s in x.strides)
+    return _reused(owner, name, (x.shape, layout, dtype), lambda: np.empty_like(x, dtype=dtype))
+
+
+def _reused(owner: object, name: str, key: tuple, make: Callable[[], np.ndarray]) -> np.ndarray:
+    buffers = owner.__dict__.setdefault("_buffers", {})
+    if name not in buffers or buffers[name][0] != key:
+        buffers[name] = (key, make())
+    return buffers[name][1]
+
+
 @dataclass
 class Param:
     value: np.ndarray
@@ -101,15 +126,16 @@ class BinaryLinear:
 WIDE = 64    # input channels from which receptive fields are gathered channels last
 
 
-def _tap_fields(x: np.ndarray, k: int, p: int):
+def _tap_fields(x: np.ndarray, k: int, p: int, owner: object):
     """Receptive fields of x [B, C, H, W] (padding p) gathered as columns [k, k, C, B, Ho, Wo]:
     one block copy per tap, whole image rows at a time (few channels: a field's k*C numbers
-    would be short runs). Returns (gather(slice of inputs), the fields as [B*Ho*Wo, k*k*C]
-    (a transposed view), the fields of a slice of inputs as such a matrix)."""
+    would be short runs), into `owner`'s buffers. Returns (gather(slice of inputs), the
+    fields as [B*Ho*Wo, k*k*C] (a transposed view), the fields of a slice of inputs as such
+    a matrix)."""
     b, c, h, w = x.shape
     ho, wo = h + 2 * p - k + 1, w + 2 * p - k + 1
-    padded = np.zeros((c, b, h + 2 * p, w + 2 * p), x.dtype)
-    cols = np.empty((k, k, c, b, ho, wo), x.dtype)
+    padded = buffer(owner, "padded by tap", (c, b, h + 2 * p, w + 2 * p), x.dtype, zeros=True)
+    cols = buffer(owner, "fields by tap", (k, k, c, b, ho, wo), x.dtype)
     xc = x.transpose(1, 0, 2, 3)
 
     def gather(sl: slice) -> None:
@@ -122,13 +148,13 @@ def _tap_fields(x: np.ndarray, k: int, p: int):
     return gather, cols.reshape(k * k * c, -1).T, lambda sl: by_input[:, sl].reshape(len(by_input), -1).T
 
 
-def _channels_last_fields(x: np.ndarray, k: int, p: int):
+def _channels_last_fields(x: np.ndarray, k: int, p: int, owner: object):
     """As _tap_fields, gathered channels last [B, Ho, Wo, k, k, C] (many channels: one block
     copy of k*C numbers per field and kernel row), the fields matrix C-contiguous."""
     b, c, h, w = x.shape
     ho, wo = h + 2 * p - k + 1, w + 2 * p - k + 1
-    padded = np.zeros((b, h + 2 * p, w + 2 * p, c), x.dtype)
-    cols = np.empty((b, ho, wo, k, k, c), x.dtype)
+    padded = buffer(owner, "padded channels last", (b, h + 2 * p, w + 2 * p, c), x.dtype, zeros=True)
+    cols = buffer(owner, "fields channels last", (b, ho, wo, k, k, c), x.dtype)
     xt = x.transpose(0, 2, 3, 1)
 
     def gather(sl: slice) -> None:
@@ -167,11 +193,12 @@ class BinaryConv2d(BinaryLinear):
         k, p = self.k, self.padding
         ho, wo = h + 2 * p - k + 1, w + 2 * p - k + 1
         self.wk = np.ascontiguousarray(self.signs(flip).transpose(0, 2, 3, 1)).reshape(len(self.w.value), -1)
-        gather, self.cols, piece = (_channels_last_fields if c >= WIDE else _tap_fields)(x, k, p)
+        gather, self.cols, piece = (_channels_last_fields if c >= WIDE else _tap_fields)(x, k, p, self)
+        out = buffer(self, "out", (b, ho, wo, len(self.wk)), x.dtype)
         if not self.input_grad:      # the first layer reads data: one product, as always
             over_batch(gather, b, self.cols.nbytes // b)
-            return (self.cols @ self.wk.T).reshape(b, ho, wo, -1).transpose(0, 3, 1, 2)
-        out = np.empty((b, ho, wo, len(self.wk)), x.dtype)
+            np.matmul(self.cols, self.wk.T, out=out.reshape(-1, len(self.wk)))
+            return out.transpose(0, 3, 1, 2)
 
         def gather_and_multiply(sl: slice) -> None:
             gather(sl)
@@ -196,8 +223,9 @@ class BinaryConv2d(BinaryLinear):
         # col2im with one product per tap, added into dx before the next (each entry of dx
         # gets its taps in row-major order); a product is contiguous, so the additions run
         # over whole channel rows
-        prod = np.empty((b, ho, wo, c), dtype=dy.dtype)
-        dx = np.zeros((b, h + 2 * p, w + 2 * p, c), dtype=dy.dtype)
+        prod = buffer(self, "tap product", (b, ho, wo, c), dy.dtype)
+        dx = buffer(self, "dx", (b, h + 2 * p, w + 2 * p, c), dy.dtype)
+        dx.fill(0)
         for r in range(k):
             for s in range(k):
                 np.matmul(dyt, taps[:, r, s, :], out=prod.reshape(-1, c))
@@ -253,7 +281,7 @@ class BatchNorm:
     def forward(self, x: np.ndarray, train: bool, flip=None) -> np.ndarray:
         shape = self._shape(x)
         n = x.size // x.shape[1]
-        self.xhat, y = np.empty_like(x), np.empty_like(x)      # x's memory layout
+        self.xhat, y = buffer_like(self, "xhat", x), buffer_like(self, "y", x)   # x's memory layout
         if not train:
             mean, var = self.running_mean.astype(x.dtype), self.running_var.astype(x.dtype)
         elif x.ndim == 2:
@@ -296,7 +324,7 @@ class BatchNorm:
             sum_dxhat_xhat = self.channel_sum(dxhat, self.xhat).reshape(shape)
             scale = self.inv_std / n
         else:
-            dxhat = np.empty_like(dy)
+            dxhat = buffer_like(self, "dxhat", dy)
             sum_dxhat, sum_dxhat_xhat = sum_dy.reshape(shape), sum_dy_xhat.reshape(shape)
             scale = gamma * self.inv_std / n
         (dyv, dxv, xhat), per_channel = elementwise_views(dy, dxhat, self.xhat)
@@ -322,7 +350,7 @@ class SignActivation:
         return []
 
     def forward(self, z: np.ndarray, train: bool, flip=None) -> np.ndarray:
-        self.pass_, out = np.empty_like(z, dtype=bool), np.empty_like(z)   # z's memory layout
+        self.pass_, out = buffer_like(self, "pass", z, bool), buffer_like(self, "out", z)   # z's memory layout
 
         def sign(sl: slice) -> None:
             np.less_equal(np.abs(z[sl]), 1, out=self.pass_[sl])
@@ -335,7 +363,7 @@ class SignActivation:
         return out
 
     def backward(self, da: np.ndarray) -> np.ndarray:
-        return da * self.pass_
+        return np.multiply(da, self.pass_, out=buffer_like(self, "grad", da))
 
 
 class MaxPool:
@@ -354,10 +382,11 @@ class MaxPool:
         self.x_shape = b, c, h, w = x.shape
         xt = x.transpose(0, 2, 3, 1)
         h, w = h // 2 * 2, w // 2 * 2
-        out = np.empty((b, h // 2, w // 2, c), x.dtype)
+        out = buffer(self, "out", (b, h // 2, w // 2, c), x.dtype)
         # which quarter holds the first maximum: the top pair's left one unless the right one
         # is larger, likewise the bottom pair, and the top pair unless the bottom one is larger
-        self.left_top, self.left_bottom, self.top = (np.empty(out.shape, bool) for _ in range(3))
+        self.left_top, self.left_bottom, self.top = (buffer(self, name, out.shape, bool)
+                                                     for name in ("left top", "left bottom", "top"))
 
         def pool(sl: slice) -> None:
             q = [xt[sl, r:h:2, s:w:2, :] for r, s in self.QUARTERS]
@@ -375,8 +404,8 @@ class MaxPool:
     def backward(self, dy: np.ndarray) -> np.ndarray:
         b, c, h, w = self.x_shape
         # channels-last, as the convolution reads it; the quarters below write every entry
-        # but a floor-cut last row or column
-        dx = (np.empty if h % 2 == w % 2 == 0 else np.zeros)((b, h, w, c), dtype=dy.dtype)
+        # but a floor-cut last row or column, which stays zero
+        dx = buffer(self, "dx", (b, h, w, c), dy.dtype, zeros=True)
         dyt = dy.transpose(0, 2, 3, 1)
         h, w = h // 2 * 2, w // 2 * 2
 
