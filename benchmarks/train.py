@@ -1,6 +1,6 @@
 """Benchmark of the NumPy trainer against PyTorch on the CPU. Prints ratios from one run.
 
-    python benchmarks/train.py [--steps 40] [--arch fashion-fc] [--train-ber 0.0] [--rounds 3]
+    python benchmarks/train.py [--steps 40] [--arch fashion-fc] [--train-ber 0.0] [--rounds 3] [--one-core]
 
 Random data of Fashion-MNIST's shape (1x28x28, values 0..255). Both sides run the
 same network (binarised weights with a straight-through estimator, 3x3 convolutions
@@ -9,7 +9,9 @@ hardtanh + sign, scaled output, cross-entropy, Adam, batch 128) for the same num
 of steps, taking turns of 8 steps (timings on a shared machine move by a third from
 minute to minute; turns make a slow spell hit both alike); the ratio is NumPy time /
 PyTorch time per step (equal to the epoch-time ratio), printed for each of --rounds
-rounds, each on fresh networks, with their median. Needs torch (`pip install
+rounds, each on fresh networks, with their median. With --one-core both sides run on
+one thread (threadpoolctl for NumPy's BLAS, torch.set_num_threads(1)), as the experiment
+runner trains: one cell per core. Needs torch (`pip install
 torch==2.13.0` takes a local CPU build here); without it, only the NumPy time is printed.
 """
 from __future__ import annotations
@@ -166,7 +168,14 @@ def main() -> None:
     ap.add_argument("--arch", default="fashion-fc")
     ap.add_argument("--train-ber", type=float, default=0.0)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--one-core", action="store_true", help="both sides on one thread, as the experiment runner's cells")
     args = ap.parse_args()
+    if args.one_core:
+        from threadpoolctl import threadpool_limits   # scikit-learn brings it
+        threadpool_limits(1)
+        if importlib.util.find_spec("torch") is not None:
+            import torch
+            torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     n = 128 * args.steps
     x = rng.integers(0, 256, (n, 1, 28, 28))
@@ -180,7 +189,7 @@ def main() -> None:
         t_torch.append(b)
     t_gemm = gemm_floor(args.arch)
     numpy_ms = float(np.median(t_np))
-    print(f"{args.arch}, train BER {args.train_ber}: NumPy {numpy_ms * 1000:.1f} ms per step "
+    print(f"{args.arch}, train BER {args.train_ber}{', one core' if args.one_core else ''}: NumPy {numpy_ms * 1000:.1f} ms per step "
           f"({numpy_ms * 469:.1f} s per Fashion-MNIST epoch of 469 steps); its matrix products "
           f"alone {t_gemm / numpy_ms:.0%} of it")
     if not has_torch:
