@@ -168,7 +168,8 @@ def main() -> None:
     ap.add_argument("--arch", default="fashion-fc")
     ap.add_argument("--train-ber", type=float, default=0.0)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--one-core", action="store_true", help="both sides on one thread, as the experiment runner's cells")
+    ap.add_argument("--one-core", action="store_true",
+                    help="both sides on one thread, as the experiment runner's cells")
     args = ap.parse_args()
     if args.one_core:
         from threadpoolctl import threadpool_limits   # scikit-learn brings it
@@ -188,18 +189,19 @@ def main() -> None:
         t_np.append(a)
         t_torch.append(b)
     t_gemm = gemm_floor(args.arch)
-    numpy_ms = float(np.median(t_np))
-    print(f"{args.arch}, train BER {args.train_ber}{', one core' if args.one_core else ''}: NumPy {numpy_ms * 1000:.1f} ms per step "
-          f"({numpy_ms * 469:.1f} s per Fashion-MNIST epoch of 469 steps); its matrix products "
-          f"alone {t_gemm / numpy_ms:.0%} of it")
+    numpy_s = float(np.median(t_np))
+    cores = ", one core" if args.one_core else ""
+    print(f"{args.arch}, train BER {args.train_ber}{cores}: NumPy {numpy_s * 1000:.1f} ms per step "
+          f"({numpy_s * 469:.1f} s per Fashion-MNIST epoch of 469 steps); its matrix products "
+          f"alone {t_gemm / numpy_s:.0%} of it")
     if not has_torch:
         print("torch not installed: no ratio")
         return
     ratios = sorted(a / b for a, b in zip(t_np, t_torch))
-    torch_ms = float(np.median(t_torch))
-    print(f"PyTorch {torch_ms * 1000:.1f} ms per step; NumPy / PyTorch time per step, round by round: "
+    torch_s = float(np.median(t_torch))
+    print(f"PyTorch {torch_s * 1000:.1f} ms per step; NumPy / PyTorch time per step, round by round: "
           f"{', '.join(f'{r:.2f}x' for r in ratios)} (median {np.median(ratios):.2f}x; target <= 1.2x); "
-          f"NumPy's matrix products alone / PyTorch's whole step: {t_gemm / torch_ms:.2f}x")
+          f"NumPy's matrix products alone / PyTorch's whole step: {t_gemm / torch_s:.2f}x")
 
 if __name__ == "__main__":
     main()
