@@ -58,7 +58,7 @@ def interleaved(arch: str, x, y, ber: float, other: Optional[Callable[[int], Non
         mark[0] = time.perf_counter()
 
     trainer.train_epoch(after_step)
-    return spent["numpy"] / counted["numpy"], spent["other"] / max(counted["other"], 1)
+    return spent["numpy"] / counted["numpy"], spent["other"] / max(counted["other"], 1)   # (0: no other)
 
 
 def gemm_floor(arch: str, repeat: int = 5) -> float:
@@ -171,6 +171,8 @@ def main() -> None:
     ap.add_argument("--one-core", action="store_true",
                     help="both sides on one thread, as the experiment runner's cells")
     args = ap.parse_args()
+    if args.steps < 2 * BLOCK:
+        ap.error(f"--steps: at least {2 * BLOCK} (two turns of {BLOCK} steps each side)")
     if args.one_core:
         from threadpoolctl import threadpool_limits   # scikit-learn brings it
         threadpool_limits(1)
