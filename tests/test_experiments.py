@@ -176,6 +176,26 @@ def test_results_of_another_configuration_are_never_mixed(table3_run):
     assert r.exit_code == 2 and "--resume continues it" in r.output
 
 
+def test_more_repetitions_grow_a_run_with_resume(table3_run, tmp_path):
+    """Property: a run of one repetition continued with --reps 2 --resume keeps its cells
+    byte for byte, runs only the new repetition, and gives the results.json of the
+    two-repetition run from scratch (a cell's seed comes from its key, not from the count);
+    without --resume it is refused with that advice, and fewer repetitions are refused."""
+    out = tmp_path / "grown"
+    one = ["--sizes", "8", "--train-ber", "0,0.1", "--reps", "1", "--epochs", "2"]    # TINY with one repetition
+    assert _run("table3", *one, "--out", out, "--jobs", "1").exit_code == 0
+    first = {p.name: p.read_bytes() for p in (out / "cells").glob("*.json")}
+    assert len(first) == 2
+    r = _run("table3", *TINY, "--out", out, "--jobs", "1")
+    assert r.exit_code == 2 and "reps = 1, not 2" in r.output and "--resume to add the repetitions" in r.output
+    r = _run("table3", *TINY, "--out", out, "--jobs", "1", "--resume")
+    assert r.exit_code == 0 and "2 cells finished, 2 to run" in r.output, r.output
+    assert all((out / "cells" / name).read_bytes() == data for name, data in first.items())
+    assert (out / "results.json").read_bytes() == (table3_run / "results.json").read_bytes()
+    r = _run("table3", *one, "--out", out, "--jobs", "1", "--resume")
+    assert r.exit_code == 2 and "reps = 2, not 1" in r.output and "--resume to add" not in r.output
+
+
 def test_permutation_test_by_hand():
     """Property: the exact one-sided permutation p of the U statistic, by hand: higher = [3, 4]
     against lower = [1, 2] is the most extreme of C(4, 2) = 6 splits, p = 1/6; identical

@@ -47,18 +47,25 @@ def _config(experiment, preset, dataset, family, sizes, train_ber, reps, epochs,
     return cfg
 
 
-def _same_config(out: Path, cfg: Config) -> bool:
-    """True if `out` already holds this configuration; an error naming the first parameter
-    that differs if it holds another."""
+def _same_config(out: Path, cfg: Config, resume: bool = False) -> bool:
+    """True if `out` already holds this configuration or, with `resume`, the same one with
+    fewer repetitions: its cells are then cells of this one, bit for bit (a cell's seed
+    comes from its key, not from the count), and the run grows. An error naming the first
+    parameter that differs if it holds another."""
     path = out / "experiment.json"
     if not path.exists():
         return False
     have = read_json(path)
     want = cfg.as_json()
     for key in want:
-        if have.get(key) != want[key]:
-            raise InputError(f"{path}: {key}: this directory holds a run with {key} = {have.get(key)!r}, "
-                             f"not {want[key]!r}; results are never mixed (use another --out)")
+        if have.get(key) == want[key]:
+            continue
+        more = key == "reps" and isinstance(have.get(key), int) and have[key] < want[key]
+        if more and resume:
+            continue
+        raise InputError(f"{path}: {key}: this directory holds a run with {key} = {have.get(key)!r}, "
+                         f"not {want[key]!r}; results are never mixed (use another --out"
+                         f"{', or --resume to add the repetitions to this run' if more else ''})")
     return True
 
 
@@ -84,7 +91,8 @@ def _same_config(out: Path, cfg: Config) -> bool:
 @click.option("--jobs", type=click.IntRange(1, 1024), default=None,
               help="Local worker processes.  [default: the number of cores]")
 @click.option("--scheduler", default=None, help="tcp://HOST:PORT of a Dask scheduler to run the cells on.")
-@click.option("--resume", is_flag=True, help="Continue a run in --out: skip the finished cells.")
+@click.option("--resume", is_flag=True, help="Continue a run in --out: skip the finished cells. With more --reps "
+                                              "than the run holds, add the repetitions to it.")
 @click.option("--dry-run", is_flag=True, help="Only print the cells and the time estimate.")
 @click.option("--report-only", is_flag=True,
               help="Run nothing: write results and report.md from the cells finished in --out so far "
@@ -98,7 +106,9 @@ def experiment_cmd(experiment, preset, dataset, family, sizes, train_ber, reps, 
     Cells have stable keys and seeds derived from them, so the results do not depend
     on where or in which order cells run: --jobs N runs them in local processes,
     --scheduler sends them to a Dask cluster, with the same results. --resume skips
-    finished cells; killing a run loses at most the cells in flight.
+    finished cells; killing a run loses at most the cells in flight. --resume with more
+    --reps than the run in --out adds repetitions to it (its cells are cells of the larger
+    run, bit for bit).
     """
     import os
 
@@ -122,7 +132,7 @@ def experiment_cmd(experiment, preset, dataset, family, sizes, train_ber, reps, 
                f"{describe(seconds, workers)} (timed on a slice of each kind of cell)")
     if dry_run:
         return
-    if _same_config(out, cfg):
+    if _same_config(out, cfg, resume):
         if not resume and any(finished(out, c) for c in todo_all):
             raise InputError(f"{out}: holds results of this configuration; --resume continues it")
     elif resume and (out / "cells").exists():
