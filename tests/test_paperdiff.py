@@ -119,3 +119,14 @@ def test_a_convention_that_brings_every_cell_inside_is_named_as_the_finding(tmp_
     assert "  - `first-layer-without-z` (the first layer's margin is not divided by Z): 2 of 2 inside" in lines
     assert lines[-1] == ("  - Finding: `first-layer-without-z` brings every one of the 2 cells into the paper's "
                          "range: the paper's numbers are consistent with that convention.")
+
+
+def test_the_differences_recomputed_on_two_processes_are_the_same(tmp_path):
+    """Property: explain on a pool of two (spawned) processes gives the very lines of explain
+    in this process: each record is recomputed alone and exactly, and the results are
+    gathered in record order."""
+    records = _run_dir(tmp_path)
+    cells = paperdiff.compare_cells(CONFIG, records)
+    alone = paperdiff.explain(tmp_path, CONFIG, records, cells)
+    assert any("Recomputed on the same models" in line for line in alone)     # something was recomputed
+    assert paperdiff.explain(tmp_path, CONFIG, records, cells, jobs=2) == alone

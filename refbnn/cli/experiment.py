@@ -123,7 +123,7 @@ def experiment_cmd(experiment, preset, dataset, family, sizes, train_ber, reps, 
         if not _same_config(out, cfg):
             raise InputError(f"{out}/experiment.json: missing or another configuration; --report-only reports "
                              "the run of these options in --out")
-        _finish(out, cfg, experiment, todo_all, None, [], json_path)
+        _finish(out, cfg, experiment, todo_all, None, [], json_path, jobs)
         return
     workers = len(client.scheduler_info()["workers"]) if client is not None else jobs
     seconds = estimate_seconds(cfg, data, [c for c in todo_all if not finished(out, c)])
@@ -153,18 +153,19 @@ def experiment_cmd(experiment, preset, dataset, family, sizes, train_ber, reps, 
     finally:
         if client is not None:
             client.close()
-    _finish(out, cfg, experiment, todo_all, time.perf_counter() - start, failed, json_path)
+    _finish(out, cfg, experiment, todo_all, time.perf_counter() - start, failed, json_path, jobs)
 
 
 def _finish(out: Path, cfg, experiment: str, todo_all: list, elapsed: Optional[float], failed: list,
-            json_path: Optional[str]) -> None:
-    """results.json, results.csv and report.md from the finished cells; the summary."""
+            json_path: Optional[str], jobs: int = 1) -> None:
+    """results.json, results.csv and report.md from the finished cells (the report's
+    recomputations on `jobs` local processes); the summary."""
     records = collect(out, cfg)
     write_results(out, cfg, records)
     argv = [a for a in sys.argv[1:] if a != "--report-only"]      # the run's own command
     command = portable_command(argv, out) if argv[:1] == ["experiment"] else \
         f"refbnn experiment {experiment} (called from Python)"
-    figures = write_report(out, cfg, records, command, elapsed)
+    figures = write_report(out, cfg, records, command, elapsed, jobs)
     click.echo(tabulate(summary_rows(cfg, records), headers=HEADERS))
     click.echo(f"wrote {out}/results.json, results.csv, report.md" + (f", {', '.join(figures)}" if figures else
                                                                        " (plots skipped: no matplotlib)"))

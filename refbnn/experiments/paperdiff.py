@@ -15,10 +15,14 @@ diagnosis of the paper's table, stated as a finding, not a fix.
 """
 from __future__ import annotations
 
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
+from itertools import repeat
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 
@@ -106,52 +110,86 @@ def layer_rows(config: Config, records: list[dict]) -> list[list[str]]:
 def recompute(out: Path, record: dict, names: tuple[str, ...], metric: str) -> dict[str, float]:
     """The record's metric under each named convention of verify's registry, on its own
     model and test data (one forward pass shared by all; Pi from the record)."""
+    return recompute_all(out, record, {metric: names})[metric]
+
+
+def recompute_all(out: Path, record: dict, wanted: dict[str, tuple[str, ...]]) -> dict[str, dict[str, float]]:
+    """As `recompute` for several metrics at once ({metric: convention names}): the model and
+    data are read once, and one forward pass serves every convention of every metric (the
+    accuracy that `pi-absolute` scales by comes from it too)."""
     model = read_model(out / record["model"])
     data = read_data(out / record["data"], model)
     x, y = data.x.astype(np.int64), data.y
     shared: dict = {}
-    result = {}
-    for name in names:
-        engine = VariantEngine(model, REGISTRY[name].variant, shared=shared)
-        if metric == "T_bar":
-            bs = [Fraction(b) for b in PAPER_B]
-            tol = engine.tolerance(x, bs)
-            result[name] = float(sum(tol.overall[b] for b in bs) / len(bs))
-        else:
-            shared[("pi", id(x))] = [Fraction(p["exact"]) for p in record["importance"]]
-            result[name] = float(engine.variance(engine.importance(x, y)))
+    if "importance" in record:         # the contract's Pi, exact, as the cell measured it
+        shared[("pi", id(x))] = [Fraction(p["exact"]) for p in record["importance"]]
+    result: dict[str, dict[str, float]] = {}
+    for metric, names in wanted.items():
+        result[metric] = {}
+        for name in names:
+            engine = VariantEngine(model, REGISTRY[name].variant, shared=shared)
+            if metric == "T_bar":
+                bs = [Fraction(b) for b in PAPER_B]
+                tol = engine.tolerance(x, bs)
+                result[metric][name] = float(sum(tol.overall[b] for b in bs) / len(bs))
+            else:
+                result[metric][name] = float(engine.variance(engine.importance(x, y)))
     return result
 
 
 def explain(out: Path, config: Config, records: list[dict], comparisons: list[CellComparison],
-            progress=None) -> list[str]:
+            progress=None, jobs: int = 1) -> list[str]:
     """Lines for the report: per metric with cells outside the paper's range, how many cells
-    each convention brings inside, and which (if any) brings every one."""
-    lines = []
-    for metric, names in EXPLAIN.items():
+    each convention brings inside, and which (if any) brings every one. The records are
+    recomputed on `jobs` processes (the same numbers: each is computed alone, exactly)."""
+    outside = {}              # metric -> its compared cells, where some lie outside the paper's range
+    lines: dict[str, list[str]] = {metric: [] for metric in EXPLAIN}
+    for metric in EXPLAIN:
         cells = [c for c in comparisons if c.metric == metric and c.paper.consistent]
-        if not cells or all(c.inside for c in cells):
-            if cells:
-                lines.append(f"- {METRICS[metric]}: every compared cell lies inside the paper's range.")
-            continue
-        values: dict[str, dict[tuple[str, float], list[float]]] = {n: {} for n in names}
-        for r in records:
-            if any(c.arch == r["arch"] and c.ber == r["train_ber"] for c in cells):
-                for name, v in recompute(out, r, names, metric).items():
-                    values[name].setdefault((r["arch"], r["train_ber"]), []).append(v)
-                if progress:
-                    progress()
+        if cells and all(c.inside for c in cells):
+            lines[metric].append(f"- {METRICS[metric]}: every compared cell lies inside the paper's range.")
+        elif cells:
+            outside[metric] = cells
+    values: dict[str, dict[str, dict[tuple[str, float], list[float]]]] = \
+        {m: {n: {} for n in EXPLAIN[m]} for m in outside}
+    todo = []
+    for r in records:
+        wanted = {m: EXPLAIN[m] for m, cells in outside.items()
+                  if any(c.arch == r["arch"] and c.ber == r["train_ber"] for c in cells)}
+        if wanted:
+            todo.append((r, wanted))
+    for (r, _), result in zip(todo, _recomputed(out, todo, jobs)):
+        for metric, by_name in result.items():
+            for name, v in by_name.items():
+                values[metric][name].setdefault((r["arch"], r["train_ber"]), []).append(v)
+        if progress:
+            progress()
+    for metric, cells in outside.items():
         inside = sum(c.inside for c in cells)
-        lines.append(f"- {METRICS[metric]}: {inside} of {len(cells)} cells lie inside the paper's range under "
-                     "refbnn's contract (docs/semantics.md §4-5). Recomputed on the same models and test data:")
+        lines[metric].append(f"- {METRICS[metric]}: {inside} of {len(cells)} cells lie inside the paper's range "
+                             "under refbnn's contract (docs/semantics.md §4-5). Recomputed on the same models "
+                             "and test data:")
         full = []
-        for name in names:
-            k = sum(c.paper.contains(float(np.mean(values[name][(c.arch, c.ber)]))) for c in cells)
-            lines.append(f"  - `{name}` ({REGISTRY[name].theirs}): {k} of {len(cells)} inside")
+        for name in EXPLAIN[metric]:
+            k = sum(c.paper.contains(float(np.mean(values[metric][name][(c.arch, c.ber)]))) for c in cells)
+            lines[metric].append(f"  - `{name}` ({REGISTRY[name].theirs}): {k} of {len(cells)} inside")
             if k == len(cells):
                 full.append(name)
-        lines.append(f"  - Finding: {_finding(full, len(cells))}")
-    return lines
+        lines[metric].append(f"  - Finding: {_finding(full, len(cells))}")
+    return [line for metric in EXPLAIN for line in lines[metric]]
+
+
+def _recomputed(out: Path, todo: list[tuple[dict, dict]], jobs: int) -> Iterator[dict]:
+    """recompute_all for each (record, wanted), in order; on `jobs` processes when more than
+    one (a CNN model's recomputation takes seconds: a run of 240 took most of an hour on one)."""
+    if jobs <= 1 or len(todo) < 2:
+        for r, wanted in todo:
+            yield recompute_all(out, r, wanted)
+        return
+    # one BLAS thread per worker (read when a worker imports NumPy), as the cells run
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield from pool.map(recompute_all, repeat(out), [r for r, _ in todo], [w for _, w in todo])
 
 
 def _finding(full: list[str], n: int) -> str:

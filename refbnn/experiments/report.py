@@ -60,9 +60,11 @@ def write_results(out: Path, config: Config, records: list[dict]) -> None:
         f.write(buf.getvalue())
 
 
-def write_report(out: Path, config: Config, records: list[dict], command: str, elapsed: Optional[float]) -> list[str]:
+def write_report(out: Path, config: Config, records: list[dict], command: str, elapsed: Optional[float],
+                 jobs: int = 1) -> list[str]:
     """report.md with the table, the plots (or why they are missing), the command, the
-    versions, and each claim of the paper with its test. Returns the figure files."""
+    versions, and each claim of the paper with its test (the differences with the paper
+    recomputed on `jobs` processes). Returns the figure files."""
     figures = plots.figures(config, records, out) if plots.available() else []
     claims = paper_claims(config, records)
     lines = [f"# refbnn experiment {config.experiment}", "",
@@ -81,7 +83,7 @@ def write_report(out: Path, config: Config, records: list[dict], command: str, e
         lines += [f"![{name}]({name})" for name in figures if name.endswith(".png")] + [""]
     else:
         lines += ["Plots were skipped: matplotlib is not installed (`pip install 'refbnn[plots]'`).", ""]
-    lines += _beside_the_paper(out, config, records)
+    lines += _beside_the_paper(out, config, records, jobs)
     lines += ["## The paper's claims, here", "",
               "Each comparison tests the claim in its own direction over the repetitions: an exact one-sided "
               "permutation test of the Mann-Whitney U statistic (p <= 0.05), with the smallest p these repetitions "
@@ -101,7 +103,7 @@ def write_report(out: Path, config: Config, records: list[dict], command: str, e
     return figures
 
 
-def _beside_the_paper(out: Path, config: Config, records: list[dict]) -> list[str]:
+def _beside_the_paper(out: Path, config: Config, records: list[dict], jobs: int = 1) -> list[str]:
     """The paper's Table III next to ours, T-bar per layer, and the differences explained."""
     lines = ["## Beside the paper", ""]
     if not paperdiff.comparable(config):
@@ -126,7 +128,8 @@ def _beside_the_paper(out: Path, config: Config, records: list[dict]) -> list[st
               "Where cells fall outside the paper's range, each metric is recomputed on these models and test data "
               "under the conventions of refbnn's verify registry that change the metric but not the network "
               "(docs/semantics.md §11.2). A finding about the paper's table, not a change to refbnn.", ""]
-    lines += paperdiff.explain(out, config, records, cells) or ["- Every compared cell lies inside the paper's range."]
+    lines += (paperdiff.explain(out, config, records, cells, jobs=jobs)
+              or ["- Every compared cell lies inside the paper's range."])
     return lines + [""]
 
 

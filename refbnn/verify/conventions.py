@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, fields, replace
 from fractions import Fraction
-from math import prod
+from math import ceil, floor, prod
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -342,18 +342,11 @@ class VariantEngine:
             for l, nl in enumerate(model.neuron_layers):
                 h = hs[nl.threshold_index].reshape(len(hs[nl.threshold_index]), nl.channels, -1)
                 pooled_positions[l] = h.shape[2]
-                s = np.array(model.layers[nl.threshold_index].thresholds, dtype=np.float64)[None, :, None]
-                if nl.first and v.first_no_s:
-                    s = np.zeros_like(s)
-                # 2T * Z_l as an integer: |2(h - s) - 1| (odd margin), or |2(h - s)| without the 1/2
-                m = np.abs(2 * (h - s) - (0 if v.no_half else 1))
+                at_least = self._margins_at_least(xs, start, l, h)
                 z = model.Z if (nl.first and not v.no_z) else 1
                 for b in bs:
-                    need = 2 * b * z            # T >= b  <=>  m >= 2bZ (m, 2bZ compared exactly)
-                    hit = m > float(need) if v.t_strict else m >= float(need)
-                    if need != float(need):     # a b that float64 cannot hold: compare exactly
-                        hit = np.vectorize(lambda q: (q > need) if v.t_strict else (q >= need))(m.astype(object))
-                    counts[b][l] += int(hit.sum())
+                    need = 2 * b * z            # T >= b  <=>  m >= 2bZ; T > b  <=>  m > 2bZ
+                    counts[b][l] += at_least(floor(need) + 1 if v.t_strict else ceil(need))
         n, inputs = model.neurons, len(xs)
         layers, overall = [], {}
         for b in bs:
@@ -370,6 +363,32 @@ class VariantEngine:
                                  Fraction(0)) / n
         return Tolerance(overall, [{b: layers[k][l] for k, b in enumerate(bs)} for l in range(len(model.neuron_layers))])
 
+    def _margins_at_least(self, xs, start: int, layer: int, h: np.ndarray) -> Callable[[int], int]:
+        """For neuron layer `layer`'s h [B, N, P] in the batch at `start`: k -> how many of
+        its margins m are >= k, m = 2T * Z_l as an integer, |2(h - s) - 1| (the odd margin)
+        or |2(h - s)| without the 1/2 (h and s are integers, exact in float64). Counted once
+        from the margins' histogram (then any b is one look-up) and kept in `shared`:
+        variants with the same forward run and the same margin switches share it."""
+        nl = self.model.neuron_layers[layer]
+        no_s = nl.first and self.v.first_no_s
+        key = ("margins", self.v.signature, id(xs), start, layer, self.v.no_half, no_s)
+        if self.shared is not None and key in self.shared:
+            return self.shared[key]
+        s = np.array(self.model.layers[nl.threshold_index].thresholds, dtype=np.float64)[None, :, None]
+        m = np.abs(2 * (h - (0 if no_s else s)) - (0 if self.v.no_half else 1))
+        top = int(m.max()) if m.size else 0
+        if top <= 2**24:                     # a histogram of that size: suffix sums count m >= k
+            suffix = np.cumsum(np.bincount(np.ravel(m, order="K").astype(np.int64), minlength=top + 1)[::-1])[::-1]
+
+            def at_least(k: int) -> int:
+                return int(suffix[max(k, 0)]) if k <= top else 0
+        else:                                # huge margins: compare (exact: m and k are integers)
+            def at_least(k: int) -> int:
+                return int(np.count_nonzero(m >= k)) if k <= top else 0
+        if self.shared is not None:
+            self.shared[key] = at_least
+        return at_least
+
     # -- Pi (Algorithm 1 with the switches) ---------------------------------------------------
 
     def importance(self, xs, ys, progress=None) -> list[Fraction]:
@@ -385,11 +404,19 @@ class VariantEngine:
         else:
             pi = self.full_importance(xs, ys)
         if v.pi_absolute:
-            a = accuracy(self._fast.predictions(xs) if not v.forward else self.predictions(xs), np.asarray(ys))
+            a = accuracy(self._clean_predictions(xs), np.asarray(ys))
             pi = [p * a for p in pi]                      # (A - A*) / A * A = A - A*
         if v.pi_over_flipped:
             pi = [p / (1 - p) for p in pi]                # A* = A (1 - Pi): (A - A*) / A* = Pi / (1 - Pi)
         return pi
+
+    def _clean_predictions(self, xs) -> list[int]:
+        """The predictions behind the accuracy A that Pi is scaled by: the variant's own forward
+        pass if it changes the forward; otherwise the contract's, taken from the shared runs
+        (a T computed on the same inputs already made them) where there are any."""
+        if self.v.forward or (self.shared is not None and not self._flipped):
+            return self.predictions(xs)
+        return self._fast.predictions(xs)
 
     def full_importance(self, xs, ys) -> list[Fraction]:
         """Algorithm 1 as written, under the variant: one full forward pass per flipped neuron."""
