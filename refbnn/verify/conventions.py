@@ -376,15 +376,17 @@ class VariantEngine:
             return self.shared[key]
         s = np.array(self.model.layers[nl.threshold_index].thresholds, dtype=np.float64)[None, :, None]
         m = np.abs(2 * (h - (0 if no_s else s)) - (0 if self.v.no_half else 1))
-        top = int(m.max()) if m.size else 0
-        if top <= 2**24:                     # a histogram of that size: suffix sums count m >= k
-            suffix = np.cumsum(np.bincount(np.ravel(m, order="K").astype(np.int64), minlength=top + 1)[::-1])[::-1]
+        if m.size and m.max() <= 2**24:      # integers: a histogram, of which the filled bins
+            hist = np.bincount(np.ravel(m, order="K").astype(np.int64))
+            values = np.flatnonzero(hist)
+            counts = hist[values]
+        else:                                # huge margins (or none): sort the distinct ones
+            values, counts = np.unique(m, return_counts=True)
+        suffix = np.cumsum(counts[::-1])[::-1]   # suffix[i]: how many m >= values[i]
 
-            def at_least(k: int) -> int:
-                return int(suffix[max(k, 0)]) if k <= top else 0
-        else:                                # huge margins: compare (exact: m and k are integers)
-            def at_least(k: int) -> int:
-                return int(np.count_nonzero(m >= k)) if k <= top else 0
+        def at_least(k: int) -> int:
+            i = int(np.searchsorted(values, k))
+            return int(suffix[i]) if i < len(values) else 0
         if self.shared is not None:
             self.shared[key] = at_least
         return at_least
