@@ -1,6 +1,7 @@
 """Benchmark of the NumPy trainer against PyTorch on the CPU. Prints ratios from one run.
 
     python benchmarks/train.py [--steps 40] [--arch fashion-fc] [--train-ber 0.0] [--rounds 3] [--one-core]
+    python benchmarks/train.py --threads [--arch cnn-32]
 
 Random data of Fashion-MNIST's shape (1x28x28, values 0..255). Both sides run the
 same network (binarised weights with a straight-through estimator, 3x3 convolutions
@@ -13,6 +14,11 @@ rounds, each on fresh networks, with their median. With --one-core both sides ru
 one thread (threadpoolctl for NumPy's BLAS, torch.set_num_threads(1)), as the experiment
 runner trains: one cell per core. Needs torch (`pip install
 torch==2.13.0` takes a local CPU build here); without it, only the NumPy time is printed.
+
+With --threads, NumPy alone: whole training steps under four thread settings (BLAS on
+all cores or one, crossed with the element-wise pieces of `over_batch` on one thread or
+two), taking turns of 4 steps for 12 rounds in one process, and each setting's median
+against the default's (BLAS on all cores, pieces on one). Needs threadpoolctl.
 """
 from __future__ import annotations
 
@@ -59,6 +65,46 @@ def interleaved(arch: str, x, y, ber: float, other: Optional[Callable[[int], Non
 
     trainer.train_epoch(after_step)
     return spent["numpy"] / counted["numpy"], spent["other"] / max(counted["other"], 1)   # (0: no other)
+
+
+def thread_settings(arch: str, rounds: int = 12, turn: int = 4) -> None:
+    """Print the median step time of each (BLAS threads, piece threads) setting, measured
+    in turns within one process (docs/training.md, "Speed")."""
+    from threadpoolctl import threadpool_limits   # scikit-learn brings it
+
+    from refbnn.training import nn
+    from refbnn.training.architectures import Network
+
+    rng = np.random.default_rng(0)
+    net = Network(arch, (1, 28, 28), 10, 0)
+    x = (rng.integers(0, 256, (128, 1, 28, 28)) / 255).astype(np.float32)
+    y = rng.integers(0, 10, 128)
+
+    def step() -> None:
+        _, grad = nn.softmax_cross_entropy(net.forward(x, True), y)
+        net.backward(grad)
+
+    settings = [(None, 1), (1, 1), (None, 2), (1, 2)]    # (BLAS threads: None = all, piece threads)
+    times: dict = {s: [] for s in settings}
+    saved = nn.THREADS
+    try:
+        for _ in range(rounds):
+            for blas, pieces in settings:
+                with threadpool_limits(blas):
+                    nn.THREADS = pieces
+                    step()                               # the hand-over, not counted
+                    for _ in range(turn):
+                        t = time.perf_counter()
+                        step()
+                        times[(blas, pieces)].append(time.perf_counter() - t)
+    finally:
+        nn.THREADS = saved
+    default = float(np.median(times[settings[0]]))
+    for (blas, pieces), ts in times.items():
+        med = float(np.median(ts))
+        print(f"{arch}: BLAS on {'all cores' if blas is None else 'one thread'}, pieces on "
+              f"{pieces} thread{'s' if pieces > 1 else ''}: {med * 1000:.1f} ms a step, "
+              f"{med / default:.2f}x the default")
 
 
 def gemm_floor(arch: str, repeat: int = 5) -> float:
@@ -170,7 +216,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--one-core", action="store_true",
                     help="both sides on one thread, as the experiment runner's cells")
+    ap.add_argument("--threads", action="store_true",
+                    help="NumPy only: compare thread settings for the BLAS and the element-wise pieces")
     args = ap.parse_args()
+    if args.threads:
+        thread_settings(args.arch)
+        return
     if args.steps < 2 * BLOCK:
         ap.error(f"--steps: at least {2 * BLOCK} (two turns of {BLOCK} steps each side)")
     if args.one_core:
