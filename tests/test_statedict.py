@@ -3,6 +3,7 @@ same model as from an `.npz` of the same tensors. None of this needs onnx or tor
 import json
 import re
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,20 @@ def test_a_damaged_safetensors_header_is_refused_naming_the_tensor(tmp_path, dam
     (tmp_path / "layout.json").write_text(json.dumps(LAYOUT))
     with pytest.raises(InputError, match=re.escape(message)):
         import_model(tmp_path / "bad.safetensors", layout=str(tmp_path / "layout.json"))
+
+
+def test_a_signalling_nan_is_refused_by_name_without_a_warning(tmp_path):
+    """Float32 bits 0x7f800001 (a signalling NaN, as damaged bytes may hold) raise the
+    invalid flag when widened to float64, which NumPy would report as a RuntimeWarning;
+    the reader widens quietly and the tensor is refused by name."""
+    sd = state(np.random.default_rng(3))
+    sd["fc1.weight"].view(np.uint32)[1, 2] = 0x7F800001
+    write_safetensors(tmp_path / "sd.safetensors", sd)
+    (tmp_path / "layout.json").write_text(json.dumps(LAYOUT))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InputError, match=re.escape("sd.safetensors: fc1.weight: holds NaN or infinity")):
+            import_model(tmp_path / "sd.safetensors", layout=str(tmp_path / "layout.json"))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

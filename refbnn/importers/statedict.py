@@ -163,7 +163,9 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
             v = np.frombuffer(f.read(nbytes), dtype=dtype).reshape(shape)
             if entry["dtype"] == "BF16":          # the high half of a float32
                 v = (v.astype(np.uint32) << 16).view(np.float32)
-            out[name] = v.astype(np.float64) if v.dtype.kind == "f" else v
+            with np.errstate(invalid="ignore"):  # a signalling NaN (damaged bytes) widens to a NaN,
+                # raising the invalid flag on the way; the tensor is refused by name below
+                out[name] = v.astype(np.float64) if v.dtype.kind == "f" else v
     return out
 
 
