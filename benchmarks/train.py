@@ -15,10 +15,11 @@ one thread (threadpoolctl for NumPy's BLAS, torch.set_num_threads(1)), as the ex
 runner trains: one cell per core. Needs torch (`pip install
 torch==2.13.0` takes a local CPU build here); without it, only the NumPy time is printed.
 
-With --threads, NumPy alone: whole training steps under four thread settings (BLAS on
-all cores or one, crossed with the element-wise pieces of `over_batch` on one thread or
-two), taking turns of 4 steps for 12 rounds in one process, and each setting's median
-against the default's (BLAS on all cores, pieces on one). Needs threadpoolctl.
+With --threads, NumPy alone: forward and backward passes (no optimizer step) under four
+thread settings (BLAS on all cores or one, crossed with the element-wise pieces of
+`over_batch` on one thread or two), taking turns of 4 steps for 12 rounds in one
+process, and each setting's median against the default's (BLAS on all cores, pieces on
+one). Needs threadpoolctl.
 """
 from __future__ import annotations
 
@@ -68,8 +69,8 @@ def interleaved(arch: str, x, y, ber: float, other: Optional[Callable[[int], Non
 
 
 def thread_settings(arch: str, rounds: int = 12, turn: int = 4) -> None:
-    """Print the median step time of each (BLAS threads, piece threads) setting, measured
-    in turns within one process (docs/training.md, "Speed")."""
+    """Print the median time of a forward and backward pass under each (BLAS threads, piece
+    threads) setting, measured in turns within one process (docs/training.md, "Speed")."""
     from threadpoolctl import threadpool_limits   # scikit-learn brings it
 
     from refbnn.training import nn
@@ -103,7 +104,7 @@ def thread_settings(arch: str, rounds: int = 12, turn: int = 4) -> None:
     for (blas, pieces), ts in times.items():
         med = float(np.median(ts))
         print(f"{arch}: BLAS on {'all cores' if blas is None else 'one thread'}, pieces on "
-              f"{pieces} thread{'s' if pieces > 1 else ''}: {med * 1000:.1f} ms a step, "
+              f"{pieces} thread{'s' if pieces > 1 else ''}: {med * 1000:.1f} ms forward and backward, "
               f"{med / default:.2f}x the default")
 
 
