@@ -71,7 +71,7 @@ def test_a_convention_is_recomputed_with_the_registry_itself(tmp_path):
     and differs from the contract's T-bar (the first layer reads |x| <= 4, so 1/Z matters)."""
     records = _run_dir(tmp_path)
     r = records[0]
-    got = paperdiff.recompute(tmp_path, r, ("first-layer-without-z", "var-ddof1"), "T_bar")
+    got = paperdiff.recompute_all(tmp_path, r, {"T_bar": ("first-layer-without-z", "var-ddof1")})["T_bar"]
     from refbnn.formats.datafile import read_data
     from refbnn.formats.modelfile import read_model
     model = read_model(tmp_path / r["model"])
@@ -80,7 +80,7 @@ def test_a_convention_is_recomputed_with_the_registry_itself(tmp_path):
     tol = VariantEngine(model, REGISTRY["first-layer-without-z"].variant).tolerance(data.x, bs)
     assert got["first-layer-without-z"] == pytest.approx(float(sum(tol.overall[b] for b in bs) / len(bs)))
     assert got["first-layer-without-z"] > float(r["T_bar"]["value"])         # no /Z: larger margins
-    var = paperdiff.recompute(tmp_path, r, ("var-ddof1",), "var_importance")["var-ddof1"]
+    var = paperdiff.recompute_all(tmp_path, r, {"var_importance": ("var-ddof1",)})["var_importance"]["var-ddof1"]
     n = r["neurons"]
     assert var == pytest.approx(float(Fraction(r["var_importance"]["exact"])) * n / (n - 1))
 
@@ -103,7 +103,7 @@ def test_a_convention_that_brings_every_cell_inside_is_named_as_the_finding(tmp_
     records = _run_dir(tmp_path)
     no_z = {}
     for r in records:
-        v = paperdiff.recompute(tmp_path, r, ("first-layer-without-z",), "T_bar")["first-layer-without-z"]
+        v = paperdiff.recompute_all(tmp_path, r, {"T_bar": ("first-layer-without-z",)})["T_bar"]["first-layer-without-z"]
         no_z.setdefault(r["train_ber"], []).append(v)
 
     def stand_in(family, size, ber, metric):

@@ -107,16 +107,11 @@ def layer_rows(config: Config, records: list[dict]) -> list[list[str]]:
     return rows
 
 
-def recompute(out: Path, record: dict, names: tuple[str, ...], metric: str) -> dict[str, float]:
-    """The record's metric under each named convention of verify's registry, on its own
-    model and test data (one forward pass shared by all; Pi from the record)."""
-    return recompute_all(out, record, {metric: names})[metric]
-
-
 def recompute_all(out: Path, record: dict, wanted: dict[str, tuple[str, ...]]) -> dict[str, dict[str, float]]:
-    """As `recompute` for several metrics at once ({metric: convention names}): the model and
-    data are read once, and one forward pass serves every convention of every metric (the
-    accuracy that `pi-absolute` scales by comes from it too)."""
+    """The record's metrics under the named conventions of verify's registry ({metric:
+    convention names}), on its own model and test data: both read once, one forward pass
+    serving every convention of every metric (the accuracy that `pi-absolute` scales by
+    comes from it too), Pi from the record."""
     model = read_model(out / record["model"])
     data = read_data(out / record["data"], model)
     x, y = data.x.astype(np.int64), data.y
