@@ -103,7 +103,8 @@ def test_a_convention_that_brings_every_cell_inside_is_named_as_the_finding(tmp_
     records = _run_dir(tmp_path)
     no_z = {}
     for r in records:
-        v = paperdiff.recompute_all(tmp_path, r, {"T_bar": ("first-layer-without-z",)})["T_bar"]["first-layer-without-z"]
+        v = paperdiff.recompute_all(tmp_path, r, {"T_bar": ("first-layer-without-z",)})["T_bar"]
+        v = v["first-layer-without-z"]
         no_z.setdefault(r["train_ber"], []).append(v)
 
     def stand_in(family, size, ber, metric):
