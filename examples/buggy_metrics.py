@@ -23,7 +23,10 @@ trace; verify finds the first divergence and the convention that explains it:
     diagnosis: your T and per-layer T match refbnn exactly if the first layer's margin is not divided by Z; eq. 2 divides the first weight layer's margin by Z (docs/semantics.md §4)
 
 A trace finds the tie rule although every claim passes: the ties change no metric of
-this data set, only single activations.
+this data set, only single activations. `refbnn fuzz` finds all three from scratch,
+on models it builds to show them (docs/semantics.md §12), each shrunk to a few neurons:
+
+    $ refbnn fuzz --impl 'python examples/buggy_metrics.py --bug tie-ge {model} {data} {request} {claims}'
 
 """
 from __future__ import annotations
@@ -39,11 +42,13 @@ import numpy as np
 from refbnn.claims import write_claims, write_trace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from independent_metrics import Conventions, FloatBNN  # noqa: E402
+from independent_metrics import Conventions, FloatBNN, answer  # noqa: E402
 
 BUGS = {"tie rule (h >= s)": Conventions(tie_ge=True),
         "padding with -1": Conventions(pad=-1.0),
         "first layer without 1/Z": Conventions(no_z=True)}
+COMMAND_BUGS = {"tie-ge": BUGS["tie rule (h >= s)"], "pad-minus-one": BUGS["padding with -1"],
+                "first-layer-without-z": BUGS["first layer without 1/Z"]}
 SHOWN = ("claims:", "pattern:", "diagnosis:", "first divergence:")
 
 
@@ -52,6 +57,10 @@ def run(*args: str) -> str:
 
 
 def main() -> None:
+    if len(sys.argv) == 7 and sys.argv[1] == "--bug":     # as a command: --bug NAME MODEL DATA REQUEST CLAIMS
+        name, model, data, request, claims = sys.argv[2:]
+        answer(json.loads(Path(model).read_text()), data, request, claims, COMMAND_BUGS[name])
+        return
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         run("example-model", str(d), "--inputs", "60")

@@ -11,13 +11,22 @@ masks. It writes claims and a trace with `refbnn.claims` and checks them:
     trace: 6 arrays (first mode)
     verify: OK
 
+As a command it answers the requests of `refbnn fuzz` and `refbnn conformance run`
+(docs/semantics.md §12), and neither finds a disagreement:
+
+    $ refbnn fuzz --impl 'python examples/independent_metrics.py {model} {data} {request} {claims}'
+    fuzz: 100 examples, no disagreement; features covered: fc 85, conv 35, ...
+
 Every convention that implementations get wrong is a switch of `Conventions`
 (all False: refbnn's contract); `examples/buggy_metrics.py` turns three of them on.
 """
 from __future__ import annotations
 
+import json
+import sys
 import tempfile
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +69,7 @@ class FloatBNN:
         self.c = conv
         self.shape = tuple(doc["input"]["shape"])
         self.z = doc["input"]["Z"]
+        self.binarize = doc["input"].get("binarize")     # the network thresholds its own input
         self.layers = []
         for layer in doc["layers"]:
             layer = dict(layer)
@@ -81,6 +91,11 @@ class FloatBNN:
     def forward(self, x: np.ndarray, flip=None, weights=None, acts=None):
         """(h entering each threshold layer, threshold outputs, scores). `flip` = (layer, channel)."""
         a = x.astype(np.float64)
+        if self.binarize:
+            shape = (1, -1) + (1,) * (a.ndim - 2)
+            s = np.array(self.binarize["thresholds"], dtype=np.float64).reshape(shape)
+            neg = np.array(self.binarize.get("polarity", [1] * s.size)).reshape(shape) < 0
+            a = np.where((a > s) ^ neg, 1.0, -1.0)
         hs, outs, seen_weight = {}, {}, 0
         for i in self.order():
             layer = self.layers[i]
@@ -141,7 +156,10 @@ class FloatBNN:
         return min(i for i, layer in enumerate(self.layers) if layer["type"] == "threshold")
 
     def metrics(self, x: np.ndarray, y: np.ndarray, bs=(0.5, 2, 4)) -> dict:
+        """Claims keyed by b as given (a number, or a string such as "1/2")."""
         c = self.c
+        names = {b: b if isinstance(b, str) else str(b) for b in bs}
+        bs = {b: float(Fraction(b)) if isinstance(b, str) else b for b in bs}   # float: correctly rounded
         hs, _, scores = self.forward(x)
         pred = self.predict(scores)
         acc = float(np.mean(pred == y))
@@ -152,11 +170,11 @@ class FloatBNN:
             if i == self.first_threshold() and c.first_no_s:
                 s = np.zeros_like(s)
             margin = np.abs(h - s) if c.no_half else np.abs(h - s - 0.5)
-            if i == self.first_threshold() and not c.no_z:
+            if i == self.first_threshold() and not c.no_z and not self.binarize:
                 margin = margin / self.z
             per_b = {}
             for b in bs:
-                hit = margin > b if c.t_strict else margin >= b
+                hit = margin > bs[b] if c.t_strict else margin >= bs[b]
                 per_b[b] = float(hit.mean(axis=2).mean(axis=1).mean())    # eq. 3, then eq. 4 per layer, eq. 5
                 pooled[b][0] += hit.sum()
                 pooled[b][1] += hit.size
@@ -175,8 +193,8 @@ class FloatBNN:
             pi.append(acc - a_star if c.pi_absolute else (acc - a_star) / a_star if c.pi_over_flipped
                       else (acc - a_star) / acc)
         var = float(np.var(pi, ddof=1 if c.ddof1 else 0))
-        layers = [{"T": {str(b): lt[b] for b in bs}} for lt in layer_T]
-        return {"accuracy": acc, "T": {str(b): T[b] for b in bs}, "layers": layers, "importance": pi,
+        layers = [{"T": {names[b]: lt[b] for b in bs}} for lt in layer_T]
+        return {"accuracy": acc, "T": {names[b]: T[b] for b in bs}, "layers": layers, "importance": pi,
                 "var_importance": var, "predictions": pred.tolist()}
 
     def bit_errors(self, x, y, ber: float, reps: int, seed: int, batch_size: int, activations: bool = False) -> dict:
@@ -230,11 +248,35 @@ class FloatBNN:
         return a.shape[1:]
 
 
-def main() -> None:
-    import json
-    import subprocess
-    import sys
+def answer(doc: dict, data_path: str, request_path: str, claims_path: str, conv: Conventions = Conventions()) -> None:
+    """Answer a `refbnn fuzz` / `refbnn conformance run` request: the claims it asks for."""
+    request = json.loads(Path(request_path).read_text())
+    data = np.load(data_path)
+    x, y = data["x"], data["y"]
+    net = FloatBNN(doc, conv)
+    m = net.metrics(x, y, bs=request["b"])
+    m["T_bar"] = float(np.mean(list(m["T"].values())))
+    if not request["importance"]:
+        del m["importance"], m["var_importance"]
+    be = request["bit_errors"]
+    if be is not None:
+        results = []
+        for ber in be["ber"]:
+            accs = net.bit_errors(x, y, float(Fraction(ber)), be["reps"], be["seed"], be["batch_size"],
+                                  be.get("activations", False))["results"][0]["accuracies"]
+            results.append({"ber": ber, "accuracies": accs, "mean": float(np.mean(accs)),
+                            "std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0})
+        m["bit_errors"] = {"seed": be["seed"], "batch_size": be["batch_size"],
+                           "activations": be.get("activations", False), "results": results}
+    write_claims(claims_path, **m)
 
+
+def main() -> None:
+    import subprocess
+
+    if len(sys.argv) == 5:    # as a command: MODEL DATA REQUEST CLAIMS (refbnn fuzz --impl ...)
+        answer(json.loads(Path(sys.argv[1]).read_text()), *sys.argv[2:])
+        return
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         subprocess.run([sys.executable, "-m", "refbnn.cli", "example-model", str(d), "--inputs", "60"],

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import sys
-from collections import defaultdict
 from typing import Optional
 
 import click
@@ -14,15 +13,13 @@ from ..formats.maskfile import read_masks
 from ..formats.tracefile import read_trace
 from ..formats.values import parse_ber
 from ..semantics.importance import ZeroAccuracyError
-from ..verify.checker import check_claims, read_claims
-from ..verify.diagnose import claim_key, compare_trace, diagnose_claims, diagnose_trace, failure_patterns
+from ..verify.checker import read_claims
+from ..verify.diagnose import compare_trace, diagnose_trace
+from ..verify.report import claims_report
 from ..verify.selfcheck import self_checks
 from ..verify.statistics import audit_masks
 from .common import ENGINES, SEED, FiniteFloat, Progress, engine_option, json_option, load, parsed
 from .group import main
-
-SHOWN = 3     # failures shown per quantity without --verbose
-
 
 @main.command("verify", short_help="Check another implementation: claims, traces, --self, a mask audit.")
 @click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
@@ -94,57 +91,14 @@ def verify_cmd(model_path, data_path, claims_path, trace_path, trace_mode, self_
 def _claims(model, data, data_path, path, atol, alpha, engine, diagnose, verbose, result) -> bool:
     claims = read_claims(path)
     try:
-        checks = check_claims(ENGINES[engine](model), model, data, claims, path, atol, alpha=alpha)
+        report = claims_report(model, data, claims, path, atol, alpha, ENGINES[engine](model), diagnose, verbose,
+                               busy=Progress)
     except ZeroAccuracyError as e:
         raise InputError(f"{data_path}: {e}") from None
-    bad = [c for c in checks if not c["pass"]]
-    click.echo(f"claims: {len(checks)} checked, {len(checks) - len(bad)} pass, {len(bad)} fail")
-    shown = checks if verbose else _first_per_quantity(bad)
-    if shown:
-        click.echo(tabulate([[c["quantity"], c["claimed"], _exact(c["exact"]), "pass" if c["pass"] else "FAIL"]
-                             for c in shown], headers=["quantity", "claimed", "refbnn", "result"]))
-    if not verbose:
-        for key, n in _counts(bad).items():
-            if n > SHOWN:
-                click.echo(f"  ... {key}: {n - SHOWN} more failures (--verbose, or --json, lists them)")
-    for c in checks:
-        if "statistics" in c and (verbose or c["pass"]):      # failing ones are in the table already
-            click.echo(f"{c['quantity']}: {c['claimed']}; {c['exact']} (alpha {alpha}): "
-                       f"{'pass' if c['pass'] else 'FAIL'}")
-    patterns = failure_patterns(checks) if bad else []
-    for line in patterns:
-        click.echo(f"pattern: {line}")
-    result.update({"claims": path, "checks": checks, "passed": len(checks) - len(bad), "failed": len(bad),
-                   "patterns": patterns})
-    if bad and diagnose:
-        with Progress("diagnosis"):
-            d = diagnose_claims(model, data, claims, path, atol, checks)
-        for line in d.lines():
-            click.echo(line)
-        result["diagnosis"] = d.as_json()
-    return bool(bad)
-
-
-def _first_per_quantity(bad: list[dict]) -> list[dict]:
-    seen: dict = defaultdict(int)
-    out = []
-    for c in bad:
-        key = claim_key(c["quantity"])
-        seen[key] += 1
-        if seen[key] <= SHOWN:
-            out.append(c)
-    return out
-
-
-def _counts(bad: list[dict]) -> dict:
-    counts: dict = defaultdict(int)
-    for c in bad:
-        counts[claim_key(c["quantity"])] += 1
-    return counts
-
-
-def _exact(v) -> str:
-    return v["exact"] if isinstance(v, dict) else str(v)
+    for line in report.lines:
+        click.echo(line)
+    result.update(report.json)
+    return bool(report.failed)
 
 
 def _trace(model, data, path, mode, diagnose, result) -> bool:

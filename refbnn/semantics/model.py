@@ -15,6 +15,12 @@ from typing import Optional, Sequence, Union
 from bitarray import bitarray
 
 
+# The parts of §2 a model may use, as `refbnn fuzz --features` names them (docs/semantics.md §12.2):
+# hidden linear layers, conv layers, padding, conv -> maxpool -> threshold, conv -> threshold -> maxpool,
+# polarity -1, an input the network binarises itself (§2.6).
+FEATURES = ("fc", "conv", "padding", "pool-first", "threshold-first", "polarity", "binarized-input")
+
+
 class ModelError(ValueError):
     """A model that breaks a rule of docs/semantics.md §2; the message names the field."""
 

@@ -1,0 +1,124 @@
+"""`refbnn fuzz` and `refbnn conformance`: check another implementation on generated
+cases and on the committed conformance vectors (docs/semantics.md §12)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..formats.files import InputError, write_json
+from ..formats.values import parse_bs
+from ..semantics.model import FEATURES as FEATURE_NAMES
+from .common import SEED, FiniteFloat, Progress, json_option, parsed
+from .group import main
+
+def _testing():
+    """refbnn.testing, or bad input naming the extra that installs Hypothesis."""
+    try:
+        import refbnn.testing  # noqa: F401
+    except ImportError:
+        raise InputError("this command needs Hypothesis: pip install 'refbnn[fuzz]'") from None
+
+
+def parse_features(text: str) -> frozenset:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in names if t not in FEATURE_NAMES]
+    if unknown or not names:
+        raise InputError(f"--features: {(unknown or [''])[0][:40]!r} is not a feature "
+                         f"(known: {', '.join(FEATURE_NAMES)})")
+    if not {"fc", "conv"} & set(names):
+        raise InputError("--features: keep fc or conv (a model needs neurons)")
+    return frozenset(names)
+
+
+def impl_option(func):
+    return click.option("--impl", "cmd", required=True,
+                        help="Shell command that computes your claims: {model} (model.json), {data} "
+                             "(data.npz), {request} (request.json) and {claims} (the JSON file to write) are "
+                             "replaced by quoted paths; {trace} (a trace .npz) is optional.")(func)
+
+
+def features_option(func):
+    return click.option("--features", "features_text", default=",".join(FEATURE_NAMES), show_default=True,
+                        help="Comma-separated model features your implementation supports; leave out "
+                             "those it does not.")(func)
+
+
+def timeout_option(func):
+    return click.option("--timeout", default=60.0, show_default=True, type=FiniteFloat(0, 86400, lo_open=True),
+                        help="Seconds one run of the command may take; then its process group is killed.")(func)
+
+
+@main.command("fuzz", short_help="Find the smallest BNN on which another implementation disagrees.")
+@impl_option
+@click.option("--max-examples", default=100, show_default=True, type=click.IntRange(1, 100000),
+              help="Generated cases to try before declaring no disagreement.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="The same seed draws the same cases.")
+@click.option("--out", "out_dir", default="fuzz-out", show_default=True, type=click.Path(file_okay=False),
+              help="Directory for the shrunk case, its report, repro.sh and the example database.")
+@features_option
+@click.option("--max-neurons", default=16, show_default=True, type=click.IntRange(1, 256),
+              help="Neurons of a generated model at most.")
+@click.option("--max-inputs", default=8, show_default=True, type=click.IntRange(1, 256),
+              help="Inputs of a generated data set at most.")
+@click.option("--b", "b_text", default=None,
+              help="Fixed b values for every request (comma-separated); default: drawn at the edges "
+                   "(fractions, values at a margin, one past every margin).")
+@click.option("--importance/--no-importance", default=True, show_default=True,
+              help="Ask for Pi and VAR(Pi).")
+@click.option("--bit-errors/--no-bit-errors", default=True, show_default=True,
+              help="Ask for accuracies under keyed bit errors.")
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Searches run side by side (each its own share of the examples and its own seed).")
+@timeout_option
+@click.option("--atol", default=1e-9, show_default=True, type=FiniteFloat(0, 1),
+              help="Allowed absolute error for claims given as plain numbers (as verify --atol).")
+@json_option
+def fuzz_cmd(cmd, max_examples, seed, out_dir, features_text, max_neurons, max_inputs, b_text, importance,
+             bit_errors, jobs, timeout, atol, json_path) -> None:
+    """Generate small BNNs aimed at the edges, run your implementation on each and compare
+    its claims with refbnn's; on a disagreement, shrink it to the smallest case.
+
+    \b
+    Example (an implementation that reads refbnn's files):
+      refbnn fuzz --impl 'python mine.py {model} {data} {request} {claims}'
+
+    For each case refbnn writes model.json and data.npz (docs/semantics.md §3) and
+    request.json ({"b": [...], "importance": true, "bit_errors": {...} or null},
+    §12.1), runs the command, and reads the claims file it wrote (the layout of
+    `refbnn verify --claims`). A wrong number, a missing asked claim, a crash, a
+    timeout or a malformed file is a finding; Hypothesis then shrinks the case while
+    the same claim keeps failing. OUT then holds the shrunk case, claims.json,
+    report.txt (verify's report) and repro.sh; a rerun starts from the stored failure.
+    Exit 0: no disagreement; 1: a finding; 2: bad input.
+    """
+    _testing()
+    from ..testing.build import Reach
+    from ..testing.external import check_command
+    from ..testing.fuzz import FuzzOptions, fuzz
+
+    check_command(cmd)
+    features = parse_features(features_text)
+    bs = None if b_text is None else tuple(token for token, _ in parsed(b_text, parse_bs))
+    reach = Reach(features, max_neurons, max_inputs, bs, importance, bit_errors)
+    options = FuzzOptions(cmd, reach, max_examples, seed, Path(out_dir), timeout, atol, jobs)
+    with Progress("fuzz") as progress:
+        result = fuzz(options, progress)
+    covered = ", ".join(f"{name} {result.covered[name]}" for name in FEATURE_NAMES if name in features) or "-"
+    doc = {"examples": result.examples, "covered": dict(result.covered), "out": out_dir, "finding": None}
+    if result.finding is not None:
+        click.echo(f"fuzz: a disagreement after {result.examples} examples, shrunk in {result.shrink_runs} "
+                   f"more runs of the command")
+        for line in result.report:
+            click.echo(line)
+        click.echo(f"files: {out_dir}/ (model.json, data.npz, request.json, claims.json, report.txt); "
+                   f"rerun: sh {out_dir}/repro.sh")
+        doc["finding"] = {"kind": result.finding.kind, "quantity": result.finding.quantity,
+                          "detail": result.finding.detail, "case": result.case.size(),
+                          "features": sorted(result.case.features)}
+    click.echo(f"fuzz: {result.examples} examples, {'1 finding' if result.finding else 'no disagreement'}; "
+               f"features covered: {covered}")
+    if json_path:
+        write_json(json_path, doc)
+    sys.exit(1 if result.finding is not None else 0)

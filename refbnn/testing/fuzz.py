@@ -1,0 +1,201 @@
+"""`refbnn fuzz`: find the smallest BNN on which another implementation disagrees with
+refbnn (docs/semantics.md §12.4).
+
+Hypothesis draws cases (`refbnn.testing.strategies.cases`); each is written to files,
+the implementation runs on them, and its claims are judged (`compare.judge`). The first
+finding fixes a signature (its kind and claimed quantity); Hypothesis then shrinks the
+case while that signature keeps failing, within `MAX_SHRINK_RUNS` more runs. The shrunk
+case, the implementation's claims, verify's report and a repro script land in the output
+directory, whose example database makes a rerun start from the stored failure.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import tempfile
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from random import Random
+from typing import Callable, Optional
+
+from hypothesis import HealthCheck, Phase, find, settings
+from hypothesis.database import DirectoryBasedExampleDatabase
+from hypothesis.errors import NoSuchExample
+
+from ..formats.datafile import Dataset, write_data
+from ..formats.files import atomic_open, write_json
+from ..formats.modelfile import write_model
+from ..verify.report import claims_report
+from .build import Case, Reach
+from .compare import Finding, judge
+from .external import Outcome, command_line, run_command
+from .strategies import cases
+
+MAX_SHRINK_RUNS = 300
+CASE_FILES = ("model.json", "data.npz", "request.json", "claims.json", "trace.npz", "report.txt", "repro.sh",
+              "stderr.txt")
+
+
+@dataclass
+class FuzzOptions:
+    cmd: str
+    reach: Reach
+    max_examples: int = 100
+    seed: int = 0
+    out: Path = Path("fuzz-out")
+    timeout: float = 60.0
+    atol: float = 1e-9
+    jobs: int = 1
+
+
+@dataclass
+class FuzzResult:
+    examples: int = 0
+    covered: Counter = field(default_factory=Counter)
+    finding: Optional[Finding] = None
+    case: Optional[Case] = None
+    shrink_runs: int = 0
+    report: list[str] = field(default_factory=list)
+
+
+def write_case(case: Case, directory: Path) -> dict[str, Path]:
+    """The case's model, data and request as files; returns every placeholder's path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    write_model(directory / "model.json", case.model)
+    write_data(directory / "data.npz", case.x, case.y)
+    write_json(directory / "request.json", case.request)
+    return {"model": directory / "model.json", "data": directory / "data.npz",
+            "request": directory / "request.json", "claims": directory / "claims.json",
+            "trace": directory / "trace.npz"}
+
+
+def try_case(case: Case, cmd: str, directory: Path, timeout: float, atol: float) -> tuple[Optional[Finding], Outcome]:
+    """Run the implementation on one case and judge what it wrote."""
+    files = write_case(case, directory)
+    outcome = run_command(cmd, files, timeout)
+    if outcome.fault is not None:
+        return outcome.fault, outcome
+    finding, _ = judge(case.model, case.x, case.y, case.request, outcome.claims, str(files["claims"]), atol)
+    return finding, outcome
+
+
+class _Shard:
+    """One search: a find() over its share of the examples, with its own seed and key."""
+
+    def __init__(self, options: FuzzOptions, index: int, examples: int, stop: Callable[[int], bool],
+                 progress: Callable[[], None]):
+        self.o, self.index, self.examples, self.stop, self.progress = options, index, examples, stop, progress
+        self.result = FuzzResult()
+        self.target: Optional[tuple] = None
+        self.work = Path(tempfile.mkdtemp(prefix="refbnn-fuzz-"))
+
+    def condition(self, case: Case) -> bool:
+        r = self.result
+        if self.target is None:
+            if self.stop(self.index):
+                return False
+            r.examples += 1
+            r.covered.update(case.features)
+            self.progress()
+        else:
+            if r.shrink_runs >= MAX_SHRINK_RUNS:
+                return False
+            r.shrink_runs += 1
+        finding, _ = try_case(case, self.o.cmd, self.work, self.o.timeout, self.o.atol)
+        if finding is None:
+            return False
+        if self.target is None:
+            self.target = finding.signature
+            r.finding = finding
+            return True
+        return finding.signature == self.target
+
+    def run(self) -> FuzzResult:
+        key = f"refbnn-fuzz:{sorted(self.o.reach.features)}:{self.o.reach}:{self.index}".encode()
+        db = DirectoryBasedExampleDatabase(str(self.o.out / ".hypothesis"))
+        config = settings(max_examples=self.examples, database=db, deadline=None,
+                          suppress_health_check=list(HealthCheck),
+                          phases=[Phase.reuse, Phase.generate, Phase.shrink])
+        try:
+            self.result.case = find(cases(self.o.reach.features, self.o.reach.max_neurons, self.o.reach.max_inputs,
+                                          self.o.reach.bs, self.o.reach.importance, self.o.reach.bit_errors),
+                                    self.condition, settings=config, random=Random(self.o.seed * 1009 + self.index),
+                                    database_key=key)
+        except NoSuchExample:
+            self.result.case = self.result.finding = None
+        return self.result
+
+
+def fuzz(options: FuzzOptions, progress: Optional[Callable[[int, int], None]] = None) -> FuzzResult:
+    """Search for a disagreement; on one, shrink it and write the reproduction to options.out."""
+    out = options.out
+    out.mkdir(parents=True, exist_ok=True)
+    for name in CASE_FILES:          # files of an earlier run must not pass for this one's
+        (out / name).unlink(missing_ok=True)
+    jobs = max(1, min(options.jobs, options.max_examples))
+    share = [options.max_examples // jobs + (k < options.max_examples % jobs) for k in range(jobs)]
+    found: set[int] = set()
+    lock = threading.Lock()
+    done = [0]
+
+    def tick() -> None:
+        with lock:
+            done[0] += 1
+            if progress is not None:
+                progress(done[0], options.max_examples)
+
+    def stop(k: int) -> bool:          # a shard may stop once a lower one has found something
+        return any(j < k for j in found)
+
+    def run(k: int) -> FuzzResult:
+        result = _Shard(options, k, share[k], stop, tick).run()
+        if result.finding is not None:
+            found.add(k)
+        return result
+
+    if jobs == 1:
+        results = [run(0)]
+    else:
+        with ThreadPoolExecutor(jobs) as pool:
+            results = list(pool.map(run, range(jobs)))
+    total = FuzzResult(examples=sum(r.examples for r in results),
+                       covered=sum((r.covered for r in results), Counter()))
+    chosen = next((r for r in results if r.finding is not None), None)
+    if chosen is not None:
+        total.case, total.shrink_runs = chosen.case, chosen.shrink_runs
+        total.finding, total.report = reproduce(chosen.case, options)
+    return total
+
+
+def reproduce(case: Case, options: FuzzOptions) -> tuple[Finding, list[str]]:
+    """Run the implementation once more on the shrunk case, in the output directory, and
+    write report.txt and repro.sh beside its files."""
+    out = options.out
+    finding, outcome = try_case(case, options.cmd, out, options.timeout, options.atol)
+    if finding is None:
+        finding = Finding("flaky", "", "the shrunk case failed during the search but passed when run again")
+    lines = [f"finding: {finding.line()}", f"case: {case.size()}; features: {', '.join(sorted(case.features)) or '-'}",
+             f"request: {json.dumps(case.request)}"]
+    if finding.kind == "wrong":
+        _, asked = judge(case.model, case.x, case.y, case.request, outcome.claims, str(out / "claims.json"),
+                         options.atol)
+        report = claims_report(case.model, Dataset(case.x, case.y), asked, str(out / "claims.json"), options.atol)
+        lines += ["", "verify's report on the claims the request asks for:"] + report.lines
+    elif outcome.stderr:
+        lines += ["", "the command's stderr (its end):"] + outcome.stderr.rstrip().splitlines()[-20:]
+    with atomic_open(out / "report.txt", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    files = {p: (out / name).resolve() for p, name in (("model", "model.json"), ("data", "data.npz"),
+                                                         ("request", "request.json"), ("claims", "claims.json"),
+                                                         ("trace", "trace.npz"))}
+    verify = " ".join(shlex.quote(str(a)) for a in (sys.executable, "-m", "refbnn.cli", "verify", files["model"],
+                                                     files["data"], "--claims", files["claims"]))
+    with atomic_open(out / "repro.sh", "w") as f:
+        f.write("#!/bin/sh\n# Reruns the implementation on the shrunk case, then refbnn verify on its claims.\n"
+                f"{command_line(options.cmd, files)}\n{verify}\n")
+    (out / "repro.sh").chmod(0o755)
+    return finding, lines
