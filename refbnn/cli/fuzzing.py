@@ -122,3 +122,70 @@ def fuzz_cmd(cmd, max_examples, seed, out_dir, features_text, max_neurons, max_i
     if json_path:
         write_json(json_path, doc)
     sys.exit(1 if result.finding is not None else 0)
+
+
+@main.group("conformance", short_help="Run an implementation over the conformance vectors, or rebuild them.")
+def conformance_group() -> None:
+    """The conformance suite (docs/semantics.md §12.5): small committed cases, each a
+    model, data, request and the expected claims as exact fractions, with an index of
+    what each case pins. `run` checks an implementation on every case; `write`
+    rebuilds the suite byte for byte."""
+
+
+@conformance_group.command("run")
+@impl_option
+@features_option
+@timeout_option
+@click.option("--atol", default=1e-9, show_default=True, type=FiniteFloat(0, 1),
+              help="Allowed absolute error for claims given as plain numbers (as verify --atol).")
+@click.option("--suite", "suite_dir", default=None, type=click.Path(file_okay=False, exists=True),
+              help="A suite directory (default: the one installed with refbnn).")
+@json_option
+def conformance_run_cmd(cmd, features_text, timeout, atol, suite_dir, json_path) -> None:
+    """Run your implementation on every conformance case and judge its claims.
+
+    \b
+    Example:
+      refbnn conformance run --impl 'python mine.py {model} {data} {request} {claims}'
+
+    Cases that need a feature left out of --features are skipped and counted.
+    Exit 0 if every case run passes, 1 if any fails, 2 on bad input."""
+    _testing()
+    import tempfile
+
+    from tabulate import tabulate
+
+    from ..testing.conformance import SUITE, check_suite_dir, run_suite
+    from ..testing.external import check_command
+
+    check_command(cmd)
+    features = parse_features(features_text)
+    suite = Path(suite_dir) if suite_dir else SUITE
+    check_suite_dir(suite)
+    with tempfile.TemporaryDirectory(prefix="refbnn-conformance-") as work, Progress("conformance") as progress:
+        results = run_suite(cmd, features, timeout, atol, Path(work), suite, progress)
+    rows = [[r.case, r.outcome if r.outcome != "skipped" else f"skipped (needs {', '.join(r.missing_features)})",
+             r.finding.line() if r.finding else ""] for r in results]
+    click.echo(tabulate(rows, headers=["case", "result", "first failing claim"], maxcolwidths=[None, None, 70]))
+    counts = {k: sum(r.outcome == k for r in results) for k in ("pass", "fail", "skipped")}
+    click.echo(f"conformance: {len(results)} cases: {counts['pass']} pass, {counts['fail']} fail, "
+               f"{counts['skipped']} skipped (features left out)")
+    if json_path:
+        write_json(json_path, {"suite": str(suite), **counts,
+                               "cases": [{"case": r.case, "pins": r.pins, "result": r.outcome,
+                                          "finding": r.finding.line() if r.finding else None,
+                                          "needs": list(r.missing_features)} for r in results]})
+    sys.exit(1 if counts["fail"] else 0)
+
+
+@conformance_group.command("write")
+@click.argument("directory", type=click.Path(file_okay=False))
+def conformance_write_cmd(directory) -> None:
+    """Rebuild the conformance suite into DIRECTORY (byte-identical to the installed one,
+    refbnn/testing/vectors, apart from its README.md)."""
+    _testing()
+    from ..testing.conformance import write_suite
+
+    with Progress("conformance") as progress:
+        index = write_suite(Path(directory), progress)
+    click.echo(f"conformance: {len(index)} cases written to {directory}")

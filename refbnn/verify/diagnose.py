@@ -359,6 +359,15 @@ def diagnose_claims(model: Model, data, claims: dict, path: str, atol: float, ch
     return diagnosis
 
 
+def differs_under(model: Model, data, claims: dict, variant: Variant, atol: float = 0.0) -> bool:
+    """Whether an implementation with `variant`'s conventions would claim other numbers than
+    `claims` (refbnn's own) on this model and data: some claim fails when recomputed under it."""
+    from ..engines.fast import FastEngine
+
+    return not _reproduces(VariantEngine(model, variant), FastEngine(model), variant, model, data, claims,
+                           "claims", atol)
+
+
 def _reproduces(engine: VariantEngine, fast, v: Variant, model: Model, data, claims: dict, path: str,
                 atol: float) -> bool:
     """Whether every claim passes recomputed under `v` (checked up to the first failure: only
