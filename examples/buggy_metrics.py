@@ -59,7 +59,10 @@ def run(*args: str) -> str:
 def main() -> None:
     if len(sys.argv) == 7 and sys.argv[1] == "--bug":     # as a command: --bug NAME MODEL DATA REQUEST CLAIMS
         name, model, data, request, claims = sys.argv[2:]
-        answer(json.loads(Path(model).read_text()), data, request, claims, COMMAND_BUGS[name])
+        try:
+            answer(json.loads(Path(model).read_text()), data, request, claims, COMMAND_BUGS[name])
+        except ValueError as e:
+            sys.exit(f"buggy_metrics: {e}")
         return
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)

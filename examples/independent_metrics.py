@@ -187,6 +187,8 @@ class FloatBNN:
                 T[b] = float(np.mean([lt[b] for lt in layer_T]))
             else:
                 T[b] = sum(lt[b] * n for lt, n in zip(layer_T, sizes)) / sum(sizes)
+        if acc == 0:
+            raise ValueError("accuracy is 0 on these inputs, so Pi = (A - A*) / A is undefined")
         pi = []
         for i, n in self.neurons():
             a_star = float(np.mean(self.predict(self.forward(x, flip=(i, n))[2]) == y))
@@ -275,7 +277,10 @@ def main() -> None:
     import subprocess
 
     if len(sys.argv) == 5:    # as a command: MODEL DATA REQUEST CLAIMS (refbnn fuzz --impl ...)
-        answer(json.loads(Path(sys.argv[1]).read_text()), *sys.argv[2:])
+        try:
+            answer(json.loads(Path(sys.argv[1]).read_text()), *sys.argv[2:])
+        except ValueError as e:
+            sys.exit(f"independent_metrics: {e}")
         return
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)

@@ -72,11 +72,13 @@ def timeout_option(func):
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Searches run side by side (each its own share of the examples and its own seed).")
 @timeout_option
+@click.option("--shrink-time", default=300.0, show_default=True, type=FiniteFloat(0, 86400),
+              help="Seconds spent shrinking a finding at most (besides at most 300 more runs).")
 @click.option("--atol", default=1e-9, show_default=True, type=FiniteFloat(0, 1),
               help="Allowed absolute error for claims given as plain numbers (as verify --atol).")
 @json_option
 def fuzz_cmd(cmd, max_examples, seed, out_dir, features_text, max_neurons, max_inputs, b_text, importance,
-             bit_errors, jobs, timeout, atol, json_path) -> None:
+             bit_errors, jobs, timeout, shrink_time, atol, json_path) -> None:
     """Generate small BNNs aimed at the edges, run your implementation on each and compare
     its claims with refbnn's; on a disagreement, shrink it to the smallest case.
 
@@ -102,14 +104,14 @@ def fuzz_cmd(cmd, max_examples, seed, out_dir, features_text, max_neurons, max_i
     features = parse_features(features_text)
     bs = None if b_text is None else tuple(token for token, _ in parsed(b_text, parse_bs))
     reach = Reach(features, max_neurons, max_inputs, bs, importance, bit_errors)
-    options = FuzzOptions(cmd, reach, max_examples, seed, Path(out_dir), timeout, atol, jobs)
+    options = FuzzOptions(cmd, reach, max_examples, seed, Path(out_dir), timeout, atol, jobs, shrink_time)
     with Progress("fuzz") as progress:
         result = fuzz(options, progress)
     covered = ", ".join(f"{name} {result.covered[name]}" for name in FEATURE_NAMES if name in features) or "-"
     doc = {"examples": result.examples, "covered": dict(result.covered), "out": out_dir, "finding": None}
     if result.finding is not None:
-        click.echo(f"fuzz: a disagreement after {result.examples} examples, shrunk in {result.shrink_runs} "
-                   f"more runs of the command")
+        click.echo(f"fuzz: a disagreement after {_count(result.examples, 'example')}, shrunk in "
+                   f"{_count(result.shrink_runs, 'more run')} of the command")
         for line in result.report:
             click.echo(line)
         click.echo(f"files: {out_dir}/ (model.json, data.npz, request.json, claims.json, report.txt); "
@@ -117,11 +119,15 @@ def fuzz_cmd(cmd, max_examples, seed, out_dir, features_text, max_neurons, max_i
         doc["finding"] = {"kind": result.finding.kind, "quantity": result.finding.quantity,
                           "detail": result.finding.detail, "case": result.case.size(),
                           "features": sorted(result.case.features)}
-    click.echo(f"fuzz: {result.examples} examples, {'1 finding' if result.finding else 'no disagreement'}; "
+    click.echo(f"fuzz: {_count(result.examples, 'example')}, {'1 finding' if result.finding else 'no disagreement'}; "
                f"features covered: {covered}")
     if json_path:
         write_json(json_path, doc)
     sys.exit(1 if result.finding is not None else 0)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 @main.group("conformance", short_help="Run an implementation over the conformance vectors, or rebuild them.")

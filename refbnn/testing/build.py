@@ -140,7 +140,7 @@ def _inputs(d: Draws, shape: tuple, z: int, max_inputs: int) -> np.ndarray:
     n = d.integer(1, max_inputs)
     kind = d.choice(["reaches", "below", "signed"])
     lo, hi = (-z if kind == "signed" else 0), (z - 1 if kind == "below" else z)
-    x = d.values(n * prod(shape), lo, hi)
+    x = np.concatenate([d.values(prod(shape), lo, hi) for _ in range(n)])    # a row per input, as _signs
     if kind == "reaches":
         x[d.integer(0, len(x) - 1)] = z
     return x.reshape((n,) + shape)
@@ -160,7 +160,9 @@ def _fire(h: np.ndarray, s: Sequence[int], pol: Sequence[int]) -> np.ndarray:
 
 
 def _signs(d: Draws, shape: tuple) -> np.ndarray:
-    return d.values(prod(shape), 0, 1).reshape(shape) * 2 - 1
+    """+-1 weights, drawn one output row at a time: dropping a neuron while shrinking leaves
+    the other rows as they were."""
+    return np.stack([d.values(prod(shape[1:]), 0, 1) for _ in range(shape[0])]).reshape(shape) * 2 - 1
 
 
 def _conv_block(d: Draws, a: np.ndarray, magnitude: int, f: frozenset, budget: int, layers: list):
