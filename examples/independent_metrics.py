@@ -250,12 +250,13 @@ class FloatBNN:
         return a.shape[1:]
 
 
-def answer(doc: dict, data_path: str, request_path: str, claims_path: str, conv: Conventions = Conventions()) -> None:
+def answer(doc: dict, data_path: str, request_path: str, claims_path: str, conv: Conventions = Conventions(),
+           network: type = FloatBNN) -> None:
     """Answer a `refbnn fuzz` / `refbnn conformance run` request: the claims it asks for."""
     request = json.loads(Path(request_path).read_text())
     data = np.load(data_path)
     x, y = data["x"], data["y"]
-    net = FloatBNN(doc, conv)
+    net = network(doc, conv)
     m = net.metrics(x, y, bs=request["b"])
     m["T_bar"] = float(np.mean(list(m["T"].values())))
     if not request["importance"]:
