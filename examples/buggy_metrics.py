@@ -57,10 +57,10 @@ def run(*args: str) -> str:
 
 
 def main() -> None:
-    if len(sys.argv) == 7 and sys.argv[1] == "--bug":     # as a command: --bug NAME MODEL DATA REQUEST CLAIMS
-        name, model, data, request, claims = sys.argv[2:]
+    if len(sys.argv) in (7, 8) and sys.argv[1] == "--bug":   # --bug NAME MODEL DATA REQUEST CLAIMS [TRACE]
+        name, model, data, request, claims, *trace = sys.argv[2:]
         try:
-            answer(json.loads(Path(model).read_text()), data, request, claims, COMMAND_BUGS[name])
+            answer(json.loads(Path(model).read_text()), data, request, claims, *trace, conv=COMMAND_BUGS[name])
         except ValueError as e:
             sys.exit(f"buggy_metrics: {e}")
         return

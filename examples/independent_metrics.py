@@ -14,7 +14,7 @@ masks. It writes claims and a trace with `refbnn.claims` and checks them:
 As a command it answers the requests of `refbnn fuzz` and `refbnn conformance run`
 (docs/semantics.md §12), and neither finds a disagreement:
 
-    $ refbnn fuzz --impl 'python examples/independent_metrics.py {model} {data} {request} {claims}'
+    $ refbnn fuzz --impl 'python examples/independent_metrics.py --answer {model} {data} {request} {claims}'
     fuzz: 100 examples, no disagreement; features covered: fc 85, conv 35, ...
 
 Every convention that implementations get wrong is a switch of `Conventions`
@@ -250,9 +250,10 @@ class FloatBNN:
         return a.shape[1:]
 
 
-def answer(doc: dict, data_path: str, request_path: str, claims_path: str, conv: Conventions = Conventions(),
-           network: type = FloatBNN) -> None:
-    """Answer a `refbnn fuzz` / `refbnn conformance run` request: the claims it asks for."""
+def answer(doc: dict, data_path: str, request_path: str, claims_path: str, trace_path: str | None = None,
+           conv: Conventions = Conventions(), network: type = FloatBNN) -> None:
+    """Answer a `refbnn fuzz` / `refbnn conformance run` request: the claims it asks for,
+    and a trace of every layer when given a path for it."""
     request = json.loads(Path(request_path).read_text())
     data = np.load(data_path)
     x, y = data["x"], data["y"]
@@ -272,14 +273,17 @@ def answer(doc: dict, data_path: str, request_path: str, claims_path: str, conv:
         m["bit_errors"] = {"seed": be["seed"], "batch_size": be["batch_size"],
                            "activations": be.get("activations", False), "results": results}
     write_claims(claims_path, **m)
+    if trace_path:
+        hs, outs, scores = net.forward(x)
+        write_trace(trace_path, h=hs, a=outs, scores=scores, predictions=net.predict(scores))
 
 
 def main() -> None:
     import subprocess
 
-    if len(sys.argv) == 5:    # as a command: MODEL DATA REQUEST CLAIMS (refbnn fuzz --impl ...)
+    if len(sys.argv) in (6, 7) and sys.argv[1] == "--answer":    # --answer MODEL DATA REQUEST CLAIMS [TRACE]
         try:
-            answer(json.loads(Path(sys.argv[1]).read_text()), *sys.argv[2:])
+            answer(json.loads(Path(sys.argv[2]).read_text()), *sys.argv[3:])
         except ValueError as e:
             sys.exit(f"independent_metrics: {e}")
         return

@@ -2,7 +2,7 @@
 code rather than a wrong convention. tests/test_fuzz_mutants.py checks that `refbnn fuzz`
 and the conformance suite find each, from scratch.
 
-    python tests/mutant_metrics.py NAME MODEL DATA REQUEST CLAIMS
+    python tests/mutant_metrics.py NAME MODEL DATA REQUEST CLAIMS [TRACE]
 """
 import json
 import sys
@@ -55,8 +55,8 @@ MUTANTS = {"kernel-rotated": KernelRotated, "binarize-polarity-ignored": Binariz
 
 
 if __name__ == "__main__":
-    name, model, data, request, claims = sys.argv[1:]
+    name, model, data, request, claims, *trace = sys.argv[1:]
     try:
-        answer(json.loads(Path(model).read_text()), data, request, claims, network=MUTANTS[name])
+        answer(json.loads(Path(model).read_text()), data, request, claims, *trace, network=MUTANTS[name])
     except ValueError as e:
         sys.exit(f"mutant_metrics: {e}")

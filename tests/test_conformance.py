@@ -91,7 +91,7 @@ def _run(cmd: str, *args):
 
 
 def test_a_correct_implementation_passes_every_case():
-    r = _run(f"{PY} {ROOT}/examples/independent_metrics.py {{model}} {{data}} {{request}} {{claims}}")
+    r = _run(f"{PY} {ROOT}/examples/independent_metrics.py --answer {{model}} {{data}} {{request}} {{claims}}")
     assert r.exit_code == 0, r.output
     assert r.output.strip().splitlines()[-1] == f"conformance: {len(INDEX)} cases: {len(INDEX)} pass, 0 fail, " \
                                                 "0 skipped (features left out)"
@@ -105,7 +105,7 @@ def test_the_suite_alone_catches_each_bug(bug):
 
 
 def test_cases_needing_a_feature_left_out_are_skipped_and_counted(tmp_path):
-    cmd = f"{PY} {ROOT}/examples/independent_metrics.py {{model}} {{data}} {{request}} {{claims}}"
+    cmd = f"{PY} {ROOT}/examples/independent_metrics.py --answer {{model}} {{data}} {{request}} {{claims}}"
     r = _run(cmd, "--features", "fc", "--json", tmp_path / "out.json")
     assert r.exit_code == 0, r.output
     out = json.loads((tmp_path / "out.json").read_text())

@@ -14,7 +14,7 @@ from refbnn.formats.modelfile import read_model
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
-CORRECT = f"{PY} {ROOT}/examples/independent_metrics.py {{model}} {{data}} {{request}} {{claims}}"
+CORRECT = f"{PY} {ROOT}/examples/independent_metrics.py --answer {{model}} {{data}} {{request}} {{claims}}"
 
 
 def buggy(bug: str) -> str:
@@ -96,7 +96,7 @@ def test_the_same_seed_draws_the_same_examples(tmp_path):
 
 
 def _finding(result) -> str:
-    line = next(l for l in result.output.splitlines() if l.startswith("finding: "))
+    line = next(line for line in result.output.splitlines() if line.startswith("finding: "))
     return line.removeprefix("finding: ")
 
 
@@ -178,3 +178,16 @@ def test_jobs_search_side_by_side_and_still_find_the_bug(tmp_path):
 def test_bad_options_exit_2_naming_them(tmp_path, args, message):
     r = fuzz(tmp_path / "out", *args)
     assert r.exit_code == 2 and message in r.output, r.output
+
+
+def test_a_trace_written_through_the_placeholder_is_reported(tmp_path):
+    """With {trace}, report.txt and the terminal show the first divergence, its pattern (a tie)
+    and the diagnosis of the traced values; repro.sh passes the trace to verify."""
+    out = tmp_path / "out"
+    r = fuzz(out, "--impl", buggy("tie-ge") + " {trace}", "--no-importance", "--no-bit-errors",
+             "--shrink-time", "60")
+    assert r.exit_code == 1, r.output
+    report = (out / "report.txt").read_text()
+    assert "first divergence: a" in report and "differences are at h = s (a threshold tie" in report
+    assert "diagnosis: your traced values match refbnn exactly if a threshold tie (h = s) gives +1" in r.output
+    assert "--trace" in (out / "repro.sh").read_text()

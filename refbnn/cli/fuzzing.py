@@ -112,7 +112,7 @@ def fuzz_cmd(cmd, max_examples, seed, out_dir, features_text, max_neurons, max_i
     if result.finding is not None:
         click.echo(f"fuzz: a disagreement after {_count(result.examples, 'example')}, shrunk in "
                    f"{_count(result.shrink_runs, 'more run')} of the command")
-        for line in result.report:
+        for line in result.summary():
             click.echo(line)
         click.echo(f"files: {out_dir}/ (model.json, data.npz, request.json, claims.json, report.txt); "
                    f"rerun: sh {out_dir}/repro.sh")

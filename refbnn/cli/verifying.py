@@ -14,8 +14,7 @@ from ..formats.tracefile import read_trace
 from ..formats.values import parse_ber
 from ..semantics.importance import ZeroAccuracyError
 from ..verify.checker import read_claims
-from ..verify.diagnose import compare_trace, diagnose_trace
-from ..verify.report import claims_report
+from ..verify.report import claims_report, trace_report
 from ..verify.selfcheck import self_checks
 from ..verify.statistics import audit_masks
 from .common import ENGINES, SEED, FiniteFloat, Progress, engine_option, json_option, load, parsed
@@ -102,34 +101,11 @@ def _claims(model, data, data_path, path, atol, alpha, engine, diagnose, verbose
 
 
 def _trace(model, data, path, mode, diagnose, result) -> bool:
-    trace = read_trace(path, model, len(data.y))
-    results = compare_trace(model, data.x, trace, mode)
-    rows = []
-    for r in results:
-        state = "not compared" if not r.compared else ("equal" if not r.differ else f"{r.differ} differ")
-        rows.append([r.name, r.entries, state])
-    click.echo(f"trace: {len(results)} arrays ({mode} mode)")
-    click.echo(tabulate(rows, headers=["array", "entries", "result"]))
-    first = next((r for r in results if r.differ), None)
-    if first is not None:
-        f = first.first
-        where = ", ".join(f"{k} {v}" for k, v in f.items() if k not in ("expected", "got"))
-        click.echo(f"first divergence: {first.name} at {where}: expected {f['expected']}, got {f['got']} "
-                   f"({first.differ} of {first.entries} entries differ)")
-        for line in first.patterns:
-            click.echo(f"pattern: {line}")
-        if mode == "first" and any(not r.compared for r in results):
-            click.echo("later arrays are not compared (one early difference changes them all); "
-                       "--trace-mode independent judges each layer alone")
-    result["trace"] = {"path": path, "mode": mode, "arrays": [r.as_json() for r in results]}
-    if first is not None and diagnose:
-        matches = diagnose_trace(model, data.x, trace)
-        lines = [f"diagnosis: {m.sentence('traced values')}" for m in matches] or \
-            ["diagnosis: no alternative convention reproduces your trace (docs/semantics.md §11 lists them)"]
-        for line in lines:
-            click.echo(line)
-        result["trace"]["diagnosis"] = [m.as_json() for m in matches]
-    return first is not None
+    report = trace_report(model, data.x, read_trace(path, model, len(data.y)), path, mode, diagnose)
+    for line in report.lines:
+        click.echo(line)
+    result["trace"] = report.json
+    return report.differs
 
 
 def _self(model, data, seed, result) -> bool:

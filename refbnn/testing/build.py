@@ -111,7 +111,7 @@ def build_case(d: Draws, reach: Reach) -> Case:
         for _ in range(blocks):
             if budget < 1:
                 break
-            a, magnitude, n = _conv_block(d, a, magnitude, f, budget, layers)
+            a, magnitude, n = _conv_block(d, a, magnitude, f, min(budget, max(4, reach.max_neurons // 8)), layers)
             budget -= n
         layers.append(Flatten())
         a = a.reshape(len(a), -1)
@@ -120,7 +120,7 @@ def build_case(d: Draws, reach: Reach) -> Case:
     for _ in range(hidden):
         if budget < 1:
             break
-        n = d.integer(1, min(budget, 8))
+        n = d.integer(1, min(budget, max(8, reach.max_neurons // 2)))
         w = _signs(d, (n, a.shape[1]))
         h = a @ w.T
         s, pol = _thresholds(d, h[:, :, None], a.shape[1], magnitude, f)
@@ -165,12 +165,13 @@ def _signs(d: Draws, shape: tuple) -> np.ndarray:
     return np.stack([d.values(prod(shape[1:]), 0, 1) for _ in range(shape[0])]).reshape(shape) * 2 - 1
 
 
-def _conv_block(d: Draws, a: np.ndarray, magnitude: int, f: frozenset, budget: int, layers: list):
-    """conv2d with its threshold in one of the block orders; returns the output, its bound, N."""
+def _conv_block(d: Draws, a: np.ndarray, magnitude: int, f: frozenset, most: int, layers: list):
+    """conv2d (at most `most` channels) with its threshold in one of the block orders;
+    returns the output, its bound and its number of channels."""
     c, h, w = a.shape[1:]
     pad = d.choice([0, 1]) if "padding" in f else 0
     k = min(d.choice([3, 1, 2]), min(h, w) + 2 * pad)
-    n = d.integer(1, min(4, budget))
+    n = d.integer(1, most)
     ho, wo = h + 2 * pad - k + 1, w + 2 * pad - k + 1
     orders = ["threshold"] + ["pool-threshold"] * ("pool-first" in f) + ["threshold-pool"] * ("threshold-first" in f)
     order = d.choice(orders) if min(ho, wo) >= 2 else "threshold"

@@ -144,10 +144,10 @@ def asked_claims(claims: dict, request: dict, model: Model) -> tuple[dict, list[
         missing.append("layers")
     else:
         asked["layers"] = []
-        for l, entry in enumerate(layers):
+        for k, entry in enumerate(layers):
             t = entry.get("T") if isinstance(entry, dict) and isinstance(entry.get("T"), dict) else {}
             asked["layers"].append({"T": {b: t[b] for b in request["b"] if b in t}})
-            missing += [f"layers[{l}].T[{b}]" for b in request["b"] if b not in t]
+            missing += [f"layers[{k}].T[{b}]" for b in request["b"] if b not in t]
     if request["importance"]:
         take("importance")
         take("var_importance")
@@ -195,8 +195,10 @@ def judge(model: Model, x: np.ndarray, y: np.ndarray, request: dict, claims: Any
             if not isinstance(r["accuracies"], list) or len(r["accuracies"]) != be["reps"]:
                 return Finding("wrong", f"bit_errors.results[{k}].accuracies",
                                f"expected {be['reps']} repetitions"), asked
+    engine = FastEngine(model)
     try:
-        checks = check_claims(FastEngine(model), model, Dataset(x, y), asked, path, atol)
+        checks = check_claims(engine, model, Dataset(x, y), asked, path, atol,
+                              bit_error_accuracies=None if be is None else _swept(engine, x, y, request))
     except (InputError, ValueError, TypeError) as e:
         return Finding("malformed", "", str(e)), asked
     bad = [c for c in checks if not c["pass"]]
@@ -205,6 +207,16 @@ def judge(model: Model, x: np.ndarray, y: np.ndarray, request: dict, claims: Any
         return Finding("wrong", first["quantity"], f"claimed {first['claimed']}, refbnn {_shown(first['exact'])} "
                                                    f"({len(bad)} of {len(checks)} checks fail)", checks), asked
     return None, asked
+
+
+def _swept(engine: FastEngine, x: np.ndarray, y: np.ndarray, request: dict):
+    """The accuracies of every asked BER from one sweep (each batch's keyed draws made once,
+    `accuracy_sweep`), for the checker, which asks for one BER at a time."""
+    be = request["bit_errors"]
+    bers = [(p, parse_ber(p)) for p in be["ber"]]
+    table = {p: s.accuracies for (_, p), s in
+             zip(bers, accuracy_sweep(engine, x, y, bers, be["reps"], request_error_model(request)))}
+    return lambda em, reps: table[em.p][:reps]
 
 
 def _shown(v: Any) -> str:

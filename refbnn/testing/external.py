@@ -50,6 +50,7 @@ def run_command(cmd: str, files: dict[str, Path], timeout: float) -> Outcome:
     """Run the implementation once on the files; read the claims file it wrote."""
     claims_path = files["claims"]
     claims_path.unlink(missing_ok=True)
+    files["trace"].unlink(missing_ok=True)      # an earlier example's must not pass for this one's
     with open(files["claims"].parent / "stderr.txt", "w+b") as err:
         proc = subprocess.Popen(command_line(cmd, files), shell=True, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)

@@ -29,9 +29,10 @@ from hypothesis.database import DirectoryBasedExampleDatabase
 from hypothesis.errors import Flaky, Found
 
 from ..formats.datafile import Dataset, write_data
-from ..formats.files import atomic_open, write_json
+from ..formats.files import InputError, atomic_open, write_json
 from ..formats.modelfile import write_model
-from ..verify.report import claims_report
+from ..formats.tracefile import read_trace
+from ..verify.report import claims_report, trace_report
 from .build import Case, Reach
 from .compare import Finding, judge
 from .external import Outcome, command_line, run_command
@@ -63,6 +64,12 @@ class FuzzResult:
     case: Optional[Case] = None
     shrink_runs: int = 0
     report: list[str] = field(default_factory=list)
+
+    def summary(self) -> list[str]:
+        """The report on one screen: the finding, the case, the first divergence, patterns
+        and diagnosis (the tables stay in report.txt)."""
+        keep = ("first divergence:", "pattern:", "diagnosis:")
+        return self.report[:3] + [line for line in self.report[3:] if line.startswith(keep)]
 
 
 def write_case(case: Case, directory: Path) -> dict[str, Path]:
@@ -217,13 +224,21 @@ def reproduce(case: Case, options: FuzzOptions) -> tuple[Finding, list[str]]:
         lines += ["", "verify's report on the claims the request asks for:"] + report.lines
     elif outcome.stderr:
         lines += ["", "the command's stderr (its end):"] + outcome.stderr.rstrip().splitlines()[-20:]
+    if (out / "trace.npz").exists():      # the command wrote a trace ({trace}): where it first diverges
+        try:
+            trace = read_trace(out / "trace.npz", case.model, len(case.y))
+            lines += [""] + trace_report(case.model, case.x, trace, str(out / "trace.npz")).lines
+        except InputError as e:
+            lines += ["", f"trace: not read: {e}"]
     with atomic_open(out / "report.txt", "w") as f:
         f.write("\n".join(lines) + "\n")
     files = {p: (out / name).resolve() for p, name in (("model", "model.json"), ("data", "data.npz"),
                                                          ("request", "request.json"), ("claims", "claims.json"),
                                                          ("trace", "trace.npz"))}
-    verify = " ".join(shlex.quote(str(a)) for a in (sys.executable, "-m", "refbnn.cli", "verify", files["model"],
-                                                     files["data"], "--claims", files["claims"]))
+    args = [sys.executable, "-m", "refbnn.cli", "verify", files["model"], files["data"], "--claims", files["claims"]]
+    if files["trace"].exists():
+        args += ["--trace", files["trace"]]
+    verify = " ".join(shlex.quote(str(a)) for a in args)
     with atomic_open(out / "repro.sh", "w") as f:
         f.write("#!/bin/sh\n# Reruns the implementation on the shrunk case, then refbnn verify on its claims.\n"
                 f"{command_line(options.cmd, files)}\n{verify}\n")

@@ -51,7 +51,8 @@ def _reach(features: Optional[Iterable[str]], max_neurons: int, max_inputs: int,
 
 
 def cases(features: Optional[Iterable[str]] = None, max_neurons: int = 16, max_inputs: int = 8,
-          b: Optional[Sequence[str]] = None, importance: bool = True, bit_errors: bool = True) -> st.SearchStrategy[Case]:
+          b: Optional[Sequence[str]] = None, importance: bool = True,
+          bit_errors: bool = True) -> st.SearchStrategy[Case]:
     """Cases (model, x, y, request, features) using only the given features (default all of
     `FEATURES`), with at most `max_neurons` neurons and `max_inputs` inputs; `b` fixes the
     request's b values (default: drawn at the edges).

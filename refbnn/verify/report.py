@@ -1,7 +1,7 @@
-"""What `refbnn verify --claims` reports, as lines of text and a JSON-ready dict: the
-failing checks (three per quantity), the patterns and the diagnosis (docs/semantics.md
-§11.2). The command prints it; `refbnn fuzz` writes it to report.txt and
-`refbnn.testing.assert_claims` raises it."""
+"""What `refbnn verify --claims` and `--trace` report, as lines of text and a JSON-ready
+dict: the failing checks (three per quantity), the first divergence, the patterns and the
+diagnosis (docs/semantics.md §11). The command prints it; `refbnn fuzz` writes it to
+report.txt and `refbnn.testing.assert_claims` raises it."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -14,9 +14,10 @@ from tabulate import tabulate
 from ..engines.fast import FastEngine
 from ..engines.protocol import Engine
 from ..formats.datafile import Dataset
+from ..formats.tracefile import Trace
 from ..semantics.model import Model
 from .checker import check_claims
-from .diagnose import claim_key, diagnose_claims, failure_patterns
+from .diagnose import claim_key, compare_trace, diagnose_claims, diagnose_trace, failure_patterns
 
 SHOWN = 3     # failures shown per quantity without verbose
 
@@ -86,3 +87,37 @@ def _counts(bad: list[dict]) -> dict:
 
 def _exact(v) -> str:
     return v["exact"] if isinstance(v, dict) else str(v)
+
+
+@dataclass
+class TraceReport:
+    lines: list[str]
+    json: dict
+    differs: bool
+
+
+def trace_report(model: Model, x, trace: Trace, path: str, mode: str = "first", diagnose: bool = True) -> TraceReport:
+    """Compare a trace with refbnn's run (docs/semantics.md §11.1): a table of the arrays, the
+    first divergence with its patterns and, on a difference, the diagnosis."""
+    results = compare_trace(model, x, trace, mode)
+    rows = [[r.name, r.entries, "not compared" if not r.compared else ("equal" if not r.differ else
+                                                                        f"{r.differ} differ")] for r in results]
+    lines = [f"trace: {len(results)} arrays ({mode} mode)"]
+    lines += tabulate(rows, headers=["array", "entries", "result"]).splitlines()
+    first = next((r for r in results if r.differ), None)
+    if first is not None:
+        f = first.first
+        where = ", ".join(f"{k} {v}" for k, v in f.items() if k not in ("expected", "got"))
+        lines.append(f"first divergence: {first.name} at {where}: expected {f['expected']}, got {f['got']} "
+                     f"({first.differ} of {first.entries} entries differ)")
+        lines += [f"pattern: {line}" for line in first.patterns]
+        if mode == "first" and any(not r.compared for r in results):
+            lines.append("later arrays are not compared (one early difference changes them all); "
+                         "--trace-mode independent judges each layer alone")
+    doc = {"path": path, "mode": mode, "arrays": [r.as_json() for r in results]}
+    if first is not None and diagnose:
+        matches = diagnose_trace(model, x, trace)
+        lines += [f"diagnosis: {m.sentence('traced values')}" for m in matches] or \
+            ["diagnosis: no alternative convention reproduces your trace (docs/semantics.md §11 lists them)"]
+        doc["diagnosis"] = [m.as_json() for m in matches]
+    return TraceReport(lines, doc, first is not None)
