@@ -154,6 +154,8 @@ def conformance_run_cmd(cmd, features_text, timeout, atol, suite_dir, json_path)
     Example:
       refbnn conformance run --impl 'python mine.py {model} {data} {request} {claims}'
 
+    Each case's files are read where the suite lies; the claims file is written
+    in a temporary directory.
     Cases that need a feature left out of --features are skipped and counted.
     Exit 0 if every case run passes, 1 if any fails, 2 on bad input."""
     _testing()
@@ -186,7 +188,8 @@ def conformance_run_cmd(cmd, features_text, timeout, atol, suite_dir, json_path)
 
 @conformance_group.command("write")
 @click.argument("directory", type=click.Path(file_okay=False))
-def conformance_write_cmd(directory) -> None:
+@json_option
+def conformance_write_cmd(directory, json_path) -> None:
     """Rebuild the conformance suite into DIRECTORY (byte-identical to the installed one,
     refbnn/testing/vectors, apart from its README.md)."""
     _testing()
@@ -195,3 +198,5 @@ def conformance_write_cmd(directory) -> None:
     with Progress("conformance") as progress:
         index = write_suite(Path(directory), progress)
     click.echo(f"conformance: {len(index)} cases written to {directory}")
+    if json_path:
+        write_json(json_path, {"directory": directory, "cases": index})
