@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import sys
 import tempfile
 import threading
@@ -143,6 +144,8 @@ class _Shard:
                         self.condition, config, Random(self.o.seed * 1009 + self.index).getrandbits(64), key)
         except Flaky:
             pass    # the budgets turned a replayed failure into a pass; the smallest failing case seen stands
+        finally:
+            shutil.rmtree(self.work, ignore_errors=True)
         return self.result
 
 
