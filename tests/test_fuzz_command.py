@@ -174,6 +174,8 @@ def test_jobs_search_side_by_side_and_still_find_the_bug(tmp_path):
     (["--impl", "mine {claims}", "--features", "fc,gpu"], "'gpu' is not a feature"),
     (["--impl", "mine {claims}", "--features", "padding"], "keep fc or conv"),
     (["--impl", "mine {claims}", "--b", "1/0"], "--b"),
+    (["--impl", "mine {claims}", "--out", "/proc/refbnn-cannot-be-here"], "--out: /proc/refbnn-cannot-be-here: cannot "
+                                                                         "create the directory"),
 ])
 def test_bad_options_exit_2_naming_them(tmp_path, args, message):
     r = fuzz(tmp_path / "out", *args)

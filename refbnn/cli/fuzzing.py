@@ -2,6 +2,7 @@
 cases and on the committed conformance vectors (docs/semantics.md §12)."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -30,6 +31,16 @@ def parse_features(text: str) -> frozenset:
     if not {"fc", "conv"} & set(names):
         raise InputError("--features: keep fc or conv (a model needs neurons)")
     return frozenset(names)
+
+
+def _output_directory(path: str) -> None:
+    """--out must be a directory refbnn can create and write, checked before any work."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"--out: {path}: cannot create the directory ({e.strerror or e})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise InputError(f"--out: {path}: the directory is not writable")
 
 
 def impl_option(func):
@@ -102,6 +113,7 @@ def fuzz_cmd(cmd, max_examples, seed, out_dir, features_text, max_neurons, max_i
 
     check_command(cmd)
     features = parse_features(features_text)
+    _output_directory(out_dir)
     bs = None if b_text is None else tuple(token for token, _ in parsed(b_text, parse_bs))
     reach = Reach(features, max_neurons, max_inputs, bs, importance, bit_errors)
     options = FuzzOptions(cmd, reach, max_examples, seed, Path(out_dir), timeout, atol, jobs, shrink_time)
