@@ -50,8 +50,24 @@ class MeanOverOneInputTooMany(FloatBNN):
         return m
 
 
+class BinarizedFirstLayerOverZ(FloatBNN):
+    """Eq. 2's 1/Z applied to a first layer that reads the binarised input (§2.6: eq. 1)."""
+
+    def __init__(self, doc, conv):
+        super().__init__(doc, conv)
+        self.rule, self.binarize = self.binarize, None    # the metrics then take eq. 2 for the first layer
+
+    def forward(self, x, flip=None, weights=None, acts=None):
+        self.binarize = self.rule
+        try:
+            return super().forward(x, flip, weights, acts)
+        finally:
+            self.binarize = None
+
+
 MUTANTS = {"kernel-rotated": KernelRotated, "binarize-polarity-ignored": BinarizePolarityIgnored,
-           "first-layer-spared": FirstLayerSpared, "mean-over-one-input-too-many": MeanOverOneInputTooMany}
+           "first-layer-spared": FirstLayerSpared, "mean-over-one-input-too-many": MeanOverOneInputTooMany,
+           "binarized-first-layer-over-z": BinarizedFirstLayerOverZ}
 
 
 if __name__ == "__main__":

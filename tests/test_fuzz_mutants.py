@@ -11,7 +11,8 @@ from conftest import run_cli
 from refbnn.formats.modelfile import read_model
 
 HERE = Path(__file__).resolve().parent
-MUTANTS = ["kernel-rotated", "binarize-polarity-ignored", "first-layer-spared", "mean-over-one-input-too-many"]
+MUTANTS = ["kernel-rotated", "binarize-polarity-ignored", "first-layer-spared", "mean-over-one-input-too-many",
+           "binarized-first-layer-over-z"]
 
 
 def _cmd(name: str) -> str:
