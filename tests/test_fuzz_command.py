@@ -193,3 +193,20 @@ def test_a_trace_written_through_the_placeholder_is_reported(tmp_path):
     assert "first divergence: a" in report and "differences are at h = s (a threshold tie" in report
     assert "diagnosis: your traced values match refbnn exactly if a threshold tie (h = s) gives +1" in r.output
     assert "--trace" in (out / "repro.sh").read_text()
+
+
+def test_without_hypothesis_the_commands_name_the_extra():
+    """refbnn runs as before without Hypothesis; fuzz and conformance say which extra they need."""
+    blocker = ("import sys\n"
+               "class Block:\n"
+               "    def find_spec(self, name, path=None, target=None):\n"
+               "        if name == 'hypothesis' or name.startswith('hypothesis.'):\n"
+               "            raise ImportError('no hypothesis here')\n"
+               "sys.meta_path.insert(0, Block())\n"
+               "from refbnn.cli import main\n"
+               "main(sys.argv[1:])\n")
+    for args in (["fuzz", "--impl", "x {claims}"], ["conformance", "run", "--impl", "x {claims}"]):
+        r = subprocess.run([PY, "-c", blocker, *args], capture_output=True, text=True)
+        assert r.returncode == 2 and "pip install 'refbnn[fuzz]'" in r.stderr, r.stderr
+    r = subprocess.run([PY, "-c", blocker, "inspect", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0

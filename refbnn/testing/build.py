@@ -98,7 +98,7 @@ def build_case(d: Draws, reach: Reach) -> Case:
     image = "conv" in f and ("fc" not in f or d.choice([False, True]))
     shape = (d.integer(1, 3), d.integer(1, 9), d.integer(1, 9)) if image else \
         (d.integer(1, 12) if d.choice(["narrow", "wide"]) == "narrow" else d.integer(13, 64),)
-    x = _inputs(d, shape, z, reach.max_inputs)
+    x = inputs(d, shape, z, reach.max_inputs)
     binarise = None
     if "binarized-input" in f and d.choice([False, True]):
         binarise = Threshold(*_thresholds(d, x.reshape(len(x), shape[0], -1), 1, z, f))
@@ -135,7 +135,7 @@ def build_case(d: Draws, reach: Reach) -> Case:
     return Case(model, x, y, build_request(d, reach, model, len(x)), case_features(model))
 
 
-def _inputs(d: Draws, shape: tuple, z: int, max_inputs: int) -> np.ndarray:
+def inputs(d: Draws, shape: tuple, z: int, max_inputs: int) -> np.ndarray:
     """Inputs that reach Z, stay below it, or are signed (-Z..Z)."""
     n = d.integer(1, max_inputs)
     kind = d.choice(["reaches", "below", "signed"])

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from ..engines.fast import FastEngine
 from ..semantics.model import Model
-from .build import FEATURES, Case, Reach, build_case
+from .build import FEATURES, Case, Reach, build_case, inputs
 
 
 class HypothesisDraws:
@@ -75,16 +75,9 @@ def models(features: Optional[Iterable[str]] = None, max_neurons: int = 16) -> s
 @st.composite
 def _datasets(draw, model: Model, max_inputs: int) -> tuple[np.ndarray, np.ndarray]:
     d = HypothesisDraws(draw)
-    z = model.Z
-    n = d.integer(1, max_inputs)
-    kind = d.choice(["reaches", "below", "signed"])
-    lo, hi = (-z if kind == "signed" else 0), (z - 1 if kind == "below" else z)
-    x = d.values(n * int(np.prod(model.input_shape)), lo, hi)
-    if kind == "reaches":
-        x[d.integer(0, len(x) - 1)] = z
-    x = x.reshape((n,) + model.input_shape)
+    x = inputs(d, model.input_shape, model.Z, max_inputs)
     pred = np.asarray(FastEngine(model).predictions(x), dtype=np.int64)
-    y = (pred + d.values(n, 0, model.classes - 1)) % model.classes
+    y = (pred + d.values(len(x), 0, model.classes - 1)) % model.classes
     y[0] = pred[0]                  # accuracy > 0
     return x, y
 
