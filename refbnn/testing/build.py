@@ -260,7 +260,7 @@ def past_every_margin(model: Model) -> int:
     for nl in model.neuron_layers:
         w = model.layers[nl.weight_index].weight
         fan_in = prod(w.shape[1:])
-        m = model.first_input_bound if nl.first or nl.weight_index == model.weight_indices[0] else 1
+        m = model.first_input_bound if nl.weight_index == model.weight_indices[0] else 1
         bound = max(bound, fan_in * m + max(abs(s) for s in model.layers[nl.threshold_index].thresholds) + 1)
     return bound
 

@@ -12,7 +12,7 @@ for are not checked; claims it asks for and the file lacks are a finding.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Optional
 
@@ -111,7 +111,6 @@ class Finding:
     kind: str
     quantity: str
     detail: str
-    checks: list = field(default_factory=list)
 
     @property
     def signature(self) -> tuple[str, str]:
@@ -122,7 +121,7 @@ class Finding:
         return f"{self.kind}: {self.quantity}: {self.detail}" if self.quantity else f"{self.kind}: {self.detail}"
 
 
-def asked_claims(claims: dict, request: dict, model: Model) -> tuple[dict, list[str]]:
+def asked_claims(claims: dict, request: dict) -> tuple[dict, list[str]]:
     """The claims the request asks for (the rest dropped), and the asked ones that are missing."""
     asked: dict = {}
     missing: list[str] = []
@@ -182,7 +181,7 @@ def judge(model: Model, x: np.ndarray, y: np.ndarray, request: dict, claims: Any
         check_layout(claims, path)
     except InputError as e:
         return Finding("malformed", "", str(e)), {}
-    asked, missing = asked_claims(claims, request, model)
+    asked, missing = asked_claims(claims, request)
     if missing:
         return Finding("missing", missing[0], f"the request asks for it ({len(missing)} missing in all)"), asked
     be = request["bit_errors"]
@@ -205,7 +204,7 @@ def judge(model: Model, x: np.ndarray, y: np.ndarray, request: dict, claims: Any
     if bad:
         first = bad[0]
         return Finding("wrong", first["quantity"], f"claimed {first['claimed']}, refbnn {_shown(first['exact'])} "
-                                                   f"({len(bad)} of {len(checks)} checks fail)", checks), asked
+                                                   f"({len(bad)} of {len(checks)} checks fail)"), asked
     return None, asked
 
 
