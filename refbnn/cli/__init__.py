@@ -6,7 +6,7 @@ Every command prints a readable table, writes JSON with `--json PATH` (atomicall
 nothing is written unless the command succeeds), and exits 0 on success, 1 when a
 check fails, 2 on bad input with a one-line message that names the file and the field.
 """
-from . import evaluate, experiment, fuzzing, importing, measure, models, profiling, training, verifying  # noqa: F401  (each registers its commands)
+from . import evaluate, experiment, exporting, fuzzing, importing, measure, models, profiling, training, verifying  # noqa: F401  (each registers its commands)
 from .group import main
 
 __all__ = ["main"]

@@ -24,7 +24,8 @@ import numpy as np
 from ..formats.files import InputError
 from ..semantics.batchnorm import sign_threshold, tau_as_float
 from ..semantics.model import Conv2d, Flatten, Linear, MaxPool2d, Model, ModelError, Threshold, Weight, infer_shapes
-from .steps import AffineStep, BatchNormStep, ClipStep, FlattenStep, MonotoneStep, PoolStep, SignStep, Step, WeightStep
+from .steps import (AffineStep, BatchNormStep, ClipStep, FlattenStep, MonotoneStep, PoolStep, RoundStep, SignStep,
+                    Step, WeightStep)
 
 # A float BNN evaluates a*h + c in float32. Where |h - tau| is below this many units
 # of h (relative to the reachable |h|, see `_tie_tolerance`), the framework's rounding
@@ -168,6 +169,21 @@ class _Folder:
         t.a, t.c = t.a * mul, t.c * mul + add
         if not _power_of_two(mul) or np.any(add != 0):
             t.exact = False
+
+    def round_input(self, s: RoundStep) -> None:
+        """Round(u') where u' = a x + c is the network input mapped back to the integers: a and c
+        are integers up to the rounding of float constants (a = 1, c = 0 for refbnn's export),
+        so Round gives a x + c exactly for integer x."""
+        t = self.t
+        if t.kind != "input":
+            raise RefusedError(f"{s.where}: rounding of {self._what(t)}: refbnn rounds only the network input "
+                               "back to its integers")
+        a, c = np.round(t.a), np.round(t.c)
+        if np.any(a == 0) or np.any(np.abs(t.a - a) > 1e-6 * np.abs(a)) or \
+                np.any(np.abs(t.c - c) > 1e-6 * np.maximum(1.0, np.abs(t.c))):
+            raise RefusedError(f"{s.where}: Round of the input u = {_sample(t.a)} x + {_sample(t.c)}: "
+                               "not integers; scale the input back with the inverse of --input first")
+        t.a, t.c = a, c
 
     def batchnorm(self, s: BatchNormStep) -> None:
         if self.t.kind == "input":
@@ -413,7 +429,8 @@ def _ids(ids: np.ndarray, k: int = 8) -> str:
 
 
 _HANDLERS = {WeightStep: "weight", AffineStep: "affine", BatchNormStep: "batchnorm", ClipStep: "clip",
-             PoolStep: "pool", FlattenStep: "flatten", SignStep: "sign", MonotoneStep: "monotone"}
+             PoolStep: "pool", FlattenStep: "flatten", SignStep: "sign", MonotoneStep: "monotone",
+             RoundStep: "round_input"}
 
 
 def fold(steps: Sequence[Step], input_shape: Sequence[int], z: int, input_a=1.0, input_c=0.0,

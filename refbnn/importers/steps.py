@@ -57,6 +57,14 @@ class BatchNormStep:
 
 
 @dataclass(frozen=True)
+class RoundStep:
+    """Round to the nearest integer; only on the network input, where the input map scaled
+    back (u * Z for --input x/Z) gives the integers x again (refbnn's own ONNX export)."""
+
+    where: str
+
+
+@dataclass(frozen=True)
 class ClipStep:
     """clip(v, lo, hi) (Clip, Hardtanh); None is unbounded."""
 
@@ -105,4 +113,5 @@ class MonotoneStep:
     where: str
 
 
-Step = (WeightStep | AffineStep | BatchNormStep | ClipStep | PoolStep | FlattenStep | SignStep | MonotoneStep)
+Step = (WeightStep | AffineStep | BatchNormStep | ClipStep | PoolStep | FlattenStep | SignStep | MonotoneStep
+        | RoundStep)

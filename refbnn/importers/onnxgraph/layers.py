@@ -9,7 +9,7 @@ from typing import Optional
 import numpy as np
 
 from ..fold import RefusedError
-from ..steps import AffineStep, BatchNormStep, ClipStep, FlattenStep, PoolStep, WeightStep
+from ..steps import AffineStep, BatchNormStep, ClipStep, FlattenStep, PoolStep, RoundStep, WeightStep
 from .symbols import OpsBase, Sym, attrs
 
 
@@ -129,6 +129,9 @@ class LayerOps(OpsBase):
 
     def op_Div(self, node, name):
         return self._elementwise(node, name, "Div")
+
+    def op_Round(self, node, name):
+        return self._then(self._act(node, name), RoundStep(name))
 
     def op_Neg(self, node, name):
         return self._then(self._act(node, name), AffineStep(name, mul=np.float64(-1)))

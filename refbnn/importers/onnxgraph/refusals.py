@@ -22,7 +22,6 @@ REASONS = {
     "Pad": "explicit padding; refbnn pads inside conv2d only, with absent (zero) taps (write it as Conv pads)",
     "Slice": "it takes part of a tensor; refbnn's layers read whole tensors",
     "Gather": "it selects entries of a tensor; refbnn's layers read whole tensors",
-    "Round": "rounding gives more than two levels; refbnn's activations are +-1",
     "Floor": "rounding gives more than two levels; refbnn's activations are +-1",
     "Ceil": "rounding gives more than two levels; refbnn's activations are +-1",
     "QuantizeLinear": "integer quantisation with more than two levels; refbnn's activations are +-1 "

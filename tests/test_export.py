@@ -1,0 +1,130 @@
+"""`refbnn export --to onnx` (docs/semantics.md §13): onnxruntime decides exactly like the
+integer model, every threshold layer and every prediction, and `refbnn import` of the
+file gives back the model byte for byte, on generated models with every feature of §2."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_cli
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from refbnn.exporters.onnx import input_map_of, write_onnx  # noqa: E402
+from refbnn.formats.files import InputError  # noqa: E402
+from refbnn.formats.modelfile import write_model  # noqa: E402
+from refbnn.importers import import_model  # noqa: E402
+from refbnn.importers.check import check  # noqa: E402
+from refbnn.semantics.model import Linear, Model, Threshold, Weight  # noqa: E402
+from refbnn.testing import cases  # noqa: E402
+
+MAPS = ["x/Z", "x", "2x/Z-1", "(x/Z-0.5)/0.25"]
+
+
+def _round_trip(tmp: Path, model: Model, x: np.ndarray, input_map: str = "x/Z"):
+    a, b = input_map_of(input_map, model)
+    write_onnx(str(tmp / "m.onnx"), model, a, b)
+    imported = import_model(tmp / "m.onnx", z=model.Z, input_map=input_map)
+    write_model(tmp / "original.json", model)
+    write_model(tmp / "back.json", imported.model)
+    return imported, check(imported, x)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(case=cases(importance=False, bit_errors=False), input_map=st.sampled_from(MAPS))
+def test_import_of_the_export_is_the_model_and_onnxruntime_decides_alike(tmp_path_factory, case, input_map):
+    """Property: for every generated model (every feature of §2) and input map, the imported
+    file is byte for byte the model, and onnxruntime's predictions and every threshold
+    layer's signs equal refbnn's on the generated inputs."""
+    tmp = tmp_path_factory.mktemp("export")
+    _, report = _round_trip(tmp, case.model, case.x, input_map)
+    assert (tmp / "back.json").read_bytes() == (tmp / "original.json").read_bytes()
+    assert report.predictions_agree == report.inputs == len(case.x)
+    assert len(report.layers) == len(case.model.neuron_layers)
+    assert all(layer.entries > 0 and layer.differ == 0 for layer in report.layers)
+
+
+def test_a_model_at_the_float32_limit_is_exported_exactly(tmp_path):
+    """Z = 2^20 and fan-in 15: |h| reaches 15 * 2^20 < 2^24, every sum exact in float32; a
+    threshold at 2^51 (a constant neuron) is placed exactly in double. Data at +-Z."""
+    rng = np.random.default_rng(1)
+    z, k = 2**20, 15
+    w1 = rng.integers(0, 2, (3, k))
+    model = Model.build((k,), z, [Linear(Weight.from_array(w1)), Threshold((0, 2**51, -5), (1, -1, 1)),
+                                  Linear(Weight.from_array(rng.integers(0, 2, (2, 3))))])
+    x = rng.choice([-z, -1, 0, 1, z], (40, k))
+    _, report = _round_trip(tmp_path, model, x, "x")
+    assert (tmp_path / "back.json").read_bytes() == (tmp_path / "original.json").read_bytes()
+    assert report.predictions_agree == 40 and all(layer.differ == 0 for layer in report.layers)
+
+
+def test_what_float32_or_double_cannot_hold_is_refused_with_the_reason(tmp_path):
+    big_fan = Model.build((16,), 2**20, [Linear(Weight.from_array(np.ones((1, 16)))), Threshold((0,)),
+                                         Linear(Weight.from_array(np.ones((1, 1))))])
+    with pytest.raises(InputError, match=r"fan-in x input bound = 16777216 >= 2\^24"):
+        write_onnx(str(tmp_path / "m.onnx"), big_fan, *input_map_of("x", big_fan))
+    far = Model.build((2,), 1, [Linear(Weight.from_array(np.ones((1, 2)))), Threshold((2**52,)),
+                                Linear(Weight.from_array(np.ones((1, 1))))])
+    with pytest.raises(InputError, match=r"\|s\| >= 2\^52"):
+        write_onnx(str(tmp_path / "m.onnx"), far, *input_map_of("x", far))
+    assert not (tmp_path / "m.onnx").exists()          # nothing half written
+
+
+@pytest.fixture
+def example(tmp_path):
+    r = run_cli("example-model", tmp_path, "--inputs", "40")
+    assert r.exit_code == 0
+    return tmp_path / "example.json", tmp_path / "example.npz"
+
+
+def test_export_check_passes_and_import_gives_back_the_file(example, tmp_path):
+    model, data = example
+    out = tmp_path / "m.onnx"
+    r = run_cli("export", model, "-o", out, "--check", data, "--json", tmp_path / "r.json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["check"]["same_model"] and doc["check"]["predictions_agree"] == 40
+    z = json.loads(model.read_text())["input"]["Z"]
+    assert run_cli("import", out, "--z", z, "-o", tmp_path / "back.json").exit_code == 0
+    assert (tmp_path / "back.json").read_bytes() == model.read_bytes()
+
+
+def test_export_check_fails_on_a_graph_that_decides_otherwise(example, tmp_path, monkeypatch):
+    """--check can fail: with thresholds placed at s - 1/2 (a tie then gives +1), the
+    import is another model and the signs differ; exit 1."""
+    import refbnn.exporters.onnx as exporter
+
+    monkeypatch.setattr(exporter, "_threshold", _tie_ge_threshold(exporter._threshold))
+    model, data = example
+    r = run_cli("export", model, "-o", tmp_path / "m.onnx", "--check", data)
+    assert r.exit_code == 1, r.output
+    assert "ANOTHER MODEL" in r.output
+
+
+def _tie_ge_threshold(original):
+    def threshold(g, v, t, rank):
+        return original(g, v, Threshold(tuple(s - 1 for s in t.thresholds), t.polarity), rank)
+    return threshold
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--input", "x*3"], "--input"),
+    (["--to", "tflite"], "tflite"),
+])
+def test_bad_options_exit_2(example, tmp_path, args, message):
+    model, _ = example
+    r = run_cli("export", model, "-o", tmp_path / "m.onnx", *args)
+    assert r.exit_code == 2 and message in r.output, r.output
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_model_onnx_cannot_hold_is_bad_input_naming_the_field(tmp_path):
+    far = Model.build((2,), 1, [Linear(Weight.from_array(np.ones((1, 2)))), Threshold((2**52,)),
+                                Linear(Weight.from_array(np.ones((1, 1))))])
+    write_model(tmp_path / "far.json", far)
+    r = run_cli("export", tmp_path / "far.json", "-o", tmp_path / "m.onnx")
+    assert r.exit_code == 2 and "layers[1].thresholds: |s| >= 2^52" in r.output
+    assert not (tmp_path / "m.onnx").exists()
