@@ -19,7 +19,7 @@ class Graph:
         self.input_shape = tuple(input_shape)
         self.batch = batch
         self.opset = opset
-        self.qonnx = False
+        self.domains: list[str] = []      # custom domains used (QONNX; the FINN zoo's older names)
 
     def name(self, stem: str) -> str:
         self.k += 1
@@ -33,15 +33,15 @@ class Graph:
     def op(self, op_type: str, inputs, domain: str = "", outputs: int = 1, **attrs) -> str:
         outs = [self.name(op_type) for _ in range(outputs)]
         self.nodes.append(helper.make_node(op_type, list(inputs), outs, name=f"/{outs[0]}", domain=domain, **attrs))
-        if domain == QONNX:
-            self.qonnx = True
+        if domain and domain not in self.domains:
+            self.domains.append(domain)
         return outs[0]
 
     def model(self, output: str):
         x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [self.batch or "batch", *self.input_shape])
         y = helper.make_tensor_value_info(output, TensorProto.FLOAT, None)
         g = helper.make_graph(self.nodes, "bnn", [x], [y], self.inits)
-        opsets = [helper.make_opsetid("", self.opset)] + ([helper.make_opsetid(QONNX, 1)] if self.qonnx else [])
+        opsets = [helper.make_opsetid("", self.opset)] + [helper.make_opsetid(d, 1) for d in self.domains]
         m = helper.make_model(g, opset_imports=opsets)
         m.ir_version = 8
         return m
@@ -156,16 +156,26 @@ def tf2onnx_larq_graph(rng, channels: int, input_quantizer: bool):
     return g.model(g.op("Softmax", [s]))
 
 
-def finn_tfc_graph(rng):
+def finn_tfc_graph(rng, domain: str = QONNX, threshold_domain: str = ""):
     """A FINN bnn_pynq TFC-w1a1-style QONNX graph that binarises its own input: the input in
     [0, 1] (pixels / 255), then 2x - 1 (Mul, Add) and BipolarQuant, so the first MatMul
-    reads +-1; BipolarQuant weights and activations; TensorNorm-like Mul/Add at the end."""
+    reads +-1; BipolarQuant weights and activations; TensorNorm-like Mul/Add at the end.
+    `domain`: of the quantizers (the zoo's files say `onnx.brevitas`); with a
+    `threshold_domain`, the hidden batch norm and sign are one MultiThreshold per channel
+    of that domain (the zoo: `finn.custom_op.general`), as FINN streamlines them."""
     g = Graph([16])
     u = g.op("Add", [g.op("Mul", ["x", g.const(2.0)]), g.const(-1.0)])
-    a = g.op("BipolarQuant", [u, g.const(1.0)], domain=QONNX)
-    w1 = g.op("BipolarQuant", [g.const(rng.normal(size=(16, 6))), g.const(1.0)], domain=QONNX)
-    v = batchnorm(g, g.op("MatMul", [a, w1]), bn_params(rng, 6, 4.0, 2))
-    b = g.op("BipolarQuant", [v, g.const(1.0)], domain=QONNX)
-    w2 = g.op("BipolarQuant", [g.const(rng.normal(size=(6, 4))), g.const(1.0)], domain=QONNX)
+    a = g.op("BipolarQuant", [u, g.const(1.0)], domain=domain)
+    w1 = g.op("BipolarQuant", [g.const(rng.normal(size=(16, 6))), g.const(1.0)], domain=domain)
+    h = g.op("MatMul", [a, w1])
+    if threshold_domain:
+        # +1 iff h >= t: MultiThreshold gives 0/1; 2y - 1 makes it +-1
+        t = g.op("MultiThreshold", [h, g.const(rng.integers(-4, 5, (6, 1)).astype(np.float64) + 0.5)],
+                 domain=threshold_domain, out_dtype="BINARY", data_layout="NC")
+        b = g.op("Add", [g.op("Mul", [t, g.const(2.0)]), g.const(-1.0)])
+    else:
+        v = batchnorm(g, h, bn_params(rng, 6, 4.0, 2))
+        b = g.op("BipolarQuant", [v, g.const(1.0)], domain=domain)
+    w2 = g.op("BipolarQuant", [g.const(rng.normal(size=(6, 4))), g.const(1.0)], domain=domain)
     s = g.op("MatMul", [b, w2])
     return g.model(g.op("Add", [g.op("Mul", [s, g.const(0.5)]), g.const(0.25)]))

@@ -666,6 +666,26 @@ def test_a_layout_transpose_never_causes_a_refusal(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:Output shapes disagree")
+@pytest.mark.filterwarnings("ignore:Some old-style domain attributes")
+@pytest.mark.parametrize("domain, threshold_domain", [("onnx.brevitas", "finn.custom_op.general"),
+                                                      ("onnx.brevitas", ""), ("finn.custom_op.general", "")])
+def test_the_finn_zoo_domains_import_as_published(tmp_path, domain, threshold_domain):
+    """The FINN model zoo's bnn_pynq files name BipolarQuant's domain `onnx.brevitas` and
+    MultiThreshold's `finn.custom_op.general`: the same ops, the same model as qonnx's domain
+    gives, and the QONNX executor agrees on every sign and prediction."""
+    pytest.importorskip("qonnx")
+    reference = import_model(_save(finn_tfc_graph(np.random.default_rng(8), threshold_domain="qonnx.custom_op.general"
+                                                  if threshold_domain else ""), tmp_path, "q.onnx"), z=255)
+    imported = import_model(_save(finn_tfc_graph(np.random.default_rng(8), domain, threshold_domain), tmp_path),
+                            z=255, input_map="x/Z")
+    assert imported.model == reference.model
+    assert imported.model.input_threshold == Threshold((127,) * 16)
+    x = np.random.default_rng(9).integers(0, 256, (60, 16))
+    report = check(imported, x)
+    assert report.ok and report.predictions_agree == len(x) and report.layers[0].differ == 0
+
+
+@pytest.mark.filterwarnings("ignore:Output shapes disagree")
 def test_a_finn_network_that_binarises_its_input_imports_with_an_input_threshold(tmp_path):
     """FINN's TFC input: 2u - 1 >= 0 for u = x / 255 is x >= 127.5, i.e. x > 127 (§2.6); the
     first layer then reads +-1 and is measured by eq. 1, and the QONNX executor agrees on every

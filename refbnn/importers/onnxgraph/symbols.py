@@ -10,7 +10,9 @@ import numpy as np
 from ..fold import RefusedError
 from ..steps import Step
 
-QONNX_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general", "qonnx", "finn")
+# The QONNX ops under every name they were published with: qonnx's own, FINN's, and the
+# `onnx.brevitas` of the FINN model zoo's bnn_pynq files (Brevitas' old export).
+QONNX_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general", "qonnx", "finn", "onnx.brevitas")
 
 
 @dataclass(frozen=True)
