@@ -2,6 +2,7 @@
 integer model, every threshold layer and every prediction, and `refbnn import` of the
 file gives back the model byte for byte, on generated models with every feature of §2."""
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -128,3 +129,26 @@ def test_a_model_onnx_cannot_hold_is_bad_input_naming_the_field(tmp_path):
     r = run_cli("export", tmp_path / "far.json", "-o", tmp_path / "m.onnx")
     assert r.exit_code == 2 and "layers[1].thresholds: |s| >= 2^52" in r.output
     assert not (tmp_path / "m.onnx").exists()
+
+
+def _onnx_impl() -> str:
+    return f"{sys.executable} {Path(__file__).resolve().parent}/onnx_metrics.py {{model}} {{data}} {{request}} {{claims}}"
+
+
+def test_fuzz_and_the_suite_hand_an_implementation_the_model_as_onnx(tmp_path):
+    """--format onnx: {model} is model.onnx as export writes it, and the request says the
+    input map and Z; an implementation that reads the graph passes fuzz and every case."""
+    r = run_cli("fuzz", "--impl", _onnx_impl(), "--format", "onnx", "--max-examples", "15", "--out", tmp_path / "o")
+    assert r.exit_code == 0, r.output
+    r = run_cli("conformance", "run", "--impl", _onnx_impl(), "--format", "onnx")
+    assert r.exit_code == 0, r.output
+    assert " 0 fail, 0 skipped" in r.output.strip().splitlines()[-1]
+
+
+def test_a_disagreement_found_with_onnx_leaves_model_onnx_in_the_output(tmp_path):
+    out = tmp_path / "o"
+    cmd = _onnx_impl() + " && printf '{{\"accuracy\": 0.123}}' > {claims}"     # {{ }}: literal braces
+    r = run_cli("fuzz", "--impl", cmd, "--format", "onnx", "--out", out, "--shrink-time", "5")
+    assert r.exit_code == 1
+    assert (out / "model.onnx").exists() and "model.onnx" in (out / "repro.sh").read_text()
+    assert json.loads((out / "request.json").read_text())["onnx"]["input"] == "x/Z"

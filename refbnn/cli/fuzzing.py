@@ -22,6 +22,14 @@ def _testing():
         raise InputError("this command needs Hypothesis: pip install 'refbnn[fuzz]'") from None
 
 
+def _onnx_if(model_format: str) -> None:
+    if model_format == "onnx":
+        try:
+            import onnx  # noqa: F401  (the exporter needs it; say so before any work)
+        except ImportError:
+            raise InputError("--format onnx needs onnx: pip install 'refbnn[import]'") from None
+
+
 def parse_features(text: str) -> frozenset:
     names = [t.strip() for t in text.split(",") if t.strip()]
     unknown = [t for t in names if t not in FEATURE_NAMES]
@@ -56,6 +64,13 @@ def features_option(func):
                              "those it does not.")(func)
 
 
+def format_option(func):
+    return click.option("--format", "model_format", type=click.Choice(["json", "onnx"]), default="json",
+                        show_default=True,
+                        help="How {model} is handed over: refbnn's model.json, or model.onnx as `refbnn export` "
+                             "writes it (input x/Z; the request then says Z). onnx needs 'refbnn[import]'.")(func)
+
+
 def timeout_option(func):
     return click.option("--timeout", default=60.0, show_default=True, type=FiniteFloat(0, 86400, lo_open=True),
                         help="Seconds one run of the command may take; then its process group is killed.")(func)
@@ -82,6 +97,7 @@ def timeout_option(func):
               help="Ask for accuracies under keyed bit errors.")
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Searches run side by side (each its own share of the examples and its own seed).")
+@format_option
 @timeout_option
 @click.option("--shrink-time", default=300.0, show_default=True, type=FiniteFloat(0, 86400),
               help="Seconds spent shrinking a finding at most (besides at most 300 more runs).")
@@ -89,7 +105,7 @@ def timeout_option(func):
               help="Allowed absolute error for claims given as plain numbers (as verify --atol).")
 @json_option
 def fuzz_cmd(cmd, max_examples, seed, out_dir, features_text, max_neurons, max_inputs, b_text, importance,
-             bit_errors, jobs, timeout, shrink_time, atol, json_path) -> None:
+             bit_errors, jobs, model_format, timeout, shrink_time, atol, json_path) -> None:
     """Generate small BNNs aimed at the edges, run your implementation on each and compare
     its claims with refbnn's; on a disagreement, shrink it to the smallest case.
 
@@ -116,7 +132,9 @@ def fuzz_cmd(cmd, max_examples, seed, out_dir, features_text, max_neurons, max_i
     _output_directory(out_dir)
     bs = None if b_text is None else tuple(token for token, _ in parsed(b_text, parse_bs))
     reach = Reach(features, max_neurons, max_inputs, bs, importance, bit_errors)
-    options = FuzzOptions(cmd, reach, max_examples, seed, Path(out_dir), timeout, atol, jobs, shrink_time)
+    _onnx_if(model_format)
+    options = FuzzOptions(cmd, reach, max_examples, seed, Path(out_dir), timeout, atol, jobs, shrink_time,
+                          model_format)
     with Progress("fuzz") as progress:
         result = fuzz(options, progress)
     covered = ", ".join(f"{name} {result.covered[name]}" for name in FEATURE_NAMES if name in features) or "-"
@@ -153,13 +171,14 @@ def conformance_group() -> None:
 @conformance_group.command("run")
 @impl_option
 @features_option
+@format_option
 @timeout_option
 @click.option("--atol", default=1e-9, show_default=True, type=FiniteFloat(0, 1),
               help="Allowed absolute error for claims given as plain numbers (as verify --atol).")
 @click.option("--suite", "suite_dir", default=None, type=click.Path(file_okay=False, exists=True),
               help="A suite directory (default: the one installed with refbnn).")
 @json_option
-def conformance_run_cmd(cmd, features_text, timeout, atol, suite_dir, json_path) -> None:
+def conformance_run_cmd(cmd, features_text, model_format, timeout, atol, suite_dir, json_path) -> None:
     """Run your implementation on every conformance case and judge its claims.
 
     \b
@@ -180,10 +199,11 @@ def conformance_run_cmd(cmd, features_text, timeout, atol, suite_dir, json_path)
 
     check_command(cmd)
     features = parse_features(features_text)
+    _onnx_if(model_format)
     suite = Path(suite_dir) if suite_dir else SUITE
     check_suite_dir(suite)
     with tempfile.TemporaryDirectory(prefix="refbnn-conformance-") as work, Progress("conformance") as progress:
-        results = run_suite(cmd, features, timeout, atol, Path(work), suite, progress)
+        results = run_suite(cmd, features, timeout, atol, Path(work), suite, progress, model_format)
     rows = [[r.case, r.outcome if r.outcome != "skipped" else f"skipped (needs {', '.join(r.missing_features)})",
              r.finding.line() if r.finding else ""] for r in results]
     click.echo(tabulate(rows, headers=["case", "result", "first failing claim"], maxcolwidths=[None, None, 70]))

@@ -30,7 +30,7 @@ from ..semantics.model import Model
 from ..verify.checker import check_claims
 from ..verify.diagnose import claim_key
 
-REQUEST_KEYS = {"b", "importance", "bit_errors"}
+REQUEST_KEYS = {"b", "importance", "bit_errors", "onnx"}     # onnx: the input of a model given as ONNX
 BIT_ERROR_KEYS = {"ber", "reps", "seed", "batch_size", "activations"}
 RESULT_ASKED = ("ber", "accuracies", "mean", "std")
 MAX_REQUEST_BS = 64
@@ -54,6 +54,12 @@ def check_request(doc: Any, name: str = "request") -> dict:
     if not isinstance(doc.get("importance", False), bool):
         raise InputError(f"{name}: importance: expected true or false")
     out = {"b": list(bs), "importance": doc.get("importance", False), "bit_errors": None}
+    if "onnx" in doc:
+        onnx = doc["onnx"]
+        if not isinstance(onnx, dict) or set(onnx) != {"input", "Z"} or not isinstance(onnx["input"], str) \
+                or isinstance(onnx["Z"], bool) or not isinstance(onnx["Z"], int):
+            raise InputError(f"{name}: onnx: expected {{\"input\": \"x/Z\", \"Z\": 255}}")
+        out["onnx"] = dict(onnx)
     be = doc.get("bit_errors")
     if be is not None:
         if not isinstance(be, dict) or set(be) - BIT_ERROR_KEYS or not {"ber", "reps", "seed", "batch_size"} <= set(be):

@@ -17,7 +17,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..formats.datafile import Dataset, read_data
-from ..formats.files import InputError, atomic_open, read_json
+from ..formats.files import InputError, atomic_open, read_json, write_json
 from ..formats.modelfile import read_model
 from ..verify.conventions import REGISTRY
 from ..verify.diagnose import differs_under
@@ -148,8 +148,12 @@ class CaseResult:
 
 
 def run_suite(cmd: str, features: frozenset, timeout: float, atol: float, work: Path,
-              directory: Path = SUITE, progress: Optional[Callable[[int, int], None]] = None) -> list[CaseResult]:
-    """Run the implementation on every case whose features it supports; judge each."""
+              directory: Path = SUITE, progress: Optional[Callable[[int, int], None]] = None,
+              model_format: str = "json") -> list[CaseResult]:
+    """Run the implementation on every case whose features it supports; judge each. With
+    `model_format` "onnx" it is handed the case's model as refbnn export writes it."""
+    from .fuzz import write_model_onnx
+
     index = read_json(directory / "index.json")
     results = []
     for k, entry in enumerate(index):
@@ -163,6 +167,10 @@ def run_suite(cmd: str, features: frozenset, timeout: float, atol: float, work: 
         request = check_request(read_json(d / "request.json"), str(d / "request.json"))
         files = {"model": d / "model.json", "data": d / "data.npz", "request": d / "request.json",
                  "claims": work / "claims.json", "trace": work / "trace.npz"}
+        if model_format == "onnx":
+            files["model"], files["request"] = work / "model.onnx", work / "request.json"
+            write_model_onnx(model, files["model"])
+            write_json(files["request"], {**request, "onnx": {"input": "x/Z", "Z": model.Z}})
         outcome = run_command(cmd, files, timeout)
         finding = outcome.fault
         if finding is None:

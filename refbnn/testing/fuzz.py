@@ -40,7 +40,7 @@ from .external import Outcome, command_line, run_command
 from .strategies import cases
 
 MAX_SHRINK_RUNS = 300
-CASE_FILES = ("model.json", "data.npz", "request.json", "claims.json", "trace.npz", "report.txt", "repro.sh",
+CASE_FILES = ("model.json", "model.onnx", "data.npz", "request.json", "claims.json", "trace.npz", "report.txt", "repro.sh",
               "stderr.txt")
 
 
@@ -54,7 +54,8 @@ class FuzzOptions:
     timeout: float = 60.0
     atol: float = 1e-9
     jobs: int = 1
-    shrink_time: float = 300.0     # seconds of shrinking at most (a hanging command costs a timeout a run)
+    shrink_time: float = 300.0
+    model_format: str = "json"     # "onnx": the command is handed model.onnx (refbnn export)     # seconds of shrinking at most (a hanging command costs a timeout a run)
 
 
 @dataclass
@@ -73,20 +74,35 @@ class FuzzResult:
         return self.report[:3] + [line for line in self.report[3:] if line.startswith(keep)]
 
 
-def write_case(case: Case, directory: Path) -> dict[str, Path]:
-    """The case's model, data and request as files; returns every placeholder's path."""
+def write_case(case: Case, directory: Path, model_format: str = "json") -> dict[str, Path]:
+    """The case's model, data and request as files; returns every placeholder's path. With
+    `model_format` "onnx" the model is also written as model.onnx (refbnn export, input
+    x/Z) and {model} names it; the request then says the graph's input map and Z."""
     directory.mkdir(parents=True, exist_ok=True)
     write_model(directory / "model.json", case.model)
     write_data(directory / "data.npz", case.x, case.y)
-    write_json(directory / "request.json", case.request)
-    return {"model": directory / "model.json", "data": directory / "data.npz",
+    model = directory / "model.json"
+    request = case.request
+    if model_format == "onnx":
+        model = directory / "model.onnx"
+        write_model_onnx(case.model, model)
+        request = {**request, "onnx": {"input": "x/Z", "Z": case.model.Z}}
+    write_json(directory / "request.json", request)
+    return {"model": model, "data": directory / "data.npz",
             "request": directory / "request.json", "claims": directory / "claims.json",
             "trace": directory / "trace.npz"}
 
 
-def try_case(case: Case, cmd: str, directory: Path, timeout: float, atol: float) -> tuple[Optional[Finding], Outcome]:
+def write_model_onnx(model, path: Path) -> None:
+    """The model as refbnn export writes it, reading x/Z."""
+    from ..exporters.onnx import input_map_of, write_onnx
+    write_onnx(str(path), model, *input_map_of("x/Z", model))
+
+
+def try_case(case: Case, cmd: str, directory: Path, timeout: float, atol: float,
+             model_format: str = "json") -> tuple[Optional[Finding], Outcome]:
     """Run the implementation on one case and judge what it wrote."""
-    files = write_case(case, directory)
+    files = write_case(case, directory, model_format)
     outcome = run_command(cmd, files, timeout)
     if outcome.fault is not None:
         return outcome.fault, outcome
@@ -117,7 +133,7 @@ class _Shard:
             if r.shrink_runs >= MAX_SHRINK_RUNS or time.monotonic() - self.found_at > self.o.shrink_time:
                 return False
             r.shrink_runs += 1
-        finding, _ = try_case(case, self.o.cmd, self.work, self.o.timeout, self.o.atol)
+        finding, _ = try_case(case, self.o.cmd, self.work, self.o.timeout, self.o.atol, self.o.model_format)
         if finding is None:
             return False
         if self.target is None:
@@ -215,7 +231,7 @@ def reproduce(case: Case, options: FuzzOptions) -> tuple[Finding, list[str]]:
     """Run the implementation once more on the shrunk case, in the output directory, and
     write report.txt and repro.sh beside its files."""
     out = options.out
-    finding, outcome = try_case(case, options.cmd, out, options.timeout, options.atol)
+    finding, outcome = try_case(case, options.cmd, out, options.timeout, options.atol, options.model_format)
     if finding is None:
         finding = Finding("flaky", "", "the shrunk case failed during the search but passed when run again")
     lines = [f"finding: {finding.line()}", f"case: {case.size()}; features: {', '.join(sorted(case.features)) or '-'}",
@@ -235,7 +251,8 @@ def reproduce(case: Case, options: FuzzOptions) -> tuple[Finding, list[str]]:
             lines += ["", f"trace: not read: {e}"]
     with atomic_open(out / "report.txt", "w") as f:
         f.write("\n".join(lines) + "\n")
-    files = {p: (out / name).resolve() for p, name in (("model", "model.json"), ("data", "data.npz"),
+    model_file = "model.onnx" if options.model_format == "onnx" else "model.json"
+    files = {p: (out / name).resolve() for p, name in (("model", model_file), ("data", "data.npz"),
                                                          ("request", "request.json"), ("claims", "claims.json"),
                                                          ("trace", "trace.npz"))}
     args = [sys.executable, "-m", "refbnn.cli", "verify", files["model"], files["data"], "--claims", files["claims"]]
