@@ -152,3 +152,53 @@ def test_a_disagreement_found_with_onnx_leaves_model_onnx_in_the_output(tmp_path
     assert r.exit_code == 1
     assert (out / "model.onnx").exists() and "model.onnx" in (out / "repro.sh").read_text()
     assert json.loads((out / "request.json").read_text())["onnx"]["input"] == "x/Z"
+
+
+# -- state dicts with their layout files -------------------------------------------------------
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(case=cases(importance=False, bit_errors=False), fmt=st.sampled_from(["npz", "safetensors"]),
+       input_map=st.sampled_from(["x/Z", "x", "(x/Z-0.5)/0.25"]))
+def test_a_state_dict_with_its_layout_imports_back_to_the_model(tmp_path_factory, case, fmt, input_map):
+    """Property: for every generated model, both state dict formats and input maps without an
+    offset where padding would need one, `refbnn import --layout` gives back the model byte
+    for byte (thresholds as batch norms, polarity as gamma, the input binarisation as shift,
+    scale and sign)."""
+    from refbnn.exporters.statedict import write_state_dict
+    tmp = tmp_path_factory.mktemp("sd")
+    a, b = input_map_of(input_map, case.model)
+    try:
+        layout = write_state_dict(str(tmp / f"m.{fmt}"), fmt, case.model, a, b)
+    except InputError as e:                     # refused, with the reason: padding and an offset
+        assert "padding" in str(e) and input_map == "(x/Z-0.5)/0.25"
+        return
+    imported = import_model(tmp / f"m.{fmt}", z=case.model.Z, input_map=input_map, layout=str(layout))
+    write_model(tmp / "original.json", case.model)
+    write_model(tmp / "back.json", imported.model)
+    assert (tmp / "back.json").read_bytes() == (tmp / "original.json").read_bytes()
+
+
+def test_the_safetensors_file_is_what_the_safetensors_library_reads(tmp_path, example):
+    """The hand-written safetensors bytes load in the safetensors library, tensor for tensor."""
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    from refbnn.exporters.statedict import state_dict, write_state_dict
+    from refbnn.formats.modelfile import read_model
+    model = read_model(example[0])
+    a, b = input_map_of("x/Z", model)
+    write_state_dict(str(tmp_path / "m.safetensors"), "safetensors", model, a, b)
+    theirs = safetensors_numpy.load_file(str(tmp_path / "m.safetensors"))
+    ours, _ = state_dict(model, a, b)
+    assert sorted(theirs) == sorted(ours)
+    assert all(np.array_equal(theirs[k], ours[k]) and theirs[k].dtype == ours[k].dtype for k in ours)
+
+
+def test_export_to_npz_writes_the_layout_beside_and_checks_the_round_trip(example, tmp_path):
+    model, data = example
+    r = run_cli("export", model, "--to", "npz", "-o", tmp_path / "m.npz", "--check", data)
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "m.layout.json").exists()
+    assert "check: import gives back the same model" in r.output
+    z = json.loads(model.read_text())["input"]["Z"]
+    assert run_cli("import", tmp_path / "m.npz", "--layout", tmp_path / "m.layout.json", "--z", z,
+                   "-o", tmp_path / "back.json").exit_code == 0
+    assert (tmp_path / "back.json").read_bytes() == model.read_bytes()

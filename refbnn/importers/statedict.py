@@ -46,6 +46,7 @@ _STEP_KEYS = {
     "maxpool2d": (set(), set()),
     "flatten": (set(), set()),
     "scale": ({"key"}, set()),
+    "shift": ({"key"}, set()),
 }
 # Keys a state dict may hold that no step reads.
 _IGNORED_SUFFIXES = (".num_batches_tracked",)
@@ -271,9 +272,10 @@ def layout_steps(tensors: dict[str, np.ndarray], layout: Layout, source: str) ->
             steps.append(PoolStep(where))
         elif op == "flatten":
             steps.append(FlattenStep(where))
-        else:   # scale
+        else:   # scale multiplies by the tensor, shift subtracts it (per channel, or one value)
             v = get(s["key"], field)
-            steps.append(AffineStep(where, mul=v.reshape(-1) if v.size > 1 else np.float64(v.reshape(-1)[0])))
+            v = v.reshape(-1) if v.size > 1 else np.float64(v.reshape(-1)[0])
+            steps.append(AffineStep(where, mul=v) if op == "scale" else AffineStep(where, add=-v))
     unused = sorted(k for k in tensors if k not in used and not k.endswith(_IGNORED_SUFFIXES))
     if unused:
         raise InputError(f"{source}: {unused[0]}: not used by any step of {layout.path} "
