@@ -202,3 +202,62 @@ def test_export_to_npz_writes_the_layout_beside_and_checks_the_round_trip(exampl
     assert run_cli("import", tmp_path / "m.npz", "--layout", tmp_path / "m.layout.json", "--z", z,
                    "-o", tmp_path / "back.json").exit_code == 0
     assert (tmp_path / "back.json").read_bytes() == model.read_bytes()
+
+
+# -- QONNX (FINN's dialect) --------------------------------------------------------------------
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(case=cases(importance=False, bit_errors=False))
+def test_the_qonnx_export_runs_in_the_qonnx_executor_and_imports_back(tmp_path_factory, case):
+    """Property: the QONNX graph (BipolarQuant weights, one MultiThreshold per channel on
+    p h at p (s + 1/2)) passes qonnx's cleanup and shape inference, the QONNX executor's
+    predictions and threshold signs equal refbnn's, and the import is the model byte for byte."""
+    pytest.importorskip("qonnx")
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.transformation.infer_shapes import InferShapes
+    from qonnx.util.cleanup import cleanup_model
+    tmp = tmp_path_factory.mktemp("qonnx")
+    a, b = input_map_of("x/Z", case.model)
+    write_onnx(str(tmp / "m.onnx"), case.model, a, b, qonnx=True)
+    cleaned = cleanup_model(ModelWrapper(str(tmp / "m.onnx"))).transform(InferShapes())
+    assert {n.op_type for n in cleaned.graph.node} >= {"MultiThreshold"}
+    imported = import_model(tmp / "m.onnx", z=case.model.Z, input_map="x/Z")
+    assert imported.source.kind == "qonnx"
+    write_model(tmp / "original.json", case.model)
+    write_model(tmp / "back.json", imported.model)
+    assert (tmp / "back.json").read_bytes() == (tmp / "original.json").read_bytes()
+    report = check(imported, case.x)
+    assert report.predictions_agree == len(case.x)
+    assert all(layer.entries > 0 and layer.differ == 0 for layer in report.layers)
+
+
+def test_qonnx_refuses_thresholds_float32_cannot_halve(tmp_path):
+    far = Model.build((2,), 1, [Linear(Weight.from_array(np.ones((1, 2)))), Threshold((2**23,)),
+                                Linear(Weight.from_array(np.ones((1, 1))))])
+    with pytest.raises(InputError, match=r"\|s\| >= 2\^23"):
+        write_onnx(str(tmp_path / "m.onnx"), far, *input_map_of("x", far), qonnx=True)
+    write_onnx(str(tmp_path / "m.onnx"), far, *input_map_of("x", far))      # plain ONNX holds it in double
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("fmt", ["onnx", "qonnx", "npz", "safetensors"])
+def test_a_model_trained_with_bit_flips_leaves_in_every_format(tmp_path, fmt):
+    """The issue's 'done when' on a small CNN (conv, padding, pooling) trained with
+    --train-ber 0.05 on the digits: each format imports back to the identical model, and the
+    graphs run in onnxruntime / the QONNX executor with refbnn's predictions and signs on
+    every test input (state dicts: in torch where installed)."""
+    pytest.importorskip("sklearn")
+    if fmt == "qonnx":
+        pytest.importorskip("qonnx")
+    r = run_cli("train", "--arch", "cnn:4,mp;8", "--padding", "1", "--train-ber", "0.05", "--epochs", "1",
+                "-o", tmp_path / "m.json", "--test-data", tmp_path / "test.npz")
+    assert r.exit_code == 0, r.output
+    r = run_cli("export", tmp_path / "m.json", "--to", fmt, "-o", tmp_path / f"m.{fmt}", "--check",
+                tmp_path / "test.npz", "--json", tmp_path / "r.json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads((tmp_path / "r.json").read_text())["check"]
+    assert doc["same_model"]
+    if fmt in ("onnx", "qonnx"):
+        assert doc["predictions_agree"] == doc["inputs"] > 0
+        assert len(doc["layers"]) == 2 and all(layer["differ"] == 0 for layer in doc["layers"])

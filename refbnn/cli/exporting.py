@@ -13,7 +13,7 @@ from ..importers.inputs import FORMS
 from .common import Progress, json_option, writable
 from .group import main
 
-FORMATS = ("onnx", "npz", "safetensors")
+FORMATS = ("onnx", "qonnx", "npz", "safetensors")
 
 
 @main.command("export", short_help="Write a refbnn model as ONNX, or as a state dict with its layout.")
@@ -27,17 +27,19 @@ FORMATS = ("onnx", "npz", "safetensors")
                    "`refbnn import --input`).")
 @click.option("--check", "check_path", type=click.Path(dir_okay=False), default=None,
               help="A data file: import the written file back (it must be MODEL again), run it in its runtime "
-                   "(onnxruntime; torch for a state dict, where installed) and compare every prediction and "
+                   "(onnxruntime; the QONNX executor; torch for a state dict, where installed) and compare every prediction and "
                    "every threshold layer's signs with refbnn; exit 1 on any difference.")
 @json_option
 def export_cmd(model_path, fmt, output, input_map, check_path, json_path) -> None:
     """Write MODEL as a standard ONNX graph (opset 17) that reads the input map of the
-    data and outputs the class scores, or as a state dict (npz, safetensors) with its
-    layout file beside it (OUT's stem + .layout.json).
+    data and outputs the class scores, the same in FINN's QONNX dialect (BipolarQuant
+    weights, MultiThreshold activations), or as a state dict (npz, safetensors) with
+    its layout file beside it (OUT's stem + .layout.json).
 
     \b
     Examples:
       refbnn export net.json --to onnx -o net.onnx --check test.npz
+      refbnn export net.json --to qonnx -o net.qonnx.onnx --check test.npz
       refbnn export net.json --to safetensors -o net.safetensors
 
     Every float decision of the graph is placed where float rounding cannot move it:
@@ -52,13 +54,13 @@ def export_cmd(model_path, fmt, output, input_map, check_path, json_path) -> Non
     a, b = input_map_of(input_map, model)
     result = {"model": model_path, "to": fmt, "output": output, "input": input_map}
     layout = None
-    if fmt == "onnx":
+    if fmt in ("onnx", "qonnx"):
         try:
             import onnx  # noqa: F401  (the exporter needs it; say so before any work)
         except ImportError:
-            raise InputError("export to ONNX needs onnx: pip install 'refbnn[import]'") from None
+            raise InputError(f"export to {fmt} needs onnx: pip install 'refbnn[import]'") from None
         from ..exporters.onnx import write_onnx
-        write_onnx(output, model, a, b)
+        write_onnx(output, model, a, b, qonnx=fmt == "qonnx")
     else:
         from ..exporters.statedict import layout_path, write_state_dict
         check_writable(str(layout_path(output)), "--output")      # the layout goes beside OUT

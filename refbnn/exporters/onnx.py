@@ -16,6 +16,12 @@ outputs the class scores:
 - an input binarisation (§2.6) is the same threshold on x itself;
 - `MaxPool` (2x2, stride 2) on h or on +-1, `Flatten` (axis 1) in C order.
 
+With `qonnx=True` the same network is written in FINN's QONNX dialect: the weights are
+`BipolarQuant` of their +-1 values, and a threshold layer is one `MultiThreshold` per
+channel (domain qonnx.custom_op.general) on p h with threshold p (s + 1/2), out_scale 2 and
+out_bias -1: +1 iff p h >= p (s + 1/2), the same decision, which FINN streams as a
+threshold. Its thresholds are float32, exact halves for |s| < 2^23 (refused beyond).
+
 refbnn's importer reads the graph back to the very same model (`tests/test_export.py`).
 """
 from __future__ import annotations
@@ -27,7 +33,9 @@ from ..formats.files import InputError
 from ..semantics.model import Conv2d, Flatten, Linear, MaxPool2d, Model, Threshold, Weight
 
 OPSET = 17
+QONNX = "qonnx.custom_op.general"
 FLOAT32_EXACT = 2**24      # every integer below this is a float32
+FLOAT32_HALVES = 2**23     # s + 1/2 is a float32 for |s| below this (QONNX's thresholds)
 DOUBLE_HALVES = 2**52      # s + 1/2 is a double for |s| below this
 
 
@@ -51,20 +59,24 @@ class _Graph:
         self.inits.append(self.numpy_helper.from_array(np.asarray(value, dtype=dtype), n))
         return n
 
-    def op(self, op_type: str, inputs: list[str], **attrs) -> str:
+    def op(self, op_type: str, inputs: list[str], domain: str = "", **attrs) -> str:
         from onnx import helper
         out = self.name(op_type.lower())
-        self.nodes.append(helper.make_node(op_type, inputs, [out], name=f"/{out}", **attrs))
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=f"/{out}", domain=domain, **attrs))
         return out
 
 
-def _check_limits(model: Model) -> None:
+def _check_limits(model: Model, qonnx: bool) -> None:
     """What float32 and double cannot hold exactly is refused, with the reason."""
-    for nl in model.neuron_layers:
-        s = model.layers[nl.threshold_index].thresholds
-        if max(abs(v) for v in s) >= DOUBLE_HALVES:
-            raise InputError(f"layers[{nl.threshold_index}].thresholds: |s| >= 2^52, where s + 1/2 is no "
-                             "longer a double; the ONNX export cannot place that decision exactly")
+    limit, what = (FLOAT32_HALVES, "2^23, where s + 1/2 is no longer a float32 (QONNX's thresholds)") if qonnx \
+        else (DOUBLE_HALVES, "2^52, where s + 1/2 is no longer a double")
+    layers = [(i, model.layers[i]) for i in (nl.threshold_index for nl in model.neuron_layers)]
+    if model.input_threshold is not None:
+        layers.append(("input.binarize", model.input_threshold))
+    for i, t in layers:
+        if max(abs(v) for v in t.thresholds) >= limit:
+            where = i if isinstance(i, str) else f"layers[{i}]"
+            raise InputError(f"{where}.thresholds: |s| >= {what}; the export cannot place that decision exactly")
     first = model.weight_indices[0]
     for i in model.weight_indices:
         w = model.layers[i].weight
@@ -87,11 +99,12 @@ def _check_input_map(model: Model, a: np.ndarray, b: np.ndarray) -> None:
                              f"{bad}; the ONNX export cannot recover the integers")
 
 
-def to_onnx(model: Model, input_a, input_c):
-    """The ONNX ModelProto of `model` for the input map u = input_a * x + input_c (per channel)."""
+def to_onnx(model: Model, input_a, input_c, qonnx: bool = False):
+    """The ONNX ModelProto of `model` for the input map u = input_a * x + input_c (per channel);
+    with `qonnx`, in FINN's QONNX dialect."""
     from onnx import TensorProto, checker, helper
 
-    _check_limits(model)
+    _check_limits(model, qonnx)
     channels = model.input_shape[0]
     a = np.broadcast_to(np.asarray(input_a, dtype=np.float64), (channels,))
     b = np.broadcast_to(np.asarray(input_c, dtype=np.float64), (channels,))
@@ -103,18 +116,24 @@ def to_onnx(model: Model, input_a, input_c):
         v = g.op("Sub", [v, g.const(b.reshape(per_channel))])
     v = g.op("Mul", [v, g.const((1.0 / a).reshape(per_channel))])
     v = g.op("Round", [v])
+    threshold = _multithreshold if qonnx else _threshold
+
+    def weight(w: np.ndarray) -> str:
+        c = g.const(w)
+        return g.op("BipolarQuant", [c, g.const(1.0)], domain=QONNX) if qonnx else c
+
     if model.input_threshold is not None:
-        v = _threshold(g, v, model.input_threshold, len(model.input_shape) + 1)
+        v = threshold(g, v, model.input_threshold, len(model.input_shape) + 1)
     shapes = (model.input_shape,) + model.shapes
     for i, layer in enumerate(model.layers):
         if isinstance(layer, Linear):
-            v = g.op("MatMul", [v, g.const(_signs(layer.weight).T)])
+            v = g.op("MatMul", [v, weight(_signs(layer.weight).T)])
         elif isinstance(layer, Conv2d):
             p = layer.padding
-            v = g.op("Conv", [v, g.const(_signs(layer.weight))], pads=[p, p, p, p],
+            v = g.op("Conv", [v, weight(_signs(layer.weight))], pads=[p, p, p, p],
                      kernel_shape=list(layer.weight.shape[2:]))
         elif isinstance(layer, Threshold):
-            v = _threshold(g, v, layer, len(shapes[i]) + 1)
+            v = threshold(g, v, layer, len(shapes[i]) + 1)
         elif isinstance(layer, MaxPool2d):
             v = g.op("MaxPool", [v], kernel_shape=[2, 2], strides=[2, 2])
         elif isinstance(layer, Flatten):
@@ -123,10 +142,11 @@ def to_onnx(model: Model, input_a, input_c):
     inp = helper.make_tensor_value_info("u", TensorProto.FLOAT, ["batch", *model.input_shape])
     out = helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", model.classes])
     graph = helper.make_graph(g.nodes, "refbnn", [inp], [out], g.inits)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="refbnn")
+    opsets = [helper.make_opsetid("", OPSET)] + ([helper.make_opsetid(QONNX, 1)] if qonnx else [])
+    proto = helper.make_model(graph, opset_imports=opsets, producer_name="refbnn")
     proto.ir_version = 8
-    checker.check_model(proto)
+    if not qonnx:        # the checker does not know QONNX's ops; qonnx's own tools check those graphs
+        checker.check_model(proto)
     return proto
 
 
@@ -141,11 +161,22 @@ def _threshold(g: _Graph, v: str, t: Threshold, rank: int) -> str:
     return g.op("Where", [fires, g.const(1.0), g.const(-1.0)])
 
 
-def write_onnx(path: str, model: Model, input_a, input_c) -> None:
+def _multithreshold(g: _Graph, v: str, t: Threshold, rank: int) -> str:
+    """QONNX: +1 iff p h >= p (s + 1/2) per channel, one MultiThreshold (0/1 scaled to +-1)."""
+    shape = (-1,) + (1,) * (rank - 2)
+    p = np.array(t.polarity, dtype=np.float32)
+    if np.any(p < 0):
+        v = g.op("Mul", [v, g.const(p.reshape(shape))])
+    cuts = (p * (np.array(t.thresholds, dtype=np.float64) + 0.5)).astype(np.float32).reshape(-1, 1)
+    return g.op("MultiThreshold", [v, g.const(cuts)], domain=QONNX, out_dtype="BIPOLAR", out_scale=2.0,
+                out_bias=-1.0, data_layout="NCHW" if rank == 4 else "NC")
+
+
+def write_onnx(path: str, model: Model, input_a, input_c, qonnx: bool = False) -> None:
     """Write the graph atomically."""
     from ..formats.files import atomic_open
 
-    proto = to_onnx(model, input_a, input_c)
+    proto = to_onnx(model, input_a, input_c, qonnx)
     with atomic_open(path, "wb") as f:
         f.write(proto.SerializeToString())
 

@@ -161,7 +161,9 @@ class BinariseOps(OpsBase):
         if t.ndim != 2 or t.shape[1] != 1:
             raise RefusedError(f"{name}: {t.shape[-1] if t.ndim == 2 else '?'} thresholds per channel: "
                                "activations with more than two levels")
-        thr = self._channels(t[:, 0] if t.shape[0] > 1 else t[0, 0], x, name)
+        # one threshold per channel: channels are axis 1 of [batch, C, H, W] (NCHW) or [batch, C]
+        per_channel = t[:, 0].reshape((-1,) + (1,) * (len(x.actual_shape) - 1))
+        thr = self._channels(per_channel if t.shape[0] > 1 else t[0, 0], x, name)
         cond = x.derive(x.steps + (AffineStep(name, add=-np.asarray(thr)),), kind="cond", strict=False,
                         base=x.steps)
         scale, bias = float(a.get("out_scale", 1.0)), float(a.get("out_bias", 0.0))
