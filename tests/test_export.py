@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from refbnn.exporters.onnx import input_map_of, write_onnx  # noqa: E402
+from refbnn.export.onnx import input_map_of, write_onnx  # noqa: E402
 from refbnn.formats.files import InputError  # noqa: E402
 from refbnn.formats.modelfile import write_model  # noqa: E402
 from refbnn.importers import import_model  # noqa: E402
@@ -25,9 +25,9 @@ from refbnn.testing import cases  # noqa: E402
 MAPS = ["x/Z", "x", "2x/Z-1", "(x/Z-0.5)/0.25"]
 
 
-def _round_trip(tmp: Path, model: Model, x: np.ndarray, input_map: str = "x/Z"):
+def _round_trip(tmp: Path, model: Model, x: np.ndarray, input_map: str = "x/Z", qonnx: bool = False):
     a, b = input_map_of(input_map, model)
-    write_onnx(str(tmp / "m.onnx"), model, a, b)
+    write_onnx(str(tmp / "m.onnx"), model, a, b, qonnx=qonnx)
     imported = import_model(tmp / "m.onnx", z=model.Z, input_map=input_map)
     write_model(tmp / "original.json", model)
     write_model(tmp / "back.json", imported.model)
@@ -96,7 +96,7 @@ def test_export_check_passes_and_import_gives_back_the_file(example, tmp_path):
 def test_export_check_fails_on_a_graph_that_decides_otherwise(example, tmp_path, monkeypatch):
     """--check can fail: with thresholds placed at s - 1/2 (a tie then gives +1), the
     import is another model and the signs differ; exit 1."""
-    import refbnn.exporters.onnx as exporter
+    import refbnn.export.onnx as exporter
 
     monkeypatch.setattr(exporter, "_threshold", _tie_ge_threshold(exporter._threshold))
     model, data = example
@@ -156,19 +156,32 @@ def test_a_disagreement_found_with_onnx_leaves_model_onnx_in_the_output(tmp_path
 
 # -- state dicts with their layout files -------------------------------------------------------
 
+def _torch_installed() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+STATE_DICTS = ["npz", "safetensors"] + (["pt"] if _torch_installed() else [])     # pt is written by torch
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-@given(case=cases(importance=False, bit_errors=False), fmt=st.sampled_from(["npz", "safetensors"]),
+@given(case=cases(importance=False, bit_errors=False), fmt=st.sampled_from(STATE_DICTS),
        input_map=st.sampled_from(["x/Z", "x", "(x/Z-0.5)/0.25"]))
 def test_a_state_dict_with_its_layout_imports_back_to_the_model(tmp_path_factory, case, fmt, input_map):
-    """Property: for every generated model, both state dict formats and input maps without an
-    offset where padding would need one, `refbnn import --layout` gives back the model byte
+    """Property: for every generated model, every state dict format (pt where torch is
+    installed) and input maps without an offset where padding would need one, `refbnn import --layout` gives back the model byte
     for byte (thresholds as batch norms, polarity as gamma, the input binarisation as shift,
     scale and sign)."""
-    from refbnn.exporters.statedict import write_state_dict
+    from refbnn.export.statedict import write_state_dict
+    from refbnn.export.torch import write_pt
     tmp = tmp_path_factory.mktemp("sd")
     a, b = input_map_of(input_map, case.model)
     try:
-        layout = write_state_dict(str(tmp / f"m.{fmt}"), fmt, case.model, a, b)
+        layout = write_pt(tmp / "m.pt", case.model, a, b) if fmt == "pt" else \
+            write_state_dict(str(tmp / f"m.{fmt}"), fmt, case.model, a, b)
     except InputError as e:                     # refused, with the reason: padding and an offset
         assert "padding" in str(e) and input_map == "(x/Z-0.5)/0.25"
         return
@@ -181,7 +194,7 @@ def test_a_state_dict_with_its_layout_imports_back_to_the_model(tmp_path_factory
 def test_the_safetensors_file_is_what_the_safetensors_library_reads(tmp_path, example):
     """The hand-written safetensors bytes load in the safetensors library, tensor for tensor."""
     safetensors_numpy = pytest.importorskip("safetensors.numpy")
-    from refbnn.exporters.statedict import state_dict, write_state_dict
+    from refbnn.export.statedict import state_dict, write_state_dict
     from refbnn.formats.modelfile import read_model
     model = read_model(example[0])
     a, b = input_map_of("x/Z", model)
@@ -261,3 +274,84 @@ def test_a_model_trained_with_bit_flips_leaves_in_every_format(tmp_path, fmt):
     if fmt in ("onnx", "qonnx"):
         assert doc["predictions_agree"] == doc["inputs"] > 0
         assert len(doc["layers"]) == 2 and all(layer["differ"] == 0 for layer in doc["layers"])
+
+
+# -- torch (skipped where it is not installed: pip install -e '.[test,torch]') ------------------
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(case=cases(importance=False, bit_errors=False), input_map=st.sampled_from(MAPS))
+def test_to_torch_gives_refbnns_scores_and_signs(case, input_map):
+    """Property: to_torch(model)'s forward on u = A x + B gives refbnn's class scores exactly,
+    and its threshold outputs equal refbnn's, on generated models with every feature."""
+    torch = pytest.importorskip("torch")
+    from refbnn.engines.fast import FastEngine
+    from refbnn.export import to_torch
+    a, b = input_map_of(input_map, case.model)
+    shape = (1, -1) + (1,) * (case.x.ndim - 2)
+    u = torch.tensor(np.asarray(a).reshape(shape) * case.x + np.asarray(b).reshape(shape), dtype=torch.float32)
+    scores, signs = to_torch(case.model, a, b).signs(u)
+    engine = FastEngine(case.model)
+    ours = engine.outputs(case.x)
+    assert np.array_equal(scores.numpy(), np.asarray(ours[-1], dtype=np.float32).reshape(scores.shape))
+    for nl in case.model.neuron_layers:
+        assert np.array_equal(signs[nl.threshold_index].numpy(), np.asarray(ours[nl.threshold_index]))
+
+
+def test_a_pt_state_dict_imports_back_and_runs_in_torch(example, tmp_path):
+    pytest.importorskip("torch")
+    model, data = example
+    r = run_cli("export", model, "--to", "pt", "-o", tmp_path / "m.pt", "--check", data)
+    assert r.exit_code == 0, r.output
+    assert "predictions 40 of 40 agree; threshold signs: 0 differ" in r.output
+    z = json.loads(model.read_text())["input"]["Z"]
+    assert run_cli("import", tmp_path / "m.pt", "--layout", tmp_path / "m.layout.json", "--z", z,
+                   "-o", tmp_path / "back.json").exit_code == 0
+    assert (tmp_path / "back.json").read_bytes() == model.read_bytes()
+
+
+# -- models that came in from other toolchains leave again ----------------------------------------
+
+def _imported_models(tmp_path):
+    """A model of each source family, imported: a tf2onnx NHWC Larq graph, a FINN QONNX graph
+    that binarises its input, and a Keras/Larq .h5 file."""
+    import onnx
+    from keras_files import larq_cnn, write_h5
+    from onnx_graphs import finn_tfc_graph, tf2onnx_larq_graph
+    rng = np.random.default_rng(5)
+    onnx.save(tf2onnx_larq_graph(rng, 3, True), str(tmp_path / "larq.onnx"))
+    onnx.save(finn_tfc_graph(rng, "onnx.brevitas"), str(tmp_path / "tfc.onnx"))
+    config, weights = larq_cnn(rng, 2)
+    write_h5(tmp_path / "larq.h5", config, weights)
+    return {"tf2onnx": import_model(tmp_path / "larq.onnx", z=255, input_map="x").model,
+            "finn": import_model(tmp_path / "tfc.onnx", z=255).model,
+            "keras": import_model(tmp_path / "larq.h5", z=255, input_map="x").model}
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_models_imported_from_each_family_export_to_every_format(tmp_path):
+    """Each imported model exported to ONNX, QONNX and a state dict imports back to itself, and
+    the graphs decide like refbnn on inputs over the whole range (every sign, every prediction)."""
+    pytest.importorskip("qonnx")
+    pytest.importorskip("h5py")
+    from refbnn.export.statedict import write_state_dict
+    for family, model in _imported_models(tmp_path).items():
+        x = np.random.default_rng(6).integers(-model.Z if family != "finn" else 0, model.Z + 1,
+                                              (50,) + model.input_shape)
+        for qonnx in (False, True):
+            _, report = _round_trip(tmp_path, model, x, qonnx=qonnx)
+            assert (tmp_path / "back.json").read_bytes() == (tmp_path / "original.json").read_bytes(), family
+            assert report.predictions_agree == 50 and all(layer.differ == 0 for layer in report.layers), family
+        a, b = input_map_of("x/Z", model)
+        layout = write_state_dict(str(tmp_path / "m.npz"), "npz", model, a, b)
+        back = import_model(tmp_path / "m.npz", z=model.Z, layout=str(layout)).model
+        assert back == model, family
+
+
+
+def test_to_torch_docstring_example_runs():
+    pytest.importorskip("torch")
+    import doctest
+
+    import refbnn.export.torch
+    result = doctest.testmod(refbnn.export.torch)
+    assert result.failed == 0 and result.attempted > 0

@@ -206,6 +206,7 @@ def test_finn_tfc_w1a1_binarises_its_input_and_agrees_with_brevitas_and_qonnx(tm
     exported with export_qonnx, imports with the input binarisation x > 127 (§2.6), and the
     QONNX executor and Brevitas agree on every sign and prediction of pixels 0..255."""
     pytest.importorskip("qonnx")
+    pytest.importorskip("brevitas")      # torch alone is not enough: skip, do not fail, without it
     from brevitas.export import export_qonnx
 
     net = _bnn_pynq("tfc_1w1a", seed=0)
@@ -225,6 +226,7 @@ def test_finn_tfc_w1a1_binarises_its_input_and_agrees_with_brevitas_and_qonnx(tm
 def test_finn_cnv_w1a1_is_refused_for_its_8_bit_input_quantizer(tmp_path):
     """CNV quantizes its input to 8 bits (a rounding of the pixels, not an affine map):
     refused at that Quant node, with the reason."""
+    pytest.importorskip("brevitas")
     from brevitas.export import export_qonnx
 
     net = _bnn_pynq("cnv_1w1a", seed=0)

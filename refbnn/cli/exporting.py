@@ -13,7 +13,7 @@ from ..importers.inputs import FORMS
 from .common import Progress, json_option, writable
 from .group import main
 
-FORMATS = ("onnx", "qonnx", "npz", "safetensors")
+FORMATS = ("onnx", "qonnx", "npz", "safetensors", "pt")
 
 
 @main.command("export", short_help="Write a refbnn model as ONNX, or as a state dict with its layout.")
@@ -34,7 +34,9 @@ def export_cmd(model_path, fmt, output, input_map, check_path, json_path) -> Non
     """Write MODEL as a standard ONNX graph (opset 17) that reads the input map of the
     data and outputs the class scores, the same in FINN's QONNX dialect (BipolarQuant
     weights, MultiThreshold activations), or as a state dict (npz, safetensors) with
-    its layout file beside it (OUT's stem + .layout.json).
+    its layout file beside it (OUT's stem + .layout.json; pt needs torch and is
+    written by torch.save). From Python, refbnn.export.to_torch(model) gives a
+    torch.nn.Module with refbnn's scores.
 
     \b
     Examples:
@@ -48,7 +50,7 @@ def export_cmd(model_path, fmt, output, input_map, check_path, json_path) -> Non
     §13). `refbnn import` of the file gives back MODEL unchanged. Exit 0 on success,
     1 when --check finds a difference, 2 on bad input (or a model the format cannot
     hold exactly, with the reason)."""
-    from ..exporters.onnx import input_map_of
+    from ..export.onnx import input_map_of
 
     model = read_model(model_path)
     a, b = input_map_of(input_map, model)
@@ -59,12 +61,16 @@ def export_cmd(model_path, fmt, output, input_map, check_path, json_path) -> Non
             import onnx  # noqa: F401  (the exporter needs it; say so before any work)
         except ImportError:
             raise InputError(f"export to {fmt} needs onnx: pip install 'refbnn[import]'") from None
-        from ..exporters.onnx import write_onnx
+        from ..export.onnx import write_onnx
         write_onnx(output, model, a, b, qonnx=fmt == "qonnx")
     else:
-        from ..exporters.statedict import layout_path, write_state_dict
+        from ..export.statedict import layout_path, write_state_dict
         check_writable(str(layout_path(output)), "--output")      # the layout goes beside OUT
-        layout = str(write_state_dict(output, fmt, model, a, b))
+        if fmt == "pt":
+            from ..export.torch import write_pt
+            layout = write_pt(output, model, a, b)
+        else:
+            layout = str(write_state_dict(output, fmt, model, a, b))
         result["layout"] = layout
     click.echo(f"export: {model_path} -> {output}{f' and {layout}' if layout else ''} ({fmt}, input {input_map})")
     failed = False

@@ -95,7 +95,7 @@ def write_case(case: Case, directory: Path, model_format: str = "json") -> dict[
 
 def write_model_onnx(model, path: Path) -> None:
     """The model as refbnn export writes it, reading x/Z."""
-    from ..exporters.onnx import input_map_of, write_onnx
+    from ..export.onnx import input_map_of, write_onnx
     write_onnx(str(path), model, *input_map_of("x/Z", model))
 
 
