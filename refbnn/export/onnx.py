@@ -27,6 +27,7 @@ refbnn's importer reads the graph back to the very same model (`tests/test_expor
 from __future__ import annotations
 
 from math import prod
+
 import numpy as np
 
 from ..formats.files import InputError
