@@ -355,3 +355,20 @@ def test_to_torch_docstring_example_runs():
     import refbnn.export.torch
     result = doctest.testmod(refbnn.export.torch)
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_without_torch_pt_names_the_extra_and_writes_nothing(example, tmp_path):
+    """--to pt needs torch: without it, exit 2 naming the extra, and neither file is written."""
+    import subprocess
+    blocker = ("import sys\n"
+               "class Block:\n"
+               "    def find_spec(self, name, path=None, target=None):\n"
+               "        if name == 'torch' or name.startswith('torch.'):\n"
+               "            raise ImportError('no torch here')\n"
+               "sys.meta_path.insert(0, Block())\n"
+               "from refbnn.cli import main\n"
+               "main(sys.argv[1:])\n")
+    r = subprocess.run([sys.executable, "-c", blocker, "export", str(example[0]), "--to", "pt", "-o",
+                        str(tmp_path / "m.pt")], capture_output=True, text=True)
+    assert r.returncode == 2 and "pip install 'refbnn[torch]'" in r.stderr, r.stderr
+    assert not (tmp_path / "m.pt").exists() and not (tmp_path / "m.layout.json").exists()
