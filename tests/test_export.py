@@ -372,3 +372,11 @@ def test_without_torch_pt_names_the_extra_and_writes_nothing(example, tmp_path):
                         str(tmp_path / "m.pt")], capture_output=True, text=True)
     assert r.returncode == 2 and "pip install 'refbnn[torch]'" in r.stderr, r.stderr
     assert not (tmp_path / "m.pt").exists() and not (tmp_path / "m.layout.json").exists()
+
+
+def test_bad_check_data_is_refused_before_anything_is_written(example, tmp_path):
+    model, _ = example
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    r = run_cli("export", model, "-o", tmp_path / "m.onnx", "--check", tmp_path / "bad.npz")
+    assert r.exit_code == 2 and "bad.npz" in r.output
+    assert not (tmp_path / "m.onnx").exists()

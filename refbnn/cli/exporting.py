@@ -54,6 +54,7 @@ def export_cmd(model_path, fmt, output, input_map, check_path, json_path) -> Non
 
     model = read_model(model_path)
     a, b = input_map_of(input_map, model)
+    data = read_data(check_path, model) if check_path else None     # bad data: exit 2 before anything is written
     result = {"model": model_path, "to": fmt, "output": output, "input": input_map}
     layout = None
     if fmt in ("onnx", "qonnx"):
@@ -75,18 +76,17 @@ def export_cmd(model_path, fmt, output, input_map, check_path, json_path) -> Non
     click.echo(f"export: {model_path} -> {output}{f' and {layout}' if layout else ''} ({fmt}, input {input_map})")
     failed = False
     if check_path:
-        failed = _check(model, output, layout, input_map, check_path, result)
+        failed = _check(model, output, layout, input_map, data, check_path, result)
     if json_path:
         write_json(json_path, result)
     sys.exit(1 if failed else 0)
 
 
-def _check(model, output, layout, input_map, data_path, result) -> bool:
+def _check(model, output, layout, input_map, data, data_path, result) -> bool:
     """Import the written file back (it must be MODEL again) and run it in its runtime."""
     from ..importers import import_model
     from ..importers.check import check
 
-    data = read_data(data_path, model)
     imported = import_model(output, z=model.Z, input_map=input_map, layout=layout)
     same = json.dumps(model_to_dict(imported.model)) == json.dumps(model_to_dict(model))
     if layout is not None:
