@@ -380,3 +380,30 @@ def test_bad_check_data_is_refused_before_anything_is_written(example, tmp_path)
     r = run_cli("export", model, "-o", tmp_path / "m.onnx", "--check", tmp_path / "bad.npz")
     assert r.exit_code == 2 and "bad.npz" in r.output
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_the_importer_rounds_only_the_input_back_to_its_integers(tmp_path):
+    """Round is read only on the network input and only where the input map, scaled back,
+    gives the integers: Round(x/Z) (not scaled back) and a Round of a pre-activation are
+    refused, each saying why."""
+    import onnx
+    from onnx_graphs import Graph, binarise
+    from refbnn.importers.fold import RefusedError
+
+    def graph(round_first: bool, scale_back: bool):
+        g = Graph([4])
+        u = g.op("Mul", ["x", g.const(255.0)]) if scale_back else "x"
+        u = g.op("Round", [u]) if round_first else u
+        h = g.op("MatMul", [u, g.const(np.ones((4, 2)))])
+        h = h if round_first else g.op("Round", [h])
+        a = binarise(g, g.op("Sub", [h, g.const(0.5)]), "where")
+        return g.model(g.op("MatMul", [a, g.const(np.ones((2, 2)))]))
+
+    onnx.save(graph(True, True), str(tmp_path / "ok.onnx"))
+    # round(255 u) = x, h = sum of x, and h - 1/2 > 0 <=> h > 0 for integer h: s = 0 per neuron
+    assert import_model(tmp_path / "ok.onnx", z=255).model.layers[1].thresholds == (0, 0)
+    for name, g, message in (("unscaled", graph(True, False), "not integers"),
+                             ("hidden", graph(False, True), "rounds only the network input")):
+        onnx.save(g, str(tmp_path / f"{name}.onnx"))
+        with pytest.raises(RefusedError, match=message):
+            import_model(tmp_path / f"{name}.onnx", z=255)

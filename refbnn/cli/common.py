@@ -1,6 +1,7 @@
 """What the commands share: options, loading, progress bars, number display."""
 from __future__ import annotations
 
+import importlib
 import sys
 from contextlib import contextmanager
 from typing import Iterator
@@ -47,6 +48,14 @@ class Progress:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def require(module: str, what: str, extra: str) -> None:
+    """Bad input naming the extra that installs `module`, before any work, where it is missing."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise InputError(f"{what} needs {module.split('.')[0]}: pip install 'refbnn[{extra}]'") from None
 
 
 def parsed(text: str, parser, *args):

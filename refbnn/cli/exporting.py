@@ -7,10 +7,10 @@ import sys
 import click
 
 from ..formats.datafile import read_data
-from ..formats.files import InputError, check_writable, write_json
+from ..formats.files import check_writable, write_json
 from ..formats.modelfile import model_to_dict, read_model
 from ..importers.inputs import FORMS
-from .common import Progress, json_option, writable
+from .common import Progress, json_option, require, writable
 from .group import main
 
 FORMATS = ("onnx", "qonnx", "npz", "safetensors", "pt")
@@ -58,10 +58,7 @@ def export_cmd(model_path, fmt, output, input_map, check_path, json_path) -> Non
     result = {"model": model_path, "to": fmt, "output": output, "input": input_map}
     layout = None
     if fmt in ("onnx", "qonnx"):
-        try:
-            import onnx  # noqa: F401  (the exporter needs it; say so before any work)
-        except ImportError:
-            raise InputError(f"export to {fmt} needs onnx: pip install 'refbnn[import]'") from None
+        require("onnx", f"export to {fmt}", "import")
         from ..export.onnx import write_onnx
         write_onnx(output, model, a, b, qonnx=fmt == "qonnx")
     else:

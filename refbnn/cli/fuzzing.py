@@ -11,23 +11,17 @@ import click
 from ..formats.files import InputError, write_json
 from ..formats.values import parse_bs
 from ..semantics.model import FEATURES as FEATURE_NAMES
-from .common import SEED, FiniteFloat, Progress, json_option, parsed
+from .common import SEED, FiniteFloat, Progress, json_option, parsed, require
 from .group import main
 
-def _testing():
-    """refbnn.testing, or bad input naming the extra that installs Hypothesis."""
-    try:
-        import refbnn.testing  # noqa: F401
-    except ImportError:
-        raise InputError("this command needs Hypothesis: pip install 'refbnn[fuzz]'") from None
+
+def _testing() -> None:
+    require("hypothesis", "this command", "fuzz")
 
 
 def _onnx_if(model_format: str) -> None:
     if model_format == "onnx":
-        try:
-            import onnx  # noqa: F401  (the exporter needs it; say so before any work)
-        except ImportError:
-            raise InputError("--format onnx needs onnx: pip install 'refbnn[import]'") from None
+        require("onnx", "--format onnx", "import")
 
 
 def parse_features(text: str) -> frozenset:

@@ -30,8 +30,9 @@ from math import prod
 
 import numpy as np
 
+from ..engines.fast import weight_signs
 from ..formats.files import InputError
-from ..semantics.model import Conv2d, Flatten, Linear, MaxPool2d, Model, Threshold, Weight
+from ..semantics.model import Conv2d, Flatten, Linear, MaxPool2d, Model, Threshold
 
 OPSET = 17
 QONNX = "qonnx.custom_op.general"
@@ -40,9 +41,9 @@ FLOAT32_HALVES = 2**23     # s + 1/2 is a float32 for |s| below this (QONNX's th
 DOUBLE_HALVES = 2**52      # s + 1/2 is a double for |s| below this
 
 
-def _signs(w: Weight) -> np.ndarray:
-    bits = np.frombuffer(w.bits.tobytes(), dtype=np.uint8)
-    return (np.unpackbits(bits)[:prod(w.shape)].astype(np.float32) * 2 - 1).reshape(w.shape)
+def signs32(model: Model, i: int) -> np.ndarray:
+    """Layer i's weights as +-1 float32 (exact)."""
+    return weight_signs(model, i).astype(np.float32)
 
 
 class _Graph:
@@ -128,10 +129,10 @@ def to_onnx(model: Model, input_a, input_c, qonnx: bool = False):
     shapes = (model.input_shape,) + model.shapes
     for i, layer in enumerate(model.layers):
         if isinstance(layer, Linear):
-            v = g.op("MatMul", [v, weight(_signs(layer.weight).T)])
+            v = g.op("MatMul", [v, weight(signs32(model, i).T)])
         elif isinstance(layer, Conv2d):
             p = layer.padding
-            v = g.op("Conv", [v, weight(_signs(layer.weight))], pads=[p, p, p, p],
+            v = g.op("Conv", [v, weight(signs32(model, i))], pads=[p, p, p, p],
                      kernel_shape=list(layer.weight.shape[2:]))
         elif isinstance(layer, Threshold):
             v = threshold(g, v, layer, len(shapes[i]) + 1)

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..formats.files import InputError, atomic_open, write_json
 from ..semantics.model import Conv2d, Flatten, Linear, MaxPool2d, Model, Threshold
-from .onnx import _signs
+from .onnx import signs32
 
 FORMATS = ("npz", "safetensors")
 
@@ -57,7 +57,7 @@ def state_dict(model: Model, input_a, input_c) -> tuple[dict[str, np.ndarray], d
     for i, layer in enumerate(model.layers):
         prefix = f"layers.{i}"
         if isinstance(layer, (Linear, Conv2d)):
-            w = _signs(layer.weight)
+            w = signs32(model, i)
             tensors[f"{prefix}.weight"] = w
             step = {"op": layer.type, "prefix": prefix, "weights": "binary"}
             if isinstance(layer, Conv2d):

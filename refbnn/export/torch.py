@@ -14,7 +14,7 @@ import numpy as np
 
 from ..formats.files import InputError, atomic_open, write_json
 from ..semantics.model import Conv2d, Flatten, Linear, MaxPool2d, Model, Threshold
-from .onnx import _check_input_map, _check_limits, _signs
+from .onnx import _check_input_map, _check_limits, signs32
 from .statedict import layout_path, state_dict
 
 
@@ -65,7 +65,7 @@ def _module(torch):
             shapes = (model.input_shape,) + model.shapes
             for i, layer in enumerate(model.layers):
                 if isinstance(layer, (Linear, Conv2d)):
-                    self.register_buffer(f"w{i}", torch.tensor(_signs(layer.weight)))
+                    self.register_buffer(f"w{i}", torch.tensor(signs32(model, i)))
                     self.kinds.append((layer.type, layer.padding if isinstance(layer, Conv2d) else 0, f"w{i}"))
                 elif isinstance(layer, Threshold):
                     self._threshold(str(i), layer, len(shapes[i]) + 1)

@@ -8,6 +8,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..engines.fast import weight_signs
 from ..formats.values import parse_rational
 from ..semantics.model import Conv2d, Linear, MaxPool2d, Threshold
 from ..verify.diagnose import reference_arrays
@@ -56,10 +57,10 @@ def float32_rounding(case: Case) -> bool:
     first = m.weight_indices[0]
     if m.input_threshold is not None or not isinstance(m.layers[first], Linear):
         return False
-    layer, thr = m.layers[first], m.layers[first + 1]
+    thr = m.layers[first + 1]
     if not isinstance(thr, Threshold):
         return False
-    w = np.array(layer.weight.bits.tolist(), dtype=np.int64).reshape(layer.weight.shape) * 2 - 1
+    w = weight_signs(m, first).astype(np.int64)
     x = case.x.reshape(len(case.x), -1)
     exact = x @ w.T > np.array(thr.thresholds)
     x32 = (x.astype(np.float32) / np.float32(m.Z)).astype(np.float32)

@@ -100,14 +100,15 @@ def write_model_onnx(model, path: Path) -> None:
 
 
 def try_case(case: Case, cmd: str, directory: Path, timeout: float, atol: float,
-             model_format: str = "json") -> tuple[Optional[Finding], Outcome]:
-    """Run the implementation on one case and judge what it wrote."""
+             model_format: str = "json") -> tuple[Optional[Finding], Outcome, dict]:
+    """Run the implementation on one case and judge what it wrote: the finding (None if it
+    agrees), what the command did, and the claims the request asks for."""
     files = write_case(case, directory, model_format)
     outcome = run_command(cmd, files, timeout)
     if outcome.fault is not None:
-        return outcome.fault, outcome
-    finding, _ = judge(case.model, case.x, case.y, case.request, outcome.claims, str(files["claims"]), atol)
-    return finding, outcome
+        return outcome.fault, outcome, {}
+    finding, asked = judge(case.model, case.x, case.y, case.request, outcome.claims, str(files["claims"]), atol)
+    return finding, outcome, asked
 
 
 class _Shard:
@@ -133,7 +134,7 @@ class _Shard:
             if r.shrink_runs >= MAX_SHRINK_RUNS or time.monotonic() - self.found_at > self.o.shrink_time:
                 return False
             r.shrink_runs += 1
-        finding, _ = try_case(case, self.o.cmd, self.work, self.o.timeout, self.o.atol, self.o.model_format)
+        finding, _, _ = try_case(case, self.o.cmd, self.work, self.o.timeout, self.o.atol, self.o.model_format)
         if finding is None:
             return False
         if self.target is None:
@@ -231,14 +232,12 @@ def reproduce(case: Case, options: FuzzOptions) -> tuple[Finding, list[str]]:
     """Run the implementation once more on the shrunk case, in the output directory, and
     write report.txt and repro.sh beside its files."""
     out = options.out
-    finding, outcome = try_case(case, options.cmd, out, options.timeout, options.atol, options.model_format)
+    finding, outcome, asked = try_case(case, options.cmd, out, options.timeout, options.atol, options.model_format)
     if finding is None:
         finding = Finding("flaky", "", "the shrunk case failed during the search but passed when run again")
     lines = [f"finding: {finding.line()}", f"case: {case.size()}; features: {', '.join(sorted(case.features)) or '-'}",
              f"request: {json.dumps(case.request)}"]
     if finding.kind == "wrong":
-        _, asked = judge(case.model, case.x, case.y, case.request, outcome.claims, str(out / "claims.json"),
-                         options.atol)
         report = claims_report(case.model, Dataset(case.x, case.y), asked, str(out / "claims.json"), options.atol)
         lines += ["", "verify's report on the claims the request asks for:"] + report.lines
     elif outcome.stderr:
