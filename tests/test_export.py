@@ -176,12 +176,10 @@ def test_a_state_dict_with_its_layout_imports_back_to_the_model(tmp_path_factory
     for byte (thresholds as batch norms, polarity as gamma, the input binarisation as shift,
     scale and sign)."""
     from refbnn.export.statedict import write_state_dict
-    from refbnn.export.torch import write_pt
     tmp = tmp_path_factory.mktemp("sd")
     a, b = input_map_of(input_map, case.model)
     try:
-        layout = write_pt(tmp / "m.pt", case.model, a, b) if fmt == "pt" else \
-            write_state_dict(str(tmp / f"m.{fmt}"), fmt, case.model, a, b)
+        layout = write_state_dict(tmp / f"m.{fmt}", fmt, case.model, a, b)
     except InputError as e:                     # refused, with the reason: padding and an offset
         assert "padding" in str(e) and input_map == "(x/Z-0.5)/0.25"
         return

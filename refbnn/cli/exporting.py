@@ -65,10 +65,8 @@ def export_cmd(model_path, fmt, output, input_map, check_path, json_path) -> Non
         from ..export.statedict import layout_path, write_state_dict
         check_writable(str(layout_path(output)), "--output")      # the layout goes beside OUT
         if fmt == "pt":
-            from ..export.torch import write_pt
-            layout = write_pt(output, model, a, b)
-        else:
-            layout = str(write_state_dict(output, fmt, model, a, b))
+            require("torch", "export to pt", "torch")
+        layout = str(write_state_dict(output, fmt, model, a, b))
         result["layout"] = layout
     click.echo(f"export: {model_path} -> {output}{f' and {layout}' if layout else ''} ({fmt}, input {input_map})")
     failed = False

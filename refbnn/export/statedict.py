@@ -26,7 +26,7 @@ from ..formats.files import InputError, atomic_open, write_json
 from ..semantics.model import Conv2d, Flatten, Linear, MaxPool2d, Model, Threshold
 from .onnx import signs32
 
-FORMATS = ("npz", "safetensors")
+FORMATS = ("npz", "safetensors", "pt")
 
 
 def layout_path(path: str | os.PathLike) -> Path:
@@ -94,14 +94,17 @@ def state_dict(model: Model, input_a, input_c) -> tuple[dict[str, np.ndarray], d
     return tensors, layout
 
 
-def write_state_dict(path: str, fmt: str, model: Model, input_a, input_c) -> Path:
-    """Write the state dict (npz or safetensors) and its layout beside it; returns the layout's path."""
+def write_state_dict(path: str | os.PathLike, fmt: str, model: Model, input_a, input_c) -> Path:
+    """Write the state dict (npz, safetensors, or pt through torch) and its layout beside it;
+    returns the layout's path."""
     tensors, layout = state_dict(model, input_a, input_c)
+    if fmt == "pt":
+        from .torch import save_pt
+        save = save_pt     # torch's own format, written by torch (it needs torch: checked first)
+    else:
+        save = (lambda f, t: np.savez(f, **t)) if fmt == "npz" else (lambda f, t: f.write(safetensors_bytes(t)))
     with atomic_open(path, "wb") as f:
-        if fmt == "npz":
-            np.savez(f, **tensors)
-        else:
-            f.write(safetensors_bytes(tensors))
+        save(f, tensors)
     target = layout_path(path)
     write_json(target, layout)
     return target

@@ -7,15 +7,13 @@ sums below 2^24 are exact), and each threshold compares p (h - s - 1/2) > 0 in f
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 
-from ..formats.files import InputError, atomic_open, write_json
+from ..formats.files import InputError
 from ..semantics.model import Conv2d, Flatten, Linear, MaxPool2d, Model, Threshold
 from .onnx import _check_input_map, _check_limits, signs32
-from .statedict import layout_path, state_dict
 
 
 def _torch():
@@ -107,13 +105,7 @@ def _module(torch):
     return RefbnnModule
 
 
-def write_pt(path: str | os.PathLike, model: Model, input_a, input_c) -> str:
-    """The state dict of `refbnn.export.statedict` saved by torch (`torch.save`, its own
-    format), with the layout file beside it; returns the layout's path."""
+def save_pt(f, tensors: dict[str, np.ndarray]) -> None:
+    """The tensors as a `.pt` state dict, written by `torch.save` (torch's own format)."""
     torch = _torch()
-    tensors, layout = state_dict(model, input_a, input_c)
-    with atomic_open(path, "wb") as f:
-        torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()}, f)
-    target = layout_path(path)
-    write_json(target, layout)
-    return str(target)
+    torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()}, f)
