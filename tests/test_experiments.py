@@ -327,14 +327,25 @@ def test_cells_run_repetition_by_repetition(tmp_path, monkeypatch):
     assert handed == ["fc-8_ber0_rep0", "fc-8_ber0.1_rep0", "fc-8_ber0_rep1", "fc-8_ber0.1_rep1"]
 
 
-def test_a_cell_runs_on_one_thread_and_restores_the_setting(monkeypatch):
-    """run_cell sets the trainer's element-wise threads to 1 for the cell (the runner's
-    parallelism is its cells) and puts the caller's setting back afterwards."""
+def test_a_cell_trains_on_one_thread_and_one_blas_thread(monkeypatch):
+    """run_cell trains with TrainConfig.threads = 1 (the runner's parallelism is its cells)
+    and with BLAS held to one thread, which is let go afterwards."""
+    from threadpoolctl import threadpool_info
+
     import refbnn.experiments.cells as cells_module
-    from refbnn.training import nn
+
+    def blas_threads():
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
 
     seen = []
-    monkeypatch.setattr(cells_module, "_run_cell", lambda cell: seen.append(nn.THREADS) or {})
-    monkeypatch.setattr(nn, "THREADS", 3)
-    cells_module.run_cell(cells(Config("table3", sizes=(8,), train_bers=(0.0,), reps=1))[0])
-    assert seen == [1] and nn.THREADS == 3
+
+    def fake_train(tc, data):
+        seen.append((tc.threads, blas_threads()))
+        raise KeyboardInterrupt            # what the cell trains with is all this test needs
+
+    monkeypatch.setattr(cells_module, "train", fake_train)
+    monkeypatch.setattr(cells_module, "dataset", lambda name: None)
+    before = blas_threads()
+    with pytest.raises(KeyboardInterrupt):
+        cells_module.run_cell(cells(Config("table3", sizes=(8,), train_bers=(0.0,), reps=1))[0])
+    assert seen == [(1, {1})] and blas_threads() == before

@@ -269,7 +269,7 @@ def test_sign_activation_is_plus_one_iff_positive_with_hardtanh_gradient_mask():
 
 def _doubled_in_pieces(n: int) -> list:
     out = np.zeros(n, dtype=np.int64)
-    over_batch(lambda sl: out.__setitem__(sl, 2 * np.arange(n)[sl]), n, PIECE_BYTES // 16)  # pieces of 16
+    over_batch(lambda sl: out.__setitem__(sl, 2 * np.arange(n)[sl]), n, PIECE_BYTES // 16, 2)  # pieces of 16
     return out.tolist()
 
 
@@ -279,16 +279,10 @@ def test_pieces_cover_the_batch_in_a_forked_worker_too():
     workers are: the inherited pool has no threads, and waiting on it would never end."""
     import multiprocessing
 
-    from refbnn.training import nn
-
     n = 3 * 16 + 5
-    saved, nn.THREADS = nn.THREADS, 2
-    try:
-        assert _doubled_in_pieces(n) == [2 * i for i in range(n)]
-        with multiprocessing.get_context("fork").Pool(1) as workers:
-            assert workers.apply_async(_doubled_in_pieces, (n,)).get(timeout=60) == [2 * i for i in range(n)]
-    finally:
-        nn.THREADS = saved
+    assert _doubled_in_pieces(n) == [2 * i for i in range(n)]
+    with multiprocessing.get_context("fork").Pool(1) as workers:
+        assert workers.apply_async(_doubled_in_pieces, (n,)).get(timeout=60) == [2 * i for i in range(n)]
 
 
 def test_training_gives_the_same_bits_on_one_thread_and_on_three():
@@ -303,14 +297,13 @@ def test_training_gives_the_same_bits_on_one_thread_and_on_three():
     x, y = rng.integers(0, 256, (3 * 40, 1, 10, 10)), rng.integers(0, 4, 3 * 40)
     params = []
     for threads, piece_bytes in ((1, 2**30), (3, 1)):
-        saved = nn.THREADS, nn.PIECE_BYTES
-        nn.THREADS, nn.PIECE_BYTES = threads, piece_bytes
+        saved, nn.PIECE_BYTES = nn.PIECE_BYTES, piece_bytes
         try:
-            trainer = Trainer(TrainConfig("cnn:4,mp,6;5", epochs=1, batch_size=40, train_ber=0.1),
+            trainer = Trainer(TrainConfig("cnn:4,mp,6;5", epochs=1, batch_size=40, train_ber=0.1, threads=threads),
                               DataSplit(x, y, x[:8], y[:8], 255, 4, "random"))
             trainer.train_epoch()
         finally:
-            nn.THREADS, nn.PIECE_BYTES = saved
+            nn.PIECE_BYTES = saved
         params.append([p.value.copy() for p in trainer.net.params()])
     assert all(np.array_equal(a, b) for a, b in zip(*params))
 

@@ -60,6 +60,39 @@ def test_profile_numbers_equal_metrics_eval_and_certify_exactly(bars, profiled):
     assert doc["profile"]["certified"]["bottleneck"] == ce["bottleneck"]
 
 
+@settings(max_examples=25, deadline=None)
+@given(model_cases(), st.integers(1, 7))
+def test_the_clean_pass_equals_the_separate_passes_with_one_forward_per_slice(case, memory_inputs):
+    """Property: clean_pass reads every clean quantity of the profile (T, predictions,
+    certified k, margins, flip probabilities) off one forward pass per memory slice, with
+    the same numbers as the functions that make their own passes."""
+    from refbnn.biterrors.flipprob import flip_probabilities_of_counts, neuron_flip_probabilities
+    from refbnn.measure.certify import certified_ks
+    from refbnn.measure.profile import clean_pass, margin_histogram
+
+    model, x = case.model, case.x
+    if model.neurons == 0:
+        return
+    engine = FastEngine(model)
+    engine.memory_slices = lambda n: (slice(i, min(n, i + memory_inputs)) for i in range(0, n, memory_inputs))
+    bs = [Fraction(0), Fraction(1, 2), Fraction(3)]
+    calls = []
+    outputs = engine.outputs
+    engine.outputs = lambda xs, *a, **k: calls.append(len(xs)) or outputs(xs, *a, **k)
+    got = clean_pass(engine, x, bs)
+    assert calls == [len(range(len(x))[s]) for s in engine.memory_slices(len(x))]
+    engine.outputs = outputs
+    assert got.tolerance == engine.tolerance(x, bs)
+    assert got.predictions.tolist() == engine.predictions(x).tolist()
+    ks, where = certified_ks(engine, x)
+    assert got.certified_k.tolist() == ks.tolist() and got.bottleneck == where
+    assert got.margins == margin_histogram(engine, x)
+    separate = neuron_flip_probabilities(engine, x, [0.01, 0.1])
+    together = flip_probabilities_of_counts(model, got.flip_counts, [0.01, 0.1])
+    assert separate.keys() == together.keys()
+    assert all(np.array_equal(separate[t], together[t]) for t in separate)
+
+
 def test_verify_passes_on_the_profile(bars, profiled):
     out, _ = profiled
     r = run_cli("verify", bars / "m.json", bars / "d.npz", "--claims", out / "profile.json")

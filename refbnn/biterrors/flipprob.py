@@ -14,7 +14,7 @@ import numpy as np
 
 from ..engines.fast import FastEngine
 from ..engines.ops import first_layer_input, im2col
-from ..semantics.model import Conv2d
+from ..semantics.model import Conv2d, Model
 from ..semantics.theorem1 import flips_to_change
 
 
@@ -71,41 +71,60 @@ def neuron_flip_probabilities(engine: FastEngine, x: np.ndarray, ps: Sequence[fl
     input), [neurons, len(ps)]: each neuron's output flip probability averaged over inputs
     and positions, per p. Computed from the closed form, grouped by the distinct
     (neuron, agree, disagree, m)."""
+    counts = flip_counts(engine.model)
+    for sl in engine.memory_slices(len(x)):
+        add_flip_counts(counts, engine, x[sl], engine.outputs(x[sl]))
+    return flip_probabilities_of_counts(engine.model, counts, ps)
+
+
+def flip_counts(model: Model) -> dict[int, dict[tuple[int, int, int, int], int]]:
+    """Empty counts for add_flip_counts: per layer it covers, (neuron, agree, disagree, m) -> count."""
+    return {nl.threshold_index: {} for nl in model.neuron_layers
+            if not nl.first and nl.weight_index == nl.threshold_index - 1}   # a layer reading integers
+                                                          # or pooled h: not a binomial difference
+
+
+def add_flip_counts(counts: dict, engine: FastEngine, x: np.ndarray, outs: list[np.ndarray]) -> None:
+    """Count the (neuron, agree, disagree, m) of the inputs x whose clean outputs are outs."""
     model = engine.model
-    out: dict[int, np.ndarray] = {}
     for nl in model.neuron_layers:
-        if nl.first or nl.weight_index != nl.threshold_index - 1:
-            continue     # a layer reading integers and pooled h: not a binomial difference
-        counts: dict[tuple[int, int, int, int], int] = {}
-        for sl in engine.memory_slices(len(x)):
-            outs = engine.outputs(x[sl])
-            layer = model.layers[nl.weight_index]
-            inp = outs[nl.weight_index - 1] if nl.weight_index else first_layer_input(model, x[sl])
-            h = outs[nl.weight_index]
-            if isinstance(layer, Conv2d):   # real (non-padded) taps at each position
-                real = im2col(np.ones_like(inp[:1], dtype=np.int64), layer.weight.shape[-1], layer.padding)
-                k_real = np.broadcast_to(real.sum(axis=-1)[0][None, None], h.shape)
-            else:
-                k_real = np.full(h.shape, inp.shape[1], dtype=np.int64)
-            hv = h.astype(np.int64)
-            g = engine.signed_margins(nl.threshold_index, h)
-            # K summands of +-1 add up to h, so (K + h) / 2 of them are +1
-            plus = (k_real + hv) // 2
-            agree = np.where(g > 0, plus, k_real - plus)
-            channel = np.broadcast_to(np.arange(h.shape[1]).reshape((1, -1) + (1,) * (h.ndim - 2)), h.shape)
-            key = np.stack([channel.ravel(), agree.ravel(), (k_real - agree).ravel(), np.abs(g).ravel()], axis=1)
-            uniq, cnt = np.unique(key, axis=0, return_counts=True)
-            for (n, a, d, m), c in zip(uniq.tolist(), cnt.tolist()):
-                counts[(n, a, d, m)] = counts.get((n, a, d, m), 0) + c
-        per = np.zeros((nl.channels, len(ps)))
-        totals = np.zeros(nl.channels)
+        if nl.threshold_index not in counts:
+            continue
+        layer = model.layers[nl.weight_index]
+        inp = outs[nl.weight_index - 1] if nl.weight_index else first_layer_input(model, x)
+        h = outs[nl.weight_index]
+        if isinstance(layer, Conv2d):   # real (non-padded) taps at each position
+            real = im2col(np.ones_like(inp[:1], dtype=np.int64), layer.weight.shape[-1], layer.padding)
+            k_real = np.broadcast_to(real.sum(axis=-1)[0][None, None], h.shape)
+        else:
+            k_real = np.full(h.shape, inp.shape[1], dtype=np.int64)
+        hv = h.astype(np.int64)
+        g = engine.signed_margins(nl.threshold_index, h)
+        # K summands of +-1 add up to h, so (K + h) / 2 of them are +1
+        plus = (k_real + hv) // 2
+        agree = np.where(g > 0, plus, k_real - plus)
+        channel = np.broadcast_to(np.arange(h.shape[1]).reshape((1, -1) + (1,) * (h.ndim - 2)), h.shape)
+        key = np.stack([channel.ravel(), agree.ravel(), (k_real - agree).ravel(), np.abs(g).ravel()], axis=1)
+        uniq, cnt = np.unique(key, axis=0, return_counts=True)
+        layer_counts = counts[nl.threshold_index]
+        for (n, a, d, m), c in zip(uniq.tolist(), cnt.tolist()):
+            layer_counts[(n, a, d, m)] = layer_counts.get((n, a, d, m), 0) + c
+
+
+def flip_probabilities_of_counts(model: Model, counts: dict, ps: Sequence[float]) -> dict[int, np.ndarray]:
+    """neuron_flip_probabilities from the counts of add_flip_counts."""
+    out: dict[int, np.ndarray] = {}
+    channels = {nl.threshold_index: nl.channels for nl in model.neuron_layers}
+    for t, layer_counts in counts.items():
+        per = np.zeros((channels[t], len(ps)))
+        totals = np.zeros(channels[t])
         known: dict[tuple[int, int, int], np.ndarray] = {}      # neurons share (agree, disagree, m)
-        for (n, a, d, m), c in counts.items():
+        for (n, a, d, m), c in layer_counts.items():
             if (a, d, m) not in known:
                 known[(a, d, m)] = np.array([flip_probability_float(a, d, m, p) for p in ps])
             per[n] += c * known[(a, d, m)]
             totals[n] += c
-        out[nl.threshold_index] = per / totals[:, None]
+        out[t] = per / totals[:, None]
     return out
 
 

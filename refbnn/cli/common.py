@@ -4,15 +4,17 @@ from __future__ import annotations
 import importlib
 import sys
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Optional
 
 import click
 
+from ..biterrors.masks import ErrorModel, error_model
 from ..engines.fast import FastEngine
 from ..engines.interpreter import Interpreter
 from ..formats.datafile import read_data
 from ..formats.files import InputError, check_writable
 from ..formats.modelfile import read_model
+from ..formats.values import parse_naturals
 from ..semantics.importance import ZeroAccuracyError
 from ..semantics.model import NoNeuronsError
 
@@ -130,3 +132,29 @@ def engine_option(func):
     return click.option("--engine", type=click.Choice(sorted(ENGINES)), default="fast", show_default=True,
                         help="fast: the NumPy engine; reference: the bitarray interpreter "
                              "(the definition; slow, for cross-checks).")(func)
+
+
+def error_options(func):
+    """--seed, --granularity, --batch-size, --layers, --activations: how bit flips are drawn."""
+    func = click.option("--seed", default=0, show_default=True, type=SEED,
+                        help="Seed of the keyed flip masks.")(func)
+    func = click.option("--granularity", type=click.Choice(["batch", "input", "pass"]), default="batch",
+                        show_default=True, help="A fresh flip pattern per batch, per input, or one per pass.")(func)
+    func = click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1, 2**20),
+                        help="Inputs per flip pattern with --granularity batch.")(func)
+    func = click.option("--layers", "layers_text", default=None,
+                        help="Comma-separated weight layer indices to target (default: all; see inspect).")(func)
+    func = click.option("--activations", is_flag=True,
+                        help="Also flip the +-1 activations that feed hidden weight layers.")(func)
+    return func
+
+
+def error_model_of_options(model, p: float, seed: int, granularity: str, batch_size: int, layers_text: Optional[str],
+                           activations: bool, n_inputs: int) -> ErrorModel:
+    """The error model that `error_options` describe, --layers checked against the model."""
+    layers = None
+    if layers_text not in (None, "all"):
+        what = (f"a weight layer of this model (weight layers: "
+                f"{', '.join(map(str, model.weight_indices))}; see refbnn inspect)")
+        layers = tuple(parsed(layers_text, parse_naturals, "--layers", model.weight_indices, what))
+    return error_model(model, p, seed, granularity, batch_size, layers, activations, n_inputs)

@@ -5,39 +5,18 @@ import click
 from tabulate import tabulate
 
 from ..biterrors.flipprob import layer_flip_probabilities
-from ..biterrors.masks import ErrorModel, error_model, targeted, write_masks
+from ..biterrors.masks import ErrorModel, targeted, write_masks
 from ..biterrors.protect import describe, parse_protect
 from ..biterrors.sweep import MAX_REPS, accuracy_sweep, check_sweep_size
 from ..engines.fast import FastEngine
+from ..formats.claimsfile import bit_errors_claims
 from ..formats.files import InputError, write_json
 from ..formats.maskfile import read_masks
 from ..formats.modelfile import read_model
-from ..formats.values import parse_bers, parse_naturals
-from .common import ENGINES, SEED, Progress, engine_option, json_option, load, naming_files, parsed, writable
+from ..formats.values import parse_bers
+from .common import (ENGINES, Progress, engine_option, error_model_of_options, error_options, json_option, load,
+                     naming_files, parsed, writable)
 from .group import main
-
-
-def error_options(func):
-    func = click.option("--seed", default=0, show_default=True, type=SEED,
-                        help="Seed of the keyed flip masks.")(func)
-    func = click.option("--granularity", type=click.Choice(["batch", "input", "pass"]), default="batch",
-                        show_default=True, help="A fresh flip pattern per batch, per input, or one per pass.")(func)
-    func = click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1, 2**20),
-                        help="Inputs per flip pattern with --granularity batch.")(func)
-    func = click.option("--layers", "layers_text", default=None,
-                        help="Comma-separated weight layer indices to target (default: all; see inspect).")(func)
-    func = click.option("--activations", is_flag=True,
-                        help="Also flip the +-1 activations that feed hidden weight layers.")(func)
-    return func
-
-
-def _error_model(model, p, seed, granularity, batch_size, layers_text, activations, n_inputs):
-    layers = None
-    if layers_text not in (None, "all"):
-        what = (f"a weight layer of this model (weight layers: "
-                f"{', '.join(map(str, model.weight_indices))}; see refbnn inspect)")
-        layers = tuple(parsed(layers_text, parse_naturals, "--layers", model.weight_indices, what))
-    return error_model(model, p, seed, granularity, batch_size, layers, activations, n_inputs)
 
 
 @main.command("eval", short_help="Accuracy over bit error rates, with spread and 95% interval.")
@@ -73,7 +52,7 @@ def eval_cmd(model_path, data_path, ber_text, reps, seed, granularity, batch_siz
     bers = parsed(ber_text, parse_bers)
     model, data = load(model_path, data_path)
     n = len(data.y)
-    em = _error_model(model, 0.0, seed, granularity, batch_size, layers_text, activations, n)
+    em = error_model_of_options(model, 0.0, seed, granularity, batch_size, layers_text, activations, n)
     given = read_masks(masks_path, model, n) if masks_path else None
     if given is not None:   # the flips, repetitions and batch size come from the file
         bers, reps, em = [("file", float("nan"))], given.reps, ErrorModel(0.0, 0, given.batch_size)
@@ -94,10 +73,8 @@ def eval_cmd(model_path, data_path, ber_text, reps, seed, granularity, batch_siz
         rows.append([d["ber"], d["reps"], f"{d['mean']['value']:.4f}", f"{d['std']:.4f}",
                      f"{d['min']['value']:.4f}", f"{d['max']['value']:.4f}", ci])
     click.echo(tabulate(rows, headers=["BER", "reps", "mean acc", "std", "min", "max", "95% CI (t)"]))
-    result = {"model": model_path, "data": data_path, "engine": engine, "inputs": n,
-              "seed": seed, "granularity": granularity, "batch_size": em.batch_size,
-              "layers": None if em.layers is None else list(em.layers), "activations": activations,
-              "results": summaries}
+    result = {"model": model_path, "data": data_path, "engine": engine,
+              **bit_errors_claims(seed, em.batch_size, granularity, em.layers, activations, n, summaries)}
     if protection is not None:
         result["protect"] = {"spec": protect_spec, "channels": {str(i): list(c) for i, c in protection.channels.items()},
                              "weight_bits": protection.weight_bits(model)}
@@ -132,7 +109,7 @@ def masks_cmd(model_path, ber_text, reps, inputs, seed, granularity, batch_size,
     if len(bers) != 1:
         raise InputError("--ber: give exactly one bit error rate")
     model = read_model(model_path)
-    em = _error_model(model, bers[0][1], seed, granularity, batch_size, layers_text, activations, inputs)
+    em = error_model_of_options(model, bers[0][1], seed, granularity, batch_size, layers_text, activations, inputs)
     write_masks(out_path, model, em, reps, inputs)
     n_batches = -(-inputs // em.batch_size)
     click.echo(f"wrote {out_path}: {reps} repetitions x {n_batches} batches")

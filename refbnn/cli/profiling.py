@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import click
@@ -13,15 +12,12 @@ from ..formats.figures import available
 from ..formats.files import InputError, atomic_open, write_json
 from ..formats.provenance import portable_command, relative_to
 from ..formats.values import parse_bers, parse_bs, parse_naturals
-from ..measure.profile import ProfileConfig, profile
+from ..measure.profile import ProfileConfig, profile, profile_seconds
 from ..measure.profile_figures import profile_figures
 from ..measure.profile_page import write_page
-from .common import Progress, b_option, json_option, load, naming_files, parsed
-from .evaluate import _error_model, error_options
+from .common import (Progress, b_option, error_model_of_options, error_options, json_option, load, naming_files,
+                     parsed)
 from .group import main
-
-ALGORITHM_1_FORWARDS = 15     # Algorithm 1 costs about this many forward passes (docs/engine.md)
-
 
 class _Bars:
     """One progress bar per labelled phase (Algorithm 1, bit errors, protected, controls)."""
@@ -38,18 +34,6 @@ class _Bars:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def _estimate(engine: FastEngine, x, cfg: ProfileConfig) -> float:
-    """Seconds the profile will take: one forward pass of a slice of the data, timed, times
-    the forward passes the sweeps and Algorithm 1 make."""
-    sample = x[:min(len(x), 256)]
-    start = time.perf_counter()
-    engine.predictions(sample)
-    per_input = (time.perf_counter() - start) / len(sample)
-    sweeps = 1 + (1 + cfg.controls if cfg.protect else 0)
-    forwards = sweeps * cfg.reps * sum(1 for _, p in cfg.bers if p > 0) + (ALGORITHM_1_FORWARDS if cfg.importance else 0)
-    return forwards * per_input * len(x)
 
 
 @main.command("profile", short_help="One model's tolerance to bit errors on one page, with figures.")
@@ -95,11 +79,11 @@ def profile_cmd(model_path, data_path, out_dir, ber_text, reps, seed, granularit
         raise InputError("--protect: top-importance needs Pi; drop --no-importance")
     model, data = load(model_path, data_path)
     n = len(data.y)
-    em = _error_model(model, 0.0, seed, granularity, batch_size, layers_text, activations, n)
+    em = error_model_of_options(model, 0.0, seed, granularity, batch_size, layers_text, activations, n)
     check_sweep_size(model, n, reps, len(bers), em, "--reps")
     cfg = ProfileConfig(bers, reps, em, granularity, bs, ks, not no_importance, protect_spec, controls)
     engine = FastEngine(model)
-    seconds = _estimate(engine, data.x, cfg)
+    seconds = profile_seconds(engine, data.x, cfg)
     if seconds > 60:
         sweeps = 1 + (1 + controls if protect_spec else 0)
         click.echo(f"profile: about {seconds / 60:.0f} min ({sweeps} sweep(s) of {reps} repetitions x {len(bers)} "

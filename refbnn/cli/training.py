@@ -78,7 +78,8 @@ def train_cmd(arch, order, padding, seed, lr, batch_size, epochs, dataset, z, tr
     will report. Reproducible: the same options give the same model, bit for bit.
     """
     data = load_dataset(dataset, z)
-    cfg = TrainConfig(arch, epochs or 20, batch_size, lr, 25, train_ber, seed, order, padding)
+    cfg = TrainConfig(arch, epochs=epochs or 20, batch_size=batch_size, lr=lr, lr_halving=25,
+                      train_ber=train_ber, seed=seed, order=order, padding=padding)
     trainer = train(cfg, data, checkpoint, resume, **_hooks("", cfg.epochs))
     write_model(out_path, trainer.model())
     if test_path:

@@ -341,14 +341,19 @@ class FastEngine:
             raise NoNeuronsError("T")
         counts = [{b: 0 for b in bs} for _ in model.neuron_layers]
         for sl in self.memory_slices(len(xs)):
-            outs = self.outputs(xs[sl])
-            for l, nl in enumerate(model.neuron_layers):
-                z = model.Z if nl.first else 1
-                needs = [min_odd_margin(b, z) for b in bs]
-                found = self._count_at_least(nl, outs[nl.threshold_index - 1], needs)
-                for b, c in zip(bs, found):
-                    counts[l][b] += c
-        n_inputs = len(xs)
+            self.add_tolerance_counts(counts, self.outputs(xs[sl]), bs)
+        return self.tolerance_of_counts(counts, len(xs), bs)
+
+    def add_tolerance_counts(self, counts: list[dict], outs: list[np.ndarray], bs: Sequence[Fraction]) -> None:
+        """Add to counts[l][b] the C_l(b) of one slice's clean outputs (see `tolerance`)."""
+        for l, nl in enumerate(self.model.neuron_layers):
+            needs = [min_odd_margin(b, self.model.Z if nl.first else 1) for b in bs]
+            for b, c in zip(bs, self._count_at_least(nl, outs[nl.threshold_index - 1], needs)):
+                counts[l][b] += c
+
+    def tolerance_of_counts(self, counts: list[dict], n_inputs: int, bs: Sequence[Fraction]) -> Tolerance:
+        """The T tuple and its layer breakdown from the counts C_l(b) of n_inputs inputs."""
+        model = self.model
         layers = [{b: Fraction(c[b], n_inputs * nl.channels * nl.positions) for b in bs}
                   for c, nl in zip(counts, model.neuron_layers)]
         overall = {b: sum((Fraction(c[b], nl.positions) for c, nl in zip(counts, model.neuron_layers)),

@@ -10,19 +10,17 @@ experiment measures it.
 from __future__ import annotations
 
 import hashlib
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from functools import lru_cache
-from typing import Iterator
 
 from ..biterrors.masks import ErrorModel
 from ..biterrors.sweep import accuracy_sweep
-from ..engines.fast import FastEngine
+from ..engines.fast import FastEngine, one_blas_thread
+from ..formats.claimsfile import bit_errors_claims
 from ..formats.files import InputError
 from ..formats.modelfile import model_to_dict
 from ..measure.metrics import metrics
-from ..training import nn
 from ..training.datasets import DataSplit, load_dataset
 from ..training.trainer import TrainConfig, train
 
@@ -98,37 +96,20 @@ def dataset(spec: str) -> DataSplit:
     return load_dataset(spec)
 
 
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """How a cell runs: one BLAS thread (where threadpoolctl is present), so that the float
-    training gives the same model in any process on this machine, and one thread for the
-    trainer's element-wise pieces (the same results on any number). The runner's
-    parallelism is its cells, one per core."""
-    try:
-        from threadpoolctl import threadpool_limits
-        limits = threadpool_limits(1)
-    except ImportError:          # without scikit-learn's helper: the environment decides
-        limits = None
-    saved, nn.THREADS = nn.THREADS, 1
-    try:
-        yield
-    finally:
-        nn.THREADS = saved
-        if limits is not None:
-            limits.restore_original_limits()
-
-
 def run_cell(cell: Cell) -> dict:
-    """Train the cell's model and measure it (`one_thread`); returns {"key", "model" (its
-    JSON), "record"}."""
-    with one_thread():
+    """Train the cell's model and measure it; returns {"key", "model" (its JSON), "record"}.
+    On one BLAS thread (where threadpoolctl is present) and one trainer thread, so that the
+    float training gives the same model in any process on this machine; the runner's
+    parallelism is its cells, one per core."""
+    with one_blas_thread():
         return _run_cell(cell)
 
 
 def _run_cell(cell: Cell) -> dict:
     cfg = cell.config
     data = dataset(cfg.dataset)
-    tc = TrainConfig(cell.arch, cfg.epochs, 128, 1e-3, 25, cell.train_ber, cell.seed)
+    tc = TrainConfig(cell.arch, epochs=cfg.epochs, batch_size=128, lr=1e-3, lr_halving=25,
+                     train_ber=cell.train_ber, seed=cell.seed, threads=1)
     model = train(tc, data).model()
     engine = FastEngine(model, threads=1)
     x, y = data.x_test, data.y_test
@@ -139,8 +120,8 @@ def _run_cell(cell: Cell) -> dict:
     if cfg.experiment == "fig1":
         sweep = accuracy_sweep(engine, x, y, [(f"{p:g}", p) for p in cfg.eval_bers], cfg.sweep_reps,
                                ErrorModel(0.0, cell.seed, 128))
-        record["bit_errors"] = {"seed": cell.seed, "batch_size": 128, "layers": None, "activations": False,
-                                "results": [s.as_dict() for s in sweep]}
+        record["bit_errors"] = bit_errors_claims(cell.seed, 128, "batch", None, False, int(len(y)),
+                                                 [s.as_dict() for s in sweep])
     return {"key": cell.key, "model": model_to_dict(model), "record": record}
 
 

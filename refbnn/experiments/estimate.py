@@ -19,10 +19,10 @@ from typing import Sequence
 
 from ..biterrors.masks import ErrorModel
 from ..biterrors.sweep import accuracy_sweep
-from ..engines.fast import FastEngine
+from ..engines.fast import FastEngine, one_blas_thread
 from ..training.datasets import DataSplit
 from ..training.trainer import TrainConfig, Trainer
-from .cells import Cell, Config, one_thread
+from .cells import Cell, Config
 
 TIMED_STEPS = 6
 MEASURE_SLICE = 500
@@ -48,7 +48,8 @@ def _timed(f) -> float:
 
 def cell_cost(config: Config, data: DataSplit, arch: str, flips: bool) -> CellCost:
     """One cell of this architecture (with or without flips in training), timed on slices."""
-    tc = TrainConfig(arch, 1, 128, 1e-3, 25, 0.05 if flips else 0.0, 0)
+    tc = TrainConfig(arch, epochs=1, batch_size=128, lr=1e-3, lr_halving=25,
+                     train_ber=0.05 if flips else 0.0, seed=0, threads=1)
     trainer = Trainer(tc, _first_steps(data, tc.batch_size * (TIMED_STEPS + 1)))
     trainer.train_epoch()                                     # one step to warm up, then timed ones
     trainer.data = _first_steps(data, tc.batch_size * TIMED_STEPS)
@@ -77,8 +78,8 @@ def _first_steps(data: DataSplit, n: int) -> DataSplit:
 def estimate_seconds(config: Config, data: DataSplit, todo: Sequence[Cell]) -> float:
     """The total single-core seconds of the cells `todo`, from one timed slice per kind of
     cell (architecture, flips in training or not), timed on one thread as the cells run
-    (`cells.one_thread`)."""
-    with one_thread():
+    (`one_blas_thread`, as `cells.run_cell`)."""
+    with one_blas_thread():
         costs: dict[tuple[str, bool], float] = {}
         for c in todo:
             kind = (c.arch, c.train_ber > 0)

@@ -15,9 +15,6 @@ diagnosis of the paper's table, stated as a finding, not a fix.
 """
 from __future__ import annotations
 
-import multiprocessing
-import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from itertools import repeat
@@ -31,6 +28,7 @@ from ..formats.modelfile import read_model
 from ..verify.conventions import REGISTRY, VariantEngine
 from .cells import PAPER_B, Config
 from .paper_table3 import TABLE3, PaperValue, paper_value
+from .workers import worker_pool
 
 METRICS = {"var_importance": "VAR(Pi)", "T_bar": "T-bar"}
 EXPLAIN = {
@@ -181,9 +179,7 @@ def _recomputed(out: Path, todo: list[tuple[dict, dict]], jobs: int) -> Iterator
         for r, wanted in todo:
             yield recompute_all(out, r, wanted)
         return
-    # one BLAS thread per worker (read when a worker imports NumPy), as the cells run
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with worker_pool(jobs) as pool:          # one BLAS thread per worker, as the cells run
         yield from pool.map(recompute_all, repeat(out), [r for r, _ in todo], [w for _, w in todo])
 
 

@@ -5,14 +5,14 @@ complete, `resume` skips it, and a killed run loses only the cells in flight.
 """
 from __future__ import annotations
 
-import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Callable, Optional
 
 from ..formats.files import InputError, read_json, write_json
 from .cells import Cell, run_cell
+from .workers import worker_pool
 
 RETRIES = 1      # a cell whose worker died is run once more, then reported
 
@@ -65,13 +65,9 @@ def run_cells(out: Path, todo: list[Cell], jobs: int, client=None,
 def _pool(todo: list[Cell], jobs: int, store, fn: Callable[[Cell], dict] = run_cell) -> list[str]:
     failed: list[str] = []
     pending, attempts = list(todo), {c.key: 0 for c in todo}
-    # One BLAS thread per worker (the variable is read when a worker imports NumPy), so
-    # that a cell gives the same model in every process; `spawn` starts clean workers.
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    import multiprocessing
     while pending:
         retry = []
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with worker_pool(jobs) as pool:
             futures = {pool.submit(fn, c): c for c in pending}
             for fut in as_completed(futures):
                 cell = futures[fut]

@@ -3,7 +3,7 @@ accepts at every depth, shared by the checker (refbnn.verify.checker) and the wr
 for other frameworks (refbnn.claims)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional, Sequence
 
 from .files import InputError
 
@@ -14,6 +14,16 @@ BIT_ERROR_KEYS = {"seed", "batch_size", "layers", "activations", "results", "inp
 # The keys `refbnn metrics --json` writes per threshold layer, and `refbnn eval --json` per BER.
 LAYER_KEYS = {"layer", "weight_layer", "type", "first", "neurons", "positions", "T", "T_bar"}
 RESULT_KEYS = {"ber", "reps", "mean", "std", "min", "max", "ci95", "accuracies"}
+
+
+def bit_errors_claims(seed: int, batch_size: int, granularity: str, layers: Optional[Sequence[int]],
+                      activations: bool, inputs: int, results: list[dict]) -> dict:
+    """The `bit_errors` block of a claims file (§11.2), as `refbnn eval --json`, `profile`
+    and the experiment records write it: how the flips were drawn (the error model) and one
+    summary per BER (`refbnn.biterrors.sweep.Summary.as_dict`)."""
+    return {"seed": seed, "batch_size": batch_size, "granularity": granularity,
+            "layers": None if layers is None else list(layers), "activations": activations,
+            "inputs": inputs, "results": results}
 
 
 def _keys(where: str, obj: Any, allowed: set) -> None:

@@ -86,26 +86,34 @@ def certified_k(model: Model, run: Run) -> Certificate:
 def certified_ks(engine: FastEngine, x: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """certified_k for every input, vectorised on the fast engine's exact integers.
     Returns k per input and the bottleneck name per input."""
-    model = engine.model
-    cap = max_fan_in(model)
-    names = [f"layer {nl.threshold_index}" for nl in model.neuron_layers] + [SCORES]
     ks = np.empty(len(x), dtype=np.int64)
     where: list[str] = []
     for sl in engine.memory_slices(len(x)):
-        outs = engine.outputs(x[sl])
-        cols = []
-        for nl in model.neuron_layers:
-            m = engine.odd_margins(nl.threshold_index, outs[nl.threshold_index - 1])
-            z = model.Z if nl.first else 1
-            best = tolerated_flips(m.reshape(len(m), -1), z).min(axis=1)
-            best[best >= _fan_in(model, nl.weight_index)] = cap
-            cols.append(np.minimum(best, cap))
-        cols.append(_score_bound(outs[-1], _output_magnitude(model), cap,
-                                 _fan_in(model, len(model.layers) - 1)))
-        table = np.stack(cols, axis=1)
-        ks[sl] = table.min(axis=1)
-        where += [names[j] for j in table.argmin(axis=1)]   # first minimum, as min() above
+        ks[sl], names = certified_ks_of_outputs(engine, engine.outputs(x[sl]))
+        where += names
     return ks, where
+
+
+def certified_ks_of_outputs(engine: FastEngine, outs: list[np.ndarray]) -> tuple[np.ndarray, list[str]]:
+    """certified_ks for the inputs whose clean outputs (`FastEngine.outputs`) are outs."""
+    model = engine.model
+    cap = max_fan_in(model)
+    names = _bottleneck_names(model)
+    cols = []
+    for nl in model.neuron_layers:
+        m = engine.odd_margins(nl.threshold_index, outs[nl.threshold_index - 1])
+        z = model.Z if nl.first else 1
+        best = tolerated_flips(m.reshape(len(m), -1), z).min(axis=1)
+        best[best >= _fan_in(model, nl.weight_index)] = cap
+        cols.append(np.minimum(best, cap))
+    cols.append(_score_bound(outs[-1], _output_magnitude(model), cap,
+                             _fan_in(model, len(model.layers) - 1)))
+    table = np.stack(cols, axis=1)
+    return table.min(axis=1), [names[j] for j in table.argmin(axis=1)]   # first minimum, as min()
+
+
+def _bottleneck_names(model: Model) -> list[str]:
+    return [f"layer {nl.threshold_index}" for nl in model.neuron_layers] + [SCORES]
 
 
 def _score_bound(scores: np.ndarray, magnitude: int, cap: int, fan_in: int) -> np.ndarray:
@@ -201,13 +209,17 @@ def certified_accuracy(engine: FastEngine, x: np.ndarray, y: np.ndarray, ks_want
     """What `refbnn certify` reports: accuracy, the certified k per input, certified
     accuracy at each wanted k (inputs correct *and* certified at k) and how many inputs
     each layer (or the class scores) limits."""
-    model = engine.model
     ks, where = certified_ks(engine, x)
-    correct = engine.predictions(x) == y
-    n = len(y)
-    names = [f"layer {nl.threshold_index}" for nl in model.neuron_layers] + [SCORES]
+    return certificate_summary(engine.model, ks, where, engine.predictions(x) == y, ks_wanted)
+
+
+def certificate_summary(model: Model, ks: np.ndarray, where: list[str], correct: np.ndarray,
+                        ks_wanted: list[int]) -> dict:
+    """certified_accuracy's document from the certified k and bottleneck per input and
+    which inputs are predicted correctly."""
+    n = len(correct)
     return {"inputs": n, "accuracy": exact(Fraction(int(correct.sum()), n)),
             "certified_accuracy": {str(k): exact(Fraction(int((correct & (ks >= k)).sum()), n))
                                    for k in ks_wanted},
-            "bottleneck": {name: where.count(name) for name in names},
+            "bottleneck": {name: where.count(name) for name in _bottleneck_names(model)},
             "certified_k": [int(k) for k in ks]}

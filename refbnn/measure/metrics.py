@@ -13,21 +13,27 @@ import numpy as np
 from ..engines.protocol import Engine
 from ..formats.values import exact
 from ..semantics.importance import accuracy, importance_variance
-from ..semantics.margin import t_bar
+from ..semantics.margin import Tolerance, t_bar
 from ..semantics.model import WEIGHT_LAYERS, Conv2d, Model, Threshold
 
 
 def metrics(engine: Engine, x: np.ndarray, y: np.ndarray, bs: Sequence[tuple[str, Fraction]],
             with_importance: bool, progress: Optional[Callable[[int, int], None]] = None) -> dict:
     """Accuracy, T tuple, T-bar, per-layer breakdown and (optionally) Pi and VAR(Pi)."""
-    model = engine.model
-    values = [b for _, b in bs]
-    tol = engine.tolerance(x, values)
+    tol = engine.tolerance(x, [b for _, b in bs])
     acc = accuracy(engine.predictions(x), y)
+    pi = engine.importance(x, y, progress=progress) if with_importance else None
+    return metrics_document(engine.name, engine.model, len(y), bs, tol, acc, pi)
+
+
+def metrics_document(engine_name: str, model: Model, n_inputs: int, bs: Sequence[tuple[str, Fraction]],
+                     tol: Tolerance, acc: Fraction, pi: Optional[Sequence[Fraction]]) -> dict:
+    """The `refbnn metrics --json` document from the T tuple (with its layer breakdown),
+    the accuracy and Pi (or None)."""
     T = {name: tol.overall[b] for name, b in bs}
     result = {
-        "engine": engine.name,
-        "inputs": int(len(y)),
+        "engine": engine_name,
+        "inputs": int(n_inputs),
         "neurons": model.neurons,
         "accuracy": exact(acc),
         "T": {name: exact(v) for name, v in T.items()},
@@ -41,8 +47,7 @@ def metrics(engine: Engine, x: np.ndarray, y: np.ndarray, bs: Sequence[tuple[str
             "type": model.layers[nl.weight_index].type, "first": nl.first,
             "neurons": nl.channels, "positions": nl.positions,
             "T": {name: exact(v) for name, v in lt.items()}, "T_bar": exact(t_bar(lt))})
-    if with_importance:
-        pi = engine.importance(x, y, progress=progress)
+    if pi is not None:
         result["importance"] = [exact(p) for p in pi]
         result["var_importance"] = exact(importance_variance(pi))
     return result

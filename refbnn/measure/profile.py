@@ -18,21 +18,26 @@ else sits under `profile` (informational for verify):
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from ..biterrors.flipprob import neuron_flip_probabilities
+from ..biterrors.flipprob import add_flip_counts, flip_counts, flip_probabilities_of_counts
 from ..biterrors.masks import ErrorModel
 from ..biterrors.protect import Protection, describe, hidden_units, parse_protect
 from ..biterrors.sweep import Summary, accuracy_sweep
 from ..engines.fast import FastEngine
+from ..formats.claimsfile import bit_errors_claims
 from ..formats.values import exact
+from ..semantics.importance import accuracy
+from ..semantics.margin import Tolerance
+from ..semantics.model import NoNeuronsError
 from ..semantics.theorem1 import tolerated_flips
-from .certify import certified_accuracy
-from .metrics import metrics
+from .certify import certificate_summary, certified_ks_of_outputs
+from .metrics import metrics_document
 from .paired import sign_flip_p
 
 ALPHA = 0.05            # the level of the paired test
@@ -61,16 +66,58 @@ def margin_histogram(engine: FastEngine, x: np.ndarray) -> dict[int, list[int]]:
     """Per threshold layer: counts of (input, neuron, position) triples that tolerate
     k = 0 .. MAX_MARGIN_BIN - 1 weight flips, then >= MAX_MARGIN_BIN (Theorem 1:
     floor(m / 4Z) with m = |2(h - s) - 1|, Z only in the first layer)."""
+    counts = _margin_counts(engine.model)
+    for sl in engine.memory_slices(len(x)):
+        _add_margin_counts(counts, engine, engine.outputs(x[sl]))
+    return {t: c.tolist() for t, c in counts.items()}
+
+
+def _margin_counts(model) -> dict[int, np.ndarray]:
+    return {nl.threshold_index: np.zeros(MAX_MARGIN_BIN + 1, dtype=np.int64) for nl in model.neuron_layers}
+
+
+def _add_margin_counts(counts: dict[int, np.ndarray], engine: FastEngine, outs: list[np.ndarray]) -> None:
     model = engine.model
-    counts = {nl.threshold_index: np.zeros(MAX_MARGIN_BIN + 1, dtype=np.int64) for nl in model.neuron_layers}
+    for nl in model.neuron_layers:
+        m = engine.odd_margins(nl.threshold_index, outs[nl.threshold_index - 1])
+        k = tolerated_flips(m, model.Z if nl.first else 1)
+        counts[nl.threshold_index] += np.bincount(np.minimum(k, MAX_MARGIN_BIN).ravel(), minlength=MAX_MARGIN_BIN + 1)
+
+
+@dataclass
+class CleanPass:
+    """Everything the profile reads off the clean (error-free) outputs, gathered in one
+    forward pass per memory slice: T's counts, the predictions, the certified k and its
+    bottleneck per input, the margin histogram and the flip-probability counts."""
+
+    tolerance: Tolerance
+    predictions: np.ndarray
+    certified_k: np.ndarray
+    bottleneck: list[str]
+    margins: dict[int, list[int]]
+    flip_counts: dict
+
+
+def clean_pass(engine: FastEngine, x: np.ndarray, bs: Sequence[Fraction]) -> CleanPass:
+    """One forward pass per slice of x, every clean-output quantity of the profile from it
+    (the same numbers as engine.tolerance, engine.predictions, certified_ks,
+    margin_histogram and neuron_flip_probabilities, each of which makes its own pass)."""
+    model = engine.model
+    bs = list(dict.fromkeys(bs))
+    t_counts = [{b: 0 for b in bs} for _ in model.neuron_layers]
+    margins, flips = _margin_counts(model), flip_counts(model)
+    predictions, ks = np.empty(len(x), dtype=np.int64), np.empty(len(x), dtype=np.int64)
+    where: list[str] = []
     for sl in engine.memory_slices(len(x)):
         outs = engine.outputs(x[sl])
-        for nl in model.neuron_layers:
-            m = engine.odd_margins(nl.threshold_index, outs[nl.threshold_index - 1])
-            k = tolerated_flips(m, model.Z if nl.first else 1)
-            counts[nl.threshold_index] += np.bincount(np.minimum(k, MAX_MARGIN_BIN).ravel(),
-                                                      minlength=MAX_MARGIN_BIN + 1)
-    return {t: c.tolist() for t, c in counts.items()}
+        engine.add_tolerance_counts(t_counts, outs, bs)
+        predictions[sl] = engine.predicted(outs[-1])
+        ks[sl], names = certified_ks_of_outputs(engine, outs)
+        where += names
+        _add_margin_counts(margins, engine, outs)
+        add_flip_counts(flips, engine, x[sl], outs)
+    return CleanPass(engine.tolerance_of_counts(t_counts, len(x), bs), predictions, ks, where,
+                     {t: c.tolist() for t, c in margins.items()}, flips)
 
 
 def importance_share(model, pi: Sequence[Fraction]) -> dict[int, dict]:
@@ -142,23 +189,40 @@ def protection_comparison(engine: FastEngine, x, y, cfg: ProfileConfig, pi, unpr
             "results": rows}
 
 
+ALGORITHM_1_FORWARDS = 15     # Algorithm 1 costs about this many forward passes (docs/engine.md)
+
+
+def profile_seconds(engine: FastEngine, x: np.ndarray, cfg: ProfileConfig) -> float:
+    """Seconds the profile will take: one forward pass of a slice of the data, timed, times
+    the forward passes the sweeps and Algorithm 1 make."""
+    sample = x[:min(len(x), 256)]
+    start = time.perf_counter()
+    engine.predictions(sample)
+    per_input = (time.perf_counter() - start) / len(sample)
+    sweeps = 1 + (1 + cfg.controls if cfg.protect else 0)
+    forwards = sweeps * cfg.reps * sum(1 for _, p in cfg.bers if p > 0) + (ALGORITHM_1_FORWARDS if cfg.importance else 0)
+    return forwards * per_input * len(x)
+
+
 def profile(engine: FastEngine, x: np.ndarray, y: np.ndarray, cfg: ProfileConfig, progress: Progress = None) -> dict:
     """Every number of the profile (module docstring), exact where exact."""
     model = engine.model
     tick = _labelled(progress)
-    doc = metrics(engine, x, y, cfg.bs, cfg.importance, tick("Algorithm 1"))
-    pi = [Fraction(v["exact"]) for v in doc["importance"]] if cfg.importance else None
+    if model.neurons == 0:
+        raise NoNeuronsError("T")
+    clean = clean_pass(engine, x, [b for _, b in cfg.bs])
+    pi = engine.importance(x, y, progress=tick("Algorithm 1")) if cfg.importance else None
+    doc = metrics_document(engine.name, model, len(y), cfg.bs, clean.tolerance,
+                           accuracy(clean.predictions, y), pi)
     summaries = _sweep(engine, x, y, cfg, None, tick("bit errors"))
-    doc["bit_errors"] = {"seed": cfg.em.seed, "batch_size": cfg.em.batch_size, "granularity": cfg.granularity,
-                         "layers": None if cfg.em.layers is None else list(cfg.em.layers),
-                         "activations": cfg.em.activations, "inputs": int(len(y)),
-                         "results": [s.as_dict() for s in summaries]}
-    cert = certified_accuracy(engine, x, y, list(cfg.ks))
-    flips = neuron_flip_probabilities(engine, x, [p for _, p in cfg.bers])
+    doc["bit_errors"] = bit_errors_claims(cfg.em.seed, cfg.em.batch_size, cfg.granularity, cfg.em.layers,
+                                          cfg.em.activations, int(len(y)), [s.as_dict() for s in summaries])
+    cert = certificate_summary(model, clean.certified_k, clean.bottleneck, clean.predictions == y, list(cfg.ks))
+    flips = flip_probabilities_of_counts(model, clean.flip_counts, [p for _, p in cfg.bers])
     extra = {
         "certified": {"certified_accuracy": cert["certified_accuracy"], "bottleneck": cert["bottleneck"]},
         "margins": {str(t): {"tolerated_flips": counts, "last_bin_means_at_least": MAX_MARGIN_BIN}
-                    for t, counts in margin_histogram(engine, x).items()},
+                    for t, counts in clean.margins.items()},
         "flip_probability": {str(t): {"bers": [name for name, _ in cfg.bers], "neurons": per.tolist(),
                                       "mean": per.mean(axis=0).tolist()} for t, per in flips.items()},
     }

@@ -81,7 +81,7 @@ class Network:
     bookkeeping export needs: which modules carry weight bits."""
 
     def __init__(self, arch: str, input_shape: tuple[int, ...], classes: int, seed: int,
-                 order: str = "pool-threshold", dtype=np.float32, padding: int = 1):
+                 order: str = "pool-threshold", dtype=np.float32, padding: int = 1, threads: int = 1):
         if order not in ORDERS:
             raise InputError(f"--order: {order!r} is not one of {', '.join(ORDERS)}")
         rng = np.random.default_rng(seed)
@@ -113,6 +113,8 @@ class Network:
             n = width
         self._count(arch, classes * n)
         self.modules.append(ScaledOutput(classes, n, rng, dtype))
+        for m in self.modules:
+            m.threads = threads                      # the same results on any number (over_batch)
         self.weighted = [m for m in self.modules if isinstance(m, BinaryLinear)]
         self.weighted[0].input_grad = False          # nothing learns from the data's gradient
 

@@ -20,26 +20,24 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from ..engines.ops import field_shape, gather_fields
+
 PIECE_BYTES = 2**21   # a piece of element-wise work: about this many bytes of one tensor,
                       # so that the piece's tensors stay in the cache
-THREADS: Optional[int] = 1   # threads for the pieces; None: one per core, at most 4. One by
-                      # default: on 2 cores, threads made the CNN steps slower (they queue
-                      # for the interpreter lock between short NumPy calls, and BLAS already
-                      # runs the products on every core)
 _pool: Optional[ThreadPoolExecutor] = None
 _pool_key = (0, 0)   # (process, threads) of _pool: a forked worker inherits it without its threads
 
 
-def over_batch(work: Callable[[slice], None], n: int, item_bytes: int) -> None:
+def over_batch(work: Callable[[slice], None], n: int, item_bytes: int, threads: int = 1) -> None:
     """Run work(sl) for the batch of n inputs in pieces of about PIECE_BYTES (an input's
-    share of the tensor is item_bytes), on THREADS threads (NumPy releases the GIL in its
-    loops). Only for element-wise work that writes its piece's part of preallocated
+    share of the tensor is item_bytes), on `threads` threads (0: one per core, at most 4;
+    NumPy releases the GIL in its loops). Only for element-wise work that writes its piece's part of preallocated
     outputs: each entry is computed the same way in whatever piece or thread it falls, so
     results depend on neither the piece size nor the number of threads."""
     global _pool, _pool_key
     size = max(1, PIECE_BYTES // max(item_bytes, 1))
     pieces = [slice(i, min(i + size, n)) for i in range(0, n, size)]
-    threads = THREADS or max(1, min(4, len(os.sched_getaffinity(0))))
+    threads = threads or max(1, min(4, len(os.sched_getaffinity(0))))
     if threads == 1 or len(pieces) == 1:
         for sl in pieces:
             work(sl)
@@ -75,6 +73,14 @@ def _reused(owner: object, name: str, key: tuple, make: Callable[[], np.ndarray]
     return buffers[name][1]
 
 
+class Module:
+    """What every layer of the float network shares: the threads its element-wise pieces run
+    on (`over_batch`), set by the Network from TrainConfig.threads. One by default: on 2
+    cores, threads made the CNN steps slower (they queue for the interpreter lock between
+    short NumPy calls, and BLAS already runs the products on every core)."""
+    threads: int = 1
+
+
 @dataclass
 class Param:
     value: np.ndarray
@@ -93,7 +99,7 @@ def binarize(w: np.ndarray) -> np.ndarray:
     return out
 
 
-class BinaryLinear:
+class BinaryLinear(Module):
     """y = x @ sign(W).T, W latent in [-1, 1]. With `input_grad` False (the first weight
     layer, whose input is data) the backward pass computes the weight gradient only."""
 
@@ -123,49 +129,34 @@ class BinaryLinear:
         return dy @ self.wb if self.input_grad else None
 
 
-WIDE = 64    # input channels from which receptive fields are gathered channels last
+WIDE = 64    # input channels from which receptive fields are gathered channels last (the
+             # trainer keeps the fields of the whole batch for the backward pass, so its
+             # switch-over is measured apart from the engine's, refbnn.engines.ops.WIDE)
 
 
-def _tap_fields(x: np.ndarray, k: int, p: int, owner: object):
-    """Receptive fields of x [B, C, H, W] (padding p) gathered as columns [k, k, C, B, Ho, Wo]:
-    one block copy per tap, whole image rows at a time (few channels: a field's k*C numbers
-    would be short runs), into `owner`'s buffers. Returns (gather(slice of inputs), the
-    fields as [B*Ho*Wo, k*k*C] (a transposed view), the fields of a slice of inputs as such
-    a matrix)."""
+def _fields(x: np.ndarray, k: int, p: int, owner: object):
+    """Receptive fields of x [B, C, H, W] (padding p) in `owner`'s buffers, gathered by
+    refbnn.engines.ops.gather_fields (channels last from WIDE channels on). Returns
+    (gather(slice of inputs), the fields as a matrix [B*Ho*Wo, k*k*C], the fields of a slice
+    of inputs as such a matrix)."""
     b, c, h, w = x.shape
     ho, wo = h + 2 * p - k + 1, w + 2 * p - k + 1
-    padded = buffer(owner, "padded by tap", (c, b, h + 2 * p, w + 2 * p), x.dtype, zeros=True)
-    cols = buffer(owner, "fields by tap", (k, k, c, b, ho, wo), x.dtype)
-    xc = x.transpose(1, 0, 2, 3)
+    last = c >= WIDE
+    pad_shape, col_shape = field_shape(x.shape, k, p, last)
+    padded = buffer(owner, f"padded {last}", pad_shape, x.dtype, zeros=True)
+    cols = buffer(owner, f"fields {last}", col_shape, x.dtype)
+    if last:
+        def gather(sl: slice) -> None:
+            gather_fields(x[sl], k, p, padded[sl], cols[sl], True)
 
-    def gather(sl: slice) -> None:
-        padded[:, sl, p:p + h, p:p + w] = xc[:, sl]
-        for r in range(k):
-            for s in range(k):
-                cols[r, s, :, sl] = padded[:, sl, r:r + ho, s:s + wo]
+        matrix = cols.reshape(b * ho * wo, -1)
+        return gather, matrix, lambda sl: matrix[sl.start * ho * wo:sl.stop * ho * wo]
+
+    def gather_by_tap(sl: slice) -> None:
+        gather_fields(x[sl], k, p, padded[:, sl], cols[:, :, :, sl], False)
 
     by_input = cols.reshape(k * k * c, b, ho * wo)
-    return gather, cols.reshape(k * k * c, -1).T, lambda sl: by_input[:, sl].reshape(len(by_input), -1).T
-
-
-def _channels_last_fields(x: np.ndarray, k: int, p: int, owner: object):
-    """As _tap_fields, gathered channels last [B, Ho, Wo, k, k, C] (many channels: one block
-    copy of k*C numbers per field and kernel row), the fields matrix C-contiguous."""
-    b, c, h, w = x.shape
-    ho, wo = h + 2 * p - k + 1, w + 2 * p - k + 1
-    padded = buffer(owner, "padded channels last", (b, h + 2 * p, w + 2 * p, c), x.dtype, zeros=True)
-    cols = buffer(owner, "fields channels last", (b, ho, wo, k, k, c), x.dtype)
-    xt = x.transpose(0, 2, 3, 1)
-
-    def gather(sl: slice) -> None:
-        padded[sl, p:p + h, p:p + w, :] = xt[sl]
-        # [piece, Hp, Wo, k, C]: the k taps of a row, each a whole channel row
-        rows = np.lib.stride_tricks.sliding_window_view(padded[sl], k, axis=2).transpose(0, 1, 2, 4, 3)
-        for r in range(k):
-            cols[sl, :, :, r] = rows[:, r:r + ho]
-
-    matrix = cols.reshape(b * ho * wo, -1)
-    return gather, matrix, lambda sl: matrix[sl.start * ho * wo:sl.stop * ho * wo]
+    return gather_by_tap, cols.reshape(k * k * c, -1).T, lambda sl: by_input[:, sl].reshape(len(by_input), -1).T
 
 
 class BinaryConv2d(BinaryLinear):
@@ -193,10 +184,10 @@ class BinaryConv2d(BinaryLinear):
         k, p = self.k, self.padding
         ho, wo = h + 2 * p - k + 1, w + 2 * p - k + 1
         self.wk = np.ascontiguousarray(self.signs(flip).transpose(0, 2, 3, 1)).reshape(len(self.w.value), -1)
-        gather, self.cols, piece = (_channels_last_fields if c >= WIDE else _tap_fields)(x, k, p, self)
+        gather, self.cols, piece = _fields(x, k, p, self)
         out = buffer(self, "out", (b, ho, wo, len(self.wk)), x.dtype)
         if not self.input_grad:      # the first layer reads data: one product, as always
-            over_batch(gather, b, self.cols.nbytes // b)
+            over_batch(gather, b, self.cols.nbytes // b, self.threads)
             np.matmul(self.cols, self.wk.T, out=out.reshape(-1, len(self.wk)))
             return out.transpose(0, 3, 1, 2)
 
@@ -207,7 +198,7 @@ class BinaryConv2d(BinaryLinear):
             # are not: BLAS may add them in another order for another number of rows)
             np.matmul(piece(sl), self.wk.T, out=out[sl].reshape(-1, len(self.wk)))
 
-        over_batch(gather_and_multiply, b, self.cols.nbytes // b)
+        over_batch(gather_and_multiply, b, self.cols.nbytes // b, self.threads)
         return out.transpose(0, 3, 1, 2)
 
     def backward(self, dy: np.ndarray) -> Optional[np.ndarray]:
@@ -249,7 +240,7 @@ def elementwise_views(*arrays: np.ndarray) -> tuple[tuple[np.ndarray, ...], Call
     return arrays, lambda v: np.reshape(v, shape)
 
 
-class BatchNorm:
+class BatchNorm(Module):
     """Batch norm over the channel axis 1: batch statistics in training, running ones
     (momentum 0.1, unbiased variance, as PyTorch) in evaluation."""
 
@@ -290,7 +281,7 @@ class BatchNorm:
             mean = self.channel_sum(x) / n
         (xv, xhat, yv), per_channel = elementwise_views(x, self.xhat, y)
         mean_v = per_channel(mean)
-        over_batch(lambda sl: np.subtract(xv[sl], mean_v, out=xhat[sl]), len(x), x[0].nbytes)
+        over_batch(lambda sl: np.subtract(xv[sl], mean_v, out=xhat[sl]), len(x), x[0].nbytes, self.threads)
         if train:
             if x.ndim > 2:
                 var = self.channel_sum(self.xhat, self.xhat) / n
@@ -305,7 +296,7 @@ class BatchNorm:
             np.multiply(gamma, xh, out=yv[sl])
             yv[sl] += beta
 
-        over_batch(normalise, len(x), x[0].nbytes)
+        over_batch(normalise, len(x), x[0].nbytes, self.threads)
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
@@ -339,11 +330,11 @@ class BatchNorm:
             d -= xhat[sl] * sum_dxhat_xhat
             d *= scale
 
-        over_batch(gradient, len(dy), dy[0].nbytes)
+        over_batch(gradient, len(dy), dy[0].nbytes, self.threads)
         return dxhat
 
 
-class SignActivation:
+class SignActivation(Module):
     """hardtanh then sign: +1 iff z > 0; the gradient passes where |z| <= 1."""
 
     def params(self) -> list[Param]:
@@ -359,14 +350,14 @@ class SignActivation:
             o *= 2
             o -= 1
 
-        over_batch(sign, len(z), z[0].nbytes)
+        over_batch(sign, len(z), z[0].nbytes, self.threads)
         return out
 
     def backward(self, da: np.ndarray) -> np.ndarray:
         return np.multiply(da, self.pass_, out=buffer_like(self, "grad", da))
 
 
-class MaxPool:
+class MaxPool(Module):
     """2x2, stride 2, floor; the gradient goes to the first maximum of each window in
     row-major order (top left, top right, bottom left, bottom right).
 
@@ -398,7 +389,7 @@ class MaxPool:
                 np.greater_equal(q[2], q[3], out=self.left_bottom[sl])
                 np.greater_equal(top, bottom, out=self.top[sl])
 
-        over_batch(pool, b, x[0].nbytes)
+        over_batch(pool, b, x[0].nbytes, self.threads)
         return out.transpose(0, 3, 1, 2)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
@@ -416,11 +407,11 @@ class MaxPool:
             for (r, s), first in zip(self.QUARTERS, firsts):
                 np.multiply(dyt[sl], first, out=dx[sl, r:h:2, s:w:2, :])   # dy there, 0 elsewhere
 
-        over_batch(route, b, dx[0].nbytes)
+        over_batch(route, b, dx[0].nbytes, self.threads)
         return dx.transpose(0, 3, 1, 2)
 
 
-class Flatten:
+class Flatten(Module):
     def params(self) -> list[Param]:
         return []
 

@@ -39,6 +39,8 @@ class TrainConfig:
     seed: int = 0
     order: str = "pool-threshold"
     padding: int = 1              # of the 3x3 convolutions
+    threads: int = 1              # for the element-wise pieces (0: one per core, at most 4);
+                                  # the same model on any number, so checkpoints ignore it
 
 
 class Adam:
@@ -87,7 +89,7 @@ class Trainer:
         self.cfg, self.data = cfg, data
         self.input_shape = tuple(data.x_train.shape[1:])
         self.net = Network(cfg.arch, self.input_shape, data.classes, cfg.seed, cfg.order,
-                           padding=cfg.padding)
+                           padding=cfg.padding, threads=cfg.threads)
         self.opt = Adam(self.net.params())
         self.epoch = 0
         self.history: list[EpochLog] = []
@@ -179,6 +181,8 @@ class Trainer:
         if not isinstance(meta, dict) or set(meta) != {"config", "epoch", "adam_t", "dataset", "history"}:
             raise InputError(f"{path}: meta: expected an object with config, epoch, adam_t, dataset, history")
         saved, mine = meta["config"], asdict(self.cfg)
+        saved, mine = ({k: v for k, v in c.items() if k != "threads"} if isinstance(c, dict) else c
+                       for c in (saved, mine))
         if not isinstance(saved, dict) or set(saved) != set(mine):
             raise InputError(f"{path}: meta.config: expected the fields {', '.join(sorted(mine))}")
         for key in mine:
