@@ -28,7 +28,7 @@ from refbnn.biterrors.sweep import correct_under_errors
 from refbnn.engines.fast import FastEngine
 from refbnn.formats.datafile import Dataset
 from refbnn.formats.values import exact
-from refbnn.semantics.importance import accuracy
+from refbnn.semantics.accuracy import accuracy
 from refbnn.semantics.margin import DEFAULT_B, t_bar
 from refbnn.verify.checker import check_claims
 from refbnn.verify.conventions import Variant, VariantEngine

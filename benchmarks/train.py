@@ -34,7 +34,6 @@ from refbnn.training.architectures import parse_arch
 from refbnn.training.datasets import DataSplit
 from refbnn.training.trainer import TrainConfig, Trainer
 
-
 BLOCK = 8     # steps each side takes in turn
 
 
@@ -71,7 +70,7 @@ def interleaved(arch: str, x, y, ber: float, other: Optional[Callable[[int], Non
 def thread_settings(arch: str, rounds: int = 12, turn: int = 4) -> None:
     """Print the median time of a forward and backward pass under each (BLAS threads, piece
     threads) setting, measured in turns within one process (docs/training.md, "Speed")."""
-    from threadpoolctl import threadpool_limits   # scikit-learn brings it
+    from threadpoolctl import threadpool_limits  # scikit-learn brings it
 
     from refbnn.training import nn
     from refbnn.training.architectures import Network
@@ -226,7 +225,7 @@ def main() -> None:
     if args.steps < 2 * BLOCK:
         ap.error(f"--steps: at least {2 * BLOCK} (two turns of {BLOCK} steps each side)")
     if args.one_core:
-        from threadpoolctl import threadpool_limits   # scikit-learn brings it
+        from threadpoolctl import threadpool_limits  # scikit-learn brings it
         threadpool_limits(1)
         if importlib.util.find_spec("torch") is not None:
             import torch

@@ -6,10 +6,11 @@ Pi[n] is the relative accuracy drop when neuron n's output is negated everywhere
 A network that leans on a few neurons has a large VAR(Pi); one that spreads its
 computation has a small one (the paper's Hypothesis 1).
 """
+from refbnn.demo.bars import example_data, example_model
 from refbnn.engines.fast import FastEngine
 from refbnn.engines.interpreter import Interpreter
-from refbnn.measure.bars import example_data, example_model
-from refbnn.semantics.importance import accuracy, importance_variance, neuron_importance
+from refbnn.semantics.accuracy import accuracy
+from refbnn.semantics.importance import importance_variance, neuron_importance
 
 model = example_model()
 x, y = example_data(100)

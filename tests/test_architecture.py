@@ -9,8 +9,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "refbnn"
 
 # Lowest first. A module may import modules of its own layer or of a lower one; packages
 # that share a layer (a tuple) may not import each other.
-LAYERS = ["semantics", "formats", "claims", "engines", "biterrors", "training", "importers", "export", "measure",
-          "verify", ("experiments", "testing"), "cli"]
+LAYERS = ["semantics", "formats", "reports", "claims", "engines", "biterrors", "training", "importers", "export", "measure",
+          "verify", ("experiments", "testing", "demo"), "api", "cli"]
 PACKAGES = {p: k for k, layer in enumerate(LAYERS) for p in (layer if isinstance(layer, tuple) else (layer,))}
 
 
@@ -48,7 +48,7 @@ def _exists(module: str) -> bool:
 def _layer(module: str) -> int:
     parts = module.split(".")
     if len(parts) < 2:
-        return -1   # the top-level package itself imports nothing
+        return PACKAGES["api"]   # the top-level package: the API, re-exported
     assert parts[1] in PACKAGES, f"{module}: not in a layer of docs/architecture.md; add it there and here"
     return PACKAGES[parts[1]]
 

@@ -14,11 +14,11 @@ from strategies import model_cases
 from refbnn.biterrors.flipprob import flip_probability_float, layer_flip_probabilities, neuron_flip_probability
 from refbnn.biterrors.masks import ErrorModel, below, keyed_mask, pattern
 from refbnn.biterrors.sweep import Summary, accuracy_sweep, correct_under_errors
+from refbnn.demo.bars import example_data, example_model
 from refbnn.engines.fast import FastEngine
 from refbnn.engines.interpreter import Interpreter
 from refbnn.formats.datafile import write_data
 from refbnn.formats.modelfile import write_model
-from refbnn.measure.bars import example_data, example_model
 from refbnn.semantics.fliptargets import activation_targets, flip_targets
 from refbnn.semantics.model import Conv2d, Flatten, Linear, Model, Threshold, Weight
 

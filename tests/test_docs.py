@@ -160,7 +160,7 @@ def test_reports_and_the_package_agree_on_the_version():
     from importlib.metadata import version
 
     import refbnn
-    from refbnn.formats.provenance import versions
+    from refbnn.reports.provenance import versions
     assert refbnn.__version__ == version("refbnn")
     assert versions().startswith(f"refbnn {refbnn.__version__}, Python ")
 
@@ -168,7 +168,7 @@ def test_reports_and_the_package_agree_on_the_version():
 def test_a_report_records_its_command_with_paths_relative_to_its_directory(tmp_path):
     """The command in report.md names no directory of the machine it ran on: --out becomes
     the report's own directory, '.'."""
-    from refbnn.formats.provenance import portable_command
+    from refbnn.reports.provenance import portable_command
     out = tmp_path / "runs" / "fig1"
     assert portable_command(["experiment", "fig1", "--out", str(out), "--jobs", "2"], out) == \
         "refbnn experiment fig1 --out . --jobs 2"

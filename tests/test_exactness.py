@@ -15,11 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import model_cases
 
+from refbnn.demo.bars import example_data, example_model
 from refbnn.engines.fast import FastEngine, _exact_dtype, exact_float
 from refbnn.engines.interpreter import Interpreter
 from refbnn.formats.datafile import read_data, write_data
 from refbnn.formats.files import InputError
-from refbnn.measure.bars import example_data, example_model
 from refbnn.measure.certify import certified_k, certified_ks
 from refbnn.semantics.model import Conv2d, Flatten, Linear, MaxPool2d, Model, ModelError, Threshold, Weight
 from refbnn.semantics.theorem1 import odd_margin

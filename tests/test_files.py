@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
+from refbnn.demo.bars import example_data, example_model
 from refbnn.formats.datafile import read_data, write_data
 from refbnn.formats.files import InputError
 from refbnn.formats.modelfile import LIMITS, model_to_dict, read_model, write_model
-from refbnn.measure.bars import example_data, example_model
 
 
 @pytest.fixture

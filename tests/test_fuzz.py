@@ -23,9 +23,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from refbnn.cli import main
+from refbnn.demo.bars import example_data, example_model
 from refbnn.formats.datafile import write_data
 from refbnn.formats.modelfile import model_to_dict, write_model
-from refbnn.measure.bars import example_data, example_model
 from refbnn.semantics.model import Linear, Model, Threshold, Weight
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

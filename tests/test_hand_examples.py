@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from refbnn.engines.interpreter import Interpreter
-from refbnn.semantics.importance import accuracy, importance_variance, neuron_importance
+from refbnn.semantics.accuracy import accuracy
+from refbnn.semantics.importance import importance_variance, neuron_importance
 from refbnn.semantics.margin import input_tolerance, margin, neuron_tolerance, t_bar
 from refbnn.semantics.model import Conv2d, Flatten, Linear, MaxPool2d, Model, Threshold, Weight
 

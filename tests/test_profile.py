@@ -14,10 +14,10 @@ from strategies import model_cases
 from refbnn.biterrors.masks import ErrorModel, pattern
 from refbnn.biterrors.protect import Protection, parse_protect, restrict
 from refbnn.biterrors.sweep import accuracy_sweep
+from refbnn.demo.bars import example_data, example_model
 from refbnn.engines.fast import FastEngine
 from refbnn.formats.datafile import write_data
 from refbnn.formats.modelfile import write_model
-from refbnn.measure.bars import example_data, example_model
 from refbnn.measure.paired import sign_flip_p
 from refbnn.measure.profile import ProfileConfig, control_protection, protection_comparison
 from refbnn.semantics.model import Linear, Model, Threshold, Weight

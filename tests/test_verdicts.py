@@ -194,7 +194,7 @@ def test_the_flip_count_audit_uses_the_continuity_correction():
 
 def test_a_mask_file_must_cover_every_input_with_whole_batches(tmp_path):
     # 2 batches of 4 inputs cover 8 inputs; a 9th needs a third batch (ceil(9 / 4) = 3)
-    from refbnn.measure.bars import example_model
+    from refbnn.demo.bars import example_model
     model = example_model()
     flips = np.zeros((1, 2) + model.layers[0].weight.shape, bool)
     np.savez(tmp_path / "m.npz", batch_size=np.array(4), w0=flips)

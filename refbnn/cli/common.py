@@ -8,17 +8,15 @@ from typing import Iterator, Optional
 
 import click
 
+from ..api import ENGINES
 from ..biterrors.masks import ErrorModel, error_model
-from ..engines.fast import FastEngine
-from ..engines.interpreter import Interpreter
 from ..formats.datafile import read_data
 from ..formats.files import InputError, check_writable
 from ..formats.modelfile import read_model
-from ..formats.values import parse_naturals
 from ..semantics.importance import ZeroAccuracyError
 from ..semantics.model import NoNeuronsError
+from .options import parse_naturals
 
-ENGINES = {"fast": FastEngine, "reference": Interpreter}
 SEED = click.IntRange(0, 2**63 - 1)   # numpy's SeedSequence takes any non-negative integer
 
 

@@ -13,10 +13,20 @@ from ..formats.claimsfile import bit_errors_claims
 from ..formats.files import InputError, write_json
 from ..formats.maskfile import read_masks
 from ..formats.modelfile import read_model
-from ..formats.values import parse_bers
-from .common import (ENGINES, Progress, engine_option, error_model_of_options, error_options, json_option, load,
-                     naming_files, parsed, writable)
+from .common import (
+    ENGINES,
+    Progress,
+    engine_option,
+    error_model_of_options,
+    error_options,
+    json_option,
+    load,
+    naming_files,
+    parsed,
+    writable,
+)
 from .group import main
+from .options import parse_bers
 
 
 @main.command("eval", short_help="Accuracy over bit error rates, with spread and 95% interval.")

@@ -9,25 +9,16 @@ from typing import Optional
 import click
 from tabulate import tabulate
 
-from ..experiments.cells import (
-    EXPERIMENTS,
-    FAMILIES,
-    FIG1_EVAL_BERS,
-    PRESETS,
-    TABLE3_BERS,
-    Config,
-    cells,
-    check_config,
-)
+from ..experiments.cells import EXPERIMENTS, FAMILIES, FIG1_EVAL_BERS, PRESETS, TABLE3_BERS, Config, cells, check_config
 from ..experiments.estimate import describe, estimate_seconds
 from ..experiments.report import HEADERS, collect, summary_rows, write_report, write_results
 from ..experiments.runner import connect, finished, run_cells
 from ..formats.datafile import write_data
 from ..formats.files import InputError, read_json, write_json
-from ..formats.provenance import portable_command
-from ..formats.values import parse_bers, parse_naturals
+from ..reports.provenance import portable_command
 from .common import SEED, Progress, json_option, parsed
 from .group import main
+from .options import parse_bers, parse_naturals
 
 DEFAULT_BERS = {"table3": TABLE3_BERS, "fig1": (0.0, 0.05, 0.1, 0.2), "fig2": (0.0, 0.05)}
 

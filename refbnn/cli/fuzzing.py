@@ -9,10 +9,10 @@ from pathlib import Path
 import click
 
 from ..formats.files import InputError, write_json
-from ..formats.values import parse_bs
 from ..semantics.model import FEATURES as FEATURE_NAMES
 from .common import SEED, FiniteFloat, Progress, json_option, parsed, require
 from .group import main
+from .options import parse_bs
 
 
 def _testing() -> None:

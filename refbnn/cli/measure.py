@@ -7,14 +7,14 @@ import click
 import numpy as np
 from tabulate import tabulate
 
+from ..api import metrics
 from ..engines.fast import FastEngine
 from ..engines.interpreter import Interpreter
 from ..formats.files import write_json
-from ..formats.values import parse_bs, parse_naturals
 from ..measure.certify import certified_accuracy, check_certificates
-from ..measure.metrics import metrics
-from .common import ENGINES, SEED, Progress, b_option, engine_option, json_option, load, naming_files, parsed, show
+from .common import SEED, Progress, b_option, engine_option, json_option, load, naming_files, parsed, show
 from .group import main
+from .options import parse_bs, parse_naturals
 
 
 @main.command("metrics", short_help="Accuracy, T tuple, T-bar, per layer; with --importance VAR(Pi).")
@@ -36,8 +36,8 @@ def metrics_cmd(model_path, data_path, b_text, importance, engine, json_path) ->
     bs = parsed(b_text, parse_bs)
     model, data = load(model_path, data_path)
     with Progress("Algorithm 1") as progress, naming_files(model_path, data_path):
-        result = metrics(ENGINES[engine](model), data.x, data.y, bs, importance, progress)
-    result = {"model": model_path, "data": data_path, **result}
+        result = metrics(model, data.x, data.y, [token for token, _ in bs], importance, engine, progress)
+    result = {"model": model_path, "data": data_path, **result.to_claims()}
     _print_metrics(result)
     if json_path:
         write_json(json_path, result)

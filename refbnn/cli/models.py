@@ -7,10 +7,10 @@ from typing import Optional
 import click
 from tabulate import tabulate
 
+from ..demo.bars import example_data, example_model
 from ..formats.datafile import write_data
 from ..formats.files import write_json
 from ..formats.modelfile import read_model, write_model
-from ..measure.bars import example_data, example_model
 from ..measure.metrics import describe_model
 from .common import SEED, json_option
 from .group import main

@@ -8,16 +8,16 @@ import click
 
 from ..biterrors.sweep import MAX_REPS, check_sweep_size
 from ..engines.fast import FastEngine
-from ..formats.figures import available
 from ..formats.files import InputError, atomic_open, write_json
-from ..formats.provenance import portable_command, relative_to
-from ..formats.values import parse_bers, parse_bs, parse_naturals
 from ..measure.profile import ProfileConfig, profile, profile_seconds
 from ..measure.profile_figures import profile_figures
 from ..measure.profile_page import write_page
-from .common import (Progress, b_option, error_model_of_options, error_options, json_option, load, naming_files,
-                     parsed)
+from ..reports.figures import available
+from ..reports.provenance import portable_command, relative_to
+from .common import Progress, b_option, error_model_of_options, error_options, json_option, load, naming_files, parsed
 from .group import main
+from .options import parse_bers, parse_bs, parse_naturals
+
 
 class _Bars:
     """One progress bar per labelled phase (Algorithm 1, bit errors, protected, controls)."""

@@ -6,16 +6,16 @@ from dataclasses import asdict
 import click
 from tabulate import tabulate
 
+from ..demo.run import demo
 from ..formats.datafile import write_data
 from ..formats.files import write_json
 from ..formats.modelfile import write_model
-from ..formats.values import parse_bers
-from ..measure.demo import demo
 from ..semantics.margin import DEFAULT_B
 from ..training.datasets import load_dataset
 from ..training.trainer import EpochLog, TrainConfig, train
 from .common import SEED, FiniteFloat, Progress, json_option, parsed, writable
 from .group import main
+from .options import parse_bers
 
 
 def train_options(func):

@@ -20,6 +20,7 @@ from ..verify.statistics import audit_masks
 from .common import ENGINES, SEED, FiniteFloat, Progress, engine_option, json_option, load, parsed
 from .group import main
 
+
 @main.command("verify", short_help="Check another implementation: claims, traces, --self, a mask audit.")
 @click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
 @click.argument("data_path", metavar="DATA", type=click.Path(dir_okay=False))

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..biterrors.sweep import t_quantile_975
-from ..formats.figures import available, pyplot, save
+from ..reports.figures import available, pyplot, save
 from . import paperdiff
 from .cells import Config
 

@@ -11,10 +11,9 @@ import numpy as np
 from tabulate import tabulate
 
 from ..formats.files import atomic_open, read_json, write_json
-from ..formats.provenance import versions
-from . import plots
+from ..reports.provenance import versions
+from . import paperdiff, plots
 from .cells import Config, cells
-from . import paperdiff
 from .findings import paper_claims
 from .runner import record_path
 

@@ -30,7 +30,7 @@ def to_torch(model: Model, input_a: Any = None, input_c: Any = 0.0):
 
     >>> import numpy as np, torch
     >>> from refbnn.engines.fast import FastEngine
-    >>> from refbnn.measure.bars import example_data, example_model
+    >>> from refbnn.demo.bars import example_data, example_model
     >>> model = example_model(); x, _ = example_data(5)
     >>> net = to_torch(model)
     >>> scores = net(torch.tensor(x / model.Z, dtype=torch.float32))

@@ -3,7 +3,10 @@ accepts at every depth, shared by the checker (refbnn.verify.checker) and the wr
 for other frameworks (refbnn.claims)."""
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Any, Optional, Sequence
+
+import numpy as np
 
 from .files import InputError
 
@@ -14,6 +17,26 @@ BIT_ERROR_KEYS = {"seed", "batch_size", "layers", "activations", "results", "inp
 # The keys `refbnn metrics --json` writes per threshold layer, and `refbnn eval --json` per BER.
 LAYER_KEYS = {"layer", "weight_layer", "type", "first", "neurons", "positions", "T", "T_bar"}
 RESULT_KEYS = {"ber", "reps", "mean", "std", "min", "max", "ci95", "accuracies"}
+
+
+def jsonable(obj: Any) -> Any:
+    """Claims built in Python (Fractions, NumPy numbers and arrays) as the JSON layout."""
+    if isinstance(obj, Fraction):
+        return {"exact": f"{obj.numerator}/{obj.denominator}"}
+    if isinstance(obj, dict):
+        return {str(k) if not isinstance(k, Fraction) else f"{k.numerator}/{k.denominator}": jsonable(v)
+                for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return [jsonable(v) for v in obj.tolist()]
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    return obj
 
 
 def bit_errors_claims(seed: int, batch_size: int, granularity: str, layers: Optional[Sequence[int]],

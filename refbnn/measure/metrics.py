@@ -12,7 +12,8 @@ import numpy as np
 
 from ..engines.protocol import Engine
 from ..formats.values import exact
-from ..semantics.importance import accuracy, importance_variance
+from ..semantics.accuracy import accuracy
+from ..semantics.importance import importance_variance
 from ..semantics.margin import Tolerance, t_bar
 from ..semantics.model import WEIGHT_LAYERS, Conv2d, Model, Threshold
 

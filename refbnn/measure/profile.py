@@ -32,7 +32,7 @@ from ..biterrors.sweep import Summary, accuracy_sweep
 from ..engines.fast import FastEngine
 from ..formats.claimsfile import bit_errors_claims
 from ..formats.values import exact
-from ..semantics.importance import accuracy
+from ..semantics.accuracy import accuracy
 from ..semantics.margin import Tolerance
 from ..semantics.model import NoNeuronsError
 from ..semantics.theorem1 import tolerated_flips

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..biterrors.sweep import t_quantile_975
-from ..formats.figures import pyplot, save
+from ..reports.figures import pyplot, save
 
 LABELLED = 3        # the most important neurons named per layer
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..formats.provenance import versions
+from ..reports.provenance import versions
 
 
 def _v(q) -> float:

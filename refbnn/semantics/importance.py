@@ -10,6 +10,7 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Callable, Iterable, Optional, Protocol, Sequence
 
+from .accuracy import accuracy
 from .model import Model, NoNeuronsError
 
 
@@ -23,13 +24,6 @@ class Predictor(Protocol):
 
 class ZeroAccuracyError(ValueError):
     """Pi[n] = (A - A*_n) / A is undefined when A = 0."""
-
-
-def accuracy(predictions: Iterable[int], ys: Sequence[int]) -> Fraction:
-    """A: the fraction of inputs whose prediction equals the label."""
-    ys = list(ys)
-    correct = sum(1 for p, y in zip(predictions, ys) if int(p) == int(y))
-    return Fraction(correct, len(ys))
 
 
 def require_accuracy(a: Fraction) -> None:

@@ -22,11 +22,12 @@ try:
 except ImportError as e:     # pragma: no cover - the message is the point
     raise ImportError("refbnn.testing needs Hypothesis: pip install 'refbnn[fuzz]'") from e
 
+from ..formats.claimsfile import jsonable
 from ..formats.datafile import Dataset
 from ..semantics.model import Model
 from ..verify.report import claims_report
 from .build import FEATURES, Case
-from .compare import check_request, jsonable, judge
+from .compare import check_request, judge
 from .strategies import cases, datasets, models
 
 __all__ = ["FEATURES", "Case", "assert_claims", "cases", "datasets", "models"]
@@ -40,7 +41,7 @@ def assert_claims(model: Model, x: np.ndarray, y: np.ndarray, claims: dict, requ
     arrays are accepted). With a `request` (a case's), the claims it asks for must all be
     there and the others are not checked; without one, every claim given is checked.
 
-    >>> from refbnn.measure.bars import example_data, example_model
+    >>> from refbnn.demo.bars import example_data, example_model
     >>> from fractions import Fraction
     >>> model = example_model(); x, y = example_data(4)
     >>> assert_claims(model, x, y, {"inputs": 4})

@@ -226,23 +226,3 @@ def _swept(engine: FastEngine, x: np.ndarray, y: np.ndarray, request: dict):
 
 def _shown(v: Any) -> str:
     return v["exact"] if isinstance(v, dict) else str(v)
-
-
-def jsonable(obj: Any) -> Any:
-    """Claims built in Python (Fractions, NumPy numbers and arrays) as the JSON layout."""
-    if isinstance(obj, Fraction):
-        return {"exact": f"{obj.numerator}/{obj.denominator}"}
-    if isinstance(obj, dict):
-        return {str(k) if not isinstance(k, Fraction) else f"{k.numerator}/{k.denominator}": jsonable(v)
-                for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return [jsonable(v) for v in obj.tolist()]
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    return obj

@@ -19,7 +19,8 @@ from ..formats.claimsfile import check_layout
 from ..formats.datafile import Dataset
 from ..formats.files import InputError, read_json
 from ..formats.values import exact, parse_ber, parse_rational
-from ..semantics.importance import accuracy, importance_variance
+from ..semantics.accuracy import accuracy
+from ..semantics.importance import importance_variance
 from ..semantics.margin import t_bar
 from ..semantics.model import Model, NoNeuronsError
 from .statistics import judge_accuracies

@@ -22,8 +22,9 @@ import numpy as np
 from ..biterrors.masks import ErrorModel, error_batches, keyed_mask, mask_shape
 from ..engines.fast import FastEngine, weight_signs
 from ..engines.ops import first_layer_input, im2col, maxpool
+from ..semantics.accuracy import accuracy
 from ..semantics.fliptargets import activation_targets, weight_targets
-from ..semantics.importance import accuracy, importance_variance, relative_drop
+from ..semantics.importance import importance_variance, relative_drop
 from ..semantics.margin import Tolerance
 from ..semantics.model import Conv2d, Linear, MaxPool2d, Model, Threshold
 from .checker import Replayed

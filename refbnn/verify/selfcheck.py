@@ -17,8 +17,9 @@ from ..biterrors.sweep import accuracy_sweep, correct_under_errors
 from ..engines.fast import FastEngine, weight_signs
 from ..engines.interpreter import Interpreter
 from ..formats.maskfile import read_masks
+from ..semantics.accuracy import accuracy
 from ..semantics.fliptargets import weight_targets
-from ..semantics.importance import accuracy, importance_variance
+from ..semantics.importance import importance_variance
 from ..semantics.model import Conv2d, Flatten, Linear, Model, Threshold, Weight
 
 B_GRID = [Fraction(v) for v in ("0", "1/2", "1", "3/2", "2", "4", "8", "16", "32", "64")]

@@ -6,15 +6,23 @@ import os
 import platform
 import shlex
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 
 
+def refbnn_version() -> str:
+    """refbnn's version from its package metadata (`refbnn.__version__`)."""
+    try:
+        return version("refbnn")
+    except PackageNotFoundError:   # run from a source tree that was never installed
+        return "0+unknown"
+
+
 def versions() -> str:
     """The software a report was made with: refbnn's version from its package metadata."""
-    import refbnn
-    return (f"refbnn {refbnn.__version__}, Python {sys.version.split()[0]}, NumPy {np.__version__}, "
+    return (f"refbnn {refbnn_version()}, Python {sys.version.split()[0]}, NumPy {np.__version__}, "
             f"{platform.platform()}")
 
 

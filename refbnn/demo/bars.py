@@ -21,7 +21,12 @@ SIZE, Z = 8, 4
 
 
 def example_model() -> Model:
-    """The hand-built bars model described in the module docstring."""
+    """The hand-built bars model described in the module docstring.
+
+    >>> model = example_model()
+    >>> model.input_shape, model.Z, model.neurons, model.classes
+    ((1, 8, 8), 4, 8, 2)
+    """
     horizontal = np.array([[-1, -1, -1], [1, 1, 1], [-1, -1, -1]])
     diagonal = np.where(np.eye(3, dtype=bool), 1, -1)
     filters = np.stack([horizontal, horizontal.T, diagonal, diagonal[:, ::-1]])[:, None]
@@ -41,7 +46,12 @@ def example_model() -> Model:
 
 
 def example_data(n: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """n noisy 8x8 images (values 0..Z) with one bright bar; label 0 horizontal, 1 vertical."""
+    """n noisy 8x8 images (values 0..Z) with one bright bar; label 0 horizontal, 1 vertical.
+
+    >>> x, y = example_data(3, seed=0)
+    >>> x.shape, int(x.min()) >= 0, int(x.max()) <= 4, y.tolist()
+    ((3, 1, 8, 8), True, True, [1, 1, 1])
+    """
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 2, n)
     x = rng.integers(0, 2, (n, 1, SIZE, SIZE))

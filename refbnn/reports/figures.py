@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .files import atomic_open
+from ..formats.files import atomic_open
 
 
 def available() -> bool:

@@ -1,0 +1,2 @@
+"""What reports share: figures (matplotlib, the `plots` extra) and provenance (versions,
+portable commands, paths relative to an output folder)."""
