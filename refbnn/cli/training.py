@@ -40,16 +40,17 @@ def train_options(func):
     return func
 
 
-def _hooks(label: str, epochs: int) -> dict:
-    """Progress bar per epoch and one printed line per finished epoch."""
+def _hooks(label: str, epochs: int, err: bool = False) -> dict:
+    """Progress bar per epoch and one printed line per finished epoch (on stderr with
+    `err`, where the epochs are progress and stdout is the command's result)."""
     def progress(epoch: int) -> Progress:
         return Progress(f"{label}epoch {epoch}/{epochs}")
 
     def on_epoch(log: EpochLog) -> None:
         click.echo(f"{label}epoch {log.epoch:3d}/{epochs}: loss {log.loss:.4f}, "
-                   f"train accuracy {log.train_accuracy:.4f}, test accuracy {log.test_accuracy:.4f}")
+                   f"train accuracy {log.train_accuracy:.4f}, test accuracy {log.test_accuracy:.4f}", err=err)
     def on_resume(epoch: int) -> None:
-        click.echo(f"{label}resumed after epoch {epoch}")
+        click.echo(f"{label}resumed after epoch {epoch}", err=err)
     return {"progress": progress, "on_epoch": on_epoch, "on_resume": on_resume}
 
 
@@ -119,7 +120,7 @@ def demo_cmd(dataset, arch, epochs, train_ber, ber_text, reps, seed, out_dir, js
     arch = arch or ("fc-128" if fashion else "fc-32")
     epochs = epochs or (10 if fashion else 60)
     result = demo(data, arch, epochs, train_ber, bers, reps, seed, out_dir,
-                  lambda name: _hooks(f"[{name}] ", epochs))
+                  lambda name: _hooks(f"[{name}] ", epochs, err=True))
     columns = result["models"]
     names = list(columns)
     rows = [[f"accuracy at BER {b}"] + [f"{columns[n]['sweep'][b]['mean']['value']:.4f}" for n in names]
@@ -127,7 +128,7 @@ def demo_cmd(dataset, arch, epochs, train_ber, ber_text, reps, seed, out_dir, js
     rows += [[f"T^{b}"] + [f"{columns[n]['T'][str(b)]['value']:.4f}" for n in names] for b in DEFAULT_B]
     rows += [["T-bar"] + [f"{columns[n]['T_bar']['value']:.4f}" for n in names]]
     rows += [["VAR(Pi)"] + [f"{columns[n]['var_importance']['value']:.3e}" for n in names]]
-    click.echo(f"\n{data.name}, {arch}, {epochs} epochs, {len(data.y_test)} test inputs, "
+    click.echo(f"{data.name}, {arch}, {epochs} epochs, {len(data.y_test)} test inputs, "
                f"{reps} repetitions per BER (seed {seed})")
     click.echo(tabulate(rows, headers=[""] + names))
     click.echo(f"models and test data in {out_dir}/ (try: refbnn metrics {out_dir}/flips.json "

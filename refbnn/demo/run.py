@@ -11,7 +11,7 @@ from typing import Callable, Optional, Sequence
 
 from ..biterrors.masks import ErrorModel
 from ..biterrors.sweep import accuracy_sweep
-from ..engines.fast import FastEngine
+from ..engines.fast import FastEngine, one_blas_thread
 from ..formats.datafile import write_data
 from ..formats.modelfile import write_model
 from ..formats.values import exact
@@ -33,8 +33,10 @@ def demo(data: DataSplit, arch: str, epochs: int, train_ber: float, bers: Sequen
     write_data(out / "test.npz", x, y)
     columns = {}
     for name, p, file in (("regular", 0.0, "regular.json"), (f"flips {train_ber:g}", train_ber, "flips.json")):
-        cfg = TrainConfig(arch, epochs, 128, 1e-3, 25, p, seed)
-        model = train(cfg, data, **(trainer_hooks(name) if trainer_hooks else {})).model()
+        cfg = TrainConfig(arch, epochs=epochs, batch_size=128, lr=1e-3, lr_halving=25, train_ber=p, seed=seed,
+                          threads=1)
+        with one_blas_thread():     # as the experiment runner trains: the same model in any process
+            model = train(cfg, data, **(trainer_hooks(name) if trainer_hooks else {})).model()
         write_model(out / file, model)
         engine = FastEngine(model)
         sweep = accuracy_sweep(engine, x, y, bers, reps, ErrorModel(0.0, seed, 128))
