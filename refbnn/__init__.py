@@ -14,37 +14,13 @@ imported on first use.
 """
 from importlib import import_module
 
-from .api import (
-    BitErrorResult,
-    ClaimsReport,
-    LayerMetrics,
-    Metrics,
-    Model,
-    TrainConfig,
-    accuracy_under_bit_errors,
-    certify,
-    example_data,
-    example_model,
-    export_model,
-    import_model,
-    load_data,
-    load_model,
-    metrics,
-    profile,
-    save_data,
-    save_model,
-    to_torch,
-    train,
-    verify,
-)
+from . import api
+from .api import *  # noqa: F401,F403  (the API: api.__all__)
 from .reports.provenance import refbnn_version
 
 __version__ = refbnn_version()
 
-__all__ = ["Model", "load_model", "save_model", "load_data", "save_data", "example_model", "example_data",
-           "metrics", "Metrics", "LayerMetrics", "accuracy_under_bit_errors", "BitErrorResult", "certify",
-           "profile", "train", "TrainConfig", "verify", "ClaimsReport", "import_model", "export_model", "to_torch",
-           "testing", "__version__"]
+__all__ = [*api.__all__, "testing", "__version__"]
 
 
 def __getattr__(name: str):

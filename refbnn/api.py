@@ -4,7 +4,7 @@ command's name (`metrics`, `certify`, `profile`, `train`, `verify`, `import_mode
 
 Numbers come back exact (`fractions.Fraction`) where the paper's quantity is a ratio of
 integers; `float()` of one is the value to print. A model is a `refbnn.Model`; data are
-NumPy integer arrays x [I, *input shape] (|x| <= Z) and y [I].
+NumPy integer arrays x [I, C, H, W] or [I, K] (``|x| <= Z``) and y [I].
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ from .semantics.importance import importance_variance
 from .semantics.margin import DEFAULT_B
 from .semantics.model import Model
 from .training.datasets import DataSplit
+from .training.datasets import load_dataset as _load_dataset
 from .training.trainer import TrainConfig
 from .training.trainer import train as _train
 from .verify.report import ClaimsReport, claims_report
@@ -45,7 +46,7 @@ ENGINES = {"fast": FastEngine, "reference": Interpreter}   # the names of --engi
 __all__ = [
     "Model", "load_model", "save_model", "load_data", "save_data", "example_model", "example_data",
     "metrics", "Metrics", "LayerMetrics", "accuracy_under_bit_errors", "BitErrorResult", "certify",
-    "profile", "train", "TrainConfig", "verify", "ClaimsReport", "import_model", "export_model", "to_torch",
+    "profile", "load_dataset", "train", "TrainConfig", "verify", "ClaimsReport", "import_model", "export_model", "to_torch",
 ]
 
 
@@ -79,7 +80,7 @@ def save_model(model: Model, path: PathLike) -> None:
 
 def load_data(path: PathLike, model: Model) -> tuple[np.ndarray, np.ndarray]:
     """Read a data file (.npz with integer arrays x and y, §3.3), checked against `model`
-    (input shape, |x| <= Z, labels); returns (x, y) as int64.
+    (input shape, ``|x| <= Z``, labels); returns (x, y) as int64.
 
     >>> import refbnn, tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "bars.npz")
@@ -296,6 +297,20 @@ def profile(model: Model, x: np.ndarray, y: np.ndarray, ber: Sequence[float] = (
 
 
 # -- training, import and export -------------------------------------------------------------
+
+
+def load_dataset(spec: str, z: Optional[int] = None) -> DataSplit:
+    """A training and a test split as integer arrays (x_train, y_train, x_test, y_test, Z,
+    classes): "digits" (scikit-learn's, the `data` extra), "fashion-mnist[:DIR]"
+    (Debian's dataset-fashion-mnist), "mnist-idx:DIR", "cifar10:DIR" or "npz:TRAIN,TEST"
+    (with z). As `refbnn train --dataset`.
+
+    >>> import refbnn
+    >>> digits = refbnn.load_dataset("digits")
+    >>> digits.x_train.shape, digits.x_test.shape, digits.Z, digits.classes
+    ((1348, 1, 8, 8), (449, 1, 8, 8), 16, 10)
+    """
+    return _load_dataset(spec, z)
 
 
 def train(arch: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, z: int,

@@ -47,7 +47,8 @@ def test_example_runs(script, capsys):
 
 # -- links and citations --------------------------------------------------------------------
 
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "proofs").glob("*.md"))]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "docs" / "guides").glob("*.md")),
+        *sorted((ROOT / "proofs").glob("*.md")), ROOT / "tests" / "README.md"]
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
@@ -85,6 +86,33 @@ def test_nothing_cites_a_file_outside_the_repository():
 
 
 CHECKS_AGAINST_THE_PAPER = ("test_docs.py",)
+
+
+def _backticked_paths(text: str) -> set[str]:
+    """Paths written in backticks: `refbnn/x.py`, `tests/test_y.py`, `docs/z.md`, ... (a
+    path of the repository's own folders; globs and placeholders are not paths)."""
+    found = re.findall(r"`((?:refbnn|tests|docs|examples|benchmarks|proofs)/[A-Za-z0-9_./-]+)`", text)
+    return {p.rstrip("/.") for p in found if "*" not in p and "{" not in p}
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_path_in_backticks_exists(doc):
+    """Property: a file or folder named in backticks is there (relative to the repository
+    root, or to the tests folder in its own map)."""
+    text = doc.read_text()
+    missing = [p for p in _backticked_paths(text)
+               if not (ROOT / p).exists() and not (doc.parent / p).exists()]
+    assert missing == []
+
+
+def test_the_tests_map_names_every_test_file():
+    """Property: every file of tests/ appears in tests/README.md's map, and the map names
+    no file that is gone."""
+    text = (ROOT / "tests" / "README.md").read_text()
+    table = text.split("## What each file proves", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`([A-Za-z0-9_]+\.py)`", table))
+    files = {p.name for p in (ROOT / "tests").glob("*.py")}
+    assert sorted(files - named) == [] and sorted(named - files) == []
 
 
 # -- the demo output shown in the README ------------------------------------------------------
