@@ -30,9 +30,9 @@ from refbnn.formats.datafile import Dataset
 from refbnn.formats.values import exact
 from refbnn.semantics.accuracy import accuracy
 from refbnn.semantics.margin import DEFAULT_B, t_bar
-from refbnn.verify.checker import check_claims
-from refbnn.verify.conventions import Variant, VariantEngine
-from refbnn.verify.diagnose import diagnose_claims
+from refbnn.oracle.checker import check_claims
+from refbnn.oracle.conventions import Variant, VariantEngine
+from refbnn.oracle.diagnose import diagnose_claims
 
 
 def tie_ge_claims(model, x, y) -> dict:

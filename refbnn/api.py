@@ -37,7 +37,7 @@ from .training.datasets import DataSplit
 from .training.datasets import load_dataset as _load_dataset
 from .training.trainer import TrainConfig
 from .training.trainer import train as _train
-from .verify.report import ClaimsReport, claims_report
+from .oracle.report import ClaimsReport, claims_report
 
 PathLike = Union[str, "os.PathLike[str]"]
 Numbers = Union[int, float, Fraction, str]

@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "refbnn"
 # Lowest first. A module may import modules of its own layer or of a lower one; packages
 # that share a layer (a tuple) may not import each other.
 LAYERS = ["semantics", "formats", "reports", "claims", "engines", "biterrors", "training", "importers", "export", "measure",
-          "verify", ("experiments", "testing", "demo"), "api", "cli"]
+          "oracle", ("experiments", "testing", "demo"), "api", "cli"]
 PACKAGES = {p: k for k, layer in enumerate(LAYERS) for p in (layer if isinstance(layer, tuple) else (layer,))}
 
 

@@ -17,8 +17,8 @@ from refbnn.measure.metrics import metrics
 from refbnn.testing.build import Case, case_features
 from refbnn.testing.conformance import SUITE
 from refbnn.testing.edges import EDGES, reached
-from refbnn.verify.conventions import REGISTRY
-from refbnn.verify.diagnose import differs_under
+from refbnn.oracle.conventions import REGISTRY
+from refbnn.oracle.diagnose import differs_under
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable

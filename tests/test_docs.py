@@ -29,7 +29,8 @@ def test_readme_opens_with_the_two_commands():
     first = (ROOT / "README.md").read_text().split("```bash\n", 1)[1].split("```")[0].splitlines()
     assert first[0].strip() == "python -m pip install -e '.[data]' && refbnn demo"
     assert first[1].strip() == "python -m pip install -e '.[test]' && pytest -q"
-    assert "pytest -q" in (ROOT / ".ci" / "run").read_text().splitlines()[-1]
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert ci[-2:] == ["pytest -q", "pytest -q -m slow"]      # the README's command, then the slow searches
 
 
 @pytest.mark.parametrize("script", sorted((ROOT / "examples").glob("*.py")), ids=lambda p: p.name)
@@ -138,7 +139,7 @@ def test_readme_demo_output_is_what_refbnn_demo_prints(tmp_path):
     result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     printed = result.stdout.splitlines()
-    assert not any("epoch" in line for line in printed)      # the epochs are progress: on stderr
+    assert not any("] epoch " in line for line in printed)    # the epochs are progress: on stderr
     start = printed.index(shown[0])
     table = printed[start:start + len(shown)]
     same_models = all(hashlib.sha256((tmp_path / name).read_bytes()).hexdigest() == digest
@@ -209,3 +210,33 @@ def test_a_report_records_its_command_with_paths_relative_to_its_directory(tmp_p
     for report in (ROOT / "docs").rglob("report.md"):
         command = re.search(r"Command: `([^`]*)`", report.read_text()).group(1)
         assert "/work/" not in command and " /" not in command, report
+
+
+def test_the_site_builds_with_warnings_as_errors_and_runs_every_story(tmp_path):
+    """The documentation site (the `docs` extra) builds with -W: every page, the API
+    reference from the docstrings, and the gallery, whose every story runs during the
+    build and leaves its figure."""
+    pytest.importorskip("sphinx_gallery")
+    pytest.importorskip("myst_parser")
+    pytest.importorskip("furo")
+    import shutil
+    import subprocess
+    import sys
+
+    docs = tmp_path / "docs"        # a copy: the build writes the gallery into its source folder
+    shutil.copytree(ROOT / "docs", docs, ignore=shutil.ignore_patterns("_build", "auto_examples"))
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    conf = (docs / "conf.py").read_text()
+    (docs / "conf.py").write_text(conf.replace('ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))',
+                                               f"ROOT = {str(tmp_path)!r}"))
+    r = subprocess.run([sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", str(docs),
+                        str(tmp_path / "html")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    stories = sorted(p.stem for p in (ROOT / "examples").glob("*.py")
+                     if p.stem not in ("independent_metrics", "buggy_metrics"))
+    assert len(stories) == 6
+    for story in stories:
+        assert (tmp_path / "html" / "auto_examples" / f"{story}.html").exists(), story
+        assert (docs / "auto_examples" / "images" / f"sphx_glr_{story}_001.png").exists(), story
+    api_page = (tmp_path / "html" / "api.html").read_text()
+    assert all(f"refbnn.{name}" in api_page for name in ("metrics", "verify", "accuracy_under_bit_errors"))

@@ -20,7 +20,7 @@ from refbnn.experiments.verdicts import (ClaimResult, Comparison, aggregate, com
 from refbnn.formats.files import InputError
 from refbnn.formats.maskfile import MaskSet, read_masks
 from refbnn.semantics.model import Linear, Model, Threshold, Weight
-from refbnn.verify.statistics import audit_masks, exact_expected_accuracy
+from refbnn.oracle.statistics import audit_masks, exact_expected_accuracy
 
 
 def test_permutation_p_weighs_ties_one_half():

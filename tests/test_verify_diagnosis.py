@@ -29,9 +29,9 @@ from refbnn.formats.files import InputError
 from refbnn.formats.maskfile import MaskSet, read_masks
 from refbnn.formats.modelfile import model_to_dict, write_model
 from refbnn.semantics.model import Conv2d, Flatten, Linear, MaxPool2d, Model, Threshold, Weight
-from refbnn.verify.checker import Replayed, check_claims
-from refbnn.verify.conventions import REGISTRY, Variant, VariantEngine
-from refbnn.verify.statistics import audit_masks, chi2_two_sided, judge_accuracies, t_two_sided
+from refbnn.oracle.checker import Replayed, check_claims
+from refbnn.oracle.conventions import REGISTRY, Variant, VariantEngine
+from refbnn.oracle.statistics import audit_masks, chi2_two_sided, judge_accuracies, t_two_sided
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 from independent_metrics import Conventions, FloatBNN  # noqa: E402
@@ -424,7 +424,7 @@ def test_self_checks_pass_and_a_broken_engine_fails(setup, monkeypatch):
     names = [c["check"] for c in out["self"]]
     assert any("BER 0" in n for n in names) and any("permuting the neurons" in n for n in names)
     assert any("negates its h" in n for n in names) and any("replay" in n for n in names)
-    import refbnn.verify.selfcheck as sc
+    import refbnn.oracle.selfcheck as sc
 
     class Broken(sc.Interpreter):
         def predictions(self, xs, flip=None, act_masks=None):
@@ -478,13 +478,14 @@ def test_claims_built_in_python_meet_the_same_layout_as_claims_files(setup):
 
 
 def test_readme_claims_snippet_writes_what_verify_accepts(setup, monkeypatch):
-    """Property: the README's refbnn.claims snippet, run with refbnn's own numbers standing in
-    for "your arrays", writes a claims file and a trace that verify passes."""
+    """Property: the refbnn.claims snippet of the guide to checking an implementation, run
+    with refbnn's own numbers standing in for "your arrays", writes a claims file and a
+    trace that verify passes."""
     import textwrap
 
     d, model, x, y, _ = setup
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme.split("## Checking another implementation", 1)[1]
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "guides" / "check.md").read_text()
+    section = guide.split("## Claims, traces and the diagnosis", 1)[1]
     snippet = textwrap.dedent(re.search(r"```python\n(.*?)```", section, re.S).group(1))
     engine = FastEngine(model)
     outs = engine.outputs(x)
@@ -495,7 +496,7 @@ def test_readme_claims_snippet_writes_what_verify_accepts(setup, monkeypatch):
                  "pi": pi, "var_pi": float(np.var([float(p) for p in pi])), "preds": preds,
                  "h1": outs[0], "a1": outs[1], "h5": outs[4], "a5": outs[5], "scores": outs[-1]}
     monkeypatch.chdir(d)
-    exec(compile(snippet, "README.md", "exec"), stand_ins)
+    exec(compile(snippet, "check.md", "exec"), stand_ins)
     r, out = _verify(d, "--claims", d / "claims.json", "--trace", d / "trace.npz", "--atol", "1e-9")
     assert r.exit_code == 0, r.output
 
@@ -547,7 +548,7 @@ def test_a_convention_whose_pi_cannot_be_recomputed_is_named_for_the_rest(setup)
     """Property: when Algorithm 1 under an alternative would exceed the budget, the diagnosis
     still names the alternative that reproduces every other failing claim, and says that
     Pi and VAR(Pi) were not recomputed under it, and why."""
-    from refbnn.verify.diagnose import diagnose_claims
+    from refbnn.oracle.diagnose import diagnose_claims
     d, model, x, y, doc = setup
     claims = json.loads(_claims(d, doc, x, y, TRACED["tie-ge"], name="budget.json").read_text())
     data = Dataset(x, y)

@@ -1,5 +1,5 @@
 """The `refbnn` command line (docs/semantics.md §9): parse options, call one library
-function, print. The computation lives in `refbnn.measure`, `refbnn.verify`,
+function, print. The computation lives in `refbnn.measure`, `refbnn.oracle`,
 `refbnn.experiments`, `refbnn.biterrors`, `refbnn.importers` and `refbnn.training`.
 
 Every command prints a readable table, writes JSON with `--json PATH` (atomically:

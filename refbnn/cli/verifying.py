@@ -13,10 +13,10 @@ from ..formats.maskfile import read_masks
 from ..formats.tracefile import read_trace
 from ..formats.values import parse_ber
 from ..semantics.importance import ZeroAccuracyError
-from ..verify.checker import read_claims
-from ..verify.report import claims_report, trace_report
-from ..verify.selfcheck import self_checks
-from ..verify.statistics import audit_masks
+from ..oracle.checker import read_claims
+from ..oracle.report import claims_report, trace_report
+from ..oracle.selfcheck import self_checks
+from ..oracle.statistics import audit_masks
 from .common import ENGINES, SEED, FiniteFloat, Progress, engine_option, json_option, load, parsed
 from .group import main
 

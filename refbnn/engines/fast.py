@@ -100,7 +100,7 @@ def _exact_dtype(fan_in: int, magnitude: int) -> type:
 def weight_signs(model: Model, layer_index: int, bitorder: str = "big") -> np.ndarray:
     """The weight tensor of a layer as an int8 array of +-1 (bit 1 = +1). The contract packs
     big-endian (§3.1); `bitorder="little"` reads the bytes the other way, as a mistaken
-    reader would (refbnn.verify's `bits-little-endian`)."""
+    reader would (refbnn.oracle's `bits-little-endian`)."""
     w = model.layers[layer_index].weight
     bits = np.unpackbits(np.frombuffer(w.bits.tobytes(), dtype=np.uint8), count=len(w.bits), bitorder=bitorder)
     return np.where(bits.reshape(w.shape), np.int8(1), np.int8(-1))

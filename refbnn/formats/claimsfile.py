@@ -1,5 +1,5 @@
 """The claims file layout (docs/semantics.md §11.2): the keys `refbnn verify --claims`
-accepts at every depth, shared by the checker (refbnn.verify.checker) and the writer
+accepts at every depth, shared by the checker (refbnn.oracle.checker) and the writer
 for other frameworks (refbnn.claims)."""
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ except ImportError as e:     # pragma: no cover - the message is the point
 from ..formats.claimsfile import jsonable
 from ..formats.datafile import Dataset
 from ..semantics.model import Model
-from ..verify.report import claims_report
+from ..oracle.report import claims_report
 from .build import FEATURES, Case
 from .compare import check_request, judge
 from .strategies import cases, datasets, models

@@ -27,8 +27,8 @@ from ..formats.files import InputError
 from ..formats.values import parse_ber, parse_rational
 from ..measure.metrics import metrics
 from ..semantics.model import Model
-from ..verify.checker import check_claims
-from ..verify.diagnose import claim_key
+from ..oracle.checker import check_claims
+from ..oracle.diagnose import claim_key
 
 REQUEST_KEYS = {"b", "importance", "bit_errors", "onnx"}     # onnx: the input of a model given as ONNX
 BIT_ERROR_KEYS = {"ber", "reps", "seed", "batch_size", "activations"}

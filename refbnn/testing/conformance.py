@@ -19,8 +19,8 @@ import numpy as np
 from ..formats.datafile import Dataset, read_data
 from ..formats.files import InputError, atomic_open, read_json, write_json
 from ..formats.modelfile import read_model
-from ..verify.conventions import REGISTRY
-from ..verify.diagnose import differs_under
+from ..oracle.conventions import REGISTRY
+from ..oracle.diagnose import differs_under
 from .build import Case, Reach, RngDraws, build_case
 from .compare import Finding, check_request, expected_claims, judge
 from .edges import reached

@@ -11,7 +11,7 @@ import numpy as np
 from ..engines.fast import weight_signs
 from ..formats.values import parse_rational
 from ..semantics.model import Conv2d, Linear, MaxPool2d, Threshold
-from ..verify.diagnose import reference_arrays
+from ..oracle.diagnose import reference_arrays
 from .build import Case, past_every_margin
 
 

@@ -33,7 +33,7 @@ from ..formats.datafile import Dataset, write_data
 from ..formats.files import InputError, atomic_open, write_json
 from ..formats.modelfile import write_model
 from ..formats.tracefile import read_trace
-from ..verify.report import claims_report, trace_report
+from ..oracle.report import claims_report, trace_report
 from .build import Case, Reach
 from .compare import Finding, judge
 from .external import Outcome, command_line, run_command

@@ -143,7 +143,7 @@ def check_claims(engine: Engine, model: Model, data: Dataset, claims: dict, path
     """Recompute every claimed quantity with `engine` and compare; one entry per number.
 
     `variance` (eq. 6) and `bit_error_accuracies(em, reps)` (the accuracy of each repetition
-    under keyed masks) can be replaced, so that `refbnn.verify.diagnose` can recompute
+    under keyed masks) can be replaced, so that `refbnn.oracle.diagnose` can recompute
     the claims under an alternative convention; `alpha` is the level of the statistical
     tests for bit error claims drawn with another generator (docs/semantics.md §11.3).
     With `first_failure`, stop at the first failing check (the diagnosis only asks whether

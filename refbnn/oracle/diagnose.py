@@ -1,6 +1,6 @@
 """Where and why another implementation differs (docs/semantics.md §11): the first
 divergence of a trace, one-line patterns among the differences, and the alternative
-conventions (refbnn.verify.conventions) that reproduce the other side exactly.
+conventions (refbnn.oracle.conventions) that reproduce the other side exactly.
 """
 from __future__ import annotations
 
