@@ -15,12 +15,14 @@ ROOT = Path(__file__).resolve().parent.parent
 IN_USER_CODE = "# in your "
 
 
-def test_readme_python_snippets_run():
-    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-    assert blocks, "the README should show the Python API"
+@pytest.mark.parametrize("doc", [ROOT / "README.md", *sorted((ROOT / "docs" / "guides").glob("*.md"))],
+                         ids=lambda p: p.name)
+def test_python_snippets_of_the_readme_and_the_guides_run(doc):
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), re.S)
+    assert blocks or doc.name == "reproduce.md", "the page should show the Python API"
     for block in blocks:
         block = textwrap.dedent(block)       # a snippet inside a numbered list is indented
-        code = compile(block, "README.md", "exec")
+        code = compile(block, doc.name, "exec")
         if not block.startswith(IN_USER_CODE):
             exec(code, {})
 

@@ -308,14 +308,14 @@ def test_a_pickle_with_code_is_refused_and_not_run(tmp_path):
 
 
 def test_readme_measure_your_own_bnn_workflow(tmp_path, monkeypatch):
-    """Property: the README's "Measure your own BNN" snippet and commands work as written:
+    """Property: the "Bring your model in" snippet and commands of the measuring guide work as written:
     a 28x28 PyTorch BNN exported the README's way imports, checks OK, and `inspect`,
     `metrics` and `eval` run on it (exit 0)."""
     import re
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme.split("## Measure your own BNN", 1)[1].split("\n## ", 1)[0]
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "guides" / "measure.md").read_text()
+    section = guide.split("## Bring your model in", 1)[1].split("\n## ", 1)[0]
     snippet = re.findall(r"```python\n(.*?)```", section, re.S)[0]
     commands = [line.split("#")[0].split() for line in re.findall(r"```bash\n(.*?)```", section, re.S)[0]
                 .splitlines() if line.startswith("refbnn ")]
