@@ -31,7 +31,8 @@ from refbnn.formats.values import exact
 from refbnn.semantics.accuracy import accuracy
 from refbnn.semantics.margin import DEFAULT_B, t_bar
 from refbnn.oracle.checker import check_claims
-from refbnn.oracle.conventions import Variant, VariantEngine
+from refbnn.oracle.conventions import Variant
+from refbnn.oracle.variants import VariantEngine
 from refbnn.oracle.diagnose import diagnose_claims
 
 

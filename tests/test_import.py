@@ -518,7 +518,7 @@ def test_damaged_sources_are_bad_input_not_crashes(valid_sources, tmp_path, data
     Keras file (.h5, .keras) (bytes flipped, inserted, deleted, truncated) gives exit 0 or 2
     with one line, never a traceback, and never hangs (libhdf5 may loop on a damaged file:
     its read is refused after READ_TIMEOUT, here 10 s)."""
-    from refbnn.importers import keras
+    from refbnn.importers import kerasfile as keras
 
     names = sorted(p.name for p in valid_sources.iterdir())
     which = data.draw(st.sampled_from(names))

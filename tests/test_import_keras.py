@@ -191,7 +191,7 @@ def test_a_damaged_file_on_which_libhdf5_loops_is_refused_in_time(monkeypatch, t
     import is refused, naming the file, instead of hanging."""
     from pathlib import Path
 
-    from refbnn.importers import keras
+    from refbnn.importers import kerasfile as keras
 
     monkeypatch.setattr(keras, "READ_TIMEOUT", 5)
     path = Path(__file__).parent / "data" / "damaged_loops_libhdf5.h5"

@@ -9,17 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from refbnn.training.nn import (
-    PIECE_BYTES,
-    BatchNorm,
-    BinaryConv2d,
-    BinaryLinear,
-    MaxPool,
-    ScaledOutput,
-    SignActivation,
-    over_batch,
-    softmax_cross_entropy,
-)
+from refbnn.training import pieces
+from refbnn.training.nn import (BatchNorm, BinaryConv2d, BinaryLinear, MaxPool, ScaledOutput, SignActivation,
+                                softmax_cross_entropy)
+from refbnn.training.pieces import PIECE_BYTES, over_batch
 
 RNG = np.random.default_rng(0)
 
@@ -168,12 +161,12 @@ def test_conv_equals_its_definition_bit_for_bit_on_integers(wide, b, c, n, h, w,
     if seed % 2:
         x = channels_last(x)
     signs = conv.signs(None)
-    saved = nn.WIDE, nn.PIECE_BYTES
-    nn.WIDE, nn.PIECE_BYTES = wide, 1      # pieces of one input
+    saved = nn.WIDE, pieces.PIECE_BYTES
+    nn.WIDE, pieces.PIECE_BYTES = wide, 1      # pieces of one input
     try:
         y = conv.forward(x, True)
     finally:
-        nn.WIDE, nn.PIECE_BYTES = saved
+        nn.WIDE, pieces.PIECE_BYTES = saved
     assert np.array_equal(y, direct_conv(x, signs, p))
     dy = rng.integers(-5, 6, y.shape).astype(np.float64)
     dx = conv.backward(dy)
@@ -297,13 +290,13 @@ def test_training_gives_the_same_bits_on_one_thread_and_on_three():
     x, y = rng.integers(0, 256, (3 * 40, 1, 10, 10)), rng.integers(0, 4, 3 * 40)
     params = []
     for threads, piece_bytes in ((1, 2**30), (3, 1)):
-        saved, nn.PIECE_BYTES = nn.PIECE_BYTES, piece_bytes
+        saved, pieces.PIECE_BYTES = pieces.PIECE_BYTES, piece_bytes
         try:
             trainer = Trainer(TrainConfig("cnn:4,mp,6;5", epochs=1, batch_size=40, train_ber=0.1, threads=threads),
                               DataSplit(x, y, x[:8], y[:8], 255, 4, "random"))
             trainer.train_epoch()
         finally:
-            nn.PIECE_BYTES = saved
+            pieces.PIECE_BYTES = saved
         params.append([p.value.copy() for p in trainer.net.params()])
     assert all(np.array_equal(a, b) for a, b in zip(*params))
 
@@ -343,8 +336,8 @@ def test_work_buffers_carry_nothing_from_one_step_to_the_next(wide, monkeypatch)
     params = []
     for fresh in (False, True):
         if fresh:
-            monkeypatch.setattr(nn, "buffer", fresh_buffer)
-            monkeypatch.setattr(nn, "buffer_like", fresh_buffer_like)
+            monkeypatch.setattr(pieces, "buffer", fresh_buffer)
+            monkeypatch.setattr(pieces, "buffer_like", fresh_buffer_like)
         trainer = Trainer(TrainConfig("cnn:3,mp,5,mp;6", epochs=2, batch_size=32, train_ber=0.1),
                           DataSplit(x, y, x[:8], y[:8], 255, 4, "random"))
         trainer.train_epoch()

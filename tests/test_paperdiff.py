@@ -16,7 +16,8 @@ from refbnn.formats.datafile import write_data
 from refbnn.formats.modelfile import write_model
 from refbnn.measure.metrics import metrics
 from refbnn.semantics.model import Linear, Model, Threshold, Weight
-from refbnn.oracle.conventions import REGISTRY, VariantEngine
+from refbnn.oracle.conventions import REGISTRY
+from refbnn.oracle.variants import VariantEngine
 
 CONFIG = Config("table3", dataset="fashion-mnist", family="fc", sizes=(8,), train_bers=(0.0, 0.05), reps=2, epochs=1)
 

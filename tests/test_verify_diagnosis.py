@@ -30,7 +30,8 @@ from refbnn.formats.maskfile import MaskSet, read_masks
 from refbnn.formats.modelfile import model_to_dict, write_model
 from refbnn.semantics.model import Conv2d, Flatten, Linear, MaxPool2d, Model, Threshold, Weight
 from refbnn.oracle.checker import Replayed, check_claims
-from refbnn.oracle.conventions import REGISTRY, Variant, VariantEngine
+from refbnn.oracle.conventions import REGISTRY, Variant
+from refbnn.oracle.variants import VariantEngine
 from refbnn.oracle.statistics import audit_masks, chi2_two_sided, judge_accuracies, t_two_sided
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))

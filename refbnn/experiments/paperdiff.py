@@ -25,7 +25,8 @@ import numpy as np
 
 from ..formats.datafile import read_data
 from ..formats.modelfile import read_model
-from ..oracle.conventions import REGISTRY, VariantEngine
+from ..oracle.conventions import REGISTRY
+from ..oracle.variants import VariantEngine
 from .cells import PAPER_B, Config
 from .paper_table3 import TABLE3, PaperValue, paper_value
 from .workers import worker_pool

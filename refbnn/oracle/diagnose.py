@@ -12,7 +12,8 @@ import numpy as np
 from ..engines.ops import first_layer_input
 from ..formats.tracefile import Trace
 from ..semantics.model import Conv2d, MaxPool2d, Model, Threshold
-from .conventions import REGISTRY, Variant, VariantEngine, combine
+from .conventions import REGISTRY, Variant, combine
+from .variants import VariantEngine
 
 
 @dataclass
@@ -374,7 +375,7 @@ def _reproduces(engine: VariantEngine, fast, v: Variant, model: Model, data, cla
     the verdict matters). Bit errors are replayed on the variant's own forward pass where it
     differs from the contract's; a quantity undefined under `v` (A = 0, say) is no match."""
     from .checker import check_claims
-    from .conventions import bit_error_accuracies
+    from .variants import bit_error_accuracies
 
     replay = engine if (v.forward or v.argmax_last) else fast
     try:

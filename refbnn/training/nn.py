@@ -13,69 +13,17 @@ to `forward`; the backward pass treats the flip as identity.
 """
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
 
 from ..engines.ops import field_shape, gather_fields
-
-PIECE_BYTES = 2**21   # a piece of element-wise work: about this many bytes of one tensor,
-                      # so that the piece's tensors stay in the cache
-_pool: Optional[ThreadPoolExecutor] = None
-_pool_key = (0, 0)   # (process, threads) of _pool: a forked worker inherits it without its threads
-
-
-def over_batch(work: Callable[[slice], None], n: int, item_bytes: int, threads: int = 1) -> None:
-    """Run work(sl) for the batch of n inputs in pieces of about PIECE_BYTES (an input's
-    share of the tensor is item_bytes), on `threads` threads (0: one per core, at most 4;
-    NumPy releases the GIL in its loops). Only for element-wise work that writes its piece's part of preallocated
-    outputs: each entry is computed the same way in whatever piece or thread it falls, so
-    results depend on neither the piece size nor the number of threads."""
-    global _pool, _pool_key
-    size = max(1, PIECE_BYTES // max(item_bytes, 1))
-    pieces = [slice(i, min(i + size, n)) for i in range(0, n, size)]
-    threads = threads or max(1, min(4, len(os.sched_getaffinity(0))))
-    if threads == 1 or len(pieces) == 1:
-        for sl in pieces:
-            work(sl)
-        return
-    if _pool is None or _pool_key != (os.getpid(), threads):
-        _pool, _pool_key = ThreadPoolExecutor(threads), (os.getpid(), threads)
-    for _ in _pool.map(work, pieces):
-        pass            # (iterating raises a piece's exception here)
-
-
-def buffer(owner: object, name: str, shape: tuple, dtype, zeros: bool = False) -> np.ndarray:
-    """A work array of `owner` kept from one training step to the next: allocated once per
-    shape, then reused. Fresh memory costs a page fault per 4 KiB page on first touch (and
-    arrays past glibc's mmap threshold are fresh every time): 10-15% of a CNN step. The
-    contents are what the last use left, except that one made with zeros=True starts
-    zeroed, for users that keep the zeros they rely on (a padding border nobody writes).
-    Valid until the owner's next forward or backward."""
-    return _reused(owner, name, (tuple(shape), np.dtype(dtype), zeros),
-                   lambda: (np.zeros if zeros else np.empty)(shape, dtype))
-
-
-def buffer_like(owner: object, name: str, x: np.ndarray, dtype=None) -> np.ndarray:
-    """As `buffer`, with x's shape and memory layout (what np.empty_like(x, dtype) gives)."""
-    dtype = np.dtype(x.dtype if dtype is None else dtype)
-    layout = tuple(s // x.itemsize for s in x.strides)
-    return _reused(owner, name, (x.shape, layout, dtype), lambda: np.empty_like(x, dtype=dtype))
-
-
-def _reused(owner: object, name: str, key: tuple, make: Callable[[], np.ndarray]) -> np.ndarray:
-    buffers = owner.__dict__.setdefault("_buffers", {})
-    if name not in buffers or buffers[name][0] != key:
-        buffers[name] = (key, make())
-    return buffers[name][1]
-
+from . import pieces
 
 class Module:
     """What every layer of the float network shares: the threads its element-wise pieces run
-    on (`over_batch`), set by the Network from TrainConfig.threads. One by default: on 2
+    on (`pieces.over_batch`), set by the Network from TrainConfig.threads. One by default: on 2
     cores, threads made the CNN steps slower (they queue for the interpreter lock between
     short NumPy calls, and BLAS already runs the products on every core)."""
     threads: int = 1
@@ -143,8 +91,8 @@ def _fields(x: np.ndarray, k: int, p: int, owner: object):
     ho, wo = h + 2 * p - k + 1, w + 2 * p - k + 1
     last = c >= WIDE
     pad_shape, col_shape = field_shape(x.shape, k, p, last)
-    padded = buffer(owner, f"padded {last}", pad_shape, x.dtype, zeros=True)
-    cols = buffer(owner, f"fields {last}", col_shape, x.dtype)
+    padded = pieces.buffer(owner, f"padded {last}", pad_shape, x.dtype, zeros=True)
+    cols = pieces.buffer(owner, f"fields {last}", col_shape, x.dtype)
     if last:
         def gather(sl: slice) -> None:
             gather_fields(x[sl], k, p, padded[sl], cols[sl], True)
@@ -185,9 +133,9 @@ class BinaryConv2d(BinaryLinear):
         ho, wo = h + 2 * p - k + 1, w + 2 * p - k + 1
         self.wk = np.ascontiguousarray(self.signs(flip).transpose(0, 2, 3, 1)).reshape(len(self.w.value), -1)
         gather, self.cols, piece = _fields(x, k, p, self)
-        out = buffer(self, "out", (b, ho, wo, len(self.wk)), x.dtype)
+        out = pieces.buffer(self, "out", (b, ho, wo, len(self.wk)), x.dtype)
         if not self.input_grad:      # the first layer reads data: one product, as always
-            over_batch(gather, b, self.cols.nbytes // b, self.threads)
+            pieces.over_batch(gather, b, self.cols.nbytes // b, self.threads)
             np.matmul(self.cols, self.wk.T, out=out.reshape(-1, len(self.wk)))
             return out.transpose(0, 3, 1, 2)
 
@@ -198,7 +146,7 @@ class BinaryConv2d(BinaryLinear):
             # are not: BLAS may add them in another order for another number of rows)
             np.matmul(piece(sl), self.wk.T, out=out[sl].reshape(-1, len(self.wk)))
 
-        over_batch(gather_and_multiply, b, self.cols.nbytes // b, self.threads)
+        pieces.over_batch(gather_and_multiply, b, self.cols.nbytes // b, self.threads)
         return out.transpose(0, 3, 1, 2)
 
     def backward(self, dy: np.ndarray) -> Optional[np.ndarray]:
@@ -214,8 +162,8 @@ class BinaryConv2d(BinaryLinear):
         # col2im with one product per tap, added into dx before the next (each entry of dx
         # gets its taps in row-major order); a product is contiguous, so the additions run
         # over whole channel rows
-        prod = buffer(self, "tap product", (b, ho, wo, c), dy.dtype)
-        dx = buffer(self, "dx", (b, h + 2 * p, w + 2 * p, c), dy.dtype)
+        prod = pieces.buffer(self, "tap product", (b, ho, wo, c), dy.dtype)
+        dx = pieces.buffer(self, "dx", (b, h + 2 * p, w + 2 * p, c), dy.dtype)
         dx.fill(0)
         for r in range(k):
             for s in range(k):
@@ -272,7 +220,7 @@ class BatchNorm(Module):
     def forward(self, x: np.ndarray, train: bool, flip=None) -> np.ndarray:
         shape = self._shape(x)
         n = x.size // x.shape[1]
-        self.xhat, y = buffer_like(self, "xhat", x), buffer_like(self, "y", x)   # x's memory layout
+        self.xhat, y = pieces.buffer_like(self, "xhat", x), pieces.buffer_like(self, "y", x)   # x's memory layout
         if not train:
             mean, var = self.running_mean.astype(x.dtype), self.running_var.astype(x.dtype)
         elif x.ndim == 2:
@@ -281,7 +229,7 @@ class BatchNorm(Module):
             mean = self.channel_sum(x) / n
         (xv, xhat, yv), per_channel = elementwise_views(x, self.xhat, y)
         mean_v = per_channel(mean)
-        over_batch(lambda sl: np.subtract(xv[sl], mean_v, out=xhat[sl]), len(x), x[0].nbytes, self.threads)
+        pieces.over_batch(lambda sl: np.subtract(xv[sl], mean_v, out=xhat[sl]), len(x), x[0].nbytes, self.threads)
         if train:
             if x.ndim > 2:
                 var = self.channel_sum(self.xhat, self.xhat) / n
@@ -296,7 +244,7 @@ class BatchNorm(Module):
             np.multiply(gamma, xh, out=yv[sl])
             yv[sl] += beta
 
-        over_batch(normalise, len(x), x[0].nbytes, self.threads)
+        pieces.over_batch(normalise, len(x), x[0].nbytes, self.threads)
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
@@ -315,7 +263,7 @@ class BatchNorm(Module):
             sum_dxhat_xhat = self.channel_sum(dxhat, self.xhat).reshape(shape)
             scale = self.inv_std / n
         else:
-            dxhat = buffer_like(self, "dxhat", dy)
+            dxhat = pieces.buffer_like(self, "dxhat", dy)
             sum_dxhat, sum_dxhat_xhat = sum_dy.reshape(shape), sum_dy_xhat.reshape(shape)
             scale = gamma * self.inv_std / n
         (dyv, dxv, xhat), per_channel = elementwise_views(dy, dxhat, self.xhat)
@@ -330,7 +278,7 @@ class BatchNorm(Module):
             d -= xhat[sl] * sum_dxhat_xhat
             d *= scale
 
-        over_batch(gradient, len(dy), dy[0].nbytes, self.threads)
+        pieces.over_batch(gradient, len(dy), dy[0].nbytes, self.threads)
         return dxhat
 
 
@@ -341,7 +289,7 @@ class SignActivation(Module):
         return []
 
     def forward(self, z: np.ndarray, train: bool, flip=None) -> np.ndarray:
-        self.pass_, out = buffer_like(self, "pass", z, bool), buffer_like(self, "out", z)   # z's memory layout
+        self.pass_, out = pieces.buffer_like(self, "pass", z, bool), pieces.buffer_like(self, "out", z)   # z's memory layout
 
         def sign(sl: slice) -> None:
             np.less_equal(np.abs(z[sl]), 1, out=self.pass_[sl])
@@ -350,11 +298,11 @@ class SignActivation(Module):
             o *= 2
             o -= 1
 
-        over_batch(sign, len(z), z[0].nbytes, self.threads)
+        pieces.over_batch(sign, len(z), z[0].nbytes, self.threads)
         return out
 
     def backward(self, da: np.ndarray) -> np.ndarray:
-        return np.multiply(da, self.pass_, out=buffer_like(self, "grad", da))
+        return np.multiply(da, self.pass_, out=pieces.buffer_like(self, "grad", da))
 
 
 class MaxPool(Module):
@@ -373,10 +321,10 @@ class MaxPool(Module):
         self.x_shape = b, c, h, w = x.shape
         xt = x.transpose(0, 2, 3, 1)
         h, w = h // 2 * 2, w // 2 * 2
-        out = buffer(self, "out", (b, h // 2, w // 2, c), x.dtype)
+        out = pieces.buffer(self, "out", (b, h // 2, w // 2, c), x.dtype)
         # which quarter holds the first maximum: the top pair's left one unless the right one
         # is larger, likewise the bottom pair, and the top pair unless the bottom one is larger
-        self.left_top, self.left_bottom, self.top = (buffer(self, name, out.shape, bool)
+        self.left_top, self.left_bottom, self.top = (pieces.buffer(self, name, out.shape, bool)
                                                      for name in ("left top", "left bottom", "top"))
 
         def pool(sl: slice) -> None:
@@ -389,14 +337,14 @@ class MaxPool(Module):
                 np.greater_equal(q[2], q[3], out=self.left_bottom[sl])
                 np.greater_equal(top, bottom, out=self.top[sl])
 
-        over_batch(pool, b, x[0].nbytes, self.threads)
+        pieces.over_batch(pool, b, x[0].nbytes, self.threads)
         return out.transpose(0, 3, 1, 2)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         b, c, h, w = self.x_shape
         # channels-last, as the convolution reads it; the quarters below write every entry
         # but a floor-cut last row or column, which stays zero
-        dx = buffer(self, "dx", (b, h, w, c), dy.dtype, zeros=True)
+        dx = pieces.buffer(self, "dx", (b, h, w, c), dy.dtype, zeros=True)
         dyt = dy.transpose(0, 2, 3, 1)
         h, w = h // 2 * 2, w // 2 * 2
 
@@ -407,7 +355,7 @@ class MaxPool(Module):
             for (r, s), first in zip(self.QUARTERS, firsts):
                 np.multiply(dyt[sl], first, out=dx[sl, r:h:2, s:w:2, :])   # dy there, 0 elsewhere
 
-        over_batch(route, b, dx[0].nbytes, self.threads)
+        pieces.over_batch(route, b, dx[0].nbytes, self.threads)
         return dx.transpose(0, 3, 1, 2)
 
 
