@@ -179,3 +179,40 @@ def finn_tfc_graph(rng, domain: str = QONNX, threshold_domain: str = ""):
     w2 = g.op("BipolarQuant", [g.const(rng.normal(size=(6, 4))), g.const(1.0)], domain=domain)
     s = g.op("MatMul", [b, w2])
     return g.model(g.op("Add", [g.op("Mul", [s, g.const(0.5)]), g.const(0.25)]))
+
+
+# -- sources shared by the import tests ------------------------------------------------------
+
+def save_graph(model, tmp_path, name="net.onnx") -> str:
+    """Write an ONNX model into tmp_path; its path."""
+    import onnx
+    path = str(tmp_path / name)
+    onnx.save(model, path)
+    return path
+
+
+def tie_graph(kind: str, mu: np.ndarray, gamma: np.ndarray):
+    """x [4] -> Gemm (+-1, transB) -> BN(gamma = +-1, beta = 0, var = 1, eps = 0) -> sign -> Gemm -> Mul 0.5.
+    With the input fed as x, every float is an exact integer, so v = gamma (h - mu) is 0 exactly at h = mu."""
+    rng = np.random.default_rng(1)
+    g = Graph([4])
+    w1, w2 = signs(rng, (6, 4)), signs(rng, (3, 6))
+    h = g.op("Gemm", ["x", g.const(w1)], transB=1)
+    v = batchnorm(g, h, [gamma, np.zeros(6, np.float32), mu, np.ones(6, np.float32)], eps=0.0)
+    a = binarise(g, v, kind, channels=6)
+    s = g.op("Gemm", [a, g.const(w2)], transB=1)
+    return g.model(g.op("Mul", [s, g.const(0.5)]))
+
+
+# a state dict with its layout file (docs/semantics.md §10.4): FC 12 -> 10 -> 4
+FC_LAYOUT = {"format": "refbnn-layout", "version": 1, "input": {"shape": [12], "Z": 16},
+             "steps": [{"op": "linear", "prefix": "fc1"}, {"op": "batchnorm", "prefix": "bn1"},
+                       {"op": "hardtanh"}, {"op": "sign"}, {"op": "linear", "prefix": "fc2"},
+                       {"op": "scale", "key": "scale"}]}
+
+
+def fc_state(rng):
+    return {"fc1.weight": rng.normal(size=(10, 12)), "bn1.weight": rng.normal(size=10),
+            "bn1.bias": rng.normal(size=10), "bn1.running_mean": rng.normal(size=10) * 0.5,
+            "bn1.running_var": rng.uniform(0.5, 2, 10), "bn1.num_batches_tracked": np.array(7),
+            "fc2.weight": rng.normal(size=(4, 10)), "scale": np.array(0.3)}

@@ -9,8 +9,18 @@ import pytest
 pytest.importorskip("h5py")
 
 from click.testing import CliRunner  # noqa: E402
-from keras_files import (STE, batchnorm, input_layer, keras_forward, keras_layer, larq_cnn, quant_conv,  # noqa: E402
-                         quant_dense, write_h5, write_keras)
+from keras_files import (  # noqa: E402
+    STE,
+    batchnorm,
+    input_layer,
+    keras_forward,
+    keras_layer,
+    larq_cnn,
+    quant_conv,
+    quant_dense,
+    write_h5,
+    write_keras,
+)
 
 from refbnn.cli import main  # noqa: E402
 from refbnn.engines.fast import FastEngine  # noqa: E402

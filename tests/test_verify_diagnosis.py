@@ -1,13 +1,12 @@
 """`refbnn verify` part 2 (docs/semantics.md §11): traces and their first divergence, the
-registry of alternative conventions and the diagnosis, statistical bit error claims, the
-injector audit, `--self`, and the claims writer.
+registry of alternative conventions and the diagnosis (statistics, the audit, `--self` and
+the claims writer: tests/test_verify_statistics.py).
 
 Claims and traces "from another implementation" come from examples/independent_metrics.py,
 a float NumPy implementation written apart from refbnn, with one convention switched."""
 from __future__ import annotations
 
 import json
-import re
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -15,76 +14,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import assert_clean_exit, damaged, enumerated_expected_accuracy
+from conftest import assert_clean_exit, damaged
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import model_cases
 
-from refbnn.biterrors.masks import ErrorModel, write_masks
-from refbnn.claims import write_claims, write_trace
+from refbnn.claims import write_claims
 from refbnn.cli import main
 from refbnn.engines.fast import FastEngine
 from refbnn.formats.datafile import Dataset, write_data
-from refbnn.formats.files import InputError
-from refbnn.formats.maskfile import MaskSet, read_masks
-from refbnn.formats.modelfile import model_to_dict, write_model
-from refbnn.semantics.model import Conv2d, Flatten, Linear, MaxPool2d, Model, Threshold, Weight
 from refbnn.oracle.checker import Replayed, check_claims
 from refbnn.oracle.conventions import REGISTRY, Variant
+from refbnn.oracle.diagnose import diagnose_claims
 from refbnn.oracle.variants import VariantEngine
-from refbnn.oracle.statistics import audit_masks, chi2_two_sided, judge_accuracies, t_two_sided
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 from independent_metrics import Conventions, FloatBNN  # noqa: E402
-
-BS = (0.5, 1, 2, 4)
-
-
-def _model_and_data():
-    """A CNN with every feature a convention can touch: padding 1, threshold -> pool,
-    polarity -1, a flatten of [3, 3, 3], hidden layers of 3 and 5 neurons (unequal, so
-    that averaging the layers differently shows), Z = 3, ties h = s, and labels that
-    make the accuracy about 0.8 (some argmax ties too: 3 classes of small integer scores)."""
-    rng = np.random.default_rng(20)
-    layers = [Conv2d(Weight.from_array(rng.integers(0, 2, (3, 1, 3, 3))), 1),
-              Threshold((0, 2, -1), (1, -1, 1)), MaxPool2d(), Flatten(),
-              Linear(Weight.from_array(rng.integers(0, 2, (5, 27)))), Threshold((1, -1, 0, 3, -3), (1, 1, -1, 1, -1)),
-              Linear(Weight.from_array(rng.integers(0, 2, (3, 5))))]
-    model = Model.build((1, 6, 6), 3, layers)
-    x = rng.integers(-3, 4, (240, 1, 6, 6))
-    y = np.asarray(FastEngine(model).predictions(x))
-    noisy = rng.random(len(y)) < 0.2
-    y[noisy] = rng.integers(0, 3, int(noisy.sum()))
-    return model, x, y
+from verify_setup import claims_of, make_setup, run_verify, trace_of  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    d = tmp_path_factory.mktemp("verify2")
-    model, x, y = _model_and_data()
-    write_model(d / "m.json", model)
-    write_data(d / "d.npz", x, y)
-    return d, model, x, y, model_to_dict(model)
-
-
-def _verify(d, *args):
-    r = CliRunner().invoke(main, ["verify", str(d / "m.json"), str(d / "d.npz"), *map(str, args),
-                                  "--json", str(d / "out.json")])
-    return r, (json.loads((d / "out.json").read_text()) if (d / "out.json").exists() else None)
-
-
-def _claims(d, doc, x, y, conv: Conventions, bit_errors: dict | None = None, name="claims.json"):
-    net = FloatBNN(doc, conv)
-    m = net.metrics(x, y, bs=BS)
-    write_claims(d / name, **m, bit_errors=bit_errors)
-    return d / name
-
-
-def _trace(d, doc, x, conv: Conventions, name="trace.npz"):
-    net = FloatBNN(doc, conv)
-    hs, outs, scores = net.forward(x)
-    write_trace(d / name, h=hs, a=outs, scores=scores, predictions=net.predict(scores))
-    return d / name
+    return make_setup(tmp_path_factory)
 
 
 # -- the variant engine with the contract is refbnn ---------------------------------------------
@@ -109,9 +60,9 @@ def test_correct_claims_and_trace_from_a_float_implementation_pass(setup):
     claim (within --atol 1e-12) and every trace array, and no diagnosis is made."""
     d, model, x, y, doc = setup
     be = FloatBNN(doc).bit_errors(x, y, 0.05, 3, 7, 32)
-    claims = _claims(d, doc, x, y, Conventions(), be)
-    trace = _trace(d, doc, x, Conventions())
-    r, out = _verify(d, "--claims", claims, "--atol", "1e-12", "--trace", trace)
+    claims = claims_of(d, doc, x, y, Conventions(), be)
+    trace = trace_of(d, doc, x, Conventions())
+    r, out = run_verify(d, "--claims", claims, "--atol", "1e-12", "--trace", trace)
     assert r.exit_code == 0, r.output
     assert out["failed"] == 0 and "diagnosis" not in out and "diagnosis" not in out["trace"]
     assert all(a["differ"] == 0 for a in out["trace"]["arrays"])
@@ -151,8 +102,8 @@ def test_forward_conventions_are_diagnosed_from_a_trace(name, setup):
     """Property: a trace made under a forward convention fails, and the diagnosis names exactly
     that convention (no other single one reproduces it)."""
     d, model, x, y, doc = setup
-    trace = _trace(d, doc, x, TRACED[name])
-    r, out = _verify(d, "--trace", trace)
+    trace = trace_of(d, doc, x, TRACED[name])
+    r, out = run_verify(d, "--trace", trace)
     assert r.exit_code == 1
     assert _matched(out["trace"]["diagnosis"]) == [name], r.output
     assert REGISTRY[name].theirs in r.output
@@ -165,8 +116,8 @@ def test_conventions_are_diagnosed_from_claims(name, setup):
     other match is one that gives the very same numbers on this model (at most one)."""
     d, model, x, y, doc = setup
     be = FloatBNN(doc, CLAIMED[name]).bit_errors(x, y, 0.08, 3, 11, 32, activations=True)
-    claims = _claims(d, doc, x, y, CLAIMED[name], be)
-    r, out = _verify(d, "--claims", claims, "--atol", "1e-12")
+    claims = claims_of(d, doc, x, y, CLAIMED[name], be)
+    r, out = run_verify(d, "--claims", claims, "--atol", "1e-12")
     assert r.exit_code == 1 and out["failed"] > 0
     matched = _matched(out["diagnosis"])
     assert name in matched, r.output
@@ -183,7 +134,7 @@ def test_mask_conventions_are_diagnosed_from_bit_error_claims(name, setup):
     d, model, x, y, doc = setup
     be = FloatBNN(doc, MASKS[name]).bit_errors(x, y, 0.08, 3, 11, 32, activations=True)
     write_claims(d / "be.json", bit_errors=be)
-    r, out = _verify(d, "--claims", d / "be.json", "--atol", "1e-12")
+    r, out = run_verify(d, "--claims", d / "be.json", "--atol", "1e-12")
     assert r.exit_code == 1
     assert _matched(out["diagnosis"]) == [name], r.output
 
@@ -200,8 +151,8 @@ def test_forward_conventions_are_diagnosed_from_claims_with_bit_errors(name, set
     under each forward convention."""
     d, model, x, y, doc = setup
     be = FloatBNN(doc, FORWARD[name]).bit_errors(x, y, 0.08, 3, 11, 32, activations=True)
-    claims = _claims(d, doc, x, y, FORWARD[name], be, name="fwd.json")
-    r, out = _verify(d, "--claims", claims, "--atol", "1e-12")
+    claims = claims_of(d, doc, x, y, FORWARD[name], be, name="fwd.json")
+    r, out = run_verify(d, "--claims", claims, "--atol", "1e-12")
     assert r.exit_code == 1 and any(c["quantity"].startswith("bit_errors") for c in out["checks"])
     matched = _matched(out["diagnosis"])
     assert name in matched, r.output
@@ -213,11 +164,11 @@ def test_where_nothing_reproduces_everything_the_closest_alternative_is_named(se
     gives, are reproduced by nothing; the diagnosis names the tie rule as the closest
     explanation, with the claims it reproduces and VAR(Pi) as still differing."""
     d, model, x, y, doc = setup
-    claims = _claims(d, doc, x, y, TRACED["tie-ge"], name="two.json")
+    claims = claims_of(d, doc, x, y, TRACED["tie-ge"], name="two.json")
     doc_claims = json.loads(claims.read_text())
     doc_claims["var_importance"] = 0.123456
     claims.write_text(json.dumps(doc_claims))
-    r, out = _verify(d, "--claims", claims, "--atol", "1e-12")
+    r, out = run_verify(d, "--claims", claims, "--atol", "1e-12")
     assert r.exit_code == 1 and out["diagnosis"]["matches"] == []
     closest = out["diagnosis"]["closest"]
     assert closest["conventions"] == ["tie-ge"] and closest["failing"] == ["var_importance"]
@@ -236,7 +187,7 @@ def test_the_spread_with_the_other_ddof_is_diagnosed(setup):
     half = 3.182 * std / np.sqrt(4)           # t_{0.975, 3} = 3.182
     be["results"][0].update(std=std, ci95=[float(np.mean(accs) - half), float(np.mean(accs) + half)])
     write_claims(d / "sd.json", bit_errors=be)
-    r, out = _verify(d, "--claims", d / "sd.json", "--atol", "1e-12")
+    r, out = run_verify(d, "--claims", d / "sd.json", "--atol", "1e-12")
     assert r.exit_code == 1
     assert {c["quantity"] for c in out["checks"] if not c["pass"]} == {
         "bit_errors.results[0].std", "bit_errors.results[0].ci95[0]", "bit_errors.results[0].ci95[1]"}
@@ -247,14 +198,14 @@ def test_failure_patterns_and_readable_output(setup):
     """Property: a failing run prints the failures (a few per quantity, with a count of the
     rest) and one-line patterns, not every passing row; --verbose lists everything."""
     d, model, x, y, doc = setup
-    claims = _claims(d, doc, x, y, Conventions(layers_unweighted=True))
-    r, out = _verify(d, "--claims", claims, "--atol", "1e-12", "--no-diagnose")
+    claims = claims_of(d, doc, x, y, Conventions(layers_unweighted=True))
+    r, out = run_verify(d, "--claims", claims, "--atol", "1e-12", "--no-diagnose")
     assert "per-layer T passes, whole-model T fails: the layers are averaged differently" in r.output
     assert len(r.output.splitlines()) < 15 and "importance[0]" not in r.output
-    claims = _claims(d, doc, x, y, Conventions(pi_absolute=True))
-    r, _ = _verify(d, "--claims", claims, "--atol", "1e-12", "--no-diagnose")
+    claims = claims_of(d, doc, x, y, Conventions(pi_absolute=True))
+    r, _ = run_verify(d, "--claims", claims, "--atol", "1e-12", "--no-diagnose")
     assert "more failures" in r.output and "only Pi fails" in r.output
-    r, _ = _verify(d, "--claims", claims, "--atol", "1e-12", "--no-diagnose", "--verbose")
+    r, _ = run_verify(d, "--claims", claims, "--atol", "1e-12", "--no-diagnose", "--verbose")
     assert "accuracy" in r.output and len(r.output.splitlines()) > 15
 
 
@@ -266,8 +217,8 @@ def test_first_divergence_names_layer_input_channel_position(setup):
     unless --trace-mode independent; independent mode, fed the other side's own a1, finds
     the later layers equal (the tie bug lives in layer 1 only)."""
     d, model, x, y, doc = setup
-    trace = _trace(d, doc, x, Conventions(tie_ge=True))
-    r, out = _verify(d, "--trace", trace, "--no-diagnose")
+    trace = trace_of(d, doc, x, Conventions(tie_ge=True))
+    r, out = run_verify(d, "--trace", trace, "--no-diagnose")
     arrays = {a["array"]: a for a in out["trace"]["arrays"]}
     assert arrays["h1"]["differ"] == 0 and arrays["a1"]["differ"] > 0
     first = arrays["a1"]["first"]
@@ -275,7 +226,7 @@ def test_first_divergence_names_layer_input_channel_position(setup):
     assert (first["expected"], first["got"]) == (-1, 1)
     assert not arrays["h5"]["compared"]
     assert "all" in arrays["a1"]["patterns"][0] and "h = s" in arrays["a1"]["patterns"][0]
-    r, out = _verify(d, "--trace", trace, "--trace-mode", "independent", "--no-diagnose")
+    r, out = run_verify(d, "--trace", trace, "--trace-mode", "independent", "--no-diagnose")
     arrays = {a["array"]: a for a in out["trace"]["arrays"]}
     assert arrays["h5"]["compared"] and arrays["h5"]["differ"] == 0
 
@@ -293,213 +244,8 @@ def test_malformed_traces_exit_2_naming_the_array(setup, arrays, message):
     """Property: a malformed trace exits 2 with one line naming the file and the array."""
     d, *_ = setup
     np.savez(d / "bad.npz", **arrays)
-    r, _ = _verify(d, "--trace", d / "bad.npz")
+    r, _ = run_verify(d, "--trace", d / "bad.npz")
     assert r.exit_code == 2 and message in r.output and "bad.npz" in r.output
-
-
-# -- statistics --------------------------------------------------------------------------------
-
-def test_distribution_functions_at_table_values():
-    """Property: the t and chi-square tails agree with printed tables: t = 2.228 at 10 df is
-    the two-sided 5% point; chi-square 3.841 at 1 df the upper 5% point (two-sided 10%)."""
-    assert abs(t_two_sided(2.228, 10) - 0.05) < 1e-4
-    assert abs(t_two_sided(0.0, 7) - 1.0) < 1e-12
-    assert abs(chi2_two_sided(3.841, 1) - 0.10) < 1e-3
-
-
-def _accuracies(engine, x, y, em, reps, draw):
-    """Accuracy per repetition with masks drawn by `draw(rng, shape)`, a fresh pattern per batch."""
-    out = []
-    for r in range(reps):
-        correct = 0
-        for start in range(0, len(x), em.batch_size):
-            masks = [draw(r, start, engine.model.layers[i].weight.shape) for i in engine.model.weight_indices]
-            correct += int((np.asarray(engine.with_flips(masks).predictions(x[start:start + em.batch_size]))
-                            == y[start:start + em.batch_size]).sum())
-        out.append(correct / len(x))
-    return out
-
-
-def test_honest_injector_passes_and_per_byte_injector_fails(setup):
-    """Property: accuracies from another generator drawing the same bit error model pass
-    Welch's test at alpha 0.01 in at least 95% of 40 seeded trials; an injector that flips
-    per byte of 8 packed weights instead of per bit (an effective BER of p/8) fails in
-    at least 95% of them."""
-    _, model, x, y, _ = setup
-    engine = FastEngine(model)
-    em = ErrorModel(0.1, 0, 60)
-    honest_pass = bytes_fail = 0
-    for seed in range(40):
-        rng = np.random.RandomState(seed)      # another generator than refbnn's PCG64
-        honest = _accuracies(engine, x, y, em, 10, lambda r, j, shape: rng.random_sample(shape) < em.p)
-
-        def per_byte(r, j, shape):
-            flat = np.zeros(int(np.prod(shape)), dtype=bool)
-            for b in np.flatnonzero(rng.random_sample(-(-flat.size // 8)) < em.p):
-                flat[min(flat.size - 1, 8 * b + rng.randint(8))] = True
-            return flat.reshape(shape)
-        wrong = _accuracies(engine, x, y, em, 10, per_byte)
-        honest_pass += judge_accuracies(engine, x, y, em, honest, 0.01)["pass"]
-        bytes_fail += not judge_accuracies(engine, x, y, em, wrong, 0.01)["pass"]
-    assert honest_pass >= 38 and bytes_fail >= 38, (honest_pass, bytes_fail)
-
-
-def test_statistical_claims_through_verify(setup):
-    """Property: bit_errors claims with "rng": "other" are judged statistically: honest ones
-    pass with their p-value shown, ones at a quarter of the BER fail."""
-    d, model, x, y, doc = setup
-    engine = FastEngine(model)
-    rng = np.random.RandomState(5)
-    em = ErrorModel(0.1, 0, 60)
-    for p, ok in ((0.1, True), (0.025, False)):
-        accs = _accuracies(engine, x, y, em, 12, lambda r, j, shape: rng.random_sample(shape) < p)
-        write_claims(d / "st.json", bit_errors={"rng": "other", "batch_size": 60,
-                                                "results": [{"ber": "0.1", "accuracies": accs}]})
-        r, out = _verify(d, "--claims", d / "st.json", "--no-diagnose")
-        assert (r.exit_code == 0) == ok, r.output
-        assert "Welch t-test" in r.output and "p = " in r.output
-
-
-def test_exact_expected_accuracy_on_a_tiny_model():
-    """Property: for a model with 8 targeted bits the statistical test uses the exact expected
-    accuracy (every flip pattern enumerated) and says so."""
-    model = Model.build((2,), 1, [Linear(Weight.from_array([[1, 0], [0, 1]])), Threshold((0, 0)),
-                                  Linear(Weight.from_array([[1, 1], [0, 0]]))])
-    x = np.array([[1, 1], [1, -1], [-1, 1], [-1, -1]] * 5)
-    y = np.asarray(FastEngine(model).predictions(x))
-    v = judge_accuracies(FastEngine(model), x, y, ErrorModel(0.1, 0, 4), [0.9, 0.85, 0.95, 0.9], 0.01)
-    assert v["test"].startswith("one-sample t-test against the exact expected accuracy")
-    assert v["exact_mean"] == float(enumerated_expected_accuracy(model, x, y, Fraction(0.1)))
-
-
-def _mask_set(model, arrays, batch):
-    return MaskSet({"batch_size": np.array(batch), **arrays}, model, "masks")
-
-
-def test_audit_passes_honest_masks_and_catches_broken_injectors(setup, tmp_path):
-    """Property: refbnn's own masks pass every audit check; masks drawn per byte fail the flip
-    count, one mask reused for every batch fails the spread, and flips in an untargeted
-    tensor fail."""
-    _, model, x, y, _ = setup
-    em = ErrorModel(0.05, 3, 24, layers=(0, 4))
-    write_masks(tmp_path / "k.npz", model, em, 4, len(x))
-    honest = read_masks(tmp_path / "k.npz", model)
-    checks = audit_masks(honest, model, em, 0.01)
-    assert checks and all(c["pass"] for c in checks), [c for c in checks if not c["pass"]]
-    rng = np.random.default_rng(0)
-    shape0, shape4 = model.layers[0].weight.shape, model.layers[4].weight.shape
-    r, j = honest.reps, honest.n_batches
-    per_byte = {"w0": rng.random((r, j) + shape0) < em.p / 8, "w1": rng.random((r, j) + shape4) < em.p / 8}
-    bad = audit_masks(_mask_set(model, per_byte, 24), model, em, 0.01)
-    assert not next(c for c in bad if c["check"] == "w1: flip count")["pass"]
-    one = rng.random((1, 1) + shape4) < em.p
-    reused = {"w0": honest.weights[0], "w1": np.broadcast_to(one, (r, j) + shape4).copy()}
-    bad = audit_masks(_mask_set(model, reused, 24), model, em, 0.01)
-    assert not next(c for c in bad if c["check"] == "w1: spread")["pass"]
-    leak = {"w0": honest.weights[0], "w1": honest.weights[1],
-            "w2": rng.random((r, j) + model.layers[6].weight.shape) < 0.2}
-    bad = audit_masks(_mask_set(model, leak, 24), model, em, 0.01)
-    assert not next(c for c in bad if c["check"] == "w2: untargeted")["pass"]
-
-
-def test_audit_through_verify(setup, tmp_path):
-    """Property: `verify --audit` on refbnn's own masks exits 0 and shows p-values; --audit
-    without --ber is a usage error (exit 2)."""
-    d, model, x, y, _ = setup
-    em = ErrorModel(0.05, 3, 24)
-    write_masks(d / "k.npz", model, em, 3, len(x))
-    r, out = _verify(d, "--audit", d / "k.npz", "--ber", "0.05")
-    assert r.exit_code == 0 and "p-value" in r.output and out["audit"]["checks"]
-    r, _ = _verify(d, "--audit", d / "k.npz")
-    assert r.exit_code == 2 and "--ber" in r.output
-
-
-# -- --self --------------------------------------------------------------------------------------
-
-def test_self_checks_pass_and_a_broken_engine_fails(setup, monkeypatch):
-    """Property: `verify --self` passes every metamorphic check on a valid model (exit 0, a
-    table of checks); with an interpreter that disagrees with the fast engine it exits 1."""
-    d, *_ = setup
-    r, out = _verify(d, "--self")
-    assert r.exit_code == 0, r.output
-    names = [c["check"] for c in out["self"]]
-    assert any("BER 0" in n for n in names) and any("permuting the neurons" in n for n in names)
-    assert any("negates its h" in n for n in names) and any("replay" in n for n in names)
-    import refbnn.oracle.selfcheck as sc
-
-    class Broken(sc.Interpreter):
-        def predictions(self, xs, flip=None, act_masks=None):
-            return [0 for _ in xs]
-    monkeypatch.setattr(sc, "Interpreter", Broken)
-    r, out = _verify(d, "--self")
-    assert r.exit_code == 1
-    assert not next(c for c in out["self"] if "interpreter" in c["check"])["pass"]
-
-
-# -- the claims writer ----------------------------------------------------------------------------
-
-def test_claims_writer_round_trip_and_refusals(setup):
-    """Property: refbnn.claims writes what verify reads (Fractions exactly, NumPy numbers as
-    JSON numbers), and refuses NaN, booleans, unknown layer keys and empty claims before
-    writing anything."""
-    d, model, x, y, doc = setup
-    engine = FastEngine(model)
-    tol = engine.tolerance(x, [Fraction(2)])
-    path = d / "w.json"
-    write_claims(path, T={2: tol.overall[Fraction(2)]}, predictions=np.asarray(engine.predictions(x)),
-                 accuracy=np.float64(np.mean(np.asarray(engine.predictions(x)) == y)))
-    r, out = _verify(d, "--claims", path, "--atol", "1e-12")
-    assert r.exit_code == 0 and out["passed"] == len(x) + 2
-    for bad, message in ((dict(accuracy=float("nan")), "NaN"), (dict(accuracy=True), "boolean"),
-                         (dict(layers=[{"Tee": {}}]), "layers[0].Tee: unknown key"), ({}, "nothing to write")):
-        (d / "x.json").unlink(missing_ok=True)
-        with pytest.raises(InputError, match=re.escape(message)):
-            write_claims(d / "x.json", **bad)
-        assert not (d / "x.json").exists()
-    with pytest.raises(InputError, match="a1: expected"):
-        write_trace(d / "t.npz", a={1: np.full((3, 2), 2)})
-    # the reader's rules, applied by the writer: sign(0) = 0 gets the reader's hint
-    with pytest.raises(InputError, match=re.escape("a1: holds -1, 0 and +1")):
-        write_trace(d / "t.npz", a={1: np.array([[-1, 0], [1, 1]])})
-    assert not (d / "t.npz").exists()
-
-
-def test_claims_built_in_python_meet_the_same_layout_as_claims_files(setup):
-    """check_claims applies the claims layout itself (not only read_claims): an unknown key,
-    a T-bar without the tuple T it averages, or a BER given as a number are refused."""
-    d, model, x, y, doc = setup
-    engine = FastEngine(model)
-    data = Dataset(x, y)
-    for bad, message in (({"T_bar": 0.5, "layers": [{"T": {"2": 0.5}}]}, "T_bar: needs the claimed T"),
-                         ({"acuracy": 0.5}, "acuracy: unknown claim"),
-                         ({"bit_errors": {"results": [{"ber": 0.1, "accuracies": [0.5]}]}},
-                          "bit_errors.results[0].ber: expected the BER as a string")):
-        with pytest.raises(InputError, match=re.escape(message)):
-            check_claims(engine, model, data, bad, "c.json", 1e-9)
-
-
-def test_readme_claims_snippet_writes_what_verify_accepts(setup, monkeypatch):
-    """Property: the refbnn.claims snippet of the guide to checking an implementation, run
-    with refbnn's own numbers standing in for "your arrays", writes a claims file and a
-    trace that verify passes."""
-    import textwrap
-
-    d, model, x, y, _ = setup
-    guide = (Path(__file__).resolve().parent.parent / "docs" / "guides" / "check.md").read_text()
-    section = guide.split("## Claims, traces and the diagnosis", 1)[1]
-    snippet = textwrap.dedent(re.search(r"```python\n(.*?)```", section, re.S).group(1))
-    engine = FastEngine(model)
-    outs = engine.outputs(x)
-    tol = engine.tolerance(x, [Fraction(2), Fraction(4)])
-    pi = engine.importance(x, y)
-    preds = np.asarray(engine.predictions(x))
-    stand_ins = {"acc": np.mean(preds == y), "t2": tol.overall[Fraction(2)], "t4": tol.overall[Fraction(4)],
-                 "pi": pi, "var_pi": float(np.var([float(p) for p in pi])), "preds": preds,
-                 "h1": outs[0], "a1": outs[1], "h5": outs[4], "a5": outs[5], "scores": outs[-1]}
-    monkeypatch.chdir(d)
-    exec(compile(snippet, "check.md", "exec"), stand_ins)
-    r, out = _verify(d, "--claims", d / "claims.json", "--trace", d / "trace.npz", "--atol", "1e-9")
-    assert r.exit_code == 0, r.output
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -508,7 +254,7 @@ def test_damaged_traces_are_bad_input_not_crashes(setup, tmp_path, data):
     """Property: any damage to a valid trace file gives exit 0, 1 or 2 with one line, never a
     traceback."""
     d, model, x, y, doc = setup
-    raw_path = _trace(d, doc, x, Conventions(), name="fuzz.npz")
+    raw_path = trace_of(d, doc, x, Conventions(), name="fuzz.npz")
     (tmp_path / "t.npz").write_bytes(damaged(raw_path.read_bytes(), data))
     r = CliRunner().invoke(main, ["verify", str(d / "m.json"), str(d / "d.npz"), "--trace", str(tmp_path / "t.npz"),
                                   "--no-diagnose"])
@@ -549,9 +295,8 @@ def test_a_convention_whose_pi_cannot_be_recomputed_is_named_for_the_rest(setup)
     """Property: when Algorithm 1 under an alternative would exceed the budget, the diagnosis
     still names the alternative that reproduces every other failing claim, and says that
     Pi and VAR(Pi) were not recomputed under it, and why."""
-    from refbnn.oracle.diagnose import diagnose_claims
     d, model, x, y, doc = setup
-    claims = json.loads(_claims(d, doc, x, y, TRACED["tie-ge"], name="budget.json").read_text())
+    claims = json.loads(claims_of(d, doc, x, y, TRACED["tie-ge"], name="budget.json").read_text())
     data = Dataset(x, y)
     checks = check_claims(FastEngine(model), model, data, claims, "c.json", 1e-12)
     diagnosis = diagnose_claims(model, data, claims, "c.json", 1e-12, checks, budget=0)
@@ -570,8 +315,8 @@ def test_two_mistakes_together_are_diagnosed_as_the_pair(first, second, setup):
     both = Conventions(**{**vars(ALL_CONVENTIONS[first]), **{k: v for k, v in vars(ALL_CONVENTIONS[second]).items()
                                                             if v != getattr(Conventions(), k)}})
     be = FloatBNN(doc, both).bit_errors(x, y, 0.08, 3, 11, 32, activations=True)
-    claims = _claims(d, doc, x, y, both, be, name="pair.json")
-    r, out = _verify(d, "--claims", claims, "--atol", "1e-12")
+    claims = claims_of(d, doc, x, y, both, be, name="pair.json")
+    r, out = run_verify(d, "--claims", claims, "--atol", "1e-12")
     matched = _matched(out["diagnosis"])
     assert r.exit_code == 1 and f"{first} + {second}" in matched, r.output
     assert first not in matched and second not in matched
