@@ -182,6 +182,7 @@ def test_bad_options_exit_2_naming_them(tmp_path, args, message):
     assert r.exit_code == 2 and message in r.output, r.output
 
 
+@pytest.mark.slow
 def test_a_trace_written_through_the_placeholder_is_reported(tmp_path):
     """With {trace}, report.txt and the terminal show the first divergence, its pattern (a tie)
     and the diagnosis of the traced values; repro.sh passes the trace to verify."""
