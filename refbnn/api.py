@@ -9,6 +9,7 @@ NumPy integer arrays x [I, C, H, W] or [I, K] (``|x| <= Z``) and y [I].
 from __future__ import annotations
 
 import os
+from functools import partial
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Callable, Optional, Sequence, Union
@@ -41,7 +42,9 @@ from .oracle.report import ClaimsReport, claims_report
 
 PathLike = Union[str, "os.PathLike[str]"]
 Numbers = Union[int, float, Fraction, str]
-ENGINES = {"fast": FastEngine, "reference": Interpreter}   # the names of --engine
+ENGINES = {"fast": FastEngine,                                   # the names of --engine
+           "numpy": partial(FastEngine, kernel="numpy"), "bits": partial(FastEngine, kernel="bits"),
+           "reference": Interpreter}
 
 __all__ = [
     "Model", "load_model", "save_model", "load_data", "save_data", "example_model", "example_data",

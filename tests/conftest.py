@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from refbnn.cli import main
+from refbnn.engines import bitkernel
 from refbnn.engines.fast import FastEngine
 from refbnn.engines.interpreter import Interpreter
 
@@ -39,12 +40,29 @@ def pytest_configure(config):
     if config.getoption("--thorough"):
         settings.load_profile("thorough")
 
-ENGINES = [Interpreter, FastEngine]
+class NumpyEngine(FastEngine):
+    """The fast engine on its float GEMMs (the default without the `fast` extra)."""
+    name = "fast-numpy"
+
+    def __init__(self, model, *args, **kw):
+        super().__init__(model, *args, kernel="numpy", **kw)
+
+
+class BitsEngine(FastEngine):
+    """The fast engine on the bit kernel (the `fast` extra: numba)."""
+    name = "fast-bits"
+
+    def __init__(self, model, *args, **kw):
+        super().__init__(model, *args, kernel="bits", **kw)
+
+
+ENGINES = [Interpreter, NumpyEngine] + ([BitsEngine] if bitkernel.available() else [])
 
 
 @pytest.fixture(params=ENGINES, ids=lambda e: e.name)
 def engine_cls(request):
-    """Each behavioural test runs once per engine: the reference and the fast one."""
+    """Each behavioural test runs once per engine: the reference, and the fast one on each
+    of its kernels."""
     return request.param
 
 

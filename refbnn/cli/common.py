@@ -128,8 +128,10 @@ class FiniteFloat(click.ParamType):
 
 def engine_option(func):
     return click.option("--engine", type=click.Choice(sorted(ENGINES)), default="fast", show_default=True,
-                        help="fast: the NumPy engine; reference: the bitarray interpreter "
-                             "(the definition; slow, for cross-checks).")(func)
+                        help="fast: the fast engine, on the bit kernel where the `fast` extra (numba) is "
+                             "installed, else on exact float GEMMs; numpy or bits: the fast engine on that "
+                             "kernel; reference: the bitarray interpreter (the definition; slow, for "
+                             "cross-checks).")(func)
 
 
 def error_options(func):

@@ -20,6 +20,8 @@ Compiled with `cache=True`: only the first call in a fresh environment compiles.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 try:
@@ -37,19 +39,25 @@ def available() -> bool:
 
 
 def pack_bits(bits: np.ndarray) -> np.ndarray:
-    """Rows of booleans (or any numbers: nonzero is 1) [R, K] -> rows of words
-    [R, ceil(K/64)] (uint64), bit j of the row at bit j % 64 of word j // 64, the bits past
-    K zero."""
+    """Rows [R, K] -> rows of words [R, ceil(K/64)] (uint64): bit j of a row (1 where the
+    entry is > 0: True, 1, +1) at bit j % 64 of word j // 64, the bits past K zero."""
     r, k = bits.shape
-    out = np.zeros((r, (k + WORD - 1) // WORD), dtype=np.uint64)
-    _pack(np.ascontiguousarray(bits).view(np.uint8) if bits.dtype == bool else
-          (np.ascontiguousarray(bits) != 0).view(np.uint8), out)
+    out = np.empty((r, (k + WORD - 1) // WORD), dtype=np.uint64)
+    _pack_positive(np.ascontiguousarray(bits).view(np.uint8) if bits.dtype == bool else np.ascontiguousarray(bits), out)
     return out
 
 
 def pack_signs(a: np.ndarray) -> np.ndarray:
     """Rows of +-1 [R, K] -> packed words (bit 1 for +1); see pack_bits."""
-    return pack_bits(a > 0)
+    return pack_bits(a)
+
+
+def pack_channels(x: np.ndarray) -> np.ndarray:
+    """+-1 maps [B, C, H, W] -> words [B, H, W, ceil(C/64)]: each position's C channels
+    packed (bit 1 for +1), the bits past C zero; for the direct convolution."""
+    b, c, h, w = x.shape
+    rows = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).reshape(b * h * w, c)
+    return pack_bits(rows).reshape(b, h, w, -1)
 
 
 if numba is not None:
@@ -67,76 +75,189 @@ if numba is not None:
         return _types.uint64(_types.uint64), codegen
 
     @numba.njit(parallel=True, cache=True)
-    def _pack(bits, out):                      # pragma: no cover - compiled
-        n_rows, k = bits.shape
+    def _pack_positive(a, out):                # pragma: no cover - compiled
+        n_rows, k = a.shape
         for i in prange(n_rows):
-            for j in range(k):
-                if bits[i, j]:
-                    out[i, j >> 6] |= np.uint64(1) << np.uint64(j & 63)
+            for t in range(out.shape[1]):
+                word = np.uint64(0)
+                base = t * 64
+                for j in range(min(64, k - base)):
+                    if a[i, base + j] > 0:
+                        word |= np.uint64(1) << np.uint64(j)
+                out[i, t] = word
 
     @numba.njit(parallel=True, cache=True)
-    def _signs_product(a, w, k, out):          # pragma: no cover - compiled
-        n_rows, n_out, words = a.shape[0], w.shape[0], a.shape[1]
+    def _pack_planes(u, planes, counts):      # pragma: no cover - compiled
+        # u [R, K] non-negative integers -> planes [R, P, W] (bit p of each entry), counts [R, P]
+        n_rows, k = u.shape
+        n_planes, words = planes.shape[1], planes.shape[2]
         for i in prange(n_rows):
-            for n in range(n_out):
-                diff = 0
+            for p in range(n_planes):
+                ones = 0
                 for t in range(words):
-                    diff += _popcount(a[i, t] ^ w[n, t])
-                out[i, n] = k - 2 * np.int64(diff)
+                    word = np.uint64(0)
+                    base = t * 64
+                    for j in range(min(64, k - base)):
+                        bit = (u[i, base + j] >> p) & 1
+                        ones += bit
+                        word |= np.uint64(bit) << np.uint64(j)
+                    planes[i, p, t] = word
+                counts[i, p] = ones
 
     @numba.njit(parallel=True, cache=True)
-    def _masked_signs_product(a, w, valid, real, out):     # pragma: no cover - compiled
-        # a: [rows, words] fields, valid: [positions, words], row i is at position i % positions
-        n_rows, n_out, words, positions = a.shape[0], w.shape[0], a.shape[1], valid.shape[0]
+    def _conv_packed(xp, wt, k, c, pad, out):  # pragma: no cover - compiled
+        # xp [B, H, W, Wc] packed channels, wt [k*k*Wc, N] (taps in row-major order, each its
+        # Wc words; transposed, so that the inner loop runs over the outputs), out
+        # [B, Ho, Wo, N]: the sum over the real taps (a padded tap is absent: its words and
+        # its mask are 0) of the C-channel +-1 products
+        n_b, h, w, n_words = xp.shape
+        n_out = wt.shape[1]
+        ho, wo = out.shape[1], out.shape[2]
+        span = k * k * n_words
+        for bi in prange(n_b):
+            field = np.zeros(span, dtype=np.uint64)
+            mask = np.zeros(span, dtype=np.uint64)
+            diff = np.zeros(n_out, dtype=np.int64)
+            for u in range(ho):
+                for v in range(wo):
+                    real = 0
+                    for r in range(k):
+                        y = u + r - pad
+                        for s_ in range(k):
+                            xx = v + s_ - pad
+                            base = (r * k + s_) * n_words
+                            inside = 0 <= y < h and 0 <= xx < w
+                            real += inside
+                            for t in range(n_words):
+                                field[base + t] = xp[bi, y, xx, t] if inside else np.uint64(0)
+                                mask[base + t] = ~np.uint64(0) if inside else np.uint64(0)
+                    diff[:] = 0
+                    for t in range(span):
+                        word = field[t]
+                        m = mask[t]
+                        for n in range(n_out):
+                            diff[n] += _popcount((word ^ wt[t, n]) & m)
+                    for n in range(n_out):
+                        out[bi, u, v, n] = real * c - 2 * diff[n]
+
+    @numba.njit(parallel=True, cache=True)
+    def _signs_product(a, wt, k, out):         # pragma: no cover - compiled
+        # a [rows, words], wt [words, N] (the weights' words transposed, so that the inner
+        # loop runs over the outputs: contiguous, and vectorised with a vector popcount)
+        n_rows, words, n_out = a.shape[0], a.shape[1], wt.shape[1]
         for i in prange(n_rows):
-            p = i % positions
+            diff = np.zeros(n_out, dtype=np.int64)
+            for t in range(words):
+                word = a[i, t]
+                for n in range(n_out):
+                    diff[n] += _popcount(word ^ wt[t, n])
             for n in range(n_out):
-                diff = 0
+                out[i, n] = k - 2 * diff[n]
+
+    @numba.njit(parallel=True, cache=True)
+    def _planes_product(planes, ut, counts, out):           # pragma: no cover - compiled
+        # planes [rows, n_planes, words] bits of x (+ Z), counts [rows, n_planes] their
+        # popcounts, ut [words, N] the weights' bits transposed (inner loop over the outputs)
+        n_rows, n_planes, words, n_out = planes.shape[0], planes.shape[1], planes.shape[2], ut.shape[1]
+        for i in prange(n_rows):
+            total = np.zeros(n_out, dtype=np.int64)
+            agree = np.zeros(n_out, dtype=np.int64)
+            for p in range(n_planes):
+                agree[:] = 0
                 for t in range(words):
-                    diff += _popcount((a[i, t] ^ w[n, t]) & valid[p, t])
-                out[i, n] = real[p] - 2 * np.int64(diff)
+                    word = planes[i, p, t]
+                    for n in range(n_out):
+                        agree[n] += _popcount(word & ut[t, n])
+                c = counts[i, p]
+                for n in range(n_out):
+                    total[n] += (2 * agree[n] - c) << p
+            for n in range(n_out):
+                out[i, n] = total[n]
 
     @numba.njit(parallel=True, cache=True)
-    def _planes_product(planes, u, counts, out):            # pragma: no cover - compiled
-        # planes: [rows, n_planes, words] bits of x + Z; counts: [rows, n_planes] their popcounts
-        n_rows, n_planes, words, n_out = planes.shape[0], planes.shape[1], planes.shape[2], u.shape[0]
-        for i in prange(n_rows):
-            for n in range(n_out):
-                total = np.int64(0)
-                for p in range(n_planes):
-                    agree = 0
-                    for t in range(words):
-                        agree += _popcount(planes[i, p, t] & u[n, t])
-                    total += (2 * np.int64(agree) - counts[i, p]) << p
-                out[i, n] = total
+    def _maxpool(x, out):                      # pragma: no cover - compiled
+        # 2x2, stride 2, floor: out [B, C, H//2, W//2]
+        n_b, c = x.shape[0], x.shape[1]
+        ho, wo = out.shape[2], out.shape[3]
+        for bi in prange(n_b):
+            for ci in range(c):
+                for u in range(ho):
+                    for v in range(wo):
+                        m = max(x[bi, ci, 2 * u, 2 * v], x[bi, ci, 2 * u, 2 * v + 1])
+                        m = max(m, x[bi, ci, 2 * u + 1, 2 * v])
+                        out[bi, ci, u, v] = max(m, x[bi, ci, 2 * u + 1, 2 * v + 1])
 
 
-def signs_product(a: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """a [R, K] and w [N, K], both +-1: a @ w.T as int64 [R, N], by XOR and popcount."""
-    out = np.empty((len(a), len(w)), dtype=np.int64)
-    _signs_product(pack_signs(a), pack_signs(w), a.shape[1], out)
+def set_threads(threads: int) -> None:
+    """Run the kernel's loops (over inputs) on this many threads of the calling thread
+    (numba's setting is per calling thread); the integers do not depend on it."""
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+
+
+def signs_product(a: np.ndarray, w: np.ndarray, packed_w: Optional[np.ndarray] = None,
+                  dtype=np.int64) -> np.ndarray:
+    """a [R, K] and w [N, K], both +-1: a @ w.T [R, N] (in `dtype`; the integers are exact in
+    any type that holds K), by XOR and popcount. `packed_w`: w already packed."""
+    out = np.empty((len(a), len(w)), dtype=dtype)
+    _signs_product(pack_signs(a), pack_weights(w) if packed_w is None else packed_w, a.shape[1], out)
     return out
 
 
-def masked_signs_product(fields: np.ndarray, w: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Fields [R, K] of +-1 (anything at the padded taps), weights [N, K] of +-1, and the
-    real taps valid [P, K] (bool) of each of the P output positions, the fields of row i
-    at position i % P: the sums over the real taps, int64 [R, N]."""
-    out = np.empty((len(fields), len(w)), dtype=np.int64)
-    _masked_signs_product(pack_signs(fields), pack_signs(w), pack_bits(valid),
-                          valid.sum(axis=1).astype(np.int64), out)
+def pack_weights(w: np.ndarray) -> np.ndarray:
+    """Dense weights [N, K] of +-1 -> their words transposed, [ceil(K/64), N], as the
+    products read them."""
+    return np.ascontiguousarray(pack_signs(w).T)
+
+
+def pack_conv_weights(w: np.ndarray, c: int, k: int) -> np.ndarray:
+    """Conv weights [N, C*k*k] (+-1, the [C, k, k] order of a weight tensor) -> their words
+    per tap, transposed: [k, k, Wc, N]."""
+    taps = np.ascontiguousarray(w.reshape(len(w), c, k, k).transpose(0, 2, 3, 1)).reshape(-1, c)
+    return np.ascontiguousarray(pack_bits(taps).reshape(len(w), k, k, -1).transpose(1, 2, 3, 0))
+
+
+def conv_product(x: np.ndarray, w: np.ndarray, k: int, padding: int, packed_w: Optional[np.ndarray] = None,
+                 dtype=np.int64) -> np.ndarray:
+    """The stride-1 convolution of +-1 maps x [B, C, H, W] with +-1 weights w [N, C*k*k],
+    padded taps absent: [B, N, Ho, Wo] in `dtype`, directly on packed channels (no field
+    gather). `packed_w`: pack_conv_weights(w, C, k) already made."""
+    b, c, h, wd = x.shape
+    out = np.empty((b, h + 2 * padding - k + 1, wd + 2 * padding - k + 1, len(w)), dtype=dtype)
+    packed_w = pack_conv_weights(w, c, k) if packed_w is None else packed_w
+    _conv_packed(pack_channels(x), packed_w.reshape(-1, len(w)), k, c, padding, out)
+    return out.transpose(0, 3, 1, 2)
+
+
+def maxpool(x: np.ndarray) -> np.ndarray:
+    """2x2 max pooling, stride 2, floor (refbnn.engines.ops.maxpool), in one pass."""
+    b, c, h, w = x.shape
+    out = np.empty((b, c, h // 2, w // 2), dtype=x.dtype)
+    _maxpool(x, out)
     return out
 
 
-def integer_product(x: np.ndarray, w: np.ndarray, z: int) -> np.ndarray:
+def integer_product(x: np.ndarray, w: np.ndarray, z: int, valid: Optional[np.ndarray] = None,
+                    dtype=np.int64) -> np.ndarray:
     """x [R, K] integers with |x| <= z, w [N, K] of +-1: x @ w.T as int64 [R, N], by the
-    bit planes of x + z (module docstring)."""
-    u = x.astype(np.int64) + z
-    n_planes = max(1, int(2 * z).bit_length())
-    planes = np.stack([pack_bits(((u >> p) & 1).astype(bool)) for p in range(n_planes)], axis=1)
-    counts = np.stack([((u >> p) & 1).sum(axis=1) for p in range(n_planes)], axis=1).astype(np.int64)
-    out = np.empty((len(x), len(w)), dtype=np.int64)
-    _planes_product(planes, pack_signs(w), counts, out)
-    if z:
-        out -= z * w.sum(axis=1, dtype=np.int64)[None, :]
+    bit planes of x (of x + z where x has negative entries; module docstring). With
+    `valid` [P, K] (the real taps of P output positions, row i at position i % P), x is 0
+    at the padded taps and the offset is added at the real taps only."""
+    x = x.astype(np.int64, copy=False)
+    off = z if x.size and int(x.min()) < 0 else 0
+    if off:
+        real = np.ones((1, x.shape[1]), dtype=np.int64) if valid is None else valid.astype(np.int64)
+        u = x + off * np.tile(real, (len(x) // len(real), 1))
+    else:
+        u = x
+    n_planes = max(1, int(2 * z if off else z).bit_length())
+    planes = np.empty((len(u), n_planes, (u.shape[1] + WORD - 1) // WORD), dtype=np.uint64)
+    counts = np.empty((len(u), n_planes), dtype=np.int64)
+    _pack_planes(np.ascontiguousarray(u), planes, counts)
+    # with the offset, the sums before its correction reach 2Z per tap: int64 until corrected
+    out = np.empty((len(x), len(w)), dtype=np.int64 if off else dtype)
+    _planes_product(planes, pack_weights(w), counts, out)
+    if off:      # the offset's share: off * (the sum of w over the real taps), per position
+        share = real @ (w > 0).astype(np.int64).T * 2 - real.sum(axis=1, keepdims=True)
+        out -= off * np.tile(share, (len(x) // len(share), 1))
+        return out.astype(dtype, copy=False)
     return out

@@ -106,6 +106,22 @@ def weight_signs(model: Model, layer_index: int, bitorder: str = "big") -> np.nd
     return np.where(bits.reshape(w.shape), np.int8(1), np.int8(-1))
 
 
+KERNELS = ("numpy", "bits")
+
+
+def _kernel(kernel: Optional[str]) -> str:
+    """The products' kernel: "bits" (the `fast` extra's numba kernel) where it is installed,
+    else "numpy" (exact float GEMMs); a name forces one."""
+    from . import bitkernel
+    if kernel is None:
+        return "bits" if bitkernel.available() else "numpy"
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel: {kernel!r} is not one of {', '.join(KERNELS)}")
+    if kernel == "bits" and not bitkernel.available():
+        raise InputError("--engine bits needs numba: pip install 'refbnn[fast]'")
+    return kernel
+
+
 @contextmanager
 def one_blas_thread(wanted: bool = True) -> Iterator[bool]:
     """BLAS held to one thread for the block, if `wanted` and threadpoolctl is installed
@@ -128,8 +144,9 @@ class FastEngine:
     name = "fast"
 
     def __init__(self, model: Model, weight_masks: Optional[Sequence] = None,
-                 memory: int = DEFAULT_MEMORY, threads: Optional[int] = None):
+                 memory: int = DEFAULT_MEMORY, threads: Optional[int] = None, kernel: Optional[str] = None):
         self.model = model
+        self.kernel = _kernel(kernel)
         need, free = weight_bytes(model), available_memory()
         if need > free:       # refuse before allocating, rather than die of it
             raise InputError(f"the fast engine needs {need / 2**30:.1f} GiB to hold this model's weights; this process "
@@ -149,6 +166,7 @@ class FastEngine:
             self._dtype[i] = dt
             self._w[i] = signs.reshape(signs.shape[0], fan_in).astype(dt)
         self._clean = self._w                     # the stored weights, before any flips
+        self._pw: dict[int, np.ndarray] = {}      # layer -> its weights packed for the bit kernel
         self._thr: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._cmp: dict[int, np.ndarray] = {}     # thresholds for comparing, see _threshold
         for nl in model.neuron_layers:
@@ -173,6 +191,7 @@ class FastEngine:
         transient: the masks apply to the stored weights, not to earlier flips."""
         engine = copy.copy(self)
         engine._w = self._negated_weights(weight_masks)
+        engine._pw = {}
         return engine
 
     @contextmanager
@@ -184,15 +203,17 @@ class FastEngine:
         flips add to the outer ones. Not for use from several threads at once."""
         if self._w is self._clean or any(self._w[i] is self._clean[i] for i in self._clean):
             self._w = {i: w.copy() for i, w in self._w.items()}
-        touched = [(self._w[i].reshape(-1), idx) for i, idx in zip(self.model.weight_indices, indices)
+        touched = [(i, self._w[i].reshape(-1), idx) for i, idx in zip(self.model.weight_indices, indices)
                    if idx is not None and len(idx)]
-        for flat, idx in touched:
+        for i, flat, idx in touched:
             flat[idx] *= -1
+            self._flip_packed(i, idx)
         try:
             yield self
         finally:
-            for flat, idx in touched:
+            for i, flat, idx in touched:
                 flat[idx] *= -1
+                self._flip_packed(i, idx)
 
     def _negated_weights(self, weight_masks: Optional[Sequence]) -> dict[int, np.ndarray]:
         """A new layer -> matrix dict: the clean weights with each masked entry negated
@@ -232,6 +253,8 @@ class FastEngine:
     def _weight_layer(self, i: int, x: np.ndarray, channels: Optional[np.ndarray] = None) -> np.ndarray:
         """h = W x for layer i. With `channels`, x holds only those input channels (or
         columns) and only the matching part of W is used."""
+        if self.kernel == "bits" and channels is None:
+            return self._bits_layer(i, x)
         layer = self.model.layers[i]
         w = self._w[i]
         dt = self._dtype[i]
@@ -246,6 +269,59 @@ class FastEngine:
         b, ho, wo, f = cols.shape
         h = cols.reshape(-1, f) @ w.T
         return h.reshape(b, ho, wo, n).transpose(0, 3, 1, 2)
+
+    def _bits_layer(self, i: int, x: np.ndarray) -> np.ndarray:
+        """h = W x for layer i by the bit kernel (refbnn.engines.bitkernel): XOR and popcount
+        on packed +-1 inputs (a convolution directly on packed channels, padded taps absent),
+        bit planes on the integer input of a dense first layer; the same integers as the
+        float GEMM, in the layer's exact dtype, so everything after it is unchanged. A first
+        convolution on integers keeps the float product (exact, and faster there: a field
+        holds a few numbers per channel)."""
+        from . import bitkernel
+        bitkernel.set_threads(self.threads)
+        model, layer, dt = self.model, self.model.layers[i], self._dtype[i]
+        integers = i == model.weight_indices[0] and model.input_threshold is None
+        if isinstance(layer, Linear):
+            flat = x.reshape(len(x), -1)
+            if integers:
+                return bitkernel.integer_product(flat, self._w[i], model.Z, dtype=dt)
+            return bitkernel.signs_product(flat, self._w[i], self._packed(i), dt)
+        n, c, k, _ = layer.weight.shape
+        if integers:        # measured: BLAS on the few numbers of a field beats bit planes
+            return conv2d(x.astype(dt, copy=False), self._w[i], k, layer.padding)
+        return bitkernel.conv_product(x, self._w[i], k, layer.padding, self._packed(i), dt)
+
+    def _packed(self, i: int) -> np.ndarray:
+        """Weight layer i packed for the bit kernel, made once per engine and kept equal to
+        the weights through `flipped` (which XORs the flipped bits into it)."""
+        if i not in self._pw:
+            from . import bitkernel
+            layer = self.model.layers[i]
+            if isinstance(layer, Linear):
+                self._pw[i] = bitkernel.pack_weights(self._w[i])
+            else:
+                n, c, k, _ = layer.weight.shape
+                self._pw[i] = bitkernel.pack_conv_weights(self._w[i], c, k)
+        return self._pw[i]
+
+    def _flip_packed(self, i: int, idx: np.ndarray) -> None:
+        """XOR the bits of the flat weight indices idx (into [N, fan-in], fan-in in the
+        [C, k, k] order) into layer i's packed weights, if they are made."""
+        packed = self._pw.get(i)
+        if packed is None:
+            return
+        layer = self.model.layers[i]
+        fan_in = prod(layer.weight.shape[1:])
+        row, col = np.divmod(idx, fan_in)
+        if isinstance(layer, Linear):            # packed [words, N]
+            word, bit = np.divmod(col, 64)
+            np.bitwise_xor.at(packed, (word, row), np.left_shift(np.uint64(1), bit.astype(np.uint64)))
+        else:                                    # packed [k, k, Wc, N]
+            k = layer.weight.shape[-1]
+            ch, tap = np.divmod(col, k * k)
+            r, s = np.divmod(tap, k)
+            word, bit = np.divmod(ch, 64)
+            np.bitwise_xor.at(packed, (r, s, word, row), np.left_shift(np.uint64(1), bit.astype(np.uint64)))
 
     def _threshold(self, i: int, h: np.ndarray, channels: Optional[np.ndarray] = None) -> np.ndarray:
         """+-1 outputs of threshold layer i; with `channels`, h holds only those channels."""
@@ -265,6 +341,9 @@ class FastEngine:
         if isinstance(layer, Threshold):
             return self._threshold(i, x)
         if isinstance(layer, MaxPool2d):
+            if self.kernel == "bits":
+                from . import bitkernel
+                return bitkernel.maxpool(x)
             return maxpool(x)
         return x.reshape(len(x), -1)   # flatten, C order
 

@@ -1,0 +1,122 @@
+"""The bit kernel (refbnn.engines.bitkernel, the `fast` extra): packed XNOR-popcount
+products equal the plain integer products, and the fast engine falls back to its float
+GEMMs where numba is missing. The engine-level equalities run in test_engines_agree.py
+and through every `engine_cls` test, once per kernel."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from strategies import model_cases
+
+from refbnn.engines import bitkernel
+from refbnn.engines.fast import FastEngine
+
+needs_numba = pytest.mark.skipif(not bitkernel.available(), reason="the bit kernel needs numba ('.[fast]')")
+
+
+@st.composite
+def sign_matrices(draw, max_k=200):
+    """Two +-1 matrices [R, K] and [N, K], K across word boundaries (1..max_k)."""
+    k = draw(st.integers(1, max_k))
+    r, n = draw(st.integers(1, 6)), draw(st.integers(1, 5))
+    a = draw(arrays(np.int8, (r, k), elements=st.sampled_from([-1, 1])))
+    w = draw(arrays(np.int8, (n, k), elements=st.sampled_from([-1, 1])))
+    return a, w
+
+
+@needs_numba
+@settings(max_examples=60, deadline=None)
+@given(sign_matrices())
+def test_xor_popcount_equals_the_product(aw):
+    """Property: K - 2 popcount(a XOR w) = sum_j a_j w_j for every row pair, any K."""
+    a, w = aw
+    assert np.array_equal(bitkernel.signs_product(a, w), a.astype(np.int64) @ w.T.astype(np.int64))
+
+
+@needs_numba
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 130), st.integers(1, 4), st.integers(1, 7), st.integers(1, 7), st.sampled_from([1, 3]),
+       st.integers(0, 1), st.data())
+def test_the_packed_convolution_leaves_padded_taps_out(c, n, h, w, k, padding, data):
+    """Property: the direct convolution on packed channels (padded taps absent: their words
+    and mask are 0) equals the plain convolution with zero padding, channels across word
+    boundaries (C up to 130)."""
+    from refbnn.engines.ops import conv2d
+
+    if min(h, w) + 2 * padding < k:
+        return
+    x = data.draw(arrays(np.int8, (2, c, h, w), elements=st.sampled_from([-1, 1])))
+    wt = data.draw(arrays(np.int8, (n, c * k * k), elements=st.sampled_from([-1, 1])))
+    expected = conv2d(x.astype(np.float64), wt.astype(np.float64), k, padding)
+    assert np.array_equal(bitkernel.conv_product(x, wt, k, padding), expected)
+
+
+@needs_numba
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from([1, 2, 3, 7, 16, 255, 1000]), st.booleans(), st.data())
+def test_bit_planes_give_the_integer_product(z, signed, data):
+    """Property: the first layer's product by bit planes (of x + Z where x < 0 occurs)
+    equals x @ w.T for integers |x| <= Z, with and without padded taps."""
+    k, r, n = data.draw(st.integers(1, 130)), data.draw(st.integers(1, 6)), data.draw(st.integers(1, 4))
+    x = data.draw(arrays(np.int64, (r, k), elements=st.integers(-z if signed else 0, z)))
+    w = data.draw(arrays(np.int8, (n, k), elements=st.sampled_from([-1, 1]))).astype(np.int64)
+    assert np.array_equal(bitkernel.integer_product(x, w, z), x @ w.T)
+    valid = data.draw(arrays(np.bool_, (r, k)))
+    assert np.array_equal(bitkernel.integer_product(x * valid, w, z, valid), (x * valid) @ w.T)
+
+
+def test_pack_bits_places_bit_j_in_word_j_over_64():
+    """By hand: bits 0, 63 and 64 set in a row of 70 -> words [2^0 + 2^63, 2^0]."""
+    bits = np.zeros((1, 70), dtype=bool)
+    bits[0, [0, 63, 64]] = True
+    if not bitkernel.available():
+        pytest.skip("packing runs in numba")
+    assert bitkernel.pack_bits(bits).tolist() == [[1 + 2**63, 1]]
+
+
+def test_without_numba_the_engine_falls_back_silently(monkeypatch):
+    """Without the extra the default kernel is the float GEMMs, with no message; asking
+    for the bit kernel by name is a one-line error that names the extra."""
+    from refbnn.formats.files import InputError
+
+    monkeypatch.setattr(bitkernel, "numba", None)
+    model = __import__("refbnn").example_model()
+    assert FastEngine(model).kernel == "numpy"
+    with pytest.raises(InputError, match=r"needs numba: pip install 'refbnn\[fast\]'"):
+        FastEngine(model, kernel="bits")
+
+
+@needs_numba
+def test_the_engine_option_forces_either_kernel(tmp_path):
+    """`--engine numpy` and `--engine bits` give the same numbers as the default."""
+    import json
+
+    from conftest import run_cli
+
+    import refbnn
+    refbnn.save_model(refbnn.example_model(), tmp_path / "m.json")
+    refbnn.save_data(tmp_path / "d.npz", *refbnn.example_data(40))
+    docs = []
+    for engine in ("fast", "numpy", "bits"):
+        r = run_cli("metrics", tmp_path / "m.json", tmp_path / "d.npz", "--importance", "--engine", engine,
+                    "--json", tmp_path / f"{engine}.json")
+        assert r.exit_code == 0, r.output
+        docs.append({k: v for k, v in json.loads((tmp_path / f"{engine}.json").read_text()).items() if k != "engine"})
+    assert docs[0] == docs[1] == docs[2]
+    assert FastEngine(refbnn.example_model()).kernel == "bits"
+
+
+@needs_numba
+@settings(max_examples=40, deadline=None)
+@given(model_cases(), st.integers(0, 2**32 - 1), st.floats(0.01, 0.5))
+def test_bit_errors_give_the_same_accuracies_on_both_kernels(case, seed, p):
+    """Property: the keyed flips (§6) are the same bits whatever the kernel, so a sweep
+    gives identical accuracies on the bit kernel and on the float GEMMs."""
+    from refbnn.biterrors.masks import ErrorModel
+    from refbnn.biterrors.sweep import accuracy_sweep
+
+    em = ErrorModel(p, seed, 3)
+    sweeps = [accuracy_sweep(FastEngine(case.model, kernel=k), case.x, case.y, [("p", p)], 3, em)[0].accuracies
+              for k in ("numpy", "bits")]
+    assert sweeps[0] == sweeps[1]
