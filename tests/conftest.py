@@ -11,6 +11,11 @@ import itertools
 import os
 from fractions import Fraction
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one worker per core already: the bit kernel's loops (numba) on one thread each, read
+    # when numba starts (test_bitkernel.py checks other thread counts in a child process)
+    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+
 import numpy as np
 import pytest
 from click.testing import CliRunner

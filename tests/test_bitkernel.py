@@ -120,3 +120,20 @@ def test_bit_errors_give_the_same_accuracies_on_both_kernels(case, seed, p):
     sweeps = [accuracy_sweep(FastEngine(case.model, kernel=k), case.x, case.y, [("p", p)], 3, em)[0].accuracies
               for k in ("numpy", "bits")]
     assert sweeps[0] == sweeps[1]
+
+
+@needs_numba
+def test_the_integers_do_not_depend_on_the_thread_count(tmp_path):
+    """The kernel's loops run over inputs; every output is summed by one thread, so one
+    thread and two give the same integers (in a child process, as the thread count is
+    fixed when numba starts)."""
+    import subprocess
+    import sys
+
+    code = ("import numpy as np, sys, refbnn; from refbnn.engines.fast import FastEngine; "
+            "m = refbnn.example_model(); x, y = refbnn.example_data(300); e = FastEngine(m, kernel='bits', threads=2); "
+            "np.save(sys.argv[1], np.concatenate([o.reshape(len(x), -1).astype(np.int64) for o in e.outputs(x)], 1))")
+    for threads in ("1", "2"):
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / f"{threads}.npy")], check=True,
+                       env={**__import__("os").environ, "NUMBA_NUM_THREADS": threads})
+    assert np.array_equal(np.load(tmp_path / "1.npy"), np.load(tmp_path / "2.npy"))
