@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import struct
 import zipfile
+from math import prod
 from typing import Any
 
 import numpy as np
@@ -268,6 +269,10 @@ def _materialise(obj: Any, z: zipfile.ZipFile, root: str, path: str, max_bytes: 
             last = offset + sum((d - 1) * t for d, t in zip(size, stride))
             if last >= len(data):
                 raise InputError(f"{path}: storage {ref.key}: a tensor view reaching past its {len(data)} values")
+        # a view may repeat its storage's values (stride 0, as torch's expand() saves them):
+        # bound what it materialises, as the storages themselves are bounded
+        if prod(size) * 8 > max_bytes:
+            raise InputError(f"{path}: storage {ref.key}: a tensor view of {prod(size)} values is too large")
         view = np.lib.stride_tricks.as_strided(data[offset:] if len(data) else data, shape=size,
                                                strides=[t * data.itemsize for t in stride], writeable=False)
         out = np.array(view)

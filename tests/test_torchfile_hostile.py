@@ -1,0 +1,215 @@
+"""The pickle-free `.pt` reader is a security boundary (refbnn/importers/torchfile.py): a
+hostile file for each refusal it makes, each a test that fails if that check is removed or
+loosened by one. The pickles are assembled opcode by opcode, as an attacker would."""
+from __future__ import annotations
+
+import struct
+import zipfile
+
+import numpy as np
+import pytest
+
+from refbnn.formats.files import InputError
+from refbnn.importers import torchfile
+from refbnn.importers.torchfile import read_torch_file
+
+MAX = 2**20
+
+
+def _int(v: int) -> bytes:
+    if -2**31 <= v < 2**31:
+        return b"J" + struct.pack("<i", v)                      # BININT
+    n = (v.bit_length() + 8) // 8
+    return b"\x8a" + bytes([n]) + v.to_bytes(n, "little", signed=True)      # LONG1
+
+
+def _str(t: str) -> bytes:
+    b = t.encode()
+    return b"X" + struct.pack("<I", len(b)) + b
+
+
+def _tuple(values) -> bytes:
+    return b"(" + b"".join(_int(v) for v in values) + b"t"
+
+
+def _global(module: str, name: str) -> bytes:
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def _storage(key: str = "0", numel: int = 2, cls: str = "FloatStorage", module: str = "torch") -> bytes:
+    return b"(" + _str("storage") + _global(module, cls) + _str(key) + _str("cpu") + _int(numel) + b"tQ"
+
+
+def _tensor(offset: int, size, stride, storage: bytes = None, rebuild=("torch._utils", "_rebuild_tensor_v2")) -> bytes:
+    return (_global(*rebuild) + b"(" + (storage or _storage()) + _int(offset) + _tuple(size) + _tuple(stride)
+            + b"\x89}tR")
+
+
+def _state(value: bytes) -> bytes:
+    """{"w": value} as a protocol-2 pickle."""
+    return b"\x80\x02}(" + _str("w") + value + b"u."
+
+
+def _file(tmp_path, pkl: bytes, storages=None) -> str:
+    path = tmp_path / "hostile.pt"
+    storages = {"0": np.array([1.0, 2.0], "<f4").tobytes()} if storages is None else storages
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", pkl)
+        z.writestr("archive/byteorder", "little")
+        for k, v in storages.items():
+            z.writestr(f"archive/data/{k}", v)
+    return str(path)
+
+
+def _refused(tmp_path, pkl: bytes, message: str, storages=None) -> None:
+    with pytest.raises(InputError) as e:
+        read_torch_file(_file(tmp_path, pkl, storages), MAX)
+    assert message in str(e.value) and "hostile.pt" in str(e.value), str(e.value)
+
+
+# -- views and storages: the bounds, exactly at the edge -------------------------------------
+
+@pytest.mark.parametrize("offset, size, stride, values", [
+    (0, (2,), (1,), [1.0, 2.0]),          # the whole storage
+    (1, (1,), (1,), [2.0]),               # the last value
+    (0, (2, 1), (1, 5), [[1.0], [2.0]]),  # a stride that is never taken (size 1)
+    (1, (3,), (0,), [2.0, 2.0, 2.0]),     # stride 0: one value repeated, as expand() saves it
+])
+def test_views_that_end_on_the_last_value_are_read(tmp_path, offset, size, stride, values):
+    """The accepted side of each bound: a view whose last element is the storage's last."""
+    got = read_torch_file(_file(tmp_path, _state(_tensor(offset, size, stride))), MAX)["w"]
+    assert got.tolist() == values
+
+
+@pytest.mark.parametrize("offset, size, stride", [
+    (0, (3,), (1,)),                      # one element past the end
+    (2, (1,), (1,)),                      # an offset at the end
+    (1, (2,), (1,)),                      # offset + size one past
+    (0, (2, 2), (1, 1)),                  # last = 0 + 1 + 1 = 2: one past
+    (0, (2**40,), (1,)),                  # far past
+    (0, (2**62, 2**62), (2**62, 1)),      # sizes and strides past 64 bits: Python ints, no overflow
+])
+def test_a_view_one_element_past_its_storage_is_refused(tmp_path, offset, size, stride):
+    _refused(tmp_path, _state(_tensor(offset, size, stride)), "a tensor view reaching past its 2 values")
+
+
+@pytest.mark.parametrize("offset, size, stride", [
+    (-1, (1,), (1,)),                     # a negative storage offset
+    (0, (-1,), (1,)),                     # a negative size
+    (0, (1,), (-1,)),                     # a negative stride
+    (0, (1, 1), (1,)),                    # sizes and strides of different lengths
+])
+def test_a_view_with_a_negative_or_mismatched_shape_is_refused(tmp_path, offset, size, stride):
+    _refused(tmp_path, _state(_tensor(offset, size, stride)), "a tensor view with size")
+
+
+def test_a_repeating_view_is_bounded_like_a_storage(tmp_path):
+    """Stride 0 passes the bound on the storage (it reads one value) but would materialise
+    2^30 values: refused by its size, before any memory is taken. At the limit (MAX bytes
+    of float64, MAX / 8 values) it is read; one value more is refused."""
+    _refused(tmp_path, _state(_tensor(0, (2**30,), (0,))), "a tensor view of 1073741824 values is too large")
+    at_limit = read_torch_file(_file(tmp_path, _state(_tensor(1, (MAX // 8,), (0,)))), MAX)["w"]
+    assert at_limit.shape == (MAX // 8,) and set(at_limit.tolist()) == {2.0}
+    _refused(tmp_path, _state(_tensor(1, (MAX // 8 + 1,), (0,))), f"a tensor view of {MAX // 8 + 1} values is too large")
+
+
+def test_a_zero_sized_view_with_huge_dimensions_is_bad_input(tmp_path):
+    """Size (0, 2^62): no element, but no array either; one line, not a crash."""
+    _refused(tmp_path, _state(_tensor(0, (0, 2**62), (1, 1))), "a damaged PyTorch file")
+
+
+@pytest.mark.parametrize("numel", [3, 1])
+def test_a_storage_whose_bytes_do_not_match_its_count_is_refused(tmp_path, numel):
+    """8 bytes of float32 hold 2 values: a count of 3 (too few bytes) or 1 (too many)."""
+    _refused(tmp_path, _state(_tensor(0, (1,), (1,), _storage(numel=numel))), f"8 bytes for {numel} values")
+
+
+def test_a_storage_larger_than_the_limit_is_refused(tmp_path):
+    big = {"0": bytes(MAX + 4)}
+    _refused(tmp_path, _state(_tensor(0, (1,), (1,), _storage(numel=(MAX + 4) // 4))),
+             f"storage 0: {MAX + 4} bytes is too large", big)
+
+
+# -- names: only the state dict's own, and only under their own modules -------------------
+
+@pytest.mark.parametrize("module, name", [
+    ("evil", "OrderedDict"),              # an allowed class name under a foreign module
+    ("torch", "_rebuild_tensor_v2"),      # an allowed function under the wrong torch module
+    ("collections", "FloatStorage"),
+    ("torch._utils", "OrderedDict"),
+    ("torch.nn", "FloatStorage"),
+    ("builtins", "getattr"),
+])
+def test_an_allowed_name_under_another_module_is_refused(tmp_path, module, name):
+    _refused(tmp_path, b"\x80\x02" + _global(module, name) + b")R.", f"refused global {module}.{name}")
+
+
+def test_a_stack_global_is_checked_like_a_global(tmp_path):
+    """STACK_GLOBAL (protocol 4) takes module and name from the stack: the same allow list."""
+    pkl = b"\x80\x04" + _str("os") + _str("system") + b"\x93" + b")R."
+    _refused(tmp_path, pkl, "refused global os.system")
+
+
+def test_a_storage_class_under_another_module_is_not_a_storage(tmp_path):
+    """The persistent id names its storage class; under any module but torch it is refused."""
+    _refused(tmp_path, _state(_tensor(0, (1,), (1,), _storage(module="torch._utils", cls="_rebuild_tensor_v2"))),
+             "a persistent id that is not a tensor storage")
+
+
+# -- opcodes: outside the allowed set, refused by name ----------------------------------------
+
+@pytest.mark.parametrize("opcode", [
+    b"i",       # INST: import and call by name
+    b"o",       # OBJ: call the class on the stack
+    b"\x81",    # NEWOBJ
+    b"\x92",    # NEWOBJ_EX
+    b"\x82",    # EXT1: the extension registry
+    b"P",       # PERSID (text): only the binary persistent id of a storage
+    b"V",       # UNICODE (raw-unicode-escape)
+    b"d",       # DICT from a mark
+    b"l",       # LIST from a mark
+    b"0",       # POP
+])
+def test_an_opcode_outside_the_allowed_set_is_refused(tmp_path, opcode):
+    _refused(tmp_path, b"\x80\x02(" + opcode + b".", f"refused opcode {opcode!r}")
+
+
+def test_a_later_protocol_than_5_is_refused(tmp_path):
+    _refused(tmp_path, b"\x80\x06}.", "an unknown pickle protocol")
+
+
+def test_a_memo_read_before_it_is_written_is_refused(tmp_path):
+    _refused(tmp_path, b"\x80\x02h\x05.", "memo 5 read before it is written")
+
+
+def test_calls_of_anything_but_the_allowed_names_are_refused(tmp_path):
+    """REDUCE on a non-name, OrderedDict with arguments, a parameter without a tensor, a
+    tensor rebuilt from something other than a storage: each refused by name."""
+    _refused(tmp_path, b"\x80\x02)" + b")R.", "a call of something other than an allowed name")
+    _refused(tmp_path, b"\x80\x02" + _global("collections", "OrderedDict") + _tuple([1]) + b"R.",
+             "OrderedDict with arguments")
+    _refused(tmp_path, b"\x80\x02" + _global("torch._utils", "_rebuild_parameter") + _tuple([1]) + b"R.",
+             "a parameter without its tensor")
+    _refused(tmp_path, b"\x80\x02" + _global("torch._utils", "_rebuild_tensor_v2") + _tuple([1, 2, 3, 4]) + b"R.",
+             "a tensor rebuilt from something other than a storage")
+    not_a_storage = b"(" + _int(1) + _int(0) + _tuple([1]) + _tuple([1]) + b"t"    # an int where the storage goes
+    _refused(tmp_path, b"\x80\x02" + _global("torch._utils", "_rebuild_tensor_v2") + not_a_storage + b"R.",
+             "a tensor rebuilt from something other than a storage")
+
+
+def test_a_storage_outside_a_tensor_is_refused(tmp_path):
+    _refused(tmp_path, _state(_storage()), "a bare StorageRef outside a tensor")
+
+
+def test_an_endless_pickle_is_cut_at_the_opcode_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr(torchfile, "MAX_OPS", 50)
+    _refused(tmp_path, b"\x80\x02" + b"N" * 60 + b".", "too many opcodes")
+
+
+def test_a_big_endian_file_is_refused(tmp_path):
+    path = tmp_path / "hostile.pt"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", _state(_tensor(0, (1,), (1,))))
+        z.writestr("archive/byteorder", "big")
+    with pytest.raises(InputError, match="byteorder 'big': only little-endian storages are read"):
+        read_torch_file(str(path), MAX)
