@@ -89,7 +89,8 @@ def test_without_numba_the_engine_falls_back_silently(monkeypatch):
 
 @needs_numba
 def test_the_engine_option_forces_either_kernel(tmp_path):
-    """`--engine numpy` and `--engine bits` give the same numbers as the default."""
+    """`--engine numpy` and `--engine bits` give the same numbers as the default ("auto": the
+    kernel for the layers large enough to gain)."""
     import json
 
     from conftest import run_cli
@@ -104,7 +105,7 @@ def test_the_engine_option_forces_either_kernel(tmp_path):
         assert r.exit_code == 0, r.output
         docs.append({k: v for k, v in json.loads((tmp_path / f"{engine}.json").read_text()).items() if k != "engine"})
     assert docs[0] == docs[1] == docs[2]
-    assert FastEngine(refbnn.example_model()).kernel == "bits"
+    assert FastEngine(refbnn.example_model()).kernel == "auto"
 
 
 @needs_numba

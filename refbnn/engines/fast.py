@@ -107,14 +107,18 @@ def weight_signs(model: Model, layer_index: int, bitorder: str = "big") -> np.nd
 
 
 KERNELS = ("numpy", "bits")
+BITS_MIN_WORK = 2**16   # "auto": the bit kernel for a layer of at least this many +-1 products
+                        # per input; below it a call's fixed cost (threads, packing) outweighs
+                        # the products (measured: the digits models ran slower on it end to end)
 
 
 def _kernel(kernel: Optional[str]) -> str:
-    """The products' kernel: "bits" (the `fast` extra's numba kernel) where it is installed,
-    else "numpy" (exact float GEMMs); a name forces one."""
+    """The products' kernel: "auto" (the `fast` extra's numba kernel for the layers large
+    enough to gain, where numba is installed), else "numpy" (exact float GEMMs); "bits" or
+    "numpy" forces one for every layer."""
     from . import bitkernel
     if kernel is None:
-        return "bits" if bitkernel.available() else "numpy"
+        return "auto" if bitkernel.available() else "numpy"
     if kernel not in KERNELS:
         raise ValueError(f"kernel: {kernel!r} is not one of {', '.join(KERNELS)}")
     if kernel == "bits" and not bitkernel.available():
@@ -253,7 +257,7 @@ class FastEngine:
     def _weight_layer(self, i: int, x: np.ndarray, channels: Optional[np.ndarray] = None) -> np.ndarray:
         """h = W x for layer i. With `channels`, x holds only those input channels (or
         columns) and only the matching part of W is used."""
-        if self.kernel == "bits" and channels is None:
+        if channels is None and self._on_bits(i):
             return self._bits_layer(i, x)
         layer = self.model.layers[i]
         w = self._w[i]
@@ -269,6 +273,14 @@ class FastEngine:
         b, ho, wo, f = cols.shape
         h = cols.reshape(-1, f) @ w.T
         return h.reshape(b, ho, wo, n).transpose(0, 3, 1, 2)
+
+    def _on_bits(self, i: int) -> bool:
+        """Whether weight layer i multiplies on the bit kernel (see BITS_MIN_WORK)."""
+        if self.kernel != "auto":
+            return self.kernel == "bits"
+        layer = self.model.layers[i]
+        work = prod(layer.weight.shape) * (prod(self.model.shapes[i][1:]) if isinstance(layer, Conv2d) else 1)
+        return work >= BITS_MIN_WORK
 
     def _bits_layer(self, i: int, x: np.ndarray) -> np.ndarray:
         """h = W x for layer i by the bit kernel (refbnn.engines.bitkernel): XOR and popcount
@@ -341,8 +353,10 @@ class FastEngine:
         if isinstance(layer, Threshold):
             return self._threshold(i, x)
         if isinstance(layer, MaxPool2d):
-            if self.kernel == "bits":
+            # one pass in the kernel where it pays: forced, or maps of at least 2^20 entries
+            if self.kernel == "bits" or (self.kernel == "auto" and x.size >= 2**20):
                 from . import bitkernel
+                bitkernel.set_threads(self.threads)
                 return bitkernel.maxpool(x)
             return maxpool(x)
         return x.reshape(len(x), -1)   # flatten, C order
