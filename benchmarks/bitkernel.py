@@ -5,7 +5,8 @@ measured side by side in one run, on all cores and on one.
 
 Workloads (benchmarks/workloads.py): the Fashion FC 784-2048-2048-10 and the Fashion CNN
 of Table II with random weight bits and random inputs in 0..255. Ratios:
-  1. forward + T tuple on the bit kernel  vs  the bare float32 GEMMs of the same shapes
+  1. forward + T tuple on the bit kernel (the fast engine's default with numba, "auto":
+     every layer of at least 2^16 products per input)  vs  the bare float32 GEMMs of the same shapes
      (the floor the NumPy engine is held against), and vs the NumPy engine;
   2. the BER sweep (10 BERs x --reps repetitions, FC, batch 128) on the bit kernel  vs
      10 x reps bare float32 forwards;
@@ -47,7 +48,7 @@ def compile_seconds() -> float:
 
 
 def forward_and_t(name: str, model, x, threads: int) -> None:
-    bits, plain = FastEngine(model, kernel="bits", threads=threads), FastEngine(model, kernel="numpy", threads=threads)
+    bits, plain = FastEngine(model, kernel="auto", threads=threads), FastEngine(model, kernel="numpy", threads=threads)
     assert bits.tolerance(x[:64], DEFAULT_B) == plain.tolerance(x[:64], DEFAULT_B)
     ws = float32_weights(model)
     t_bare, _ = timed(bare_float32, model, ws, x, plain.batch_size, repeat=3)
@@ -62,7 +63,7 @@ def sweep(model, x, y, reps: int, threads: int) -> None:
     em = ErrorModel(0.0, 0, 128)
     ws = float32_weights(model)
     t_bare, _ = timed(lambda: [bare_float32(model, ws, x, 128) for _ in range(10 * reps)])
-    t_bits, a = timed(accuracy_sweep, FastEngine(model, kernel="bits", threads=threads), x, y, bers, reps, em)
+    t_bits, a = timed(accuracy_sweep, FastEngine(model, kernel="auto", threads=threads), x, y, bers, reps, em)
     t_plain, b = timed(accuracy_sweep, FastEngine(model, kernel="numpy", threads=threads), x, y, bers, reps, em)
     assert [s.accuracies for s in a] == [s.accuracies for s in b]
     print(f"FC sweep 10 BERs x {reps}: bit kernel / {10 * reps} bare forwards: {t_bits / t_bare:5.2f}x   "
@@ -71,7 +72,7 @@ def sweep(model, x, y, reps: int, threads: int) -> None:
 
 def algorithm_1(model, x, y, threads: int) -> None:
     ws = float32_weights(model)
-    bits, plain = FastEngine(model, kernel="bits", threads=threads), FastEngine(model, kernel="numpy", threads=threads)
+    bits, plain = FastEngine(model, kernel="auto", threads=threads), FastEngine(model, kernel="numpy", threads=threads)
     t_bare, _ = timed(bare_float32, model, ws, x, plain.batch_size, repeat=3)
     t_bits, pa = timed(bits.importance, x, y)
     t_plain, pb = timed(plain.importance, x, y)

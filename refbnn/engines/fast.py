@@ -106,10 +106,12 @@ def weight_signs(model: Model, layer_index: int, bitorder: str = "big") -> np.nd
     return np.where(bits.reshape(w.shape), np.int8(1), np.int8(-1))
 
 
-KERNELS = ("numpy", "bits")
-BITS_MIN_WORK = 2**16   # "auto": the bit kernel for a layer of at least this many +-1 products
-                        # per input; below it a call's fixed cost (threads, packing) outweighs
-                        # the products (measured: the digits models ran slower on it end to end)
+KERNELS = ("numpy", "bits", "auto")
+BITS_MIN_WORK = 2**16   # "auto": the bit kernel for a model with a layer of at least this many
+                        # +-1 products per input; below it a call's fixed cost (threads,
+                        # packing) outweighs the products (measured: the digits models ran
+                        # slower on it end to end). All layers or none: BLAS's spinning threads
+                        # beside the kernel's made a mixed sweep slower than either
 
 
 def _kernel(kernel: Optional[str]) -> str:
@@ -121,7 +123,7 @@ def _kernel(kernel: Optional[str]) -> str:
         return "auto" if bitkernel.available() else "numpy"
     if kernel not in KERNELS:
         raise ValueError(f"kernel: {kernel!r} is not one of {', '.join(KERNELS)}")
-    if kernel == "bits" and not bitkernel.available():
+    if kernel != "numpy" and not bitkernel.available():
         raise InputError("--engine bits needs numba: pip install 'refbnn[fast]'")
     return kernel
 
@@ -171,6 +173,7 @@ class FastEngine:
             self._w[i] = signs.reshape(signs.shape[0], fan_in).astype(dt)
         self._clean = self._w                     # the stored weights, before any flips
         self._pw: dict[int, np.ndarray] = {}      # layer -> its weights packed for the bit kernel
+        self._auto_bits: Optional[bool] = None    # "auto": decided on the first product
         self._thr: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._cmp: dict[int, np.ndarray] = {}     # thresholds for comparing, see _threshold
         for nl in model.neuron_layers:
@@ -278,9 +281,14 @@ class FastEngine:
         """Whether weight layer i multiplies on the bit kernel (see BITS_MIN_WORK)."""
         if self.kernel != "auto":
             return self.kernel == "bits"
-        layer = self.model.layers[i]
-        work = prod(layer.weight.shape) * (prod(self.model.shapes[i][1:]) if isinstance(layer, Conv2d) else 1)
-        return work >= BITS_MIN_WORK
+        if self._auto_bits is None:
+            model = self.model
+
+            def work(j: int) -> int:
+                layer = model.layers[j]
+                return prod(layer.weight.shape) * (prod(model.shapes[j][1:]) if isinstance(layer, Conv2d) else 1)
+            self._auto_bits = max(work(j) for j in model.weight_indices) >= BITS_MIN_WORK
+        return self._auto_bits
 
     def _bits_layer(self, i: int, x: np.ndarray) -> np.ndarray:
         """h = W x for layer i by the bit kernel (refbnn.engines.bitkernel): XOR and popcount
@@ -353,8 +361,8 @@ class FastEngine:
         if isinstance(layer, Threshold):
             return self._threshold(i, x)
         if isinstance(layer, MaxPool2d):
-            # one pass in the kernel where it pays: forced, or maps of at least 2^20 entries
-            if self.kernel == "bits" or (self.kernel == "auto" and x.size >= 2**20):
+            # one pass in the kernel, with the rest of the model
+            if self._on_bits(self.model.weight_indices[0]):
                 from . import bitkernel
                 bitkernel.set_threads(self.threads)
                 return bitkernel.maxpool(x)
