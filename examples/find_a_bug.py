@@ -14,7 +14,6 @@ it. Run it with ``python examples/find_a_bug.py``.
 import sys
 from pathlib import Path
 
-import numpy as np
 
 import refbnn
 from refbnn.engines.fast import FastEngine

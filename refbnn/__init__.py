@@ -20,7 +20,7 @@ from .reports.provenance import refbnn_version
 
 __version__ = refbnn_version()
 
-__all__ = [*api.__all__, "testing", "__version__"]
+__all__ = [*api.__all__, "testing", "__version__"]  # noqa: F405 (testing: __getattr__ below)
 
 
 def __getattr__(name: str):

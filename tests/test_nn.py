@@ -282,7 +282,6 @@ def test_training_gives_the_same_bits_on_one_thread_and_on_three():
     """The element-wise pieces write disjoint parts of their outputs, so a CNN trained in
     pieces of one input on three threads (on whatever cores there are) has the same
     parameters, bit for bit, as one trained in whole batches on one thread."""
-    from refbnn.training import nn
     from refbnn.training.datasets import DataSplit
     from refbnn.training.trainer import TrainConfig, Trainer
 

@@ -8,7 +8,6 @@ import os
 import re
 from pathlib import Path
 
-import pytest
 
 from refbnn.experiments.paper_table3 import BERS, TABLE3, paper_value
 

@@ -8,7 +8,7 @@ engine's incremental version (`FastEngine.importance`) must equal it exactly.
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Callable, Iterable, Optional, Protocol, Sequence
+from typing import Callable, Optional, Protocol, Sequence
 
 from .accuracy import accuracy
 from .model import Model, NoNeuronsError
