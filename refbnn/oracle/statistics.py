@@ -128,8 +128,10 @@ def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
     if se2 == 0:
         return 1.0 if ma == mb else 0.0
     t = (ma - mb) / math.sqrt(se2)
-    df_den = (va / na) ** 2 / max(na - 1, 1) + (vb / nb) ** 2 / max(nb - 1, 1)
-    df = se2 ** 2 / df_den if df_den > 0 else max(na + nb - 2, 1)
+    # Welch-Satterthwaite, with each share of se2 taken first: the shares lie in [0, 1], so
+    # nothing underflows where the variances are tiny (squaring them did, near 1e-140)
+    ra, rb = va / na / se2, vb / nb / se2
+    df = 1 / (ra ** 2 / max(na - 1, 1) + rb ** 2 / max(nb - 1, 1))
     return t_two_sided(t, df)
 
 
