@@ -116,3 +116,15 @@ def enumerated_expected_accuracy(model, x, y, p: Fraction, layers=None) -> Fract
         k = int(flat.sum())
         total += p**k * (1 - p)**(n - k) * correct
     return total / len(y)
+
+
+def torch_zip(path, pkl: bytes, storages: dict = None, byteorder: str = "little") -> str:
+    """A torch zip file at `path` from a hand-assembled data.pkl and raw storages (the
+    layout torch.save writes: archive/data.pkl, archive/byteorder, archive/data/KEY)."""
+    import zipfile
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", pkl)
+        z.writestr("archive/byteorder", byteorder)
+        for k, v in (storages or {}).items():
+            z.writestr(f"archive/data/{k}", v)
+    return str(path)

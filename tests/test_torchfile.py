@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import io
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import torch_zip
 
 from refbnn.formats.files import InputError
 from refbnn.importers.statedict import read_state_dict
@@ -52,16 +52,6 @@ def test_the_state_dict_path_unwraps_the_checkpoint():
                                  "bn.num_batches_tracked"])
 
 
-def _torch_zip(tmp_path, pkl: bytes, storages: dict[str, bytes] = {}) -> str:
-    path = tmp_path / "evil.pt"
-    with zipfile.ZipFile(path, "w") as z:
-        z.writestr("archive/data.pkl", pkl)
-        z.writestr("archive/byteorder", "little")
-        for k, v in storages.items():
-            z.writestr(f"archive/data/{k}", v)
-    return str(path)
-
-
 # Hand-assembled pickles (protocol 2 opcodes), the shapes of known attacks.
 SYSTEM_CALL = b"\x80\x02cposix\nsystem\nq\x00X\x0f\x00\x00\x00touch PWNED.txtq\x01\x85q\x02Rq\x03."
 BUILTIN_EVAL = b"\x80\x02cbuiltins\neval\nX\x04\x00\x00\x001+1q\x01\x85R."
@@ -80,7 +70,7 @@ def test_a_malicious_or_damaged_pickle_is_refused_and_nothing_runs(pkl, message,
     """Property: a pickle naming anything but the state dict's own names, or using an opcode
     that imports or calls by name, is refused before anything is imported or called."""
     monkeypatch.chdir(tmp_path)
-    path = _torch_zip(tmp_path, pkl)
+    path = torch_zip(tmp_path / "evil.pt", pkl)
     with pytest.raises(InputError) as e:
         read_state_dict(path)
     assert message in str(e.value) and "evil.pt" in str(e.value)
@@ -93,7 +83,7 @@ def test_a_tensor_view_past_its_storage_is_refused(tmp_path):
            b"ctorch._utils\n_rebuild_tensor_v2\n"
            b"((X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x02tQ"
            b"K\x00K\x05\x85K\x01\x85\x89}tR" b"u.")
-    path = _torch_zip(tmp_path, pkl, {"0": np.array([1.0, 2.0], "<f4").tobytes()})
+    path = torch_zip(tmp_path / "evil.pt", pkl, {"0": np.array([1.0, 2.0], "<f4").tobytes()})
     with pytest.raises(InputError, match="reaching past its 2 values"):
         read_torch_file(path, 2**20)
 
@@ -120,4 +110,4 @@ def test_torch_agrees_on_the_fixture_and_on_fresh_random_state_dicts(tmp_path):
         for k, v in net.state_dict().items():
             assert np.array_equal(ours[k], v.double().numpy() if v.is_floating_point() else v.numpy()), k
     with pytest.raises(Exception):
-        torch.load(_torch_zip(tmp_path, SYSTEM_CALL), weights_only=True)
+        torch.load(torch_zip(tmp_path / "evil.pt", SYSTEM_CALL), weights_only=True)

@@ -4,10 +4,10 @@ loosened by one. The pickles are assembled opcode by opcode, as an attacker woul
 from __future__ import annotations
 
 import struct
-import zipfile
 
 import numpy as np
 import pytest
+from conftest import torch_zip
 
 from refbnn.formats.files import InputError
 from refbnn.importers import torchfile
@@ -51,14 +51,8 @@ def _state(value: bytes) -> bytes:
 
 
 def _file(tmp_path, pkl: bytes, storages=None) -> str:
-    path = tmp_path / "hostile.pt"
     storages = {"0": np.array([1.0, 2.0], "<f4").tobytes()} if storages is None else storages
-    with zipfile.ZipFile(path, "w") as z:
-        z.writestr("archive/data.pkl", pkl)
-        z.writestr("archive/byteorder", "little")
-        for k, v in storages.items():
-            z.writestr(f"archive/data/{k}", v)
-    return str(path)
+    return torch_zip(tmp_path / "hostile.pt", pkl, storages)
 
 
 def _refused(tmp_path, pkl: bytes, message: str, storages=None) -> None:
@@ -207,9 +201,6 @@ def test_an_endless_pickle_is_cut_at_the_opcode_limit(tmp_path, monkeypatch):
 
 
 def test_a_big_endian_file_is_refused(tmp_path):
-    path = tmp_path / "hostile.pt"
-    with zipfile.ZipFile(path, "w") as z:
-        z.writestr("archive/data.pkl", _state(_tensor(0, (1,), (1,))))
-        z.writestr("archive/byteorder", "big")
+    path = torch_zip(tmp_path / "hostile.pt", _state(_tensor(0, (1,), (1,))), byteorder="big")
     with pytest.raises(InputError, match="byteorder 'big': only little-endian storages are read"):
-        read_torch_file(str(path), MAX)
+        read_torch_file(path, MAX)
