@@ -129,9 +129,10 @@ class FiniteFloat(click.ParamType):
 def engine_option(func):
     return click.option("--engine", type=click.Choice(sorted(ENGINES)), default="fast", show_default=True,
                         help="fast: the fast engine, on the bit kernel where the `fast` extra (numba) is "
-                             "installed, else on exact float GEMMs; numpy or bits: the fast engine on that "
-                             "kernel; reference: the bitarray interpreter (the definition; slow, for "
-                             "cross-checks).")(func)
+                             "installed and the model is large enough to gain, else on exact float GEMMs; "
+                             "numpy or bits: the fast engine on that kernel for every layer; reference: the "
+                             "bitarray interpreter (the definition; slow, for cross-checks). All give the "
+                             "same numbers.")(func)
 
 
 def error_options(func):
