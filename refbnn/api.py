@@ -32,7 +32,7 @@ from .measure.profile import ProfileConfig
 from .measure.profile import profile as _profile
 from .semantics.accuracy import accuracy
 from .semantics.importance import importance_variance
-from .semantics.margin import DEFAULT_B
+from .semantics.margin import DEFAULT_B, t_bar
 from .semantics.model import Model
 from .training.datasets import DataSplit
 from .training.datasets import load_dataset as _load_dataset
@@ -201,12 +201,12 @@ def metrics(model: Model, x: np.ndarray, y: np.ndarray, b: Sequence[Numbers] = D
     acc = accuracy(eng.predictions(np.asarray(x)), y)
     pi = eng.importance(np.asarray(x), y, progress=progress) if importance else None
     doc = metrics_document(eng.name, model, len(y), bs, tol, acc, pi)
+    # T-bar over the b as named (as the claims count them), the same rule as the document's
     layers = [LayerMetrics(nl.threshold_index, nl.channels, {v: per[v] for _, v in bs},
-                           sum((per[v] for _, v in bs), Fraction(0)) / len(bs))
+                           t_bar({name: per[v] for name, v in bs}))
               for nl, per in zip(model.neuron_layers, tol.layers)]
-    T = {v: tol.overall[v] for _, v in bs}
-    return Metrics(acc, T, sum(T.values(), Fraction(0)) / len(T), layers, pi,
-                   None if pi is None else importance_variance(pi), doc)
+    return Metrics(acc, {v: tol.overall[v] for _, v in bs}, t_bar({name: tol.overall[v] for name, v in bs}),
+                   layers, pi, None if pi is None else importance_variance(pi), doc)
 
 
 # -- bit errors, certificates, the profile -----------------------------------------------------

@@ -8,11 +8,11 @@ past K zero. For two packed +-1 vectors a and w,
 
 (each position where they differ adds -1 instead of +1). With a padded convolution the
 padded taps are absent (docs/semantics.md §2.2): a mask v of the real taps at an output
-position makes the sum R - 2 * popcount((a XOR w) AND v), R = popcount(v). The first
-layer reads integers: x = sum_p 2^p x_p over the bit planes x_p in {0, 1} of x + Z >= 0
-(so that negative data are covered), and for a plane b and weights w in {+1, -1} with
+position makes the sum R - 2 * popcount((a XOR w) AND v), R = popcount(v). A dense first
+layer reads integers: x = sum_p 2^p x_p over the bit planes x_p in {0, 1} of x (of
+x + Z >= 0 where the data hold negative values), and for a plane b and weights w in {+1, -1} with
 their bits u (1 for +1), sum_j w_j b_j = 2 popcount(b AND u) - popcount(b); then
-sum_j w_j x_j = sum_p 2^p (2 popcount(x_p AND u) - popcount(x_p)) - Z sum_j w_j. Every
+sum_j w_j x_j = sum_p 2^p (2 popcount(x_p AND u) - popcount(x_p)) (- Z sum_j w_j). Every
 step is integer arithmetic in int64, so the results are the integers of the definition
 by construction; tests/test_bitkernel.py checks them against the plain products.
 
@@ -236,19 +236,12 @@ def maxpool(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def integer_product(x: np.ndarray, w: np.ndarray, z: int, valid: Optional[np.ndarray] = None,
-                    dtype=np.int64) -> np.ndarray:
-    """x [R, K] integers with |x| <= z, w [N, K] of +-1: x @ w.T as int64 [R, N], by the
-    bit planes of x (of x + z where x has negative entries; module docstring). With
-    `valid` [P, K] (the real taps of P output positions, row i at position i % P), x is 0
-    at the padded taps and the offset is added at the real taps only."""
+def integer_product(x: np.ndarray, w: np.ndarray, z: int, dtype=np.int64) -> np.ndarray:
+    """x [R, K] integers with |x| <= z, w [N, K] of +-1: x @ w.T [R, N] in `dtype`, by the
+    bit planes of x (of x + z where x has negative entries; module docstring)."""
     x = x.astype(np.int64, copy=False)
     off = z if x.size and int(x.min()) < 0 else 0
-    if off:
-        real = np.ones((1, x.shape[1]), dtype=np.int64) if valid is None else valid.astype(np.int64)
-        u = x + off * np.tile(real, (len(x) // len(real), 1))
-    else:
-        u = x
+    u = x + off
     n_planes = max(1, int(2 * z if off else z).bit_length())
     planes = np.empty((len(u), n_planes, (u.shape[1] + WORD - 1) // WORD), dtype=np.uint64)
     counts = np.empty((len(u), n_planes), dtype=np.int64)
@@ -256,8 +249,7 @@ def integer_product(x: np.ndarray, w: np.ndarray, z: int, valid: Optional[np.nda
     # with the offset, the sums before its correction reach 2Z per tap: int64 until corrected
     out = np.empty((len(x), len(w)), dtype=np.int64 if off else dtype)
     _planes_product(planes, pack_weights(w), counts, out)
-    if off:      # the offset's share: off * (the sum of w over the real taps), per position
-        share = real @ (w > 0).astype(np.int64).T * 2 - real.sum(axis=1, keepdims=True)
-        out -= off * np.tile(share, (len(x) // len(share), 1))
+    if off:      # the offset's share: off * sum_j w_j per output
+        out -= off * w.astype(np.int64).sum(axis=1)[None, :]
         return out.astype(dtype, copy=False)
     return out

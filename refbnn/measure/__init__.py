@@ -1,4 +1,5 @@
-"""Measuring one model: the `metrics` result (eqs. 1-6, Algorithm 1), certified accuracy
-under bounded bit errors (`certify`), the demo, and the hand-built bars model of the examples.
+"""Measuring one model: the `metrics` document (eqs. 1-6, Algorithm 1), certified accuracy
+under bounded bit errors (`certify`), and `profile` (numbers, figures, page, paired test).
 
-Nothing here imports `refbnn.oracle` or `refbnn.experiments`; both build on `metrics`."""
+Nothing here imports `refbnn.oracle` or `refbnn.experiments`; the experiments build on
+`metrics`."""
