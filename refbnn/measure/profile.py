@@ -103,6 +103,8 @@ def clean_pass(engine: FastEngine, x: np.ndarray, bs: Sequence[Fraction]) -> Cle
     (the same numbers as engine.tolerance, engine.predictions, certified_ks,
     margin_histogram and neuron_flip_probabilities, each of which makes its own pass)."""
     model = engine.model
+    if model.neurons == 0:
+        raise NoNeuronsError("T")        # T averages over neurons (as engine.tolerance refuses it)
     bs = list(dict.fromkeys(bs))
     t_counts = [{b: 0 for b in bs} for _ in model.neuron_layers]
     margins, flips = _margin_counts(model), flip_counts(model)
@@ -209,8 +211,6 @@ def profile(engine: FastEngine, x: np.ndarray, y: np.ndarray, cfg: ProfileConfig
     """Every number of the profile (module docstring), exact where exact."""
     model = engine.model
     tick = _labelled(progress)
-    if model.neurons == 0:
-        raise NoNeuronsError("T")
     clean = clean_pass(engine, x, [b for _, b in cfg.bs])
     pi = engine.importance(x, y, progress=tick("Algorithm 1")) if cfg.importance else None
     doc = metrics_document(engine.name, model, len(y), cfg.bs, clean.tolerance,
