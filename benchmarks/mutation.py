@@ -1,0 +1,165 @@
+"""Mutation testing of the judgment layer with mutmut: does a one-line mistake fail a test?
+
+    python -m pip install mutmut==3.8.1
+    python benchmarks/mutation.py                                  # every module below
+    python benchmarks/mutation.py refbnn/oracle/statistics.py      # one module
+    python benchmarks/mutation.py refbnn/x.py --tests tests/test_x.py --keep /tmp/mut
+
+For each module mutmut makes every one-token mistake it knows (an operator, a comparison,
+a constant, a dropped argument, ...) and runs the tests that reach the mutated function;
+a mutant that no test fails *survived*. The run works in a copy of the working tree (the
+repository gets no `mutants/` folder), on one mutmut worker per core.
+
+Prints per module the mutants made, killed and survived, then each survivor's mutated
+line; a survivor whose mutated line is in the record of equivalent mutants (the table
+"Equivalent mutants" in tests/README.md: the same module, function and line) is marked
+`equivalent` with the recorded reason. Exit status 1 if a survivor is not in the record.
+"""
+from __future__ import annotations
+
+import argparse
+import configparser
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RECORD = ROOT / "tests" / "README.md"
+
+# The judgment layer (issue: verdicts, diagnosis, reports, the .pt reader's refusals) and
+# the tests that judge each module; mutmut runs, per mutant, those of them that reach it.
+MODULES = {
+    "refbnn/oracle/statistics.py": ["tests/test_statistics_independent.py", "tests/test_audit_independent.py",
+                                    "tests/test_verify_statistics.py"],
+    "refbnn/oracle/diagnose.py": ["tests/test_verify_diagnosis.py"],
+    "refbnn/experiments/verdicts.py": ["tests/test_verdicts.py", "tests/test_verdicts_independent.py"],
+    "refbnn/experiments/findings.py": ["tests/test_verdicts.py", "tests/test_paperdiff.py", "tests/test_experiments.py"],
+    "refbnn/experiments/paperdiff.py": ["tests/test_paperdiff.py", "tests/test_paper_table3.py"],
+    "refbnn/experiments/estimate.py": ["tests/test_experiments.py"],
+    "refbnn/measure/paired.py": ["tests/test_profile.py", "tests/test_statistics_independent.py"],
+    "refbnn/measure/profile.py": ["tests/test_profile.py"],
+    "refbnn/measure/profile_page.py": ["tests/test_profile.py"],
+    "refbnn/importers/torchfile.py": ["tests/test_torchfile.py", "tests/test_torchfile_hostile.py"],
+    "refbnn/semantics/batchnorm.py": ["tests/test_batchnorm_fold.py", "tests/test_fold.py"],
+}
+
+
+def read_record(path: Path = RECORD) -> dict[tuple[str, str, str], str]:
+    """{(module, function, mutated line): reason} from the table "Equivalent mutants" of
+    tests/README.md, whose rows read | `module` | `function` | `mutated line` | reason |."""
+    record, inside = {}, False
+    for line in path.read_text().splitlines():
+        if line.startswith("## "):
+            inside = line.strip() == "## Equivalent mutants"
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if inside and len(cells) == 4 and cells[0].startswith("`refbnn/"):
+            module, function, mutated = (c.strip("`").replace("\\|", "|") for c in cells[:3])
+            record[module, function, " ".join(mutated.split())] = cells[3]
+    return record
+
+
+def function_of(mutant: str) -> str:
+    """The mutated function of a mutmut name: `pkg.mod.x_name__mutmut_3` -> `name`,
+    `pkg.mod.xǁClassǁmethod__mutmut_3` -> `Class.method`."""
+    last = mutant.rsplit(".", 1)[-1].rsplit("__mutmut_", 1)[0]
+    return last[2:].replace("ǁ", ".") if last.startswith("xǁ") else last[2:]
+
+
+def copy_tree(dest: Path) -> None:
+    """The working tree as git sees it (tracked and untracked files, not the ignored ones)."""
+    names = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
+                           check=True, capture_output=True).stdout.decode().split("\0")
+    for name in filter(None, names):
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+
+
+def configure(work: Path, module: str, tests: list[str]) -> None:
+    """mutmut's section in the copy's setup.cfg: mutate `module` only, run `tests` in one
+    process each (-n 0: mutmut forks its own workers)."""
+    cfg = configparser.ConfigParser()
+    cfg.read(work / "setup.cfg")
+    cfg["mutmut"] = {
+        "source_paths": "refbnn",
+        "only_mutate": module,
+        "pytest_add_cli_args_test_selection": "\n" + "\n".join(tests),
+        "pytest_add_cli_args": "\n-n\n0",
+        "also_copy": "\n" + "\n".join(["docs/", "examples/", "proofs/", "benchmarks/", "README.md"]),
+    }
+    with open(work / "setup.cfg", "w") as f:
+        cfg.write(f)
+
+
+def mutmut(work: Path, *args: str) -> str:
+    result = subprocess.run(["mutmut", *args], cwd=work, capture_output=True, text=True)
+    return result.stdout + result.stderr
+
+
+def mutated_lines(work: Path, mutant: str) -> list[str]:
+    """The lines the mutant has in place of the original's (the `+` side of its diff)."""
+    diff = mutmut(work, "show", mutant)
+    return [" ".join(line[1:].split()) for line in diff.splitlines()
+            if line.startswith("+") and not line.startswith("+++")]
+
+
+def run_module(module: str, tests: list[str], jobs: int, keep: Path | None,
+               record: dict) -> tuple[int, int, list[tuple[str, str, str | None]]]:
+    """(made, killed, [(function, mutated line, recorded reason or None)] of the survivors)."""
+    work = Path(tempfile.mkdtemp(prefix="refbnn-mutation-")) if keep is None else keep / Path(module).stem
+    try:
+        if work.exists() and keep is not None:
+            shutil.rmtree(work)
+        work.mkdir(parents=True, exist_ok=True)
+        copy_tree(work)
+        configure(work, module, tests)
+        log = mutmut(work, "run", "--max-children", str(jobs))
+        statuses = dict(re.findall(r"^\s*(\S+__mutmut_\d+): (.+)$", mutmut(work, "results", "--all", "true"), re.M))
+        if not statuses:
+            raise SystemExit(f"mutmut made no mutants of {module}; its output ends:\n{log[-3000:]}")
+        survivors = []
+        for name, status in sorted(statuses.items()):
+            if status.strip() == "killed":
+                continue
+            function = function_of(name)
+            for line in mutated_lines(work, name) or ["(line removed)"]:
+                reason = record.get((module, function, line))
+                label = status.strip() if status.strip() != "survived" else None
+                survivors.append((function, line, reason or label))
+        killed = sum(s.strip() == "killed" for s in statuses.values())
+        return len(statuses), killed, survivors
+    finally:
+        if keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("modules", nargs="*", help="files under refbnn/ (default: the judgment layer)")
+    parser.add_argument("--tests", nargs="+", help="test files to judge them (default: the table in this script)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="mutmut workers")
+    parser.add_argument("--keep", type=Path, help="work in DIR/<module> and keep it (for `mutmut show` there)")
+    args = parser.parse_args()
+    if shutil.which("mutmut") is None:
+        raise SystemExit("needs mutmut: python -m pip install mutmut==3.8.1")
+    record, new = read_record(), 0
+    for module in args.modules or list(MODULES):
+        tests = args.tests or MODULES.get(module)
+        if not tests:
+            raise SystemExit(f"{module}: no tests known for it; name them with --tests")
+        made, killed, survivors = run_module(module, tests, args.jobs, args.keep, record)
+        print(f"{module}: {made} mutants, {killed} killed, {made - killed} not killed", flush=True)
+        for function, line, reason in survivors:
+            new += reason is None
+            print(f"    {function}: {line}\n        -> {reason or 'SURVIVED (not in the record)'}", flush=True)
+    print(f"{new} survivor(s) outside the record of equivalent mutants")
+    return 1 if new else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
