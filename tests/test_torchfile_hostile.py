@@ -204,3 +204,132 @@ def test_a_big_endian_file_is_refused(tmp_path):
     path = torch_zip(tmp_path / "hostile.pt", _state(_tensor(0, (1,), (1,))), byteorder="big")
     with pytest.raises(InputError, match="byteorder 'big': only little-endian storages are read"):
         read_torch_file(path, MAX)
+
+
+# -- what the allowed opcodes decode to, each value known before reading ---------------------
+
+def _short(t: str) -> bytes:
+    b = t.encode()
+    return b"\x8c" + bytes([len(b)]) + b                      # SHORT_BINUNICODE
+
+
+EVERY_OPCODE = (
+    b"\x80\x04\x95" + struct.pack("<Q", 0)                    # PROTO 4, FRAME (its length is skipped)
+    + b"}\x94("                                               # EMPTY_DICT, MEMOIZE (memo 0), MARK
+    + _short("i2") + b"M" + struct.pack("<H", 0xBEEF)         # BININT2: 48879
+    + _short("f") + b"G" + struct.pack(">d", -1.25)           # BINFLOAT, big-endian
+    + _short("neg") + b"\x8a\x06" + (-2**40).to_bytes(6, "little", signed=True)   # LONG1, signed
+    + _short("yes") + b"\x88" + _short("no") + b"\x89"        # NEWTRUE, NEWFALSE
+    + _short("list") + b"]K\x01a(K\x02K\x03e"                 # EMPTY_LIST, APPEND, MARK .. APPENDS: [1, 2, 3]
+    + _short("é") + _str("naïve")                             # 2-byte UTF-8 in both string opcodes
+    + _short("tuples") + b"K\x01\x85K\x01K\x02\x86K\x01K\x02K\x03\x87\x87"   # TUPLE1..3
+    + _short("empty") + b"(tN\x86"                           # MARK TUPLE with nothing after the mark, NONE
+    + _short("memo") + _short("kept") + b"r" + struct.pack("<I", 300) + b"q\x07"   # LONG_BINPUT 300, BINPUT 7
+    + _short("got") + b"j" + struct.pack("<I", 300) + b"h\x07\x86"                  # LONG_BINGET, BINGET
+    + b"u" + _short("last") + b"K\x05s."                      # SETITEMS, then SETITEM, STOP
+)
+
+
+def test_every_allowed_opcode_decodes_to_its_value(tmp_path):
+    """A pickle using each opcode the reader allows once, assembled by hand: each value is
+    what the pickle format (PEP 307, PEP 3154) says, written down before reading it."""
+    got = read_torch_file(_file(tmp_path, EVERY_OPCODE), MAX)
+    assert list(got) == ["i2", "f", "neg", "yes", "no", "list", "é", "tuples", "empty", "memo", "got", "last"]
+    assert got["i2"] == 48879 and got["f"] == -1.25 and got["neg"] == -2**40
+    assert got["yes"] is True and got["no"] is False
+    assert got["list"] == [1, 2, 3] and got["é"] == "naïve"
+    assert got["tuples"] == ((1,), (1, 2), (1, 2, 3)) and got["empty"] == ((), None)
+    assert got["memo"] == "kept" and got["got"] == ("kept", "kept")
+    assert got["last"] == 5
+
+
+def test_protocol_5_is_read():
+    """Protocols up to 5 are read; 6 (not yet defined) is refused above."""
+    assert torchfile._Unpickler(b"\x80\x05}.", "p5").run() == {}
+
+
+def test_tensors_inside_lists_and_tuples_are_read(tmp_path):
+    """A tensor placeholder anywhere in the containers becomes its array."""
+    pkl = b"\x80\x02}(" + _str("w") + b"]" + _tensor(0, (2,), (1,)) + b"a" + _str("t") + _tensor(1, (1,), (1,)) \
+        + b"\x85u."
+    got = read_torch_file(_file(tmp_path, pkl), MAX)
+    assert [a.tolist() for a in got["w"]] == [[1.0, 2.0]] and got["t"][0].tolist() == [2.0]
+
+
+def test_a_parameter_and_a_tensor_need_only_what_the_reader_uses(tmp_path):
+    """_rebuild_parameter needs only its tensor (torch writes requires_grad and hooks after
+    it), _rebuild_tensor_v2 only storage, offset, size and stride."""
+    four = _global("torch._utils", "_rebuild_tensor_v2") + b"(" + _storage() + _int(0) + _tuple((2,)) \
+        + _tuple((1,)) + b"tR"
+    param = _global("torch._utils", "_rebuild_parameter") + b"(" + four + b"tR"
+    assert read_torch_file(_file(tmp_path, _state(param)), MAX)["w"].tolist() == [1.0, 2.0]
+
+
+@pytest.mark.parametrize("size, stride", [((1.5,), (1,)), (("2",), (1,)), ((2,), (1.0,)), ((2,), ("1",)), (2, (1,))])
+def test_a_size_or_stride_that_is_not_a_tuple_of_ints_is_refused(tmp_path, size, stride):
+    """Both the size and the stride must be tuples of ints (a float or a string in either,
+    or a bare int, is refused by name before any array is made)."""
+    def tup(t):
+        return _int(t) if isinstance(t, int) else b"(" + b"".join(
+            _int(v) if isinstance(v, int) else (b"G" + struct.pack(">d", v) if isinstance(v, float) else _str(v))
+            for v in t) + b"t"
+    pkl = _state(_global("torch._utils", "_rebuild_tensor_v2") + b"(" + _storage() + _int(0) + tup(size)
+                 + tup(stride) + b"\x89}tR")
+    _refused(tmp_path, pkl, "a tensor rebuilt from something other than a storage, an offset, a size and a stride")
+
+
+def test_items_are_set_only_on_dicts_and_only_under_string_or_int_keys(tmp_path):
+    """SETITEM on a list (with a string key) and on a dict with a tuple key: each refused."""
+    message = "an item set on something other than a dict, or a key that is not a string"
+    _refused(tmp_path, b"\x80\x02]" + _str("k") + _int(1) + b"s.", message)
+    _refused(tmp_path, b"\x80\x02}" + b")" + _int(1) + b"s.", message)
+
+
+def test_a_string_longer_than_the_file_is_damage_not_a_step_back(tmp_path):
+    """BINUNICODE's length is unsigned: 0xFFFFFFFF asks for 4 GiB, and the file ends first
+    (read as signed it would be -1, a step backwards through the pickle)."""
+    _refused(tmp_path, b"\x80\x02" + b"X" + struct.pack("<I", 0xFFFFFFFF) + b"abc.", "data.pkl ends early")
+
+
+def test_a_storage_exactly_at_the_limit_is_read(tmp_path):
+    """The size limits are inclusive: a storage of exactly max_bytes bytes (100 float32 =
+    400) and a view of exactly max_bytes / 8 = 50 values are read; one byte less refuses
+    the storage."""
+    path = _file(tmp_path, _state(_tensor(0, (50,), (1,), _storage(numel=100))), {"0": np.ones(100, "<f4").tobytes()})
+    assert read_torch_file(path, 400)["w"].tolist() == [1.0] * 50
+    with pytest.raises(InputError, match="storage 0: 400 bytes is too large"):
+        read_torch_file(path, 399)
+
+
+def test_a_damaged_or_foreign_file_is_not_a_torch_zip(tmp_path):
+    """is_torch_zip: a file that is no zip, a zip without <name>/data.pkl, a zip with
+    data.pkl two folders deep, and a zip cut short are not torch files; the real layout is."""
+    import zipfile
+    (tmp_path / "plain.pt").write_bytes(b"not a zip at all")
+    with zipfile.ZipFile(tmp_path / "other.zip", "w") as z:
+        z.writestr("archive/weights.bin", b"")
+    with zipfile.ZipFile(tmp_path / "deep.zip", "w") as z:
+        z.writestr("a/b/data.pkl", b"")
+    good = _file(tmp_path, _state(_int(1)))
+    (tmp_path / "cut.pt").write_bytes(open(good, "rb").read()[:-30])
+    for name in ("plain.pt", "other.zip", "deep.zip", "cut.pt"):
+        assert not torchfile.is_torch_zip(str(tmp_path / name)), name
+    assert torchfile.is_torch_zip(good)
+
+
+@pytest.mark.parametrize("pkl", [
+    b"\x80\x02}q\x00" + _str("self") + b"h\x00s.",          # a dict holding itself through the memo
+    b"\x80\x02" + b"]" * 101 + b"a" * 100 + b".",             # lists 101 deep
+])
+def test_a_container_inside_itself_or_nested_too_deep_is_refused(tmp_path, pkl):
+    """The memo lets a pickle put a dict inside itself; nesting is bounded at MAX_DEPTH (100)
+    levels, so neither ends in Python's recursion limit."""
+    _refused(tmp_path, pkl, "containers nested more than 100 deep (or inside themselves)")
+
+
+def test_containers_nested_100_deep_are_read(tmp_path):
+    """The bound is inclusive: a value under 100 containers is read."""
+    got = read_torch_file(_file(tmp_path, b"\x80\x02" + b"]" * 100 + b"a" * 99 + b"."), MAX)
+    for _ in range(99):
+        got = got[0]
+    assert got == []

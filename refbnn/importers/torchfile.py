@@ -36,6 +36,7 @@ STORAGE_DTYPES = {
 ALLOWED = {("collections", "OrderedDict"), ("torch._utils", "_rebuild_tensor_v2"),
            ("torch._utils", "_rebuild_parameter")} | {("torch", name) for name in STORAGE_DTYPES}
 MAX_OPS = 10_000_000
+MAX_DEPTH = 100          # containers within containers; a state dict nests 2 or 3 deep
 
 
 class _Global:
@@ -278,13 +279,16 @@ def _materialise(obj: Any, z: zipfile.ZipFile, root: str, path: str, max_bytes: 
         out = np.array(view)
         return out.astype(np.float64) if out.dtype.kind == "f" else out
 
-    def walk(v: Any) -> Any:
+    def walk(v: Any, depth: int = 0) -> Any:
         if isinstance(v, tuple) and len(v) == 5 and v[0] == "tensor" and isinstance(v[1], _StorageRef):
             return tensor(*v[1:])
+        # `depth` containers hold v; the memo lets a pickle put one inside itself, which this ends too
+        if isinstance(v, (dict, list, tuple)) and depth >= MAX_DEPTH:
+            raise InputError(f"{path}: containers nested more than {MAX_DEPTH} deep (or inside themselves)")
         if isinstance(v, dict):
-            return {k: walk(x) for k, x in v.items()}
+            return {k: walk(x, depth + 1) for k, x in v.items()}
         if isinstance(v, (list, tuple)):
-            return type(v)(walk(x) for x in v)
+            return type(v)(walk(x, depth + 1) for x in v)
         if isinstance(v, (_Global, _StorageRef)):
             raise InputError(f"{path}: a bare {type(v).__name__.strip('_')} outside a tensor")
         return v
