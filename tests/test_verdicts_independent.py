@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from refbnn.experiments import verdicts
-from refbnn.experiments.verdicts import permutation_p, shift_interval, u_null_counts
+from refbnn.experiments.verdicts import compare, permutation_p, shift_interval, u_null_counts
 
 scipy_stats = pytest.importorskip("scipy.stats")
 
@@ -103,3 +103,83 @@ def test_one_sided_and_two_sided_intervals_differ_where_the_design_allows_only_o
     assert math.isinf(s.low) and math.isinf(s.high)
     assert s.lower_bound == 2.0          # d sorted: the smallest difference 5 - 3 = 2 is d_{N-c+1} with c = 9
     assert s.upper_bound == 6.0          # and d_c = d_9 = 7 - 1 = 6
+
+
+# -- the outcome rule and the report line at their edges --------------------------------------
+
+@pytest.mark.parametrize("direction, base, other, outcome", [
+    ("lower", [1, 2, 3], [4, 5, 6], "not held"),      # higher at p = 1/20 = alpha exactly: contradicted
+    ("lower", [1, 3, 5], [2, 4, 6], "cannot tell"),   # neither side significant
+    ("higher", [1, 3, 5], [2, 4, 6], "cannot tell"),
+])
+def test_lower_is_contradicted_at_p_equal_to_alpha_and_undecided_otherwise(direction, base, other, outcome):
+    """"p <= alpha" is significant on both sides of the rule: 3 against 3 separated
+    completely has p = 1 / C(6, 3) = 0.05, exactly alpha."""
+    assert compare("c", direction, base, other).outcome == outcome
+
+
+def test_not_lower_holds_when_the_bound_is_exactly_the_margin():
+    """"not lower" holds when the one-sided lower bound L >= -margin x |median(base)|: with
+    median(base) = 1 and margin = -L the two sides are equal, and equality holds."""
+    base = [0.5, 0.8, 1.0, 1.2, 1.5, 0.9, 1.1, 0.7, 1.3, 1.0]
+    other = [b + 0.01 for b in base]
+    assert float(np.median(base)) == 1.0
+    low = shift_interval(base, other).lower_bound
+    assert -1 < low < 0
+    assert compare("c", "not lower", base, other, margin=-low).outcome == "held"
+    assert compare("c", "not lower", base, other, margin=-low * 0.999).outcome == "cannot tell"
+
+
+def test_a_comparison_uses_its_own_alpha_for_the_interval_and_refuses_an_unknown_direction():
+    """compare(alpha=0.2) gives shift_interval's bounds at 0.2 (narrower than at 0.05), and
+    a direction other than higher / lower / not lower is a ValueError naming it."""
+    base, other = [1.0, 2.5, 3.0, 4.2], [2.0, 3.1, 4.4, 5.0]
+    c = compare("c", "higher", base, other, alpha=0.2)
+    assert c.shift == shift_interval(base, other, 0.2) != shift_interval(base, other, 0.05)
+    with pytest.raises(ValueError, match="sideways"):
+        compare("c", "sideways", base, other)
+
+
+def test_the_report_line_by_hand():
+    """[1, 2, 3] against [4, 5, 6]: means 5 vs 2; the differences 1 2 2 3 3 3 4 4 5 have median
+    3; the two-sided 95% interval needs p <= 0.025 < 1/20, so it is (-inf, inf); p = 1/20 =
+    0.05, the smallest attainable; held. "not lower" reports p(lower), here 1 (nothing
+    lower)."""
+    c = compare("fc-8, trained at 0.05 vs 0", "higher", [1, 2, 3], [4, 5, 6])
+    assert c.line("mean T-bar") == ("fc-8, trained at 0.05 vs 0: mean T-bar 5 vs 2; shift 3, 95% CI (-inf, inf): "
+                                    "too few repetitions for a 95% interval; p = 0.05 (smallest attainable 0.05): held")
+    assert c.shift.low == -math.inf and c.shift.high == math.inf
+    n = compare("fc-8", "not lower", [1, 2, 3], [4, 5, 6])
+    assert "; p(lower) = 1 (smallest attainable 0.05): " in n.line("mean VAR(Pi)")
+
+
+def test_a_finite_two_sided_interval_is_the_exact_test_inverted_at_half_alpha():
+    """Property: 8 against 8 (C(16, 8) = 12,870 splits): the two-sided 95% interval [low,
+    high] is where SciPy's exact one-sided tests at 0.025 start to reject: other - low + e
+    is not significantly higher, other - low - e is; alike at high."""
+    rng = np.random.default_rng(5)
+    base, other = rng.normal(0, 1, 8).tolist(), rng.normal(1, 1, 8).tolist()
+    s = shift_interval(base, other)
+    e = 1e-9
+
+    def p_higher(shift):
+        return scipy_stats.mannwhitneyu([o - shift for o in other], base, alternative="greater",
+                                        method="exact").pvalue
+
+    def p_lower(shift):
+        return scipy_stats.mannwhitneyu([o - shift for o in other], base, alternative="less",
+                                        method="exact").pvalue
+    assert p_higher(s.low - e) <= 0.025 < p_higher(s.low + e)
+    assert p_lower(s.high + e) <= 0.025 < p_lower(s.high - e)
+
+
+def test_enumeration_reaches_exact_splits_and_sampling_is_seeded(monkeypatch):
+    """At total = EXACT_SPLITS splits the p is still enumerated (3 against 3: 20 splits, a
+    clean separation has p = 1/20 exactly); one split fewer allowed and it is sampled,
+    (hits + 1) / 20,001, the same value on every call (seeded)."""
+    monkeypatch.setattr(verdicts, "EXACT_SPLITS", 20)
+    assert permutation_p([1, 2, 3], [4, 5, 6]) == 1 / 20
+    monkeypatch.setattr(verdicts, "EXACT_SPLITS", 19)
+    sampled = permutation_p([1, 2, 3], [4, 5, 6])
+    assert sampled != 1 / 20 and sampled * 20_001 == round(sampled * 20_001)
+    assert permutation_p([1, 2, 3], [4, 5, 6]) == sampled
