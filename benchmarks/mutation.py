@@ -10,10 +10,11 @@ a constant, a dropped argument, ...) and runs the tests that reach the mutated f
 a mutant that no test fails *survived*. The run works in a copy of the working tree (the
 repository gets no `mutants/` folder), on one mutmut worker per core.
 
-Prints per module the mutants made, killed and survived, then each survivor's mutated
-line; a survivor whose mutated line is in the record of equivalent mutants (the table
-"Equivalent mutants" in tests/README.md: the same module, function and line) is marked
-`equivalent` with the recorded reason. Exit status 1 if a survivor is not in the record.
+Prints per module the mutants made and their fate (killed, timeout and segfault: a test
+failed, hung or crashed; text only: mutmut's XX around a message, see is_text_only;
+survived), then each survivor's mutated line with the reason recorded for it in the table
+"Equivalent mutants" of tests/README.md (the same module, function and line), or SURVIVED.
+Exit status 1 if a survivor is not in the record.
 """
 from __future__ import annotations
 
@@ -100,16 +101,28 @@ def mutmut(work: Path, *args: str) -> str:
     return result.stdout + result.stderr
 
 
-def mutated_lines(work: Path, mutant: str) -> list[str]:
-    """The lines the mutant has in place of the original's (the `+` side of its diff)."""
-    diff = mutmut(work, "show", mutant)
-    return [" ".join(line[1:].split()) for line in diff.splitlines()
-            if line.startswith("+") and not line.startswith("+++")]
+def changed_lines(work: Path, mutant: str) -> list[tuple[str, str]]:
+    """(original, mutated) of each line the mutant changes, whitespace normalised."""
+    diff = mutmut(work, "show", mutant).splitlines()
+    minus = [" ".join(x[1:].split()) for x in diff if x.startswith("-") and not x.startswith("---")]
+    plus = [" ".join(x[1:].split()) for x in diff if x.startswith("+") and not x.startswith("+++")]
+    return list(zip(minus + [""] * (len(plus) - len(minus)), plus)) or [("", "(line removed)")]
+
+
+def is_text_only(original: str, mutated: str) -> bool:
+    """A mutant that only wraps a string in XX: a message with two letters more on each
+    side. Messages are checked by the words a user reads (`in`), so these are equivalent by
+    class and counted, not listed (tests/README.md, "Equivalent mutants")."""
+    return "XX" in mutated and mutated.replace("XX", "") == original
+
+
+DETECTED = {"killed", "timeout", "segfault"}     # a test failed, hung or crashed: the mistake shows
 
 
 def run_module(module: str, tests: list[str], jobs: int, keep: Path | None,
-               record: dict) -> tuple[int, int, list[tuple[str, str, str | None]]]:
-    """(made, killed, [(function, mutated line, recorded reason or None)] of the survivors)."""
+               record: dict) -> tuple[dict, list[tuple[str, str, str | None]]]:
+    """({status: count}, [(function, mutated line, recorded reason or None)] of the
+    mutants no test detected, text-only ones left out)."""
     work = Path(tempfile.mkdtemp(prefix="refbnn-mutation-")) if keep is None else keep / Path(module).stem
     try:
         if work.exists() and keep is not None:
@@ -118,20 +131,24 @@ def run_module(module: str, tests: list[str], jobs: int, keep: Path | None,
         copy_tree(work)
         configure(work, module, tests)
         log = mutmut(work, "run", "--max-children", str(jobs))
-        statuses = dict(re.findall(r"^\s*(\S+__mutmut_\d+): (.+)$", mutmut(work, "results", "--all", "true"), re.M))
+        results = mutmut(work, "results", "--all", "true")
+        statuses = {k: v.strip() for k, v in re.findall(r"^\s*(\S+__mutmut_\d+): (.+)$", results, re.M)}
         if not statuses:
             raise SystemExit(f"mutmut made no mutants of {module}; its output ends:\n{log[-3000:]}")
+        counts: dict[str, int] = {}
         survivors = []
         for name, status in sorted(statuses.items()):
-            if status.strip() == "killed":
-                continue
-            function = function_of(name)
-            for line in mutated_lines(work, name) or ["(line removed)"]:
-                reason = record.get((module, function, line))
-                label = status.strip() if status.strip() != "survived" else None
-                survivors.append((function, line, reason or label))
-        killed = sum(s.strip() == "killed" for s in statuses.values())
-        return len(statuses), killed, survivors
+            if status not in DETECTED:
+                lines = changed_lines(work, name)
+                if all(is_text_only(o, m) for o, m in lines):
+                    status = "text only"
+                else:
+                    function = function_of(name)
+                    for _, line in lines:
+                        reason = record.get((module, function, line))
+                        survivors.append((function, line, reason or (None if status == "survived" else status)))
+            counts[status] = counts.get(status, 0) + 1
+        return counts, survivors
     finally:
         if keep is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -152,8 +169,9 @@ def main() -> int:
         tests = args.tests or MODULES.get(module)
         if not tests:
             raise SystemExit(f"{module}: no tests known for it; name them with --tests")
-        made, killed, survivors = run_module(module, tests, args.jobs, args.keep, record)
-        print(f"{module}: {made} mutants, {killed} killed, {made - killed} not killed", flush=True)
+        counts, survivors = run_module(module, tests, args.jobs, args.keep, record)
+        print(f"{module}: {sum(counts.values())} mutants; " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())),
+              flush=True)
         for function, line, reason in survivors:
             new += reason is None
             print(f"    {function}: {line}\n        -> {reason or 'SURVIVED (not in the record)'}", flush=True)

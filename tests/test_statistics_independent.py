@@ -114,3 +114,24 @@ def test_at_16_repetitions_the_test_enumerates_and_past_it_never_returns_0():
     and a sampled p is never 0 ((k + 1) / (draws + 1))."""
     assert sign_flip_p([Fraction(1)] * 16) == Fraction(1, 2**16)
     assert sign_flip_p([Fraction(1)] * 17) == Fraction(1, DRAWS + 1)
+
+
+def test_the_sign_flip_test_is_exact_where_floats_would_round():
+    """d = (2^60 + 1, -2^60) over a common denominator: observed sum 1. The sign vectors
+    (+, +) and (+, -) reach it (2^61 + 1 and 1), (-, +) and (-, -) do not: p = 2/4. In
+    float64 2^60 + 1 rounds to 2^60 and (+, -) would give 0 < 1: p = 1/4."""
+    assert sign_flip_p([Fraction(2**60 + 1, 7), Fraction(-2**60, 7)]) == Fraction(1, 2)
+
+
+def test_the_sign_flip_test_stays_exact_past_int64():
+    """Magnitudes past 2^63 (a common denominator of 3^50) go to Python ints: three positive
+    differences give p = 1/8 exactly, as small ones do. (2^70, 2^70 + 1, -1) / 3: the
+    observed sum 2^71 is reached only with the first two signs +, either third sign: 2/8."""
+    big = Fraction(1, 3**50)
+    assert sign_flip_p([big * 3**49 * 2, big * 5, big]) == Fraction(1, 8)
+    assert sign_flip_p([Fraction(2**70, 3), Fraction(2**70 + 1, 3), Fraction(-1, 3)]) == Fraction(1, 4)
+
+
+def test_no_repetitions_is_an_error_in_words():
+    with pytest.raises(ValueError, match="^no repetitions to compare$"):
+        sign_flip_p([])

@@ -317,9 +317,15 @@ def test_a_damaged_or_foreign_file_is_not_a_torch_zip(tmp_path):
     assert torchfile.is_torch_zip(good)
 
 
+def _dicts(n: int) -> bytes:
+    """n dicts, each the value of "k" in the one before."""
+    return b"\x80\x02}" + (_str("k") + b"}") * (n - 1) + b"s" * (n - 1) + b"."
+
+
 @pytest.mark.parametrize("pkl", [
     b"\x80\x02}q\x00" + _str("self") + b"h\x00s.",          # a dict holding itself through the memo
     b"\x80\x02" + b"]" * 101 + b"a" * 100 + b".",             # lists 101 deep
+    _dicts(101),
 ])
 def test_a_container_inside_itself_or_nested_too_deep_is_refused(tmp_path, pkl):
     """The memo lets a pickle put a dict inside itself; nesting is bounded at MAX_DEPTH (100)
@@ -328,8 +334,66 @@ def test_a_container_inside_itself_or_nested_too_deep_is_refused(tmp_path, pkl):
 
 
 def test_containers_nested_100_deep_are_read(tmp_path):
-    """The bound is inclusive: a value under 100 containers is read."""
+    """The bound is inclusive: 100 lists or 100 dicts, one inside the other, are read."""
     got = read_torch_file(_file(tmp_path, b"\x80\x02" + b"]" * 100 + b"a" * 99 + b"."), MAX)
     for _ in range(99):
         got = got[0]
     assert got == []
+    got = read_torch_file(_file(tmp_path, _dicts(100)), MAX)
+    for _ in range(99):
+        got = got["k"]
+    assert got == {}
+
+
+@pytest.mark.parametrize("pkl, at, message", [
+    (b"\x80\x02t.", 3, "no MARK"),                       # TUPLE at byte 2; the reader stands after it
+    (b"\x80\x02NN.", 5, "a stack of more than one value at STOP"),
+    (b"\x80\x02}}b.", 5, "BUILD of something other than an OrderedDict"),
+])
+def test_each_malformed_pickle_is_refused_in_words(tmp_path, pkl, at, message):
+    """The refusal names the problem and the byte after the opcode that failed, and says
+    what refbnn reads instead."""
+    with pytest.raises(InputError) as e:
+        read_torch_file(_file(tmp_path, pkl), MAX)
+    assert str(e.value) == (f"{tmp_path / 'hostile.pt'}: data.pkl at byte {at}: {message}; refbnn reads only "
+                            "tensors and plain containers (as torch.load(weights_only=True) would)")
+
+
+def test_the_zip_level_refusals_in_words(tmp_path):
+    """No data.pkl, a data.pkl past the limit (and one exactly at it, read), a damaged zip
+    (the exception's name and its first 120 characters), and no byteorder record (torch
+    before 1.10 wrote none: little-endian)."""
+    import zipfile
+    with zipfile.ZipFile(tmp_path / "none.pt", "w") as z:
+        z.writestr("archive/weights.bin", b"")
+    with pytest.raises(InputError) as e:
+        read_torch_file(str(tmp_path / "none.pt"), MAX)
+    assert str(e.value) == f"{tmp_path / 'none.pt'}: not a PyTorch zip file (no single <name>/data.pkl)"
+    pkl = _state(_int(7))
+    path = _file(tmp_path, pkl)
+    assert read_torch_file(path, len(pkl)) == {"w": 7}
+    with pytest.raises(InputError) as e:
+        read_torch_file(path, len(pkl) - 1)
+    assert str(e.value) == f"{path}: data.pkl of {len(pkl)} bytes is too large"
+    key = "k" * 300
+    long_key = _state(_tensor(0, (1,), (1,), _storage(key=key)))
+    with pytest.raises(InputError) as e:
+        read_torch_file(_file(tmp_path, long_key, {"0": b"\0" * 8}), MAX)
+    want = str(KeyError(f"There is no item named 'archive/data/{key}' in the archive"))[:120]
+    assert str(e.value) == f"{tmp_path / 'hostile.pt'}: a damaged PyTorch file (KeyError: {want})"
+    with zipfile.ZipFile(tmp_path / "old.pt", "w") as z:
+        z.writestr("archive/data.pkl", _state(_int(3)))
+    assert read_torch_file(str(tmp_path / "old.pt"), MAX) == {"w": 3}
+
+
+def test_a_zip_with_a_damaged_directory_is_not_a_torch_zip(tmp_path):
+    """A zip whose end record is intact (is_zipfile says yes) but whose central directory
+    is damaged: not a torch file, and no exception escapes."""
+    import zipfile
+    good = _file(tmp_path, _state(_int(1)))
+    raw = bytearray(open(good, "rb").read())
+    at = raw.rindex(b"PK\x01\x02")                      # the last central directory entry
+    raw[at:at + 4] = b"PK\x09\x09"
+    (tmp_path / "bad.pt").write_bytes(bytes(raw))
+    assert zipfile.is_zipfile(tmp_path / "bad.pt")
+    assert not torchfile.is_torch_zip(str(tmp_path / "bad.pt"))

@@ -13,6 +13,7 @@ beyond). Its smallest attainable value is 2^-R: with 4 repetitions, p >= 1/16.
 """
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from typing import Sequence
 
@@ -28,9 +29,7 @@ def sign_flip_p(differences: Sequence[Fraction], seed: int = 0) -> Fraction:
     d = [Fraction(v) for v in differences]
     if not d:
         raise ValueError("no repetitions to compare")
-    den = 1
-    for v in d:
-        den = den * v.denominator // np.gcd(den, v.denominator)
+    den = math.lcm(*(v.denominator for v in d))   # Python ints: NumPy's gcd overflows past 2^63
     ints = [int(v * den) for v in d]             # exact: integers over one common denominator
     observed = sum(ints)
     r = len(d)
