@@ -289,6 +289,66 @@ def test_a_slice_of_a_cell_is_really_timed():
     assert 0 < short.train < long.train and short.measure > 0
 
 
+def _scripted_cost(monkeypatch, config, flips):
+    """cell_cost with every timing replaced by a known number: the slice's training steps
+    take 6 s (1 s a step), an evaluation of the 500-input slice 2 s, the measurement of the
+    slice 3 s. The test set is the digits' repeated three times (1,347 inputs), so the
+    slice's times scale by 1,347 / 500. Returns (cost, the functions timed, steps per epoch, scale)."""
+    from refbnn.experiments import estimate
+    from refbnn.experiments.cells import dataset
+    from refbnn.training.datasets import DataSplit
+
+    digits = dataset("digits")
+    data = DataSplit(digits.x_train, digits.y_train, np.concatenate([digits.x_test] * 3),
+                     np.concatenate([digits.y_test] * 3), digits.Z, digits.classes, digits.name)
+    timed = []
+
+    def fake(f):
+        timed.append(f)
+        if len(timed) == 1:            # the training steps: the trainer at that moment
+            timed[0] = (f.__self__.cfg.train_ber, len(f.__self__.data.y_train))
+        return (6.0, 2.0, 3.0)[len(timed) - 1]
+    monkeypatch.setattr(estimate, "_timed", fake)
+    cost = estimate.cell_cost(config, data, "fc-8", flips)
+    return cost, timed, -(-len(data.y_train) // 128), len(data.y_test) / 500
+
+
+def test_the_cost_of_a_table3_cell_by_its_arithmetic(monkeypatch):
+    """Training: 1 s a step x steps per epoch x 7 epochs, plus an evaluation of the test set
+    after each epoch (2 s x scale); measurement: Algorithm 1 (3 s x scale) plus one
+    evaluation. The timed steps are 6 of 128 inputs, with flips at 5% for a flip-trained cell."""
+    pytest.importorskip("sklearn")
+    cost, timed, steps, scale = _scripted_cost(monkeypatch, Config("table3", epochs=7), True)
+    assert len(timed) == 3 and timed[0] == (0.05, 6 * 128)
+    assert scale == 1347 / 500          # 3 x 449 test inputs, timed on a slice of 500
+    assert cost.train == pytest.approx(1.0 * steps * 7 + 2.0 * scale * 7)
+    assert cost.measure == pytest.approx(3.0 * scale + 2.0 * scale)
+    assert cost.total == cost.train + cost.measure
+
+
+def test_the_cost_of_a_fig1_cell_by_its_arithmetic(monkeypatch):
+    """fig1 measures the accuracy sweep instead: one repetition at one BER timed (3 s x
+    scale), times the BERs evaluated (4) and the sweep's repetitions (5); a regular cell
+    trains without flips."""
+    pytest.importorskip("sklearn")
+    config = Config("fig1", epochs=2, eval_bers=(0.0, 0.01, 0.05, 0.1), sweep_reps=5)
+    cost, timed, steps, scale = _scripted_cost(monkeypatch, config, False)
+    assert timed[0] == (0.0, 6 * 128)
+    assert cost.train == pytest.approx(1.0 * steps * 2 + 2.0 * scale * 2)
+    assert cost.measure == pytest.approx(3.0 * scale * 4 * 5 + 2.0 * scale)
+
+
+@pytest.mark.parametrize("seconds, workers, text", [
+    (750, 2, "12.5 min of one core, 6.2 min on 2 workers"),       # 750 s = 12.5 min; / 2 = 6.25 -> 6.2
+    (3 * 3600 - 60, 1, "179.0 min of one core, 179.0 min on 1 worker"),
+    (3 * 3600, 4, "3.0 h of one core, 45.0 min on 4 workers"),    # from 3 h on in hours
+    (600, 0, "10.0 min of one core, 10.0 min on 0 workers"),      # 0 workers: divided by 1
+])
+def test_the_estimate_in_words(seconds, workers, text):
+    from refbnn.experiments.estimate import describe
+    assert describe(seconds, workers) == text
+
+
 def test_report_only_reports_the_finished_cells_and_names_what_is_missing(tmp_path):
     """A run stopped after some cells: --report-only writes results and report.md from those,
     says how many of how many and which (arch, BER) have none, and runs nothing."""
