@@ -292,8 +292,10 @@ def test_a_slice_of_a_cell_is_really_timed():
 def _scripted_cost(monkeypatch, config, flips):
     """cell_cost with every timing replaced by a known number: the slice's training steps
     take 6 s (1 s a step), an evaluation of the 500-input slice 2 s, the measurement of the
-    slice 3 s. The test set is the digits' repeated three times (1,347 inputs), so the
-    slice's times scale by 1,347 / 500. Returns (cost, the functions timed, steps per epoch, scale)."""
+    slice 3 s. Each timed function still runs, and what it is and returns is kept: the
+    trainer (its config and data when timed), then the results of the evaluation and the
+    measurement. The test set is the digits' repeated three times (1,347 inputs), so the
+    slice's times scale by 1,347 / 500. Returns (cost, what was timed, steps per epoch, scale)."""
     from refbnn.experiments import estimate
     from refbnn.experiments.cells import dataset
     from refbnn.training.datasets import DataSplit
@@ -304,10 +306,12 @@ def _scripted_cost(monkeypatch, config, flips):
     timed = []
 
     def fake(f):
-        timed.append(f)
-        if len(timed) == 1:            # the training steps: the trainer at that moment
-            timed[0] = (f.__self__.cfg.train_ber, len(f.__self__.data.y_train))
-        return (6.0, 2.0, 3.0)[len(timed) - 1]
+        if not timed:                  # the training steps: the trainer as it is then
+            timed.append((f.__self__.cfg, len(f.__self__.data.y_train)))
+        engines = [c.cell_contents for c in (getattr(f, "__closure__", None) or ())
+                   if type(c.cell_contents).__name__ == "FastEngine"]
+        timed.append((f(), engines[0].threads if engines else None))
+        return (6.0, 2.0, 3.0)[len(timed) - 2]
     monkeypatch.setattr(estimate, "_timed", fake)
     cost = estimate.cell_cost(config, data, "fc-8", flips)
     return cost, timed, -(-len(data.y_train) // 128), len(data.y_test) / 500
@@ -316,10 +320,15 @@ def _scripted_cost(monkeypatch, config, flips):
 def test_the_cost_of_a_table3_cell_by_its_arithmetic(monkeypatch):
     """Training: 1 s a step x steps per epoch x 7 epochs, plus an evaluation of the test set
     after each epoch (2 s x scale); measurement: Algorithm 1 (3 s x scale) plus one
-    evaluation. The timed steps are 6 of 128 inputs, with flips at 5% for a flip-trained cell."""
+    evaluation. The timed steps are 6 of 128 inputs on one thread, with flips at 5% for a
+    flip-trained cell; the evaluation predicts the 500-input slice, the measurement is
+    Algorithm 1 (one Pi per hidden neuron: 8), both on one thread."""
     pytest.importorskip("sklearn")
     cost, timed, steps, scale = _scripted_cost(monkeypatch, Config("table3", epochs=7), True)
-    assert len(timed) == 3 and timed[0] == (0.05, 6 * 128)
+    cfg, n = timed[0]
+    assert (cfg.train_ber, cfg.batch_size, cfg.threads, n) == (0.05, 128, 1, 6 * 128)
+    assert len(timed) == 4 and len(timed[2][0]) == 500 and len(timed[3][0]) == 16
+    assert timed[2][1] == timed[3][1] == 1
     assert scale == 1347 / 500          # 3 x 449 test inputs, timed on a slice of 500
     assert cost.train == pytest.approx(1.0 * steps * 7 + 2.0 * scale * 7)
     assert cost.measure == pytest.approx(3.0 * scale + 2.0 * scale)
@@ -327,21 +336,47 @@ def test_the_cost_of_a_table3_cell_by_its_arithmetic(monkeypatch):
 
 
 def test_the_cost_of_a_fig1_cell_by_its_arithmetic(monkeypatch):
-    """fig1 measures the accuracy sweep instead: one repetition at one BER timed (3 s x
-    scale), times the BERs evaluated (4) and the sweep's repetitions (5); a regular cell
-    trains without flips."""
+    """fig1 measures the accuracy sweep instead: one repetition at the largest BER timed
+    (3 s x scale), times the BERs evaluated (4) and the sweep's repetitions (5); a regular
+    cell trains without flips."""
     pytest.importorskip("sklearn")
+    from refbnn.experiments import estimate
+
+    asked = []
+    sweep = estimate.accuracy_sweep
+    monkeypatch.setattr(estimate, "accuracy_sweep", lambda *a: asked.append(a[3:5]) or sweep(*a))
     config = Config("fig1", epochs=2, eval_bers=(0.0, 0.01, 0.05, 0.1), sweep_reps=5)
     cost, timed, steps, scale = _scripted_cost(monkeypatch, config, False)
-    assert timed[0] == (0.0, 6 * 128)
+    assert timed[0][0].train_ber == 0.0
+    assert [(bers[0][1], reps) for bers, reps in asked] == [(0.1, 1)] and len(timed[3][0][0].accuracies) == 1
     assert cost.train == pytest.approx(1.0 * steps * 2 + 2.0 * scale * 2)
     assert cost.measure == pytest.approx(3.0 * scale * 4 * 5 + 2.0 * scale)
+
+
+def test_the_timer_and_the_slices(monkeypatch):
+    """_timed is the clock's difference around the call (a fake clock reading 10 then 12.5
+    gives 2.5); _first_steps keeps the first n training inputs, the first 128 test inputs
+    with their labels, and the data set's Z, classes and name."""
+    pytest.importorskip("sklearn")
+    from refbnn.experiments import estimate
+    from refbnn.experiments.cells import dataset
+
+    clock = iter([10.0, 12.5])
+    monkeypatch.setattr(estimate.time, "perf_counter", lambda: next(clock))
+    called = []
+    assert estimate._timed(lambda: called.append(1)) == 2.5 and called == [1]
+    data = dataset("digits")
+    cut = estimate._first_steps(data, 300)
+    assert np.array_equal(cut.x_train, data.x_train[:300]) and np.array_equal(cut.y_train, data.y_train[:300])
+    assert np.array_equal(cut.x_test, data.x_test[:128]) and np.array_equal(cut.y_test, data.y_test[:128])
+    assert (cut.Z, cut.classes, cut.name) == (data.Z, data.classes, data.name)
 
 
 @pytest.mark.parametrize("seconds, workers, text", [
     (750, 2, "12.5 min of one core, 6.2 min on 2 workers"),       # 750 s = 12.5 min; / 2 = 6.25 -> 6.2
     (3 * 3600 - 60, 1, "179.0 min of one core, 179.0 min on 1 worker"),
     (3 * 3600, 4, "3.0 h of one core, 45.0 min on 4 workers"),    # from 3 h on in hours
+    (100 * 3600, 1, "100.0 h of one core, 100.0 h on 1 worker"),
     (600, 0, "10.0 min of one core, 10.0 min on 0 workers"),      # 0 workers: divided by 1
 ])
 def test_the_estimate_in_words(seconds, workers, text):
