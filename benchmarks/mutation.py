@@ -60,7 +60,7 @@ def read_record(path: Path = RECORD) -> dict[tuple[str, str, str], str]:
     for line in path.read_text().splitlines():
         if line.startswith("## "):
             inside = line.strip() == "## Equivalent mutants"
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
         if inside and len(cells) == 4 and cells[0].startswith("`refbnn/"):
             module, function, mutated = (c.strip("`").replace("\\|", "|") for c in cells[:3])
             record[module, function, " ".join(mutated.split())] = cells[3]

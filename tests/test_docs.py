@@ -118,6 +118,19 @@ def test_the_tests_map_names_every_test_file():
     assert sorted(files - named) == [] and sorted(named - files) == []
 
 
+
+def test_the_record_of_equivalent_mutants_names_real_code():
+    """Property: every row of tests/README.md's "Equivalent mutants" names a module that
+    exists and a function defined in it, and its mutated line is not a line of that module
+    (a row whose mutant has become the code itself, or whose module moved, is stale)."""
+    mutation = runpy.run_path(str(ROOT / "benchmarks" / "mutation.py"))
+    record = mutation["read_record"]()
+    assert len(record) >= 9
+    for module, function, line in record:
+        source = (ROOT / module).read_text()
+        assert re.search(rf"def {re.escape(function.split('.')[-1])}\(", source), (module, function)
+        assert line not in {" ".join(s.split()) for s in source.splitlines()}, (module, line)
+
 # -- the demo output shown in the README ------------------------------------------------------
 
 # The models `refbnn demo` trained when the README's table was made. The demo trains on one
