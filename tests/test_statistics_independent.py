@@ -135,3 +135,12 @@ def test_the_sign_flip_test_stays_exact_past_int64():
 def test_no_repetitions_is_an_error_in_words():
     with pytest.raises(ValueError, match="^no repetitions to compare$"):
         sign_flip_p([])
+
+
+def test_the_sampled_sign_flip_test_is_exact_where_floats_would_round():
+    """Past EXACT_REPS (17 differences, 15 of them 0): d = (2^58 + 1, -2^58, 0, ...) has
+    observed sum 1, reached exactly when the first sign is + (2^59 + 1 or 1): p = 1/2. In
+    float64 2^58 + 1 rounds to 2^58, the (+, -) half gives 0 < 1, and p would be 1/4."""
+    d = [Fraction(2**58 + 1, 3), Fraction(-2**58, 3)] + [Fraction(0)] * 15
+    assert len(d) > EXACT_REPS
+    assert abs(float(sign_flip_p(d)) - 0.5) <= 5 * (0.25 / DRAWS) ** 0.5
