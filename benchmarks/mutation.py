@@ -38,7 +38,7 @@ MODULES = {
                                     "tests/test_verify_statistics.py"],
     "refbnn/oracle/diagnose.py": ["tests/test_verify_diagnosis.py"],
     "refbnn/experiments/verdicts.py": ["tests/test_verdicts.py", "tests/test_verdicts_independent.py"],
-    "refbnn/experiments/findings.py": ["tests/test_verdicts.py", "tests/test_paperdiff.py"],
+    "refbnn/experiments/findings.py": ["tests/test_findings.py", "tests/test_verdicts.py", "tests/test_paperdiff.py"],
     "refbnn/experiments/paperdiff.py": ["tests/test_paperdiff.py", "tests/test_paper_table3.py"],
     # (not all of test_experiments.py: its SIGKILL test would stop mutmut's own workers)
     "refbnn/experiments/estimate.py": [f"tests/test_experiments.py::test_{name}" for name in (
