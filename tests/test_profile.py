@@ -233,3 +233,21 @@ def test_a_protect_file_names_its_field(bars, tmp_path):
     spec.write_text(json.dumps({"protect": [{"layer": 4, "channels": [1, 3]}]}))
     r = run_cli("eval", bars / "m.json", bars / "d.npz", "--reps", "2", "--protect", spec, "--json", tmp_path / "e.json")
     assert r.exit_code == 0 and json.loads((tmp_path / "e.json").read_text())["protect"]["channels"] == {"4": [1, 3]}
+
+
+def test_how_few_neurons_carry_half_of_a_layers_importance_by_hand():
+    """importance_share: layer 1's Pi (0.2, 0.5, -0.1, 0.3): the positive total is 1.0 (the
+    negative Pi does not count); largest first, 0.5 alone is exactly half: 1 neuron (half
+    is enough). Layer 3's Pi (0.1, 0.1, 0.1, 0.05, -0.2): total 0.35, half 0.175; 0.1 + 0.1
+    = 0.2 >= 0.175: 2 neurons. A layer of only negative or zero Pi: 0 neurons, total 0."""
+    from refbnn.measure.profile import importance_share
+
+    model = Model.build((3,), 1, [Linear(Weight.from_array(np.ones((4, 3), int))), Threshold((0,) * 4),
+                                  Linear(Weight.from_array(np.ones((5, 4), int))), Threshold((0,) * 5),
+                                  Linear(Weight.from_array(np.ones((2, 5), int))), Threshold((0, 0)),
+                                  Linear(Weight.from_array(np.ones((2, 2), int)))])
+    pi = [Fraction(v) for v in ("0.2", "0.5", "-0.1", "0.3", "0.1", "0.1", "0.1", "0.05", "-0.2", "0", "-0.5")]
+    share = importance_share(model, pi)
+    assert share[1]["neurons"] == 4 and share[1]["carry_half"] == 1 and share[1]["total"]["exact"] == "1/1"
+    assert share[3]["carry_half"] == 2 and share[3]["total"]["exact"] == "7/20"
+    assert share[5]["carry_half"] == 0 and share[5]["total"]["exact"] == "0/1"
