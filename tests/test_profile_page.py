@@ -7,8 +7,14 @@ from __future__ import annotations
 
 import copy
 
-from refbnn.measure.profile_page import (accuracy_reading, certified_reading, importance_reading, protection_reading,
-                                         tolerance_reading, write_page)
+from refbnn.measure.profile_page import (
+    accuracy_reading,
+    certified_reading,
+    importance_reading,
+    protection_reading,
+    tolerance_reading,
+    write_page,
+)
 
 
 def _q(v: str) -> dict:
@@ -101,35 +107,35 @@ def test_the_certified_reading():
     """k = 0: 80%; k = 1: 45% (1 flip, singular); k = 2 is the first k at 0, and not the
     last asked (3), so "2 or more"; layer 3 limits most often (70 > 30)."""
     assert certified_reading(DOC) == [
-        "Certified: 80.0% of the test inputs are classified correctly and keep that prediction under any 0 "
-        "weight flips per neuron.",
-        "Certified: 45.0% of the test inputs are classified correctly and keep that prediction under any 1 "
-        "weight flip per neuron.",
-        "Certified: no test input keeps a correct prediction under any 2 or more weight flips per neuron "
-        "(of those asked).",
+        ("Certified: 80.0% of the test inputs are classified correctly and keep that prediction under any 0 "
+         "weight flips per neuron."),
+        ("Certified: 45.0% of the test inputs are classified correctly and keep that prediction under any 1 "
+         "weight flip per neuron."),
+        ("Certified: no test input keeps a correct prediction under any 2 or more weight flips per neuron "
+         "(of those asked)."),
         "What limits the certificate most often: layer 3 (70 inputs).",
     ]
     last = copy.deepcopy(DOC)
     cert = last["profile"]["certified"]
     del cert["certified_accuracy"]["3"]
     cert["bottleneck"] = {"layer 1": 0, "layer 3": 0}
-    assert certified_reading(last)[2:] == ["Certified: no test input keeps a correct prediction under any 2 weight "
-                                           "flips per neuron."]
+    assert certified_reading(last)[2:] == [("Certified: no test input keeps a correct prediction under any 2 "
+                                            "weight flips per neuron.")]
 
 
 def test_the_protection_reading():
     """BER 0 is left out; at 0.05 the protection beats random (p = 1/32), at 0.1 not (p =
     13/32 = 0.406); both named in the answer."""
     assert protection_reading(DOC) == [
-        "Protected (top-importance:2): 2 neurons of layer 1. Control: as many units of the same layers, chosen at "
-        "random (5 choices, averaged per repetition); both read the same flips as the unprotected model, less "
-        "their protected bits.",
-        "BER 0.05: unprotected 74.0%, protected 79.0%, random control 75.0%; p = 0.0312 that the protection beats "
-        "random (significant).",
-        "BER 0.1: unprotected 50.0%, protected 55.0%, random control 54.0%; p = 0.406 that the protection beats "
-        "random.",
-        "Answer: protecting these units helps more than protecting as many random ones at BER 0.05 (paired "
-        "sign-flip test, p <= 0.05).",
+        ("Protected (top-importance:2): 2 neurons of layer 1. Control: as many units of the same layers, chosen at "
+         "random (5 choices, averaged per repetition); both read the same flips as the unprotected model, less "
+         "their protected bits."),
+        ("BER 0.05: unprotected 74.0%, protected 79.0%, random control 75.0%; p = 0.0312 that the protection beats "
+         "random (significant)."),
+        ("BER 0.1: unprotected 50.0%, protected 55.0%, random control 54.0%; p = 0.406 that the protection beats "
+         "random."),
+        ("Answer: protecting these units helps more than protecting as many random ones at BER 0.05 (paired "
+         "sign-flip test, p <= 0.05)."),
         "Not significant at BER 0.1.",
     ]
     none = copy.deepcopy(DOC)

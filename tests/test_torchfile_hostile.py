@@ -4,6 +4,7 @@ loosened by one. The pickles are assembled opcode by opcode, as an attacker woul
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -311,7 +312,7 @@ def test_a_damaged_or_foreign_file_is_not_a_torch_zip(tmp_path):
     with zipfile.ZipFile(tmp_path / "deep.zip", "w") as z:
         z.writestr("a/b/data.pkl", b"")
     good = _file(tmp_path, _state(_int(1)))
-    (tmp_path / "cut.pt").write_bytes(open(good, "rb").read()[:-30])
+    (tmp_path / "cut.pt").write_bytes(Path(good).read_bytes()[:-30])
     for name in ("plain.pt", "other.zip", "deep.zip", "cut.pt"):
         assert not torchfile.is_torch_zip(str(tmp_path / name)), name
     assert torchfile.is_torch_zip(good)
@@ -391,7 +392,7 @@ def test_a_zip_with_a_damaged_directory_is_not_a_torch_zip(tmp_path):
     is damaged: not a torch file, and no exception escapes."""
     import zipfile
     good = _file(tmp_path, _state(_int(1)))
-    raw = bytearray(open(good, "rb").read())
+    raw = bytearray(Path(good).read_bytes())
     at = raw.rindex(b"PK\x01\x02")                      # the last central directory entry
     raw[at:at + 4] = b"PK\x09\x09"
     (tmp_path / "bad.pt").write_bytes(bytes(raw))
