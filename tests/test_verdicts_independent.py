@@ -156,7 +156,7 @@ def test_the_report_line_by_hand():
 def test_a_finite_two_sided_interval_is_the_exact_test_inverted_at_half_alpha():
     """Property: 8 against 8 (C(16, 8) = 12,870 splits): the two-sided 95% interval [low,
     high] is where SciPy's exact one-sided tests at 0.025 start to reject: other - low + e
-    is not significantly higher, other - low - e is; alike at high."""
+    is not significantly higher, other - low - e is; alike at high. The report line shows it."""
     rng = np.random.default_rng(5)
     base, other = rng.normal(0, 1, 8).tolist(), rng.normal(1, 1, 8).tolist()
     s = shift_interval(base, other)
@@ -171,6 +171,8 @@ def test_a_finite_two_sided_interval_is_the_exact_test_inverted_at_half_alpha():
                                         method="exact").pvalue
     assert p_higher(s.low - e) <= 0.025 < p_higher(s.low + e)
     assert p_lower(s.high + e) <= 0.025 < p_lower(s.high - e)
+    line = compare("c", "higher", base, other).line("mean")
+    assert f"; shift {s.estimate:.3g}, 95% CI [{s.low:.3g}, {s.high:.3g}]; p = " in line
 
 
 def test_enumeration_reaches_exact_splits_and_sampling_is_seeded(monkeypatch):
