@@ -1,0 +1,149 @@
+"""The words of verify's diagnosis (refbnn/oracle/diagnose.py) on arrays and checks written
+by hand: each pattern line (an offset with its sign, negations, a factor, threshold ties,
+polarity -1 channels, the border where padding enters, tied top scores), the first
+divergence's coordinates, the patterns among failing claims, and the diagnosis sentences.
+Every number is chosen here, so each line is known before it is made."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from refbnn.oracle.diagnose import (Diagnosis, Match, _border, _first, _patterns, _tie_pattern, _words, claim_key,
+                                    failure_patterns)
+from refbnn.oracle.conventions import REGISTRY
+from refbnn.semantics.model import Conv2d, Flatten, Linear, MaxPool2d, Model, Threshold, Weight
+
+# 3 inputs -> 3 units (thresholds 0, 1, -1; the last of polarity -1) -> 2 classes
+FC = Model.build((3,), 1, [Linear(Weight.from_array(np.ones((3, 3), int))), Threshold((0, 1, -1), (1, 1, -1)),
+                           Linear(Weight.from_array(np.ones((2, 3), int)))])
+
+
+def _h_case(delta_at):
+    """ours: h of 2 inputs x 3 units; theirs: ours changed at the given entries."""
+    ours = np.array([[3, -1, 2], [1, 5, -4]])
+    theirs = ours.copy()
+    for (i, n), f in delta_at.items():
+        theirs[i, n] = f(ours[i, n])
+    return ours, theirs, ours != theirs
+
+
+@pytest.mark.parametrize("changes, line", [
+    ({(0, 0): lambda v: v + 3, (1, 2): lambda v: v + 3}, "all 2 differences are the same offset: got = expected + 3"),
+    ({(0, 1): lambda v: v - 2, (1, 1): lambda v: v - 2}, "all 2 differences are the same offset: got = expected - 2"),
+    ({(0, 0): lambda v: -v, (1, 2): lambda v: -v}, "all 2 differences are negations: got = -expected"),
+    ({(0, 0): lambda v: 2 * v, (1, 1): lambda v: 2 * v}, "all 2 differences are a factor: got = 2 x expected"),
+])
+def test_each_difference_pattern_of_pre_activations(changes, line):
+    """By hand: (3 -> 6, 5 -> 10) is a factor of 2 (the offsets 3 and 5 differ), (3 -> -3,
+    -4 -> 4) negations (offsets -6 and 8), equal offsets an offset with its sign."""
+    ours, theirs, differ = _h_case(changes)
+    assert _patterns(FC, "h1", ours, theirs, differ, None)[:1] == [line]
+
+
+def test_unrelated_differences_have_no_pattern():
+    ours, theirs, differ = _h_case({(0, 0): lambda v: v + 1, (1, 1): lambda v: v + 4})      # 3 -> 4, 5 -> 9
+    assert _patterns(FC, "h1", ours, theirs, differ, None) == []
+
+
+def test_ties_and_polarity_in_threshold_outputs():
+    """a1 differs where h = s (unit 0 at h = 0, unit 1 at h = 1): a threshold tie; where it
+    differs only in unit 2 (polarity -1): the polarity line; both at once: neither."""
+    h = np.array([[0, 1, 3], [2, 1, -1]])
+    ours = np.where(h > np.array([0, 1, -1]), 1, -1)       # the pattern reads h, s and polarity only
+    ties = np.array([[True, True, False], [False, False, False]])
+    got = _patterns(FC, "a1", ours, np.where(ties, -ours, ours), ties, h)
+    assert got == ["all 2 differences are at h = s (a threshold tie; refbnn gives -1 there for polarity +1)"]
+    unit2 = np.array([[False, False, True], [False, False, True]])
+    assert _patterns(FC, "a1", ours, np.where(unit2, -ours, ours), unit2, h) == [
+        "all 2 differences are in channels with polarity -1"]
+    both = ties | unit2
+    assert _patterns(FC, "a1", ours, np.where(both, -ours, ours), both, h) == []
+
+
+def test_the_border_where_padding_enters():
+    """A 3x3 conv with padding 1 on 6x6 maps: the border is rows and columns 0 and 5; after
+    2x2 max pooling (3x3 maps) a pooled cell is at the border when one of its four is:
+    rows and columns 0 and 2, all but the centre. Differences only there give the border
+    line; one more inside gives none."""
+    conv = Model.build((1, 6, 6), 1, [Conv2d(Weight.from_array(np.ones((2, 1, 3, 3), int)), padding=1),
+                                      Threshold((0, 0)), Flatten(), Linear(Weight.from_array(np.ones((2, 72), int)))])
+    border = _border(conv, 1, (1, 2, 6, 6))
+    want = np.ones((6, 6), bool)
+    want[1:5, 1:5] = False
+    assert np.array_equal(border, want)
+    pooled = Model.build((1, 6, 6), 1, [Conv2d(Weight.from_array(np.ones((2, 1, 3, 3), int)), padding=1),
+                                        MaxPool2d(), Threshold((0, 0)), Flatten(),
+                                        Linear(Weight.from_array(np.ones((2, 18), int)))])
+    want = np.ones((3, 3), bool)
+    want[1, 1] = False
+    assert np.array_equal(_border(pooled, 2, (1, 2, 3, 3)), want)
+    ours = np.ones((1, 2, 6, 6), int)
+    at = np.zeros_like(ours, bool)
+    at[0, 1, 0, 3] = at[0, 0, 5, 5] = True
+    assert _patterns(conv, "a1", ours, np.where(at, -1, 1), at, None) == [
+        "all 2 differences are at border positions (where the padding enters)"]
+    at[0, 0, 2, 2] = True
+    assert _patterns(conv, "a1", ours, np.where(at, -1, 1), at, None) == []
+
+
+def test_the_first_divergence_names_its_coordinates():
+    """The first differing entry in C order: input 1, channel 0, position (2, 1) of a conv
+    map; for scores the class; expected is refbnn's value, got theirs."""
+    ours = np.zeros((2, 2, 3, 3), int)
+    theirs = ours.copy()
+    theirs[1, 0, 2, 1], theirs[1, 1, 0, 0] = 7, 9
+    assert _first("h1", ours != theirs, ours, theirs) == {"input": 1, "channel": 0, "position": [2, 1],
+                                                          "expected": 0, "got": 7}
+    s_ours, s_theirs = np.array([[1, 2], [3, 4]]), np.array([[1, 2], [3, 5]])
+    assert _first("scores", s_ours != s_theirs, s_ours, s_theirs) == {"input": 1, "class": 1, "expected": 4, "got": 5}
+
+
+def test_predictions_that_differ_only_at_tied_scores():
+    scores = np.array([[2, 2, 0], [3, 1, 0], [1, 4, 4]])
+    assert _tie_pattern(scores, np.array([True, False, True])) == [
+        "all 2 differing predictions have tied top scores (the argmax tie rule)"]
+    assert _tie_pattern(scores, np.array([True, True, False])) == []
+
+
+def _checks(**passing):
+    return [{"quantity": q, "pass": ok} for q, ok in passing.items()]
+
+
+def test_the_patterns_among_failing_claims():
+    """Each line of failure_patterns on checks chosen for it, and none where it does not apply."""
+    whole_fails = [{"quantity": "T[1/2]", "pass": False}, {"quantity": "T[1]", "pass": False},
+                   {"quantity": "layers[0].T[1/2]", "pass": True}, {"quantity": "layers[1].T[1]", "pass": True}]
+    assert failure_patterns(whole_fails) == ["per-layer T passes, whole-model T fails: the layers are averaged "
+                                             "differently"]
+    half = [{"quantity": "T[1/2]", "pass": False}, {"quantity": "T[3/2]", "pass": False},
+            {"quantity": "T[1]", "pass": True}]
+    assert failure_patterns(half) == ["only non-integer b fail: T >= b against T > b? (a hidden margin is a "
+                                      "half-integer, so the two differ only there)"]
+    integer = [{"quantity": "T[1]", "pass": False}, {"quantity": "T[1/2]", "pass": True}]
+    assert failure_patterns(integer) == []
+    first = [{"quantity": "layers[0].T[1]", "pass": False}, {"quantity": "layers[1].T[1]", "pass": True},
+             {"quantity": "T[1]", "pass": True}]
+    assert "only the first layer's T fails: the 1/Z of eq. 2?" in failure_patterns(first)
+    assert failure_patterns([{"quantity": "layers[1].positions", "pass": False}]) == [
+        "a layer's positions (U*V) differ: pooling and threshold in another order?"]
+    pi = [{"quantity": "importance[0]", "pass": False}, {"quantity": "var_importance", "pass": False},
+          {"quantity": "accuracy", "pass": True}]
+    assert failure_patterns(pi) == ["only Pi fails, T and accuracy pass: the definition of Pi or of its variance"]
+    assert failure_patterns(pi[:1] + pi[2:]) == []          # one failing Pi entry alone says little
+
+
+def test_the_diagnosis_sentences():
+    """A match names the other side's convention and the contract's rule; no match says how
+    many were tried, and the closest alternative what it fixes and what it does not."""
+    tie = REGISTRY["tie-ge"]
+    d = Diagnosis([Match(("tie-ge",))], "accuracy and predictions")
+    assert d.lines() == [f"diagnosis: your accuracy and predictions match refbnn exactly if {tie.theirs}; "
+                         f"{tie.contract}"]
+    no_z = REGISTRY["first-layer-without-z"]
+    none = Diagnosis([], "T and T-bar", tried=12, closest=(("first-layer-without-z",), ["T"], ["T_bar"]))
+    assert none.lines() == [
+        "diagnosis: no alternative convention reproduces your T and T-bar (12 tried; docs/semantics.md §11 "
+        "lists them)",
+        f"diagnosis: closest: if {no_z.theirs}, your T match refbnn exactly; your T-bar still differ"]
+    assert _words({"var_importance", "T", "accuracy"}) == "accuracy, T and VAR(Pi)"
+    assert claim_key("layers[0].T[2]") == "layers" and claim_key("bit_errors.results[0].mean") == "bit_errors"
