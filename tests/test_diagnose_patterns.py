@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from refbnn.oracle.conventions import REGISTRY
 from refbnn.oracle.diagnose import (Diagnosis, Match, _border, _first, _patterns, _tie_pattern, _words, claim_key,
                                     failure_patterns)
-from refbnn.oracle.conventions import REGISTRY
 from refbnn.semantics.model import Conv2d, Flatten, Linear, MaxPool2d, Model, Threshold, Weight
 
 # 3 inputs -> 3 units (thresholds 0, 1, -1; the last of polarity -1) -> 2 classes
@@ -113,12 +113,12 @@ def test_the_patterns_among_failing_claims():
     """Each line of failure_patterns on checks chosen for it, and none where it does not apply."""
     whole_fails = [{"quantity": "T[1/2]", "pass": False}, {"quantity": "T[1]", "pass": False},
                    {"quantity": "layers[0].T[1/2]", "pass": True}, {"quantity": "layers[1].T[1]", "pass": True}]
-    assert failure_patterns(whole_fails) == ["per-layer T passes, whole-model T fails: the layers are averaged "
-                                             "differently"]
+    assert failure_patterns(whole_fails) == [("per-layer T passes, whole-model T fails: the layers are averaged "
+                                              "differently")]
     half = [{"quantity": "T[1/2]", "pass": False}, {"quantity": "T[3/2]", "pass": False},
             {"quantity": "T[1]", "pass": True}]
-    assert failure_patterns(half) == ["only non-integer b fail: T >= b against T > b? (a hidden margin is a "
-                                      "half-integer, so the two differ only there)"]
+    assert failure_patterns(half) == [("only non-integer b fail: T >= b against T > b? (a hidden margin is a "
+                                      "half-integer, so the two differ only there)")]
     integer = [{"quantity": "T[1]", "pass": False}, {"quantity": "T[1/2]", "pass": True}]
     assert failure_patterns(integer) == []
     first = [{"quantity": "layers[0].T[1]", "pass": False}, {"quantity": "layers[1].T[1]", "pass": True},
@@ -137,13 +137,13 @@ def test_the_diagnosis_sentences():
     many were tried, and the closest alternative what it fixes and what it does not."""
     tie = REGISTRY["tie-ge"]
     d = Diagnosis([Match(("tie-ge",))], "accuracy and predictions")
-    assert d.lines() == [f"diagnosis: your accuracy and predictions match refbnn exactly if {tie.theirs}; "
-                         f"{tie.contract}"]
+    assert d.lines() == [(f"diagnosis: your accuracy and predictions match refbnn exactly if {tie.theirs}; "
+                         f"{tie.contract}")]
     no_z = REGISTRY["first-layer-without-z"]
     none = Diagnosis([], "T and T-bar", tried=12, closest=(("first-layer-without-z",), ["T"], ["T_bar"]))
     assert none.lines() == [
-        "diagnosis: no alternative convention reproduces your T and T-bar (12 tried; docs/semantics.md §11 "
-        "lists them)",
+        ("diagnosis: no alternative convention reproduces your T and T-bar (12 tried; docs/semantics.md §11 "
+        "lists them)"),
         f"diagnosis: closest: if {no_z.theirs}, your T match refbnn exactly; your T-bar still differ"]
     assert _words({"var_importance", "T", "accuracy"}) == "accuracy, T and VAR(Pi)"
     assert claim_key("layers[0].T[2]") == "layers" and claim_key("bit_errors.results[0].mean") == "bit_errors"
