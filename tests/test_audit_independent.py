@@ -17,18 +17,8 @@ from refbnn.biterrors.masks import ErrorModel
 from refbnn.biterrors.sweep import correct_under_errors
 from refbnn.engines.fast import FastEngine
 from refbnn.formats.maskfile import MaskSet
-from refbnn.oracle.statistics import (
-    EXACT_BITS,
-    _correlation_p,
-    audit_masks,
-    chi2_two_sided,
-    exact_expected_accuracy,
-    gamma_lower,
-    incomplete_beta,
-    judge_accuracies,
-    one_sample_p,
-    welch_p,
-)
+from refbnn.oracle.statistics import (EXACT_BITS, _correlation_p, audit_masks, chi2_two_sided, exact_expected_accuracy,
+                                      gamma_lower, incomplete_beta, judge_accuracies, one_sample_p, welch_p)
 from refbnn.semantics.model import Linear, Model, Threshold, Weight
 
 scipy_stats = pytest.importorskip("scipy.stats")

@@ -7,14 +7,8 @@ from __future__ import annotations
 
 import copy
 
-from refbnn.measure.profile_page import (
-    accuracy_reading,
-    certified_reading,
-    importance_reading,
-    protection_reading,
-    tolerance_reading,
-    write_page,
-)
+from refbnn.measure.profile_page import (accuracy_reading, certified_reading, importance_reading, protection_reading,
+                                         tolerance_reading, write_page)
 
 
 def _q(v: str) -> dict:

@@ -12,15 +12,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from refbnn.measure.paired import DRAWS, EXACT_REPS, sign_flip_p
-from refbnn.oracle.statistics import (
-    chi2_two_sided,
-    gamma_lower,
-    incomplete_beta,
-    normal_two_sided,
-    one_sample_p,
-    t_two_sided,
-    welch_p,
-)
+from refbnn.oracle.statistics import (chi2_two_sided, gamma_lower, incomplete_beta, normal_two_sided, one_sample_p,
+                                      t_two_sided, welch_p)
 
 scipy_stats = pytest.importorskip("scipy.stats")
 scipy_special = pytest.importorskip("scipy.special")
