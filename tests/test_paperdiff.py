@@ -132,3 +132,112 @@ def test_the_differences_recomputed_on_two_processes_are_the_same(tmp_path):
     alone = paperdiff.explain(tmp_path, CONFIG, records, cells)
     assert any("Recomputed on the same models" in line for line in alone)     # something was recomputed
     assert paperdiff.explain(tmp_path, CONFIG, records, cells, jobs=2) == alone
+
+
+# -- the table, the per-layer rows and the finding, on cells written by hand ----------------
+
+def _cell(ber, metric, ours, mean, low, high, printed="p"):
+    from refbnn.experiments.paper_table3 import PaperValue
+    return paperdiff.CellComparison("fc-8", 8, ber, metric, ours, PaperValue(mean, low, high, printed))
+
+
+def test_the_table_rows_by_hand():
+    """Ours inside the range: yes; outside: no; a printed mean outside its own range gets the
+    misprint note either way. BERs in percent, ours as mean (min, max) to 3 digits."""
+    rows = paperdiff.table_rows([
+        _cell(0.0, "T_bar", (0.2254, 0.21, 0.24), 0.226, 0.205, 0.240, "0.226 (0.240,0.205)"),
+        _cell(0.05, "var_importance", (0.5, 0.4, 0.6), 0.3, 0.2, 0.4),
+        _cell(0.1, "T_bar", (0.3, 0.25, 0.35), 0.5, 0.2, 0.4),          # mean 0.5 outside (0.2, 0.4)
+        _cell(0.01, "T_bar", (0.1, 0.1, 0.1), 0.5, 0.2, 0.4),
+    ])
+    assert rows[0] == ["fc-8", "0%", "T-bar", "0.225 (0.21, 0.24)", "0.226 (0.240,0.205)", "yes"]
+    assert rows[1] == ["fc-8", "5%", "VAR(Pi)", "0.5 (0.4, 0.6)", "p", "no"]
+    assert rows[2][1:] == ["10%", "T-bar", "0.3 (0.25, 0.35)", "p",
+                           "yes (the paper's mean lies outside its own range: a misprint?)"]
+    assert rows[3][1] == "1%" and rows[3][-1] == "no (the paper's mean lies outside its own range: a misprint?)"
+
+
+def _layer_record(arch, ber, t_bar, layers):
+    return {"arch": arch, "train_ber": ber, "T_bar": {"value": t_bar},
+            "layers": [{"T_bar": {"value": v}} for v in layers]}
+
+
+def test_the_per_layer_rows_by_hand():
+    """fc-8 at 0%: two records, layer means (0.5 + 0.7) / 2 = 0.6 and (0.1 + 0.3) / 2 = 0.2,
+    T-bar mean 0.35; fc-8 at 5% has a record without layers: no row; fc-16 at 0% has none
+    at all: no row, and fc-16 at 5% still gets its own."""
+    config = Config("table3", sizes=(8, 16), train_bers=(0.0, 0.05))
+    records = [_layer_record("fc-8", 0.0, 0.3, [0.5, 0.1]), _layer_record("fc-8", 0.0, 0.4, [0.7, 0.3]),
+               _layer_record("fc-8", 0.05, 0.4, [0.7, 0.3]), {"arch": "fc-8", "train_ber": 0.05, "T_bar": {"value": 1}},
+               _layer_record("fc-16", 0.05, 0.25, [0.2, 0.4])]
+    assert paperdiff.layer_rows(config, records) == [["fc-8", "0%", "0.35", "0.6", "0.2"],
+                                                     ["fc-16", "5%", "0.25", "0.2", "0.4"]]
+
+
+def test_plot_rows_pair_ours_with_the_papers_cells():
+    """fc-8 on the paper's BERs: per BER in percent, our (mean, min, max) and the paper's
+    (mean, low, high) as paper_value reads them; a size the paper lacks gives None."""
+    from refbnn.experiments.paper_table3 import paper_value
+
+    config = Config("table3", dataset="fashion-mnist", sizes=(8,), train_bers=(0.0, 0.05))
+    records = [{"arch": "fc-8", "train_ber": b, "T_bar": {"value": v}} for b, v in ((0.0, 0.2), (0.0, 0.4), (0.05, 0.3))]
+    bers, ours, paper = paperdiff.plot_rows(config, records, "T_bar", "fc-8", 8)
+    assert bers == [0.0, 5.0] and ours == [(pytest.approx(0.3), 0.2, 0.4), (0.3, 0.3, 0.3)]
+    p0, p5 = paper_value("fc", 8, 0.0, "T_bar"), paper_value("fc", 8, 0.05, "T_bar")
+    assert paper == [(p0.mean, p0.low, p0.high), (p5.mean, p5.low, p5.high)]
+    assert paperdiff.plot_rows(config, records, "T_bar", "fc-7", 7) is None
+    assert paperdiff.comparable(Config("fig2", dataset="fashion-mnist")) and not paperdiff.comparable(
+        Config("fig1", dataset="fashion-mnist"))
+    assert [c.size for c in paperdiff.compare_cells(config, records)] == [8, 8]
+
+
+def test_the_finding_in_words():
+    assert paperdiff._finding(["pi-absolute", "var-ddof1"], 4) == (
+        "`pi-absolute`, `var-ddof1` brings every one of the 4 cells into the paper's range: the paper's numbers "
+        "are consistent with that convention.")
+    assert paperdiff._finding([], 3) == (
+        "no single convention of the registry brings all 3 cells into the paper's range; the difference is not "
+        "one of these conventions (training, data or another definition). Nor is it the authors' FC training "
+        "recipe: reimplemented in PyTorch and imported, it gives T-bar 0.332 (fc-8) and 0.361 (fc-16) on "
+        "Fashion-MNIST, close to refbnn's trainer (benchmarks/authors_recipe.py).")
+
+
+def test_what_is_recomputed_and_where(tmp_path, monkeypatch):
+    """explain recomputes nothing when every cell lies inside the paper's range (and says so
+    per metric); with one cell outside, the records of that metric's compared cells (same
+    arch and BER: here 4), not a record of another BER. A pool of `jobs` processes is used
+    only for jobs > 1 and 2 records or more."""
+    import dataclasses
+
+    records = _run_dir(tmp_path)
+    records.append({**records[0], "train_ber": 0.1})           # a cell the comparison does not hold
+    used = []
+
+    class Pool:
+        def __init__(self, jobs):
+            used.append(jobs)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+        def map(self, f, *args):
+            return map(f, *args)
+    monkeypatch.setattr(paperdiff, "worker_pool", Pool)
+    cells = paperdiff.compare_cells(CONFIG, records)
+    wide = [dataclasses.replace(c, paper=_cell(0, "", (0, 0, 0), c.ours[0], -1.0, 1.0).paper) for c in cells]
+    ticks = []
+    lines = paperdiff.explain(tmp_path, CONFIG, records, wide, progress=lambda: ticks.append(1))
+    assert lines == ["- T-bar: every compared cell lies inside the paper's range.",
+                     "- VAR(Pi): every compared cell lies inside the paper's range."] and ticks == []
+    one_outside = [dataclasses.replace(wide[0], paper=_cell(0, "", (0, 0, 0), 9.0, 9.0, 9.0).paper)] + wide[1:]
+    lines = paperdiff.explain(tmp_path, CONFIG, records, one_outside, progress=lambda: ticks.append(1))
+    assert len(ticks) == 4 and used == []
+    assert lines[0].startswith("- T-bar: every") and lines[1].startswith("- VAR(Pi): 1 of 2 cells lie inside the paper's range under refbnn's contract")
+    paperdiff.explain(tmp_path, CONFIG, records, one_outside, jobs=2)
+    assert used == [2]
+    paperdiff.explain(tmp_path, CONFIG, records, one_outside, jobs=1)
+    paperdiff.explain(tmp_path, CONFIG, records, one_outside)
+    assert used == [2]
