@@ -268,3 +268,39 @@ def test_welch_judgment_reports_refbnns_own_repetitions():
     assert v["their_reps"] == 5 and v["their_mean"] == pytest.approx(0.76)
     assert judge_accuracies(engine, x, y, em, theirs, v["p_value"])["pass"]
     assert judge_accuracies(engine, x, y, em, [0.8] * 31, 0.01)["test"].endswith("against refbnn's 31 repetitions")
+
+
+def test_two_patterns_have_a_spread_and_ber_1_has_none():
+    """Two patterns (1 repetition x 2 batches) are enough for the spread check (1 degree of
+    freedom). At BER 1 every bit flips: all flipped is exactly the expectation (p-value 1),
+    one bit left is impossible (0); no spread check, whose denominator p (1 - p) is 0."""
+    model = _model((3, 4), (2, 3))
+    two = np.zeros((1, 2, 3, 4), dtype=bool)
+    two[0, 0, 0, 0] = True
+    assert "w0: spread" in _audit(model, {"w0": two}, ErrorModel(0.25, 0, 4, layers=(0,)))
+    every = np.ones((2, 3, 3, 4), dtype=bool)
+    got = _audit(model, {"w0": every}, ErrorModel(1.0, 0, 4, layers=(0,)))
+    assert got["w0: flip count"]["p_value"] == 1.0 and not any(k.endswith("spread") for k in got)
+    every[1, 2, 2, 3] = False
+    assert _audit(model, {"w0": every}, ErrorModel(1.0, 0, 4, layers=(0,)))["w0: flip count"]["p_value"] == 0.0
+
+
+def test_few_or_constant_counts_say_nothing_unless_they_are_one_reused_mask():
+    """Fewer than 4 pairs: p = 1 even for the same nonzero constant (too few to tell); from 4
+    pairs on, the same nonzero constant on both sides (one mask reused) gives 0."""
+    assert _correlation_p(np.full(3, 2.0), np.full(3, 2.0)) == 1.0
+    assert _correlation_p(np.full(4, 2.0), np.full(4, 2.0)) == 0.0
+
+
+@pytest.mark.parametrize("reps, theirs", [(1, [0.8]), (2, [0.8])])
+def test_welch_judgment_with_one_or_two_reference_repetitions(reps, theirs):
+    """refbnn's own spread is the sample standard deviation of its repetitions, 0 for a
+    single one (not NaN); with two, the ordinary sample standard deviation."""
+    model = _model((4, 4), (3, 4))
+    x = np.random.default_rng(6).choice([-1, 1], (40, 4))
+    engine = FastEngine(model)
+    y = np.asarray(engine.predictions(x))
+    em = ErrorModel(0.2, 7, 10)
+    ours = [correct_under_errors(engine, x, y, em, r) / 40 for r in range(reps)]
+    v = judge_accuracies(engine, x, y, em, theirs, 0.01, reference_reps=reps)
+    assert v["std"] == (0.0 if reps == 1 else pytest.approx(statistics.stdev(ours), abs=1e-12))
