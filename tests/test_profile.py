@@ -182,13 +182,21 @@ def test_the_paired_comparison_on_a_hand_sized_model():
     x, y = np.array([[1]]), np.array([0])
     engine = FastEngine(model)
     assert [float(p) for p in engine.importance(x, y)] == [1.0, 0.0]
-    reps, controls = 4, 5
+    reps, controls = 5, 5
     cfg = ProfileConfig([("0", 0.0), ("1", 1.0)], reps, ErrorModel(0.0, seed=7, batch_size=1, layers=(0,)), "batch",
                         [("2", Fraction(2))], [0], protect="top-importance:1", controls=controls)
     unprotected = accuracy_sweep(engine, x, y, cfg.bers, reps, cfg.em)
     assert [a for s in unprotected for a in s.accuracies] == [1] * reps + [0] * reps
-    result = protection_comparison(engine, x, y, cfg, engine.importance(x, y), unprotected)
+    calls = []
+    result = protection_comparison(engine, x, y, cfg, engine.importance(x, y), unprotected,
+                                   lambda label, done, total: calls.append((label, done, total)))
     assert result["channels"] == {"0": [0]} and result["weight_bits"] == 1
+    assert result["alpha"] == 0.05 and result["controls"] == controls and result["test"] == (
+        "exact one-sided sign-flip test of the paired differences (same flips per repetition)")
+    labels = list(dict.fromkeys(label for label, _, _ in calls))
+    assert labels == ["protected"] + [f"control {c}/{controls}" for c in range(1, controls + 1)]
+    assert all(isinstance(d, int) and isinstance(t, int) and 0 <= d <= t for _, d, t in calls)
+    assert all(max(d for lab, d, _ in calls if lab == label) == calls[-1][2] for label in labels)
     picked = [control_protection(model, Protection({0: (0,)}), 7 + 1 + c).channels[0] for c in range(controls)]
     share = Fraction(sum(1 for ch in picked if ch == (0,)), controls)
     at0, at1 = result["results"]
@@ -197,6 +205,12 @@ def test_the_paired_comparison_on_a_hand_sized_model():
     # every repetition has the same difference d > 0: only the all-plus sign vector reaches it
     assert Fraction(at1["p_beats_unprotected"]["exact"]) == Fraction(1, 2**reps)
     assert Fraction(at1["p_beats_random"]["exact"]) == (Fraction(1, 2**reps) if share < 1 else 1)
+    assert at1["beats_random"] == (share < 1)          # 1/32 <= 0.05
+    # the means of the repetitions: protected 1, unprotected 0 (at BER 1), the control's share
+    assert [Fraction(at1[k]["exact"]) for k in ("protected_mean", "unprotected_mean", "control_mean")] == [1, 0, share]
+    assert Fraction(at0["unprotected_mean"]["exact"]) == 1 and Fraction(at0["control_mean"]["exact"]) == 1
+    # the smallest p the design can give: 2^-reps
+    assert Fraction(at0["min_p"]["exact"]) == Fraction(at1["min_p"]["exact"]) == Fraction(1, 32)
     # at BER 0 nothing flips: every difference is 0, and p = 1
     assert Fraction(at0["p_beats_random"]["exact"]) == 1 and not at0["beats_random"]
 
@@ -238,16 +252,73 @@ def test_a_protect_file_names_its_field(bars, tmp_path):
 def test_how_few_neurons_carry_half_of_a_layers_importance_by_hand():
     """importance_share: layer 1's Pi (0.2, 0.5, -0.1, 0.3): the positive total is 1.0 (the
     negative Pi does not count); largest first, 0.5 alone is exactly half: 1 neuron (half
-    is enough). Layer 3's Pi (0.1, 0.1, 0.1, 0.05, -0.2): total 0.35, half 0.175; 0.1 + 0.1
-    = 0.2 >= 0.175: 2 neurons. A layer of only negative or zero Pi: 0 neurons, total 0."""
+    is enough). Layer 3's Pi (0.15, 0.1, 0.1, 0.05, -0.2): total 0.4, half 0.2; 0.15 < 0.2,
+    0.15 + 0.1 = 0.25 >= 0.2: 2 neurons. A layer of only negative or zero Pi: 0 neurons, total 0."""
     from refbnn.measure.profile import importance_share
 
     model = Model.build((3,), 1, [Linear(Weight.from_array(np.ones((4, 3), int))), Threshold((0,) * 4),
                                   Linear(Weight.from_array(np.ones((5, 4), int))), Threshold((0,) * 5),
                                   Linear(Weight.from_array(np.ones((2, 5), int))), Threshold((0, 0)),
                                   Linear(Weight.from_array(np.ones((2, 2), int)))])
-    pi = [Fraction(v) for v in ("0.2", "0.5", "-0.1", "0.3", "0.1", "0.1", "0.1", "0.05", "-0.2", "0", "-0.5")]
+    pi = [Fraction(v) for v in ("0.2", "0.5", "-0.1", "0.3", "0.15", "0.1", "0.1", "0.05", "-0.2", "0", "-0.5")]
     share = importance_share(model, pi)
     assert share[1]["neurons"] == 4 and share[1]["carry_half"] == 1 and share[1]["total"]["exact"] == "1/1"
-    assert share[3]["carry_half"] == 2 and share[3]["total"]["exact"] == "7/20"
+    assert share[3]["carry_half"] == 2 and share[3]["total"]["exact"] == "2/5"
     assert share[5]["carry_half"] == 0 and share[5]["total"]["exact"] == "0/1"
+
+
+def test_the_random_control_protects_as_many_units_of_the_same_layers():
+    """control_protection: per layer as many units as the chosen protection, drawn among that
+    layer's units (its rows: 3 here, of 10 inputs each), without repeats, sorted; the same
+    seed the same choice, another seed in general another."""
+    model = Model.build((10,), 1, [Linear(Weight.from_array(np.ones((3, 10), int))), Threshold((0, 0, 0)),
+                                   Linear(Weight.from_array(np.ones((6, 3), int))), Threshold((0,) * 6),
+                                   Linear(Weight.from_array(np.ones((2, 6), int)))])
+    chosen = Protection({0: (1, 2), 2: (0, 3, 5)})
+    picks = [control_protection(model, chosen, seed).channels for seed in range(30)]
+    for ch in picks:
+        assert sorted(ch) == [0, 2] and len(ch[0]) == 2 and len(ch[2]) == 3
+        assert all(0 <= u < 3 for u in ch[0]) and all(0 <= u < 6 for u in ch[2])
+        assert all(list(c) == sorted(set(c)) for c in ch.values())
+    assert control_protection(model, chosen, 4).channels == picks[4]
+    assert len({tuple(sorted(ch.items())) for ch in picks}) > 1
+
+
+def test_a_protection_of_no_units_is_refused(monkeypatch):
+    """protection_comparison's own check (parse_protect refuses such SPECs before it)."""
+    from refbnn.measure import profile
+
+    monkeypatch.setattr(profile, "parse_protect", lambda *a: Protection({}))
+    model = hand_model()
+    cfg = ProfileConfig([("0", 0.0)], 1, ErrorModel(0.0), "batch", [("2", Fraction(2))], [0], protect="x")
+    with pytest.raises(ValueError, match="^--protect: the SPEC protects nothing$"):
+        protection_comparison(FastEngine(model), np.array([[1]]), np.array([0]), cfg, [1, 0], [])
+
+
+def test_the_margin_histogram_is_theorem_1_counted_by_hand(monkeypatch):
+    """Property: per threshold layer, the count of (input, neuron) pairs tolerating k flips,
+    k = floor(|2(h - s) - 1| / 4Z) in the first layer (Z = 3 here) and floor(|2(h - s) - 1|
+    / 4) after it, h computed here with a matrix product; the same when the inputs come in
+    slices of 7 (the counts add up over the slices)."""
+    from refbnn.measure.profile import MAX_MARGIN_BIN, margin_histogram
+
+    rng = np.random.default_rng(8)
+    w1, w2 = rng.choice([-1, 1], (6, 40)), rng.choice([-1, 1], (5, 6))
+    s1, s2 = rng.integers(-20, 20, 6), rng.integers(-3, 3, 5)
+    model = Model.build((40,), 3, [Linear(Weight.from_array(w1 > 0)), Threshold(tuple(int(v) for v in s1)),
+                                   Linear(Weight.from_array(w2 > 0)), Threshold(tuple(int(v) for v in s2)),
+                                   Linear(Weight.from_array(rng.integers(0, 2, (2, 5))))])
+    x = rng.integers(0, 4, (30, 40))
+    h1 = x @ w1.T
+    a1 = np.where(h1 > s1, 1, -1)
+    h2 = a1 @ w2.T
+    want = {}
+    for t, h, s, z in ((1, h1, s1, 3), (3, h2, s2, 1)):
+        k = np.minimum(np.abs(2 * (h - s) - 1) // (4 * z), MAX_MARGIN_BIN)
+        want[t] = np.bincount(k.ravel(), minlength=MAX_MARGIN_BIN + 1).tolist()
+    engine = FastEngine(model)
+    assert margin_histogram(engine, x) == want
+    monkeypatch.setattr(engine, "memory_slices", lambda n: [slice(i, min(i + 7, n)) for i in range(0, n, 7)])
+    assert margin_histogram(engine, x) == want
+    assert sum(want[1][1:]) > 0 and want[1] != np.bincount(np.minimum(np.abs(2 * (h1 - s1) - 1) // 4, 16).ravel(),
+                                                          minlength=17).tolist()          # Z matters here
