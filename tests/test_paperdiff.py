@@ -241,3 +241,42 @@ def test_what_is_recomputed_and_where(tmp_path, monkeypatch):
     paperdiff.explain(tmp_path, CONFIG, records, one_outside, jobs=1)
     paperdiff.explain(tmp_path, CONFIG, records, one_outside)
     assert used == [2]
+
+
+def test_a_convention_that_brings_all_but_one_cell_inside_is_not_the_finding(tmp_path, monkeypatch):
+    """With the paper's range at 0% stretched to hold both the no-1/Z T-bar and another
+    convention's (but not the contract's), and tight around the no-1/Z value at 5%: the
+    other convention brings 1 of 2 cells inside and is listed so, but the finding names only
+    `first-layer-without-z`, which brings all 2."""
+    from refbnn.experiments.paper_table3 import PaperValue
+
+    records = _run_dir(tmp_path)
+    names = paperdiff.EXPLAIN["T_bar"]
+    values = {}
+    for r in records:
+        got = paperdiff.recompute_all(tmp_path, r, {"T_bar": names})["T_bar"]
+        for name in names:
+            values.setdefault((name, r["train_ber"]), []).append(got[name])
+    mean = {k: float(np.mean(v)) for k, v in values.items()}
+    ours = {b: float(np.mean([float(r["T_bar"]["value"]) for r in records if r["train_ber"] == b])) for b in (0.0, 0.05)}
+    no_z = "first-layer-without-z"
+
+    def span(name):
+        return min(mean[no_z, 0.0], mean[name, 0.0]), max(mean[no_z, 0.0], mean[name, 0.0])
+    other = next(n for n in names if n != no_z and not span(n)[0] <= ours[0.0] <= span(n)[1]
+                 and abs(mean[n, 0.05] - mean[no_z, 0.05]) > 1e-6)
+    ranges = {0.0: (span(other)[0] - 1e-9, span(other)[1] + 1e-9),
+              0.05: (mean[no_z, 0.05] - 1e-9, mean[no_z, 0.05] + 1e-9)}
+
+    def stand_in(family, size, ber, metric):
+        if metric != "T_bar":
+            return None
+        low, high = ranges[ber]
+        return PaperValue((low + high) / 2, low, high, "stand-in")
+
+    monkeypatch.setattr(paperdiff, "paper_value", stand_in)
+    cells = paperdiff.compare_cells(CONFIG, records)
+    assert [c.inside for c in cells] == [False, False]
+    lines = paperdiff.explain(tmp_path, CONFIG, records, cells)
+    assert any(line.startswith(f"  - `{other}` (") and line.endswith(": 1 of 2 inside") for line in lines)
+    assert lines[-1].startswith(f"  - Finding: `{no_z}` brings every one of the 2 cells")
