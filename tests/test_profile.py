@@ -84,6 +84,7 @@ def test_the_clean_pass_equals_the_separate_passes_with_one_forward_per_slice(ca
     engine.outputs = outputs
     assert got.tolerance == engine.tolerance(x, bs)
     assert got.predictions.tolist() == engine.predictions(x).tolist()
+    assert got.predictions.dtype == got.certified_k.dtype == np.int64       # class indices and counts
     ks, where = certified_ks(engine, x)
     assert got.certified_k.tolist() == ks.tolist() and got.bottleneck == where
     assert got.margins == margin_histogram(engine, x)
@@ -317,8 +318,19 @@ def test_the_margin_histogram_is_theorem_1_counted_by_hand(monkeypatch):
         k = np.minimum(np.abs(2 * (h - s) - 1) // (4 * z), MAX_MARGIN_BIN)
         want[t] = np.bincount(k.ravel(), minlength=MAX_MARGIN_BIN + 1).tolist()
     engine = FastEngine(model)
-    assert margin_histogram(engine, x) == want
+    got = margin_histogram(engine, x)
+    assert got == want and all(type(v) is int for counts in got.values() for v in counts)   # counts, as JSON ints
     monkeypatch.setattr(engine, "memory_slices", lambda n: [slice(i, min(i + 7, n)) for i in range(0, n, 7)])
     assert margin_histogram(engine, x) == want
     assert sum(want[1][1:]) > 0 and want[1] != np.bincount(np.minimum(np.abs(2 * (h1 - s1) - 1) // 4, 16).ravel(),
                                                           minlength=17).tolist()          # Z matters here
+
+
+def test_a_model_without_neurons_has_no_profile():
+    """clean_pass refuses a model without threshold layers, naming T (eq. 4 averages over
+    neurons), as engine.tolerance does."""
+    from refbnn.measure.profile import clean_pass
+
+    model = Model.build((3,), 1, [Linear(Weight.from_array(np.ones((2, 3), int)))])
+    with pytest.raises(ValueError, match="^the model has no threshold layer, so it has no neurons and T is undefined$"):
+        clean_pass(FastEngine(model), np.ones((2, 3), int), [Fraction(1)])
