@@ -334,3 +334,65 @@ def test_a_model_without_neurons_has_no_profile():
     model = Model.build((3,), 1, [Linear(Weight.from_array(np.ones((2, 3), int)))])
     with pytest.raises(ValueError, match="^the model has no threshold layer, so it has no neurons and T is undefined$"):
         clean_pass(FastEngine(model), np.ones((2, 3), int), [Fraction(1)])
+
+
+def test_the_profile_document_holds_each_part_under_its_name(bars, profiled):
+    """The profile's own blocks: the error model as `eval --json` writes it; per threshold
+    layer the margin histogram (its last bin meaning ">= 16"), the flip probabilities per
+    neuron with their mean over neurons (recomputed here), the importance shares; the
+    hidden units; the protection; the engine that made them."""
+    out, doc = profiled
+    assert run_cli("eval", bars / "m.json", bars / "d.npz", "--ber", BERS, "--reps", "4", "--seed", "3",
+                   "--batch-size", "16", "--json", bars / "e2.json").exit_code == 0
+    ev = json.loads((bars / "e2.json").read_text())
+    assert doc["bit_errors"] == {k: ev[k] for k in doc["bit_errors"]} and doc["bit_errors"]["seed"] == 3
+    assert doc["bit_errors"]["batch_size"] == 16 and doc["bit_errors"]["inputs"] == 40
+    prof = doc["profile"]
+    layers = [str(nl.threshold_index) for nl in example_model().neuron_layers]
+    assert sorted(prof["margins"]) == sorted(prof["importance_share"]) == layers
+    assert prof["flip_probability"] and set(prof["flip_probability"]) <= set(layers)   # layers with +-1 inputs
+    assert all(m["last_bin_means_at_least"] == 16 for m in prof["margins"].values())
+    for entry in prof["flip_probability"].values():
+        assert entry["bers"] == BERS.split(",")
+        per = np.array(entry["neurons"])
+        assert per.shape[1] == 3 and np.allclose(entry["mean"], per.mean(axis=0))
+    assert prof["hidden_units"] and all(len(u) == 2 for u in prof["hidden_units"])
+    assert prof["protection"]["spec"] == "top-importance:25%" and doc["engine"] == "fast"
+
+
+def test_the_profile_reports_its_progress_by_part():
+    """profile(progress=...) labels each long part: Algorithm 1, the bit errors, then the
+    protected sweep and each control."""
+    from refbnn.measure.profile import profile
+
+    model = example_model()
+    x, y = example_data(12, seed=1)
+    cfg = ProfileConfig([("0", 0.0), ("0.1", 0.1)], 2, ErrorModel(0.0, seed=1, batch_size=4), "batch",
+                        [("1", Fraction(1))], [0, 1], protect="top-importance:1", controls=2)
+    seen = []
+    profile(FastEngine(model), x, y, cfg, lambda label, done, total: seen.append(label))
+    assert list(dict.fromkeys(seen)) == ["Algorithm 1", "bit errors", "protected", "control 1/2", "control 2/2"]
+
+
+def test_the_profile_time_estimate_by_its_arithmetic(monkeypatch):
+    """profile_seconds: one untimed call on 1 input (loading compiled kernels), then 256
+    inputs timed (a fake clock: 2.56 s, 0.01 s an input); the forward passes: per BER above
+    0, per repetition, one sweep plus one protected and one per control, plus 15 for
+    Algorithm 1. 4 reps x 2 BERs x (1 + 1 + 3) + 15 = 55 passes x 0.01 s x 1,000 inputs."""
+    from refbnn.measure import profile
+
+    class Engine:
+        calls = []
+
+        def predictions(self, x):
+            self.calls.append(len(x))
+    clock = iter([100.0, 102.56])
+    monkeypatch.setattr(profile.time, "perf_counter", lambda: next(clock))
+    x = np.zeros((1000, 3), int)
+    bers = [("0", 0.0), ("0.01", 0.01), ("0.1", 0.1)]
+    cfg = ProfileConfig(bers, 4, ErrorModel(0.0), "batch", [], [], protect="top-importance:1", controls=3)
+    assert profile.profile_seconds(Engine(), x, cfg) == pytest.approx(550.0)
+    assert Engine.calls == [1, 256]
+    clock = iter([0.0, 2.56])
+    bare = ProfileConfig(bers, 4, ErrorModel(0.0), "batch", [], [], importance=False)
+    assert profile.profile_seconds(Engine(), x, bare) == pytest.approx(4 * 2 * 1 * 0.01 * 1000)
