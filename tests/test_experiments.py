@@ -377,6 +377,7 @@ def test_the_timer_and_the_slices(monkeypatch):
     (3 * 3600 - 60, 1, "179.0 min of one core, 179.0 min on 1 worker"),
     (3 * 3600, 4, "3.0 h of one core, 45.0 min on 4 workers"),    # from 3 h on in hours
     (100 * 3600, 1, "100.0 h of one core, 100.0 h on 1 worker"),
+    (12061, 1, "3.4 h of one core, 3.4 h on 1 worker"),            # 3.35028 h: rounds up, in hours of 3,600 s
     (600, 0, "10.0 min of one core, 10.0 min on 0 workers"),      # 0 workers: divided by 1
 ])
 def test_the_estimate_in_words(seconds, workers, text):

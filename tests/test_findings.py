@@ -87,3 +87,27 @@ def test_the_var_pi_findings_split_at_64_neurons_with_their_evidence_lines():
     assert [c.label for c in small.comparisons] == ["fc-32"] and [c.label for c in large.comparisons] == ["fc-64"]
     assert small.outcome == "held" and large.outcome == "not held"
     assert small.evidence[0].startswith("fc-32: mean VAR(Pi) (5%) vs (0%) 0.2 vs 0.5; ")
+
+
+def test_the_level_travels_and_missing_cells_are_skipped_not_fatal():
+    """paper_claims(alpha=0.2): 3 against 3 with one of the 9 pairs reversed has p = 2/20 =
+    0.1, for T-bar and for VAR(Pi): held at 0.2, cannot tell at 0.05. A size whose flip-trained cell has no
+    records is skipped; the sizes after it are still compared. A BER that was not evaluated
+    is a KeyError naming it."""
+    near = [0.1, 0.2, 0.45]                       # 0.45 above 0.4: one of the 9 pairs reversed
+    recs = [_record("fc-8", 0.0, t, var=v) for t, v in zip(near, HIGH)]
+    recs += [_record("fc-8", 0.05, t, var=v) for t, v in zip(HIGH, near)]
+    config = Config("table3", sizes=(8,), train_bers=(0.0, 0.05))
+    assert _claims(config, recs)["flip training raises T-bar"].comparisons[0].p == pytest.approx(0.1)
+    assert _claims(config, recs)["flip training raises T-bar"].outcome == "cannot tell"
+    lenient = {c.claim.split(" (")[0]: c for c in paper_claims(config, recs, alpha=0.2)}
+    assert lenient["flip training raises T-bar"].outcome == "held"
+    assert _claims(config, recs)["smaller flip-trained BNNs have lower VAR(Pi)"].outcome == "cannot tell"
+    assert lenient["smaller flip-trained BNNs have lower VAR(Pi)"].outcome == "held"
+    gap = [_record("fc-8", 0.0, 1.0, var=v) for v in HIGH]          # fc-8 has no 5% cell
+    gap += [_record("fc-16", b, 1.0, var=v) for b, vs in ((0.0, HIGH), (0.05, LOW)) for v in vs]
+    small = _claims(Config("table3", sizes=(8, 16), train_bers=(0.0, 0.05)), gap)[
+        "smaller flip-trained BNNs have lower VAR(Pi)"]
+    assert [c.label for c in small.comparisons] == ["fc-16"]
+    with pytest.raises(KeyError, match="0.2"):
+        accuracy_at(_record("fc-8", 0.0, 1.0, accuracies={"0.1": 0.5}), 0.2)

@@ -186,6 +186,8 @@ def test_plot_rows_pair_ours_with_the_papers_cells():
     p0, p5 = paper_value("fc", 8, 0.0, "T_bar"), paper_value("fc", 8, 0.05, "T_bar")
     assert paper == [(p0.mean, p0.low, p0.high), (p5.mean, p5.low, p5.high)]
     assert paperdiff.plot_rows(config, records, "T_bar", "fc-7", 7) is None
+    fc7 = [{**r, "arch": "fc-7"} for r in records]           # our cells, but a size the paper lacks
+    assert paperdiff.plot_rows(config, fc7, "T_bar", "fc-7", 7) is None
     assert paperdiff.comparable(Config("fig2", dataset="fashion-mnist")) and not paperdiff.comparable(
         Config("fig1", dataset="fashion-mnist"))
     assert [c.size for c in paperdiff.compare_cells(config, records)] == [8, 8]
@@ -235,7 +237,12 @@ def test_what_is_recomputed_and_where(tmp_path, monkeypatch):
     one_outside = [dataclasses.replace(wide[0], paper=_cell(0, "", (0, 0, 0), 9.0, 9.0, 9.0).paper)] + wide[1:]
     lines = paperdiff.explain(tmp_path, CONFIG, records, one_outside, progress=lambda: ticks.append(1))
     assert len(ticks) == 4 and used == []
-    assert lines[0].startswith("- T-bar: every") and lines[1].startswith("- VAR(Pi): 1 of 2 cells lie inside the paper's range under refbnn's contract")
+    assert lines[0].startswith("- T-bar: every") and lines[1] == (
+        "- VAR(Pi): 1 of 2 cells lie inside the paper's range under refbnn's contract (docs/semantics.md §4-5). "
+        "Recomputed on the same models and test data:")
+    paperdiff.explain(tmp_path, CONFIG, records[:2], one_outside[:1], jobs=2)       # 2 records: a pool
+    assert used == [2]
+    used.clear()
     paperdiff.explain(tmp_path, CONFIG, records, one_outside, jobs=2)
     assert used == [2]
     paperdiff.explain(tmp_path, CONFIG, records, one_outside, jobs=1)

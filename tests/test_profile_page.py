@@ -160,3 +160,41 @@ def test_the_page_puts_each_reading_under_its_heading_with_its_figures():
     page = write_page(bare, [], "c")
     assert "## What protection buys" not in page and "![" not in page
     assert "Figures were skipped: matplotlib is not installed (`pip install 'refbnn[plots]'`)" in page
+
+
+def test_the_readings_at_their_edges():
+    """Exactly 5 points below clean (0.75 - 0.05 = 0.7 in floats too) is not "more than 5";
+    no correct input at k = 0 already, and the first k at 0 being 1 (the last asked); the
+    most limiting layer is the one with most inputs, not the last named; a layer whose
+    importance totals 0.5 still has neurons carrying half; plain numbers read as numbers."""
+    from refbnn.measure.profile_page import _v
+
+    edge = copy.deepcopy(DOC)
+    edge["accuracy"] = _q("0.75")
+    edge["bit_errors"]["results"] = [{"ber": "0.1", "mean": _q("0.7"), "reps": 5, "ci95": None}]
+    assert accuracy_reading(edge)[-1] == "The mean accuracy stays within 5 points of clean at every BER measured."
+    cert = edge["profile"]["certified"]
+    cert["certified_accuracy"] = {"0": _q("0"), "1": _q("0")}
+    cert["bottleneck"] = {"layer 1": 70, "layer 3": 30}
+    assert certified_reading(edge) == [
+        ("Certified: 0.0% of the test inputs are classified correctly and keep that prediction under any 0 "
+         "weight flips per neuron."),
+        "Certified: no test input keeps a correct prediction under any 1 weight flips per neuron.",
+        "What limits the certificate most often: layer 1 (70 inputs)."]
+    edge["profile"]["importance_share"]["1"]["total"] = _q("0.5")
+    assert importance_reading(edge)[1] == "Layer 1: 2 of 8 neurons carry half of the layer's total importance."
+    assert _v(0.25) == 0.25 and _v({"value": "0.5"}) == 0.5
+
+
+def test_every_figure_under_its_heading_and_the_defaults():
+    """With all five figures written each is linked once, in the page's order; a document
+    without model and data names says "model" and "?"; the closing sentence names verify."""
+    names = ["accuracy", "tolerance", "margins", "importance", "certified"]
+    page = write_page(DOC, [f"{n}.png" for n in names], "c")
+    links = [line for line in page.splitlines() if line.startswith("![")]
+    assert links == [f"![{n}]({n}.png)" for n in names]
+    bare = {k: v for k, v in DOC.items() if k not in ("model", "data")}
+    page = write_page(bare, [], "c")
+    assert page.startswith("# Bit error tolerance profile: model\n") and "Data: ?, 200 inputs; 12 neurons." in page
+    assert ("Every number is in `profile.json`, exact where exact; `refbnn verify MODEL DATA --claims "
+            "profile.json` recomputes the accuracy, T, Pi, VAR(Pi) and the accuracies under bit errors.") in page
