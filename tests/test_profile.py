@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from strategies import model_cases
 
 from refbnn.biterrors.masks import ErrorModel, pattern
-from refbnn.biterrors.protect import Protection, parse_protect, restrict
+from refbnn.biterrors.protect import Protection, hidden_units, parse_protect, restrict
 from refbnn.biterrors.sweep import accuracy_sweep
 from refbnn.demo.bars import example_data, example_model
 from refbnn.engines.fast import FastEngine
@@ -336,28 +336,37 @@ def test_a_model_without_neurons_has_no_profile():
         clean_pass(FastEngine(model), np.ones((2, 3), int), [Fraction(1)])
 
 
-def test_the_profile_document_holds_each_part_under_its_name(bars, profiled):
-    """The profile's own blocks: the error model as `eval --json` writes it; per threshold
-    layer the margin histogram (its last bin meaning ">= 16"), the flip probabilities per
-    neuron with their mean over neurons (recomputed here), the importance shares; the
-    hidden units; the protection; the engine that made them."""
-    out, doc = profiled
-    assert run_cli("eval", bars / "m.json", bars / "d.npz", "--ber", BERS, "--reps", "4", "--seed", "3",
-                   "--batch-size", "16", "--json", bars / "e2.json").exit_code == 0
-    ev = json.loads((bars / "e2.json").read_text())
-    assert doc["bit_errors"] == {k: ev[k] for k in doc["bit_errors"]} and doc["bit_errors"]["seed"] == 3
-    assert doc["bit_errors"]["batch_size"] == 16 and doc["bit_errors"]["inputs"] == 40
+def test_the_profile_document_holds_each_part_under_its_name():
+    """profile() called directly: the error model as `eval --json` writes it (the sweep's
+    summaries, recomputed here); per threshold layer the margin histogram (its last bin
+    meaning ">= 16"), the flip probabilities per neuron with their mean over neurons
+    (recomputed here), the importance shares; the hidden units; the protection; the engine.
+    Without Algorithm 1: no Pi and no shares."""
+    from refbnn.measure.profile import profile
+
+    model = example_model()
+    x, y = example_data(24, seed=5)
+    em = ErrorModel(0.0, seed=3, batch_size=8)
+    bers = [("0", 0.0), ("0.02", 0.02), ("0.1", 0.1)]
+    cfg = ProfileConfig(bers, 3, em, "batch", [("1", Fraction(1))], [0, 1], protect="top-importance:1", controls=2)
+    engine = FastEngine(model)
+    doc = profile(engine, x, y, cfg)
+    sweep = [s.as_dict() for s in accuracy_sweep(engine, x, y, bers, 3, em)]
+    assert doc["bit_errors"] == {"seed": 3, "batch_size": 8, "granularity": "batch", "layers": None,
+                                 "activations": False, "inputs": 24, "results": sweep}
     prof = doc["profile"]
-    layers = [str(nl.threshold_index) for nl in example_model().neuron_layers]
+    layers = [str(nl.threshold_index) for nl in model.neuron_layers]
     assert sorted(prof["margins"]) == sorted(prof["importance_share"]) == layers
     assert prof["flip_probability"] and set(prof["flip_probability"]) <= set(layers)   # layers with +-1 inputs
     assert all(m["last_bin_means_at_least"] == 16 for m in prof["margins"].values())
     for entry in prof["flip_probability"].values():
-        assert entry["bers"] == BERS.split(",")
+        assert entry["bers"] == ["0", "0.02", "0.1"]
         per = np.array(entry["neurons"])
         assert per.shape[1] == 3 and np.allclose(entry["mean"], per.mean(axis=0))
-    assert prof["hidden_units"] and all(len(u) == 2 for u in prof["hidden_units"])
-    assert prof["protection"]["spec"] == "top-importance:25%" and doc["engine"] == "fast"
+    assert prof["hidden_units"] == [list(u) for u in hidden_units(model)]
+    assert prof["protection"]["spec"] == "top-importance:1" and doc["engine"] == "fast"
+    bare = profile(engine, x, y, ProfileConfig(bers, 3, em, "batch", [("1", Fraction(1))], [0], importance=False))
+    assert "importance" not in bare and "importance_share" not in bare["profile"] and "protection" not in bare["profile"]
 
 
 def test_the_profile_reports_its_progress_by_part():
@@ -396,3 +405,36 @@ def test_the_profile_time_estimate_by_its_arithmetic(monkeypatch):
     clock = iter([0.0, 2.56])
     bare = ProfileConfig(bers, 4, ErrorModel(0.0), "batch", [], [], importance=False)
     assert profile.profile_seconds(Engine(), x, bare) == pytest.approx(4 * 2 * 1 * 0.01 * 1000)
+
+
+def test_the_controls_and_the_tests_use_the_runs_seed():
+    """Past 16 repetitions (17 here, the sampled sign-flip test) the p-values are those of
+    sign_flip_p with the error model's seed; control c is drawn with seed + 1 + c; a random
+    protection is drawn with the seed too; the smallest attainable p stays 2^-16; and with
+    no progress callback nothing is reported."""
+    from refbnn.measure import profile as profile_module
+
+    model = hand_model()
+    x, y = np.array([[1]]), np.array([0])
+    engine = FastEngine(model)
+    pi = engine.importance(x, y)
+    seeds = []
+    control = profile_module.control_protection
+    reps = 17
+    cfg = ProfileConfig([("0", 0.0), ("1", 1.0)], reps, ErrorModel(0.0, seed=9, batch_size=1, layers=(0,)), "batch",
+                        [("2", Fraction(2))], [0], protect="random:1", controls=3)
+    unprotected = accuracy_sweep(engine, x, y, cfg.bers, reps, cfg.em)
+    import unittest.mock as mock
+    with mock.patch.object(profile_module, "control_protection",
+                           lambda m, ch, seed: seeds.append(seed) or control(m, ch, seed)):
+        result = protection_comparison(engine, x, y, cfg, pi, unprotected)
+    assert seeds == [10, 11, 12]
+    assert result["channels"] == {str(i): list(c) for i, c in parse_protect("random:1", model, pi, 9).channels.items()}
+    assert result["channels"] != {"0": list(parse_protect("random:1", model, pi, 0).channels[0])}   # the seed matters here
+    at0, at1 = result["results"]
+    prot = [Fraction(a["exact"]) for a in at1["protected"]]
+    ctrl = [Fraction(a["exact"]) for a in at1["control"]]
+    assert Fraction(at1["p_beats_random"]["exact"]) == sign_flip_p([a - c for a, c in zip(prot, ctrl)], 9)
+    assert Fraction(at1["p_beats_unprotected"]["exact"]) == sign_flip_p([a - 0 for a in prot], 9)
+    assert Fraction(at0["p_beats_unprotected"]["exact"]) == 1          # no flips at BER 0: nothing to beat
+    assert Fraction(at1["min_p"]["exact"]) == Fraction(1, 2**16)
