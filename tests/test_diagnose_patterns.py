@@ -147,3 +147,26 @@ def test_the_diagnosis_sentences():
         f"diagnosis: closest: if {no_z.theirs}, your T match refbnn exactly; your T-bar still differ"]
     assert _words({"var_importance", "T", "accuracy"}) == "accuracy, T and VAR(Pi)"
     assert claim_key("layers[0].T[2]") == "layers" and claim_key("bit_errors.results[0].mean") == "bit_errors"
+
+
+def test_the_closest_alternative_is_the_first_of_those_fixing_most(monkeypatch):
+    """_closest keeps, among the single alternatives, the one under which most failing
+    claims pass; of several fixing as many, the first in the order tried. Which claims each
+    alternative fixes is set here (a stand-in for the recomputation)."""
+    from refbnn.oracle import diagnose
+
+    names = ["first-layer-without-z", "margin-without-half", "t-strict"]
+    ordered = [((n,), REGISTRY[n].variant, REGISTRY[n].affects) for n in names]
+    claims = {"T": [1], "T_bar": 1, "layers": [1]}
+
+    def run(fixes):
+        def reproduces(engine, fast, v, model, data, sub, path, atol):
+            name = next(n for n in names if REGISTRY[n].variant is v)
+            return ("T_bar" if "T_bar" in sub else next(iter(sub))) in fixes[name]
+        monkeypatch.setattr(diagnose, "_reproduces", reproduces)
+        return diagnose._closest(FC, None, claims, "c.json", 0.0, {"T", "T_bar", "layers"}, ordered, {}, None, 0)
+    one_each = {"first-layer-without-z": {"T"}, "margin-without-half": {"layers"}, "t-strict": {"T_bar"}}
+    assert run(one_each) == (("first-layer-without-z",), ["T"], ["T_bar", "layers"])
+    second_best = {"first-layer-without-z": {"T"}, "margin-without-half": {"layers", "T_bar"}, "t-strict": {"T_bar"}}
+    assert run(second_best) == (("margin-without-half",), ["T_bar", "layers"], ["T"])
+    assert run({n: set() for n in names}) is None
