@@ -289,7 +289,7 @@ def test_a_slice_of_a_cell_is_really_timed():
     assert 0 < short.train < long.train and short.measure > 0
 
 
-def _scripted_cost(monkeypatch, config, flips):
+def _scripted_cost(monkeypatch, config, flips, copies=3):
     """cell_cost with every timing replaced by a known number: the slice's training steps
     take 6 s (1 s a step), an evaluation of the 500-input slice 2 s, the measurement of the
     slice 3 s. Each timed function still runs, and what it is and returns is kept: the
@@ -301,8 +301,8 @@ def _scripted_cost(monkeypatch, config, flips):
     from refbnn.training.datasets import DataSplit
 
     digits = dataset("digits")
-    data = DataSplit(digits.x_train, digits.y_train, np.concatenate([digits.x_test] * 3),
-                     np.concatenate([digits.y_test] * 3), digits.Z, digits.classes, digits.name)
+    data = DataSplit(digits.x_train, digits.y_train, np.concatenate([digits.x_test] * copies),
+                     np.concatenate([digits.y_test] * copies), digits.Z, digits.classes, digits.name)
     timed = []
 
     def fake(f):
@@ -333,6 +333,8 @@ def test_the_cost_of_a_table3_cell_by_its_arithmetic(monkeypatch):
     assert cost.train == pytest.approx(1.0 * steps * 7 + 2.0 * scale * 7)
     assert cost.measure == pytest.approx(3.0 * scale + 2.0 * scale)
     assert cost.total == cost.train + cost.measure
+    small, _, _, _ = _scripted_cost(monkeypatch, Config("table3", epochs=7), True, copies=1)
+    assert small.measure == pytest.approx(3.0 + 2.0)      # 449 test inputs: the slice is all of them, scale 1
 
 
 def test_the_cost_of_a_fig1_cell_by_its_arithmetic(monkeypatch):

@@ -111,3 +111,10 @@ def test_the_level_travels_and_missing_cells_are_skipped_not_fatal():
     assert [c.label for c in small.comparisons] == ["fc-16"]
     with pytest.raises(KeyError, match="0.2"):
         accuracy_at(_record("fc-8", 0.0, 1.0, accuracies={"0.1": 0.5}), 0.2)
+
+
+def test_every_training_ber_above_0_is_compared_even_a_small_one():
+    """1% is a flip-training BER like any other: compared against 0% as 10% is."""
+    recs = [_record("fc-8", 0.0, t) for t in LOW] + [_record("fc-8", b, t) for b in (0.01, 0.1) for t in HIGH]
+    claim = _claims(Config("table3", sizes=(8,), train_bers=(0.0, 0.01, 0.1)), recs)["flip training raises T-bar"]
+    assert [c.label for c in claim.comparisons] == ["fc-8, trained at 0.01 vs 0", "fc-8, trained at 0.1 vs 0"]

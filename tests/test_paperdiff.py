@@ -207,8 +207,9 @@ def test_the_finding_in_words():
 def test_what_is_recomputed_and_where(tmp_path, monkeypatch):
     """explain recomputes nothing when every cell lies inside the paper's range (and says so
     per metric); with one cell outside, the records of that metric's compared cells (same
-    arch and BER: here 4), not a record of another BER. A pool of `jobs` processes is used
-    only for jobs > 1 and 2 records or more."""
+    arch and BER: here 4), not a record of another BER; a cell whose printed mean lies
+    outside its own range (a misprint) is left out of the count. A pool of `jobs` processes
+    is used only for jobs > 1 and 2 records or more."""
     import dataclasses
 
     records = _run_dir(tmp_path)
@@ -240,6 +241,9 @@ def test_what_is_recomputed_and_where(tmp_path, monkeypatch):
     assert lines[0].startswith("- T-bar: every") and lines[1] == (
         "- VAR(Pi): 1 of 2 cells lie inside the paper's range under refbnn's contract (docs/semantics.md §4-5). "
         "Recomputed on the same models and test data:")
+    misprint = one_outside[:2] + [dataclasses.replace(one_outside[2], paper=_cell(0, "", (0, 0, 0), 9.0, 0.0, 1.0).paper)]
+    lines = paperdiff.explain(tmp_path, CONFIG, records, misprint + one_outside[3:])
+    assert lines[1].startswith("- VAR(Pi): 0 of 1 cells lie inside")          # the misprinted cell is not counted
     paperdiff.explain(tmp_path, CONFIG, records[:2], one_outside[:1], jobs=2)       # 2 records: a pool
     assert used == [2]
     used.clear()

@@ -306,6 +306,7 @@ def test_the_margin_histogram_is_theorem_1_counted_by_hand(monkeypatch):
     rng = np.random.default_rng(8)
     w1, w2 = rng.choice([-1, 1], (6, 40)), rng.choice([-1, 1], (5, 6))
     s1, s2 = rng.integers(-20, 20, 6), rng.integers(-3, 3, 5)
+    s1[0] = -300                  # a margin near 2 x 300 = 600 in the first layer: 600 // 12 = 50 >= 16, the last bin
     model = Model.build((40,), 3, [Linear(Weight.from_array(w1 > 0)), Threshold(tuple(int(v) for v in s1)),
                                    Linear(Weight.from_array(w2 > 0)), Threshold(tuple(int(v) for v in s2)),
                                    Linear(Weight.from_array(rng.integers(0, 2, (2, 5))))])
@@ -322,7 +323,7 @@ def test_the_margin_histogram_is_theorem_1_counted_by_hand(monkeypatch):
     assert got == want and all(type(v) is int for counts in got.values() for v in counts)   # counts, as JSON ints
     monkeypatch.setattr(engine, "memory_slices", lambda n: [slice(i, min(i + 7, n)) for i in range(0, n, 7)])
     assert margin_histogram(engine, x) == want
-    assert sum(want[1][1:]) > 0 and want[1] != np.bincount(np.minimum(np.abs(2 * (h1 - s1) - 1) // 4, 16).ravel(),
+    assert want[1][MAX_MARGIN_BIN] >= 30 and sum(want[1][1:]) > 0 and want[1] != np.bincount(np.minimum(np.abs(2 * (h1 - s1) - 1) // 4, 16).ravel(),
                                                           minlength=17).tolist()          # Z matters here
 
 
