@@ -170,3 +170,47 @@ def test_the_closest_alternative_is_the_first_of_those_fixing_most(monkeypatch):
     second_best = {"first-layer-without-z": {"T"}, "margin-without-half": {"layers", "T_bar"}, "t-strict": {"T_bar"}}
     assert run(second_best) == (("margin-without-half",), ["T_bar", "layers"], ["T"])
     assert run({n: set() for n in names}) is None
+
+
+def test_pattern_edges():
+    """An offset of +1 is "+ 1"; a factor where refbnn's value is 1 (1 -> 3, 2 -> 6) is
+    still a factor; polarity -1 is the only negative polarity."""
+    ours, theirs, differ = _h_case({(0, 2): lambda v: v + 1, (1, 0): lambda v: v + 1})
+    assert _patterns(FC, "h1", ours, theirs, differ, None)[:1] == [
+        "all 2 differences are the same offset: got = expected + 1"]
+    ours = np.array([[1, 2, 0]])
+    theirs = np.array([[3, 6, 0]])
+    assert _patterns(FC, "h1", ours, theirs, ours != theirs, None) == ["all 2 differences are a factor: got = 3 x expected"]
+
+
+def test_the_first_divergence_of_predictions_and_ties_with_few_classes():
+    """Predictions are one number per input: the first divergence names the input only.
+    With two classes a tie is still a tie; with one class there is none to tie with."""
+    ours, theirs = np.array([0, 1, 1]), np.array([0, 0, 1])
+    assert _first("predictions", ours != theirs, ours, theirs) == {"input": 1, "expected": 1, "got": 0}
+    assert _tie_pattern(np.array([[2, 2], [3, 1]]), np.array([True, False])) == [
+        "all 1 differing predictions have tied top scores (the argmax tie rule)"]
+    assert _tie_pattern(np.array([[2], [3]]), np.array([True, False])) == []
+
+
+def test_failure_patterns_need_failures_and_more_than_one_layer():
+    """Every T check passing (something else failing) says nothing about b; one layer alone
+    failing is not "only the first layer"."""
+    passing = [{"quantity": "T[1/2]", "pass": True}, {"quantity": "T[1]", "pass": True},
+               {"quantity": "accuracy", "pass": False}]
+    assert failure_patterns(passing) == []
+    one_layer = [{"quantity": "layers[0].T[1]", "pass": False}, {"quantity": "T[1]", "pass": False}]
+    assert "only the first layer's T fails: the 1/Z of eq. 2?" not in failure_patterns(one_layer)
+
+
+def test_the_border_only_counts_pooling_between_the_conv_and_its_threshold():
+    """A pooling before the conv (on the input) does not shrink the conv's border; without
+    padding there is no border at all."""
+    model = Model.build((1, 8, 8), 1, [MaxPool2d(), Conv2d(Weight.from_array(np.ones((2, 1, 3, 3), int)), padding=1),
+                                       Threshold((0, 0)), Flatten(), Linear(Weight.from_array(np.ones((2, 32), int)))])
+    want = np.ones((4, 4), bool)
+    want[1:3, 1:3] = False
+    assert np.array_equal(_border(model, 2, (1, 2, 4, 4)), want)
+    valid = Model.build((1, 6, 6), 1, [Conv2d(Weight.from_array(np.ones((2, 1, 3, 3), int))), Threshold((0, 0)),
+                                       Flatten(), Linear(Weight.from_array(np.ones((2, 32), int)))])
+    assert _border(valid, 1, (1, 2, 4, 4)) is None
