@@ -214,3 +214,29 @@ def test_the_border_only_counts_pooling_between_the_conv_and_its_threshold():
     valid = Model.build((1, 6, 6), 1, [Conv2d(Weight.from_array(np.ones((2, 1, 3, 3), int))), Threshold((0, 0)),
                                        Flatten(), Linear(Weight.from_array(np.ones((2, 32), int)))])
     assert _border(valid, 1, (1, 2, 4, 4)) is None
+
+
+def test_an_unexplained_difference_counts_every_alternative_tried():
+    """A claimed accuracy no convention reproduces (1/7 on inputs where refbnn's is a
+    multiple of 1/12): no match, every forward alternative that applies to the model is
+    tried once (counted here from the registry), and the sentence says how many."""
+    from fractions import Fraction
+
+    from refbnn.engines.fast import FastEngine
+    from refbnn.formats.datafile import Dataset
+    from refbnn.oracle import diagnose
+    from refbnn.oracle.checker import check_claims
+
+    model = Model.build((4, 6, 6), 1, [Conv2d(Weight.from_array(np.random.default_rng(0).integers(0, 2, (3, 4, 3, 3))),
+                                              padding=1), MaxPool2d(), Threshold((0, 1, -1), (1, 1, -1)), Flatten(),
+                                       Linear(Weight.from_array(np.random.default_rng(1).integers(0, 2, (2, 27))))])
+    x = np.random.default_rng(2).choice([-1, 1], (12, 4, 6, 6))
+    data = Dataset(x, np.asarray(FastEngine(model).predictions(x)))
+    claims = {"accuracy": {"value": float(Fraction(1, 7)), "exact": "1/7"}}
+    checks = check_claims(FastEngine(model), model, data, claims, "c.json", 0.0)
+    assert not checks[0]["pass"]
+    d = diagnose.diagnose_claims(model, data, claims, "c.json", 0.0, checks)
+    n = len(diagnose.candidates(model, {"forward"}))
+    assert d.matches == [] and d.tried == n > 3
+    assert d.lines() == [f"diagnosis: no alternative convention reproduces your accuracy ({n} tried; "
+                         "docs/semantics.md §11 lists them)"]
