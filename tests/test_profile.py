@@ -347,13 +347,13 @@ def test_the_profile_document_holds_each_part_under_its_name():
 
     model = example_model()
     x, y = example_data(24, seed=5)
-    em = ErrorModel(0.0, seed=3, batch_size=8)
+    em = ErrorModel(0.0, seed=3, batch_size=8, layers=model.weight_indices[:1])
     bers = [("0", 0.0), ("0.02", 0.02), ("0.1", 0.1)]
     cfg = ProfileConfig(bers, 3, em, "batch", [("1", Fraction(1))], [0, 1], protect="top-importance:1", controls=2)
     engine = FastEngine(model)
     doc = profile(engine, x, y, cfg)
     sweep = [s.as_dict() for s in accuracy_sweep(engine, x, y, bers, 3, em)]
-    assert doc["bit_errors"] == {"seed": 3, "batch_size": 8, "granularity": "batch", "layers": None,
+    assert doc["bit_errors"] == {"seed": 3, "batch_size": 8, "granularity": "batch", "layers": [model.weight_indices[0]],
                                  "activations": False, "inputs": 24, "results": sweep}
     prof = doc["profile"]
     layers = [str(nl.threshold_index) for nl in model.neuron_layers]
@@ -409,8 +409,8 @@ def test_the_profile_time_estimate_by_its_arithmetic(monkeypatch):
 
 
 def test_the_controls_and_the_tests_use_the_runs_seed():
-    """Past 16 repetitions (17 here, the sampled sign-flip test) the p-values are those of
-    sign_flip_p with the error model's seed; control c is drawn with seed + 1 + c; a random
+    """Past 16 repetitions (17 here, the sampled sign-flip test, at BER 0.5 so that the
+    paired differences vary) the p-values are those of sign_flip_p with the error model's seed; control c is drawn with seed + 1 + c; a random
     protection is drawn with the seed too; the smallest attainable p stays 2^-16; and with
     no progress callback nothing is reported."""
     from refbnn.measure import profile as profile_module
@@ -422,8 +422,8 @@ def test_the_controls_and_the_tests_use_the_runs_seed():
     seeds = []
     control = profile_module.control_protection
     reps = 17
-    cfg = ProfileConfig([("0", 0.0), ("1", 1.0)], reps, ErrorModel(0.0, seed=9, batch_size=1, layers=(0,)), "batch",
-                        [("2", Fraction(2))], [0], protect="random:1", controls=3)
+    cfg = ProfileConfig([("0", 0.0), ("0.5", 0.5)], reps, ErrorModel(0.0, seed=9, batch_size=1, layers=(0,)),
+                        "batch", [("2", Fraction(2))], [0], protect="random:1", controls=3)
     unprotected = accuracy_sweep(engine, x, y, cfg.bers, reps, cfg.em)
     import unittest.mock as mock
     with mock.patch.object(profile_module, "control_protection",
@@ -435,7 +435,9 @@ def test_the_controls_and_the_tests_use_the_runs_seed():
     at0, at1 = result["results"]
     prot = [Fraction(a["exact"]) for a in at1["protected"]]
     ctrl = [Fraction(a["exact"]) for a in at1["control"]]
-    assert Fraction(at1["p_beats_random"]["exact"]) == sign_flip_p([a - c for a, c in zip(prot, ctrl)], 9)
-    assert Fraction(at1["p_beats_unprotected"]["exact"]) == sign_flip_p([a - 0 for a in prot], 9)
+    none = unprotected[1].accuracies
+    for key, other in (("p_beats_random", ctrl), ("p_beats_unprotected", none)):
+        d = [a - c for a, c in zip(prot, other)]
+        assert Fraction(at1[key]["exact"]) == sign_flip_p(d, 9) != sign_flip_p(d, 0), key   # sampled: the seed shows
     assert Fraction(at0["p_beats_unprotected"]["exact"]) == 1          # no flips at BER 0: nothing to beat
     assert Fraction(at1["min_p"]["exact"]) == Fraction(1, 2**16)
