@@ -40,6 +40,12 @@ def test_each_difference_pattern_of_pre_activations(changes, line):
     assert _patterns(FC, "h1", ours, theirs, differ, None)[:1] == [line]
 
 
+def test_a_single_difference_is_an_offset():
+    ours, theirs, differ = _h_case({(1, 1): lambda v: v - 7})
+    assert _patterns(FC, "h1", ours, theirs, differ, None)[:1] == [
+        "all 1 differences are the same offset: got = expected - 7"]
+
+
 def test_unrelated_differences_have_no_pattern():
     ours, theirs, differ = _h_case({(0, 0): lambda v: v + 1, (1, 1): lambda v: v + 4})      # 3 -> 4, 5 -> 9
     assert _patterns(FC, "h1", ours, theirs, differ, None) == []
@@ -240,3 +246,29 @@ def test_an_unexplained_difference_counts_every_alternative_tried():
     assert d.matches == [] and d.tried == n > 3
     assert d.lines() == [f"diagnosis: no alternative convention reproduces your accuracy ({n} tried; "
                          "docs/semantics.md §11 lists them)"]
+
+
+def test_more_pattern_edges():
+    """An odd map (7x7, pooled to 3x3): the pooling drops row and column 6, so of the border
+    only row and column 0 reach a pooled cell;
+    a dense layer's h names input and channel; differing scores get the offset line only."""
+    odd = Model.build((1, 7, 7), 1, [Conv2d(Weight.from_array(np.ones((2, 1, 3, 3), int)), padding=1), MaxPool2d(),
+                                     Threshold((0, 0)), Flatten(), Linear(Weight.from_array(np.ones((2, 18), int)))])
+    want = np.zeros((3, 3), bool)
+    want[0, :] = want[:, 0] = True
+    assert np.array_equal(_border(odd, 2, (1, 2, 3, 3)), want)
+    ours = np.array([[0, 0, 0], [0, 0, 5]])
+    assert _first("h1", ours != 0, np.zeros_like(ours), ours) == {"input": 1, "channel": 2, "expected": 0, "got": 5}
+    s_ours, s_theirs = np.array([[1, 2], [3, 4]]), np.array([[1, 4], [3, 6]])
+    assert _patterns(FC, "scores", s_ours, s_theirs, s_ours != s_theirs, None) == [
+        "all 2 differences are the same offset: got = expected + 2"]
+
+
+def test_a_pair_is_tried_only_when_both_members_touch_a_failing_quantity():
+    """For failing forward quantities, a pair whose other member changes only T (say) is
+    that member alone again: it is not a candidate."""
+    from refbnn.oracle.diagnose import candidates
+
+    needed = {"forward"}
+    for names, _, _ in candidates(FC, needed):
+        assert all(REGISTRY[n].affects & needed for n in names), names
