@@ -135,9 +135,9 @@ def recheck(work: Path, mutant: str, tests: list[str]) -> str:
 
 
 def run_module(module: str, tests: list[str], jobs: int, keep: Path | None,
-               record: dict) -> tuple[dict, list[tuple[str, str, str | None]]]:
-    """({status: count}, [(function, mutated line, recorded reason or None)] of the
-    mutants no test detected, text-only ones left out)."""
+               record: dict) -> tuple[dict, list[tuple[str, str, str | None, str]]]:
+    """({status: count}, [(function, mutated line, recorded reason or None, status)] of
+    the mutants no test detected, text-only ones left out)."""
     work = Path(tempfile.mkdtemp(prefix="refbnn-mutation-")) if keep is None else keep / Path(module).stem
     try:
         if work.exists() and keep is not None:
@@ -162,8 +162,7 @@ def run_module(module: str, tests: list[str], jobs: int, keep: Path | None,
                 else:
                     function = function_of(name)
                     for _, line in lines:
-                        reason = record.get((module, function, line))
-                        survivors.append((function, line, reason or (None if status == "survived" else status)))
+                        survivors.append((function, line, record.get((module, function, line)), status))
             counts[status] = counts.get(status, 0) + 1
         return counts, survivors
     finally:
@@ -189,9 +188,10 @@ def main() -> int:
         counts, survivors = run_module(module, tests, args.jobs, args.keep, record)
         print(f"{module}: {sum(counts.values())} mutants; " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())),
               flush=True)
-        for function, line, reason in survivors:
+        for function, line, reason, status in survivors:
             new += reason is None
-            print(f"    {function}: {line}\n        -> {reason or 'SURVIVED (not in the record)'}", flush=True)
+            unrecorded = "NO TEST REACHES IT" if status == "no tests" else status.upper()
+            print(f"    {function}: {line}\n        -> {reason or unrecorded + ' (not in the record)'}", flush=True)
     print(f"{new} survivor(s) outside the record of equivalent mutants")
     return 1 if new else 0
 
