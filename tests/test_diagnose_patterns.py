@@ -272,3 +272,44 @@ def test_a_pair_is_tried_only_when_both_members_touch_a_failing_quantity():
     needed = {"forward"}
     for names, _, _ in candidates(FC, needed):
         assert all(REGISTRY[n].affects & needed for n in names), names
+
+
+def _trace(**arrays):
+    from refbnn.formats.tracefile import Trace
+    return Trace("t.npz", **arrays)
+
+
+def test_compare_trace_stops_at_the_first_divergence_unless_independent():
+    """Their a1 differs from refbnn's in one entry and their scores follow from their own a1:
+    by default (mode "first") h1 agrees, a1 differs once (named by input and channel), and
+    the arrays after it are not compared; independently, scores computed from their a1 agree."""
+    from refbnn.oracle.diagnose import compare_trace, reference_arrays
+
+    x = np.array([[1, -1, 1], [-1, -1, 1], [1, 1, 1]])
+    ref = reference_arrays(FC, x)
+    a1 = ref["a1"].astype(np.int8)
+    a1[2, 1] = -a1[2, 1]
+    w2 = np.ones((2, 3), int)
+    scores = a1.astype(int) @ w2.T
+    trace = _trace(h={1: ref["h1"].astype(np.int64)}, a={1: a1}, scores=scores, predictions=np.argmax(scores, axis=1))
+    first = {r.name: r for r in compare_trace(FC, x, trace)}
+    assert [first[n].compared for n in ("h1", "a1", "scores", "predictions")] == [True, True, False, False]
+    assert first["h1"].differ == 0 and first["a1"].differ == 1 and first["a1"].entries == 9
+    assert first["a1"].first == {"input": 2, "channel": 1, "expected": int(ref["a1"][2, 1]), "got": int(a1[2, 1])}
+    independent = {r.name: r for r in compare_trace(FC, x, trace, mode="independent")}
+    assert independent["scores"].compared and independent["scores"].differ == 0
+
+
+def test_predictions_differing_at_tied_scores_are_named():
+    """Two identical output rows tie every input's scores; refbnn takes the lower class,
+    they take the other at input 0: the only difference, at a tie."""
+    from refbnn.oracle.diagnose import compare_trace, reference_arrays
+
+    x = np.array([[1, -1, 1], [-1, -1, 1]])
+    ref = reference_arrays(FC, x)
+    predictions = ref["predictions"].astype(np.int64).copy()
+    predictions[0] = 1 - predictions[0]
+    trace = _trace(scores=ref["scores"].astype(np.int64), predictions=predictions)
+    result = {r.name: r for r in compare_trace(FC, x, trace)}
+    assert result["scores"].differ == 0 and result["predictions"].differ == 1
+    assert result["predictions"].patterns == ["all 1 differing predictions have tied top scores (the argmax tie rule)"]
