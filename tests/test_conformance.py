@@ -63,6 +63,15 @@ def test_every_registry_convention_changes_an_expected_number(suite, name):
                for model, data, request, expected in suite.values()), name
 
 
+def test_the_contract_itself_changes_no_expected_number(suite):
+    """The converse: recomputed under no alternative at all (the contract's own Variant()),
+    every case's expected claims hold, so differs_under does not cry wolf."""
+    from refbnn.oracle.conventions import Variant
+
+    assert not any(differs_under(model, data, expected, Variant(), 1e-12)
+                   for model, data, request, expected in suite.values())
+
+
 def test_every_edge_is_reached_by_a_case(suite):
     """Each edge of §12.2 is reached by some case (recomputed, not read from the index), and
     the index lists what each case reaches and which features it needs."""

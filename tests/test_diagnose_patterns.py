@@ -168,6 +168,7 @@ def test_the_closest_alternative_is_the_first_of_those_fixing_most(monkeypatch):
     def run(fixes):
         def reproduces(engine, fast, v, model, data, sub, path, atol):
             name = next(n for n in names if REGISTRY[n].variant is v)
+            assert set(sub) in ({"T_bar", "T"}, {"T"}, {"layers"})     # one claim; T-bar with the T it averages
             return ("T_bar" if "T_bar" in sub else next(iter(sub))) in fixes[name]
         monkeypatch.setattr(diagnose, "_reproduces", reproduces)
         return diagnose._closest(FC, None, claims, "c.json", 0.0, {"T", "T_bar", "layers"}, ordered, {}, None, 0)
@@ -313,3 +314,24 @@ def test_predictions_differing_at_tied_scores_are_named():
     result = {r.name: r for r in compare_trace(FC, x, trace)}
     assert result["scores"].differ == 0 and result["predictions"].differ == 1
     assert result["predictions"].patterns == ["all 1 differing predictions have tied top scores (the argmax tie rule)"]
+
+
+def test_the_closest_skips_alternatives_whose_pi_would_cost_too_much(monkeypatch):
+    """With Pi failing and a budget of 0 multiply-adds, an alternative that would have to
+    recompute Pi is skipped (not tried), and the search goes on to the next one."""
+    from types import SimpleNamespace
+
+    from refbnn.oracle import diagnose
+
+    names = ["pi-flip-h", "first-layer-without-z"]          # the first needs Algorithm 1 run in full
+    ordered = [((n,), REGISTRY[n].variant, REGISTRY[n].affects) for n in names]
+    tried = []
+
+    def reproduces(engine, fast, v, model, data, sub, path, atol):
+        tried.append(next(n for n in names if REGISTRY[n].variant is v))
+        return True
+    monkeypatch.setattr(diagnose, "_reproduces", reproduces)
+    data = SimpleNamespace(y=np.zeros(5, int))
+    got = diagnose._closest(FC, data, {"T": [1], "importance": [1]}, "c.json", 0.0, {"T", "importance"}, ordered,
+                            {}, None, 0)
+    assert tried == ["first-layer-without-z"] and got == (("first-layer-without-z",), ["T"], ["importance"])
