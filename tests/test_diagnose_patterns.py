@@ -335,3 +335,55 @@ def test_the_closest_skips_alternatives_whose_pi_would_cost_too_much(monkeypatch
     got = diagnose._closest(FC, data, {"T": [1], "importance": [1]}, "c.json", 0.0, {"T", "importance"}, ordered,
                             {}, None, 0)
     assert tried == ["first-layer-without-z"] and got == (("first-layer-without-z",), ["T"], ["importance"])
+
+
+def test_independent_mode_reads_their_activations_batch_by_batch():
+    """600 inputs, three batches of the variant engine's 256: fed their own a1 (equal to
+    refbnn's but at input 300, in the second batch), independent mode finds the scores
+    computed from it, batch by batch, equal to theirs."""
+    from refbnn.oracle.diagnose import compare_trace, reference_arrays
+
+    x = np.random.default_rng(4).choice([-1, 1], (600, 3))
+    ref = reference_arrays(FC, x)
+    a1 = ref["a1"].astype(np.int8)
+    a1[300, 0] = -a1[300, 0]
+    scores = a1.astype(int) @ np.ones((2, 3), int).T
+    trace = _trace(a={1: a1}, scores=scores)
+    got = {r.name: r for r in compare_trace(FC, x, trace, mode="independent")}
+    assert got["a1"].differ == 1 and got["scores"].differ == 0
+
+
+def test_the_alternatives_of_the_forward_pass_single_then_in_pairs():
+    """forward_alternatives: each registry convention that changes the forward pass and
+    applies to the model, then every pair of them that combines, each pair once."""
+    import itertools
+
+    from refbnn.oracle.conventions import combine
+    from refbnn.oracle.diagnose import _applicable, forward_alternatives
+
+    single = [((c.name,), c.variant) for c in REGISTRY.values()
+              if (c.variant.forward or c.variant.argmax_last) and _applicable(FC, c.variant)]
+    pairs = [(a[0] + b[0], combine(a[1], b[1])) for a, b in itertools.combinations(single, 2)
+             if combine(a[1], b[1]) is not None]
+    assert len(single) >= 2 and pairs
+    assert forward_alternatives(FC) == single + pairs and forward_alternatives(FC, pairs=False) == single
+
+
+def test_the_json_of_a_diagnosis():
+    """The keys a program reads, and a pair's sentence joining both conventions with "and"."""
+    from refbnn.oracle.diagnose import ArrayResult
+
+    a, b = REGISTRY["tie-ge"], REGISTRY["polarity-ignored"]
+    m = Match(("tie-ge", "polarity-ignored"), untested="u")
+    assert m.as_json() == {"conventions": ["tie-ge", "polarity-ignored"], "theirs": [a.theirs, b.theirs],
+                           "contract": [a.contract, b.contract], "untested": "u"}
+    assert "untested" not in Match(("tie-ge",)).as_json()
+    assert m.sentence("accuracy").startswith(f"your accuracy match refbnn exactly if {a.theirs} and {b.theirs}; ")
+    d = Diagnosis([], "T", tried=3, skipped=["s"], closest=(("tie-ge", "polarity-ignored"), ["T"], ["T_bar"]))
+    assert d.as_json() == {"matches": [], "tried": 3, "skipped": ["s"],
+                           "closest": {"conventions": ["tie-ge", "polarity-ignored"], "passing": ["T"],
+                                       "failing": ["T_bar"]}}
+    assert f"if {a.theirs} and {b.theirs}, your T match" in d.lines()[1]
+    r = ArrayResult("h1", 6, differ=2, first={"input": 0}, patterns=["p"])
+    assert r.as_json() == {"array": "h1", "compared": True, "entries": 6, "differ": 2, "first": {"input": 0},
+                           "patterns": ["p"]}
