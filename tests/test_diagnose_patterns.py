@@ -299,6 +299,10 @@ def test_compare_trace_stops_at_the_first_divergence_unless_independent():
     assert first["a1"].first == {"input": 2, "channel": 1, "expected": int(ref["a1"][2, 1]), "got": int(a1[2, 1])}
     independent = {r.name: r for r in compare_trace(FC, x, trace, mode="independent")}
     assert independent["scores"].compared and independent["scores"].differ == 0
+    off = _trace(scores=ref["scores"].astype(np.int64) + np.array([[0, 0], [0, 2], [0, 0]]))
+    (scores,) = compare_trace(FC, x, off)
+    assert scores.first == {"input": 1, "class": 1, "expected": int(ref["scores"][1, 1]),
+                            "got": int(ref["scores"][1, 1]) + 2}
 
 
 def test_predictions_differing_at_tied_scores_are_named():
@@ -387,3 +391,28 @@ def test_the_json_of_a_diagnosis():
     r = ArrayResult("h1", 6, differ=2, first={"input": 0}, patterns=["p"])
     assert r.as_json() == {"array": "h1", "compared": True, "entries": 6, "differ": 2, "first": {"input": 0},
                            "patterns": ["p"]}
+
+
+def test_an_alternative_is_tried_only_where_it_can_change_something():
+    """_applicable by hand: on the dense FC (no conv, no pooling, vectors only, one position
+    per neuron, a polarity -1 unit) only ignoring polarity can change anything; on a padded
+    conv with pooling and 3x3 maps every one can; on 1x1 maps the channel order of a flatten
+    cannot, and without a polarity -1 ignoring polarity cannot; on 2x1 maps (two positions)
+    the flatten order and Pi at one position can."""
+    from refbnn.oracle.diagnose import _applicable
+
+    names = ["polarity-ignored", "pad-minus-one", "pad-plus-one", "pool-threshold-swapped", "flatten-channels-last",
+             "conv-pi-one-position"]
+
+    def applicable(model):
+        return [n for n in names if _applicable(model, REGISTRY[n].variant)]
+    assert applicable(FC) == ["polarity-ignored"]
+    conv = Model.build((1, 6, 6), 1, [Conv2d(Weight.from_array(np.ones((2, 1, 3, 3), int)), padding=1), MaxPool2d(),
+                                      Threshold((0, 0), (1, -1)), Flatten(), Linear(Weight.from_array(np.ones((2, 18), int)))])
+    assert applicable(conv) == names
+    tiny = Model.build((1, 2, 2), 1, [Conv2d(Weight.from_array(np.ones((2, 1, 2, 2), int))), Threshold((0, 0)),
+                                      Flatten(), Linear(Weight.from_array(np.ones((2, 2), int)))])
+    assert applicable(tiny) == []
+    two = Model.build((1, 3, 2), 1, [Conv2d(Weight.from_array(np.ones((2, 1, 2, 2), int))), Threshold((0, 0)),
+                                     Flatten(), Linear(Weight.from_array(np.ones((2, 4), int)))])
+    assert applicable(two) == ["flatten-channels-last", "conv-pi-one-position"]     # 2 x 1 maps: 2 positions
