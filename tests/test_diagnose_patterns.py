@@ -339,6 +339,16 @@ def test_the_closest_skips_alternatives_whose_pi_would_cost_too_much(monkeypatch
     got = diagnose._closest(FC, data, {"T": [1], "importance": [1]}, "c.json", 0.0, {"T", "importance"}, ordered,
                             {}, None, 0)
     assert tried == ["first-layer-without-z"] and got == (("first-layer-without-z",), ["T"], ["importance"])
+    tried.clear()                                   # VAR(Pi) needs Pi as much
+    diagnose._closest(FC, data, {"T": [1], "var_importance": 1}, "c.json", 0.0, {"T", "var_importance"}, ordered,
+                      {}, None, 0)
+    assert tried == ["first-layer-without-z"]
+    tried.clear()                                   # a budget of exactly the cost is enough
+    from refbnn.oracle.variants import VariantEngine
+    cost = VariantEngine(FC, REGISTRY["pi-flip-h"].variant).importance_cost(5)
+    diagnose._closest(FC, data, {"T": [1], "importance": [1]}, "c.json", 0.0, {"T", "importance"}, ordered,
+                      {}, None, cost)
+    assert tried[0] == "pi-flip-h" and cost > 0
 
 
 def test_independent_mode_reads_their_activations_batch_by_batch():
