@@ -187,7 +187,8 @@ def test_pattern_edges():
         "all 2 differences are the same offset: got = expected + 1"]
     ours = np.array([[1, 2, 0]])
     theirs = np.array([[3, 6, 0]])
-    assert _patterns(FC, "h1", ours, theirs, ours != theirs, None) == ["all 2 differences are a factor: got = 3 x expected"]
+    assert _patterns(FC, "h1", ours, theirs, ours != theirs, None) == [
+        "all 2 differences are a factor: got = 3 x expected"]
 
 
 def test_the_first_divergence_of_predictions_and_ties_with_few_classes():
@@ -418,7 +419,8 @@ def test_an_alternative_is_tried_only_where_it_can_change_something():
         return [n for n in names if _applicable(model, REGISTRY[n].variant)]
     assert applicable(FC) == ["polarity-ignored"]
     conv = Model.build((1, 6, 6), 1, [Conv2d(Weight.from_array(np.ones((2, 1, 3, 3), int)), padding=1), MaxPool2d(),
-                                      Threshold((0, 0), (1, -1)), Flatten(), Linear(Weight.from_array(np.ones((2, 18), int)))])
+                                      Threshold((0, 0), (1, -1)), Flatten(),
+                                      Linear(Weight.from_array(np.ones((2, 18), int)))])
     assert applicable(conv) == names
     tiny = Model.build((1, 2, 2), 1, [Conv2d(Weight.from_array(np.ones((2, 1, 2, 2), int))), Threshold((0, 0)),
                                       Flatten(), Linear(Weight.from_array(np.ones((2, 2), int)))])
@@ -426,3 +428,44 @@ def test_an_alternative_is_tried_only_where_it_can_change_something():
     two = Model.build((1, 3, 2), 1, [Conv2d(Weight.from_array(np.ones((2, 1, 2, 2), int))), Threshold((0, 0)),
                                      Flatten(), Linear(Weight.from_array(np.ones((2, 4), int)))])
     assert applicable(two) == ["flatten-channels-last", "conv-pi-one-position"]     # 2 x 1 maps: 2 positions
+
+
+def _pi_claims():
+    """refbnn's own Pi claims on the FC model, with one Pi changed: only Pi fails."""
+    from fractions import Fraction
+
+    from refbnn.engines.fast import FastEngine
+    from refbnn.formats.datafile import Dataset
+    from refbnn.measure.metrics import metrics
+    from refbnn.oracle.checker import check_claims
+
+    x = np.array([[1, -1, 1], [-1, -1, 1], [1, 1, 1], [-1, 1, -1]])
+    data = Dataset(x, np.array([0, 1, 1, 0]))
+    doc = metrics(FastEngine(FC), x, data.y, [("1", Fraction(1))], with_importance=True)
+    claims = {"importance": [dict(p) for p in doc["importance"]]}
+    claims["importance"][0] = {"value": 0.123, "exact": "123/1000"}
+    checks = check_claims(FastEngine(FC), FC, data, claims, "c.json", 0.0)
+    return data, claims, checks
+
+
+def test_what_a_diagnosis_skips_and_why():
+    """Counts are not conventions: a failing count is named and nothing is tried. With a
+    budget of 0 multiply-adds every alternative whose Pi needs Algorithm 1 run in full is
+    skipped, each named with the cost it would have had."""
+    from refbnn.oracle import diagnose
+    from refbnn.oracle.variants import VariantEngine
+
+    data, claims, checks = _pi_claims()
+    assert {c["quantity"] for c in checks if not c["pass"]} == {"importance[0]"}
+    counts = diagnose.diagnose_claims(FC, data, {}, "c.json", 0.0, [{"quantity": "neurons", "pass": False}])
+    assert (counts.matches, counts.what, counts.skipped, counts.tried) == (
+        [], "neurons", ["neurons: counts, not conventions"], 0)
+    d = diagnose.diagnose_claims(FC, data, claims, "c.json", 0.0, checks, budget=0)
+    full = [names for names, v, _ in diagnose.candidates(FC, {"importance"}) if v.full_pi]
+    assert full and d.matches == [] and d.tried == len(diagnose.candidates(FC, {"importance"})) - len(full)
+    for names in full:
+        cost = VariantEngine(FC, diagnose.combine(*[REGISTRY[n].variant for n in names]) if len(names) > 1
+                             else REGISTRY[names[0]].variant).importance_cost(len(data.y))
+        assert (f"{' + '.join(names)}: Algorithm 1 without the incremental engine would take {cost:.2g} "
+                "multiply-adds") in d.skipped
+    assert len(d.skipped) == len(full)
