@@ -469,3 +469,56 @@ def test_what_a_diagnosis_skips_and_why():
         assert (f"{' + '.join(names)}: Algorithm 1 without the incremental engine would take {cost:.2g} "
                 "multiply-adds") in d.skipped
     assert len(d.skipped) == len(full)
+
+
+def test_a_match_whose_pi_was_not_recomputed_says_what_it_covers(monkeypatch):
+    """With a budget of 0, an alternative that would need Algorithm 1 in full is still tried
+    on the other failing claims (here the accuracy, without Pi and VAR(Pi)), and its match
+    says that only those were recomputed. (Which alternative reproduces what is set here.)"""
+    from types import SimpleNamespace
+
+    from refbnn.oracle import diagnose
+
+    cand = [(("pi-flip-h",), REGISTRY["pi-flip-h"].variant, frozenset({"forward", "importance"}))]
+    monkeypatch.setattr(diagnose, "candidates", lambda model, needed: cand)
+    seen = []
+    monkeypatch.setattr(diagnose, "_reproduces",
+                        lambda engine, fast, v, model, data, sub, path, atol: seen.append(sorted(sub)) or True)
+    data = SimpleNamespace(x=np.ones((5, 3), int), y=np.zeros(5, int))
+    claims = {"accuracy": 0.5, "importance": [0.1], "var_importance": 0.2}
+    checks = [{"quantity": q, "pass": False} for q in ("accuracy", "importance[0]", "var_importance")]
+    d = diagnose.diagnose_claims(FC, data, claims, "c.json", 0.0, checks, budget=0)
+    assert seen == [["accuracy"]] and d.tried == 1 and len(d.matches) == 1
+    m = d.matches[0]
+    assert m.tested == "accuracy" and m.untested.startswith(
+        "your Pi and VAR(Pi) were not recomputed under it: Algorithm 1 without the incremental engine would take ")
+    assert d.lines()[0].startswith("diagnosis: your accuracy match refbnn exactly if ")
+
+
+def test_the_closest_is_looked_for_only_among_several_failing_claims(monkeypatch):
+    """No match: with two failing claims the closest alternative is the one fixing some of
+    them; with one failing claim there is nothing closer than "no match". Every family
+    failing at once is still diagnosed (not taken for counts)."""
+    from types import SimpleNamespace
+
+    from refbnn.oracle import diagnose
+
+    cand = [(("tie-ge",), REGISTRY["tie-ge"].variant, REGISTRY["tie-ge"].affects)]
+    monkeypatch.setattr(diagnose, "candidates", lambda model, needed: cand)
+    calls = []
+
+    def reproduces(engine, fast, v, model, data, sub, path, atol):
+        calls.append(sorted(sub))
+        return len(calls) > 1 and set(sub) == {"accuracy"}      # the first call (the full claims) fails
+    monkeypatch.setattr(diagnose, "_reproduces", reproduces)
+    data = SimpleNamespace(x=np.ones((5, 3), int), y=np.zeros(5, int))
+    failing = [{"quantity": "accuracy", "pass": False}, {"quantity": "predictions[0]", "pass": False}]
+    two = diagnose.diagnose_claims(FC, data, {"accuracy": 1, "predictions": [0]}, "c.json", 0.0, failing)
+    assert two.matches == [] and two.closest == (("tie-ge",), ["accuracy"], ["predictions"])
+    calls.clear()
+    one = diagnose.diagnose_claims(FC, data, {"accuracy": 1}, "c.json", 0.0, [{"quantity": "accuracy", "pass": False}])
+    assert one.matches == [] and one.closest is None and calls == [["accuracy"]]
+    monkeypatch.setattr(diagnose, "candidates", lambda model, needed: [])
+    every = diagnose.diagnose_claims(FC, data, {}, "c.json", 0.0, [{"quantity": k, "pass": False}
+                                                                 for k in diagnose.FAMILY])
+    assert every.skipped == [] and every.tried == 0
