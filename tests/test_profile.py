@@ -408,7 +408,7 @@ def test_the_profile_time_estimate_by_its_arithmetic(monkeypatch):
     assert profile.profile_seconds(Engine(), x, bare) == pytest.approx(4 * 2 * 1 * 0.01 * 1000)
 
 
-def test_the_controls_and_the_tests_use_the_runs_seed():
+def test_the_controls_and_the_tests_use_the_runs_seed(monkeypatch):
     """Past 16 repetitions (17 here, the sampled sign-flip test, at BER 0.5 so that the
     paired differences vary) the p-values are those of sign_flip_p with the error model's seed; control c is drawn with seed + 1 + c; a random
     protection is drawn with the seed too; the smallest attainable p stays 2^-16; and with
@@ -425,10 +425,9 @@ def test_the_controls_and_the_tests_use_the_runs_seed():
     cfg = ProfileConfig([("0", 0.0), ("0.5", 0.5)], reps, ErrorModel(0.0, seed=9, batch_size=1, layers=(0,)),
                         "batch", [("2", Fraction(2))], [0], protect="random:1", controls=3)
     unprotected = accuracy_sweep(engine, x, y, cfg.bers, reps, cfg.em)
-    import unittest.mock as mock
-    with mock.patch.object(profile_module, "control_protection",
-                           lambda m, ch, seed: seeds.append(seed) or control(m, ch, seed)):
-        result = protection_comparison(engine, x, y, cfg, pi, unprotected)
+    monkeypatch.setattr(profile_module, "control_protection",
+                        lambda m, ch, seed: seeds.append(seed) or control(m, ch, seed))
+    result = protection_comparison(engine, x, y, cfg, pi, unprotected)
     assert seeds == [10, 11, 12]
     assert result["channels"] == {str(i): list(c) for i, c in parse_protect("random:1", model, pi, 9).channels.items()}
     assert result["channels"] != {"0": list(parse_protect("random:1", model, pi, 0).channels[0])}   # the seed matters here
