@@ -522,3 +522,154 @@ def test_the_closest_is_looked_for_only_among_several_failing_claims(monkeypatch
     every = diagnose.diagnose_claims(FC, data, {}, "c.json", 0.0, [{"quantity": k, "pass": False}
                                                                  for k in diagnose.FAMILY])
     assert every.skipped == [] and every.tried == 0
+
+
+def test_a_map_of_another_shape_has_no_border():
+    """_border answers only for the threshold's own maps: asked about 3x3 maps of a 6x6 conv
+    output it gives None, not a 6x6 mask that the differences could not be read through."""
+    conv = Model.build((1, 6, 6), 1, [Conv2d(Weight.from_array(np.ones((2, 1, 3, 3), int)), padding=1),
+                                      Threshold((0, 0)), Flatten(), Linear(Weight.from_array(np.ones((2, 72), int)))])
+    assert _border(conv, 1, (1, 2, 6, 6)) is not None
+    assert _border(conv, 1, (1, 2, 3, 3)) is None
+
+
+def test_a_quantity_undefined_under_an_alternative_is_no_match():
+    """Property: where refbnn's accuracy A is 0 (every label the other class), Pi = (A - A*) / A
+    is undefined; under var-ddof1, which keeps that definition, claimed Pi values of 0 are
+    not reproduced (no match), whatever they are."""
+    from refbnn.engines.fast import FastEngine
+    from refbnn.formats.datafile import Dataset
+    from refbnn.oracle import diagnose
+    from refbnn.oracle.variants import VariantEngine
+
+    x = np.array([[1, -1, 1], [-1, -1, 1], [1, 1, 1], [-1, 1, -1]])
+    wrong = 1 - np.asarray(FastEngine(FC).predictions(x))
+    v = REGISTRY["var-ddof1"].variant
+    claims = {"importance": [{"value": 0.0, "exact": "0"}] * 3}
+    assert not diagnose._reproduces(VariantEngine(FC, v), FastEngine(FC), v, FC, Dataset(x, wrong), claims, "c.json",
+                                    0.0)
+
+
+def _scripted(monkeypatch, cand, reproduced):
+    """diagnose_claims over the candidates `cand`, those named in `reproduced` reproducing
+    every claim (a stand-in for the recomputation); returns the names tried."""
+    from refbnn.oracle import diagnose
+
+    tried = []
+    monkeypatch.setattr(diagnose, "candidates", lambda model, needed: cand)
+
+    def reproduces(engine, fast, v, model, data, sub, path, atol):
+        names = next(n for n, w, _ in cand if w is v)
+        tried.append(names)
+        return names in reproduced
+    monkeypatch.setattr(diagnose, "_reproduces", reproduces)
+    return tried
+
+
+def test_a_pair_adding_to_a_match_is_skipped_and_the_search_goes_on(monkeypatch):
+    """A match (polarity-ignored) makes its pairs redundant, but not the pairs after them:
+    (polarity-ignored, bits-little-endian) is skipped, (tie-ge, bits-little-endian), tried
+    after it (the candidates are ordered by their forward switches, tie-ge's first and
+    True after False), still is and matches."""
+    from types import SimpleNamespace
+
+    from refbnn.oracle import diagnose
+
+    def entry(*names):
+        return names, diagnose.combine(*[REGISTRY[n].variant for n in names]) if len(names) > 1 else \
+            REGISTRY[names[0]].variant, REGISTRY[names[0]].affects
+    cand = [entry("polarity-ignored"), entry("tie-ge", "bits-little-endian"),
+            entry("polarity-ignored", "bits-little-endian")]
+    tried = _scripted(monkeypatch, cand, {("polarity-ignored",), ("tie-ge", "bits-little-endian")})
+    data = SimpleNamespace(x=np.ones((5, 3), int), y=np.zeros(5, int))
+    d = diagnose.diagnose_claims(FC, data, {"accuracy": 0.5}, "c.json", 0.0, [{"quantity": "accuracy", "pass": False}])
+    assert tried == [("polarity-ignored",), ("tie-ge", "bits-little-endian")]
+    assert [m.names for m in d.matches] == [("polarity-ignored",), ("tie-ge", "bits-little-endian")] and d.tried == 2
+
+
+def test_a_traced_pair_adding_to_a_match_is_skipped_and_the_search_goes_on(monkeypatch):
+    """The same for traces: after the match tie-ge, its pair is not recomputed, and a later
+    pair without it still is (and matches)."""
+    from refbnn.oracle import diagnose
+
+    alts = [(("tie-ge",), REGISTRY["tie-ge"].variant),
+            (("tie-ge", "bits-little-endian"), diagnose.combine(REGISTRY["tie-ge"].variant, REGISTRY["bits-little-endian"].variant)),
+            (("polarity-ignored", "bits-little-endian"),
+             diagnose.combine(REGISTRY["polarity-ignored"].variant, REGISTRY["bits-little-endian"].variant))]
+    monkeypatch.setattr(diagnose, "forward_alternatives", lambda model: alts)
+    theirs = np.array([1, 0])
+    computed = []
+
+    def reference_arrays(model, x, v):
+        computed.append(v)
+        match = v in (alts[0][1], alts[2][1])
+        return {"predictions": theirs if match else 1 - theirs}
+    monkeypatch.setattr(diagnose, "reference_arrays", reference_arrays)
+    got = diagnose.diagnose_trace(FC, np.ones((2, 3), int), _trace(predictions=theirs))
+    assert [m.names for m in got] == [("tie-ge",), ("polarity-ignored", "bits-little-endian")]
+    assert computed == [alts[0][1], alts[2][1]]
+
+
+def test_only_failing_claims_make_a_match_when_pi_is_not_recomputed(monkeypatch):
+    """With a budget of 0 and only Pi failing, an alternative whose Pi would need Algorithm 1
+    in full is skipped even though the claims hold a passing accuracy it could recompute: a
+    match on claims that did not fail would explain nothing. Only VAR(Pi) failing is the
+    same (VAR(Pi) needs Pi)."""
+    from types import SimpleNamespace
+
+    from refbnn.oracle import diagnose
+
+    cand = [(("pi-flip-h",), REGISTRY["pi-flip-h"].variant, frozenset({"forward", "importance"}))]
+    data = SimpleNamespace(x=np.ones((5, 3), int), y=np.zeros(5, int))
+    for key, quantity, value in (("importance", "importance[0]", [0.1]), ("var_importance", "var_importance", 0.2)):
+        tried = _scripted(monkeypatch, cand, {("pi-flip-h",)})
+        d = diagnose.diagnose_claims(FC, data, {"accuracy": 0.5, key: value}, "c.json", 0.0,
+                                     [{"quantity": "accuracy", "pass": True}, {"quantity": quantity, "pass": False}],
+                                     budget=0)
+        assert tried == [] and d.matches == [] and d.tried == 0 and len(d.skipped) == 1
+
+
+def test_a_recomputed_var_importance_alone_is_left_out_past_the_budget(monkeypatch):
+    """VAR(Pi) failing beside the accuracy, past the budget: only the accuracy is recomputed."""
+    from types import SimpleNamespace
+
+    from refbnn.oracle import diagnose
+
+    cand = [(("pi-flip-h",), REGISTRY["pi-flip-h"].variant, frozenset({"forward", "importance"}))]
+    seen = []
+    monkeypatch.setattr(diagnose, "candidates", lambda model, needed: cand)
+    monkeypatch.setattr(diagnose, "_reproduces",
+                        lambda engine, fast, v, model, data, sub, path, atol: seen.append(sorted(sub)) or True)
+    data = SimpleNamespace(x=np.ones((5, 3), int), y=np.zeros(5, int))
+    checks = [{"quantity": "accuracy", "pass": False}, {"quantity": "var_importance", "pass": False}]
+    d = diagnose.diagnose_claims(FC, data, {"accuracy": 0.5, "var_importance": 0.2}, "c.json", 0.0, checks, budget=0)
+    assert seen == [["accuracy"]] and d.matches[0].untested.startswith("your VAR(Pi) were not recomputed")
+
+
+def test_each_forward_pass_is_computed_once_per_size_of_alternative(monkeypatch):
+    """Property: the alternatives are tried grouped by the forward pass they run, and one pass
+    is kept while its group is tried: each distinct forward pass (a signature) is computed
+    once among the single alternatives and once among the pairs that run it, no more.
+    (On this model the registry's order alone would return to tie-ge's pass after
+    tie-ge + bits-little.)"""
+    from collections import Counter
+
+    from refbnn.formats.datafile import Dataset
+    from refbnn.oracle import diagnose
+    from refbnn.oracle.variants import VariantEngine
+
+    x = np.array([[1, -1, 1], [-1, -1, 1], [1, 1, 1], [-1, 1, -1]])
+    claims = {"accuracy": 1 / 7, "T": {"1": 0.3}}    # A is a multiple of 1/4, T of 1/12
+    checks = [{"quantity": "accuracy", "pass": False}, {"quantity": "T[1]", "pass": False}]
+    runs = Counter()
+    plain = VariantEngine._plain_run
+
+    def counted(self, xb):
+        runs[self.v.signature] += 1
+        return plain(self, xb)
+    monkeypatch.setattr(VariantEngine, "_plain_run", counted)
+    monkeypatch.setattr(diagnose, "_closest", lambda *args: None)
+    d = diagnose.diagnose_claims(FC, Dataset(x, np.array([0, 1, 1, 0])), claims, "c.json", 0.0, checks)
+    cand = diagnose.candidates(FC, {"forward", "T"})
+    assert d.matches == [] and d.tried == len(cand)
+    assert runs == Counter(sig for _, sig in {(len(names), v.signature) for names, v, _ in cand})
