@@ -64,6 +64,34 @@ def test_bit_planes_give_the_integer_product(z, signed, data):
     assert np.array_equal(bitkernel.integer_product(x, w, z), x @ w.T)
 
 
+
+@needs_numba
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 5), st.integers(1, 7), st.integers(1, 7),
+       st.sampled_from([np.float32, np.float64, np.int64]), st.booleans(), st.data())
+def test_pooling_and_margin_counts_read_either_layout(b, c, h, w, dtype, channels_last, data):
+    """Property: 2x2 max pooling and the counts of margins m = |2(h - s) - 1| >= need equal
+    NumPy's (refbnn.engines.ops.maxpool, refbnn.semantics.theorem1.odd_margin) on maps stored
+    channels first and on maps stored channels last (the packed convolution's layout), and
+    the pooled maps keep the layout they came in."""
+    from refbnn.engines.ops import maxpool
+    from refbnn.semantics.theorem1 import odd_margin
+
+    x = data.draw(arrays(np.int64, (b, c, h, w), elements=st.integers(-50, 50))).astype(dtype)
+    if channels_last:
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    pooled = bitkernel.maxpool(x)
+    assert np.array_equal(pooled, maxpool(x)) and pooled.dtype == x.dtype
+    if channels_last and min(h, w) >= 2:
+        assert pooled.transpose(0, 2, 3, 1).flags.c_contiguous
+    s = np.array(data.draw(st.lists(st.integers(-60, 60), min_size=c, max_size=c)), dtype=np.int64)
+    needs = sorted(data.draw(st.lists(st.integers(0, 250), min_size=1, max_size=6)))
+    m = odd_margin(x.astype(np.int64), s.reshape(1, -1, 1, 1))
+    assert bitkernel.margins_at_least(x, s, needs) == [int((m >= k).sum()) for k in needs]
+    flat = np.ascontiguousarray(x.reshape(b, -1)[:, :c])          # a dense layer's h [B, C]
+    assert bitkernel.margins_at_least(flat, s, needs) == [
+        int((odd_margin(flat.astype(np.int64), s.reshape(1, -1)) >= k).sum()) for k in needs]
+
 def test_pack_bits_places_bit_j_in_word_j_over_64():
     """By hand: bits 0, 63 and 64 set in a row of 70 -> words [2^0 + 2^63, 2^0]."""
     bits = np.zeros((1, 70), dtype=bool)

@@ -156,23 +156,27 @@ if numba is not None:
 
     @numba.njit(parallel=True, cache=True)
     def _planes_product(planes, ut, counts, out):           # pragma: no cover - compiled
-        # planes [rows, n_planes, words] bits of x (+ Z), counts [rows, n_planes] their
-        # popcounts, ut [words, N] the weights' bits transposed (inner loop over the outputs)
+        # planes [rows, n_planes, words] bits of x (+ Z), n_planes a multiple of 4 (the planes
+        # past the highest bit are zero words), counts [rows, n_planes] their popcounts,
+        # ut [words, N] the weights' bits transposed (inner loop over the outputs). Four
+        # planes per pass over the weights: each weight word loaded once for four popcounts
+        # and the running sums read and written once (measured 2x faster than a plane a pass)
         n_rows, n_planes, words, n_out = planes.shape[0], planes.shape[1], planes.shape[2], ut.shape[1]
         for i in prange(n_rows):
-            total = np.zeros(n_out, dtype=np.int64)
-            agree = np.zeros(n_out, dtype=np.int64)
-            for p in range(n_planes):
-                agree[:] = 0
+            agree = np.zeros(n_out, dtype=np.int64)          # sum_p 2^p popcount(x_p AND u)
+            for g in range(0, n_planes, 4):
                 for t in range(words):
-                    word = planes[i, p, t]
+                    a, b = planes[i, g, t], planes[i, g + 1, t]
+                    c, d = planes[i, g + 2, t], planes[i, g + 3, t]
                     for n in range(n_out):
-                        agree[n] += _popcount(word & ut[t, n])
-                c = counts[i, p]
-                for n in range(n_out):
-                    total[n] += (2 * agree[n] - c) << p
+                        u = ut[t, n]
+                        agree[n] += (_popcount(a & u) + (_popcount(b & u) << 1) + (_popcount(c & u) << 2)
+                                     + (_popcount(d & u) << 3)) << g
+            ones = 0                                          # sum_p 2^p popcount(x_p)
+            for p in range(n_planes):
+                ones += counts[i, p] << p
             for n in range(n_out):
-                out[i, n] = total[n]
+                out[i, n] = 2 * agree[n] - ones
 
     @numba.njit(parallel=True, cache=True)
     def _maxpool(x, out):                      # pragma: no cover - compiled
@@ -186,6 +190,37 @@ if numba is not None:
                         m = max(x[bi, ci, 2 * u, 2 * v], x[bi, ci, 2 * u, 2 * v + 1])
                         m = max(m, x[bi, ci, 2 * u + 1, 2 * v])
                         out[bi, ci, u, v] = max(m, x[bi, ci, 2 * u + 1, 2 * v + 1])
+
+
+    @numba.njit(parallel=True, cache=True)
+    def _maxpool_last(x, out):                 # pragma: no cover - compiled
+        # channels last: x [B, H, W, C], out [B, H//2, W//2, C], the inner loop contiguous
+        n_b, ho, wo, c = x.shape[0], out.shape[1], out.shape[2], x.shape[3]
+        for bi in prange(n_b):
+            for u in range(ho):
+                for v in range(wo):
+                    for ci in range(c):
+                        m = max(x[bi, 2 * u, 2 * v, ci], x[bi, 2 * u, 2 * v + 1, ci])
+                        m = max(m, x[bi, 2 * u + 1, 2 * v, ci])
+                        out[bi, u, v, ci] = max(m, x[bi, 2 * u + 1, 2 * v + 1, ci])
+
+    @numba.njit(parallel=True, cache=True)
+    def _count_margins(h, s, channel_axis, needs, out):     # pragma: no cover - compiled
+        # h [rows, A, B] integers (any numeric type; exact), s [C] int64 along axis 1 or 2:
+        # out[r, k] = #entries of row r with m = |2(h - s) - 1| >= needs[k], m in int64
+        n_rows, n_a, n_b = h.shape
+        for r in prange(n_rows):
+            m = np.empty(n_a * n_b, dtype=np.int64)
+            for i in range(n_a):
+                for j in range(n_b):
+                    t = np.int64(h[r, i, j]) - s[i if channel_axis == 1 else j]
+                    m[i * n_b + j] = abs(2 * t - 1)
+            for k in range(len(needs)):
+                need = needs[k]
+                hits = 0
+                for e in range(n_a * n_b):
+                    hits += m[e] >= need
+                out[r, k] = hits
 
 
 def set_threads(threads: int) -> None:
@@ -229,11 +264,31 @@ def conv_product(x: np.ndarray, w: np.ndarray, k: int, padding: int, packed_w: O
 
 
 def maxpool(x: np.ndarray) -> np.ndarray:
-    """2x2 max pooling, stride 2, floor (refbnn.engines.ops.maxpool), in one pass."""
+    """2x2 max pooling, stride 2, floor (refbnn.engines.ops.maxpool), in one pass. Maps laid
+    out channels last in memory (conv_product's output) are pooled in that layout and come
+    back as the same kind of view: read across channels, the loop runs contiguously."""
     b, c, h, w = x.shape
+    last = x.transpose(0, 2, 3, 1)
+    if last.flags.c_contiguous:
+        out = np.empty((b, h // 2, w // 2, c), dtype=x.dtype)
+        _maxpool_last(last, out)
+        return out.transpose(0, 3, 1, 2)
     out = np.empty((b, c, h // 2, w // 2), dtype=x.dtype)
-    _maxpool(x, out)
+    _maxpool(np.ascontiguousarray(x), out)
     return out
+
+
+def margins_at_least(h: np.ndarray, s: np.ndarray, needs: list[int]) -> list[int]:
+    """For each need: how many entries of h [B, C, ...] (integers in any numeric type)
+    have m = |2(h - s) - 1| >= need, s [C] integers per channel; one pass over h, in int64.
+    Maps laid out channels last in memory are read in that layout (no copy)."""
+    if h.ndim == 4 and h.transpose(0, 2, 3, 1).flags.c_contiguous:
+        h3, axis = h.transpose(0, 2, 3, 1).reshape(len(h), -1, h.shape[1]), 2
+    else:
+        h3, axis = np.ascontiguousarray(h).reshape(len(h), h.shape[1], -1), 1
+    out = np.empty((len(h), len(needs)), dtype=np.int64)
+    _count_margins(h3, np.asarray(s, dtype=np.int64), axis, np.asarray(needs, dtype=np.int64), out)
+    return [int(v) for v in out.sum(axis=0)]
 
 
 def integer_product(x: np.ndarray, w: np.ndarray, z: int, dtype=np.int64) -> np.ndarray:
@@ -242,7 +297,7 @@ def integer_product(x: np.ndarray, w: np.ndarray, z: int, dtype=np.int64) -> np.
     x = x.astype(np.int64, copy=False)
     off = z if x.size and int(x.min()) < 0 else 0
     u = x + off
-    n_planes = max(1, int(2 * z if off else z).bit_length())
+    n_planes = -(-max(1, int(2 * z if off else z).bit_length()) // 4) * 4     # a multiple of 4, see _planes_product
     planes = np.empty((len(u), n_planes, (u.shape[1] + WORD - 1) // WORD), dtype=np.uint64)
     counts = np.empty((len(u), n_planes), dtype=np.int64)
     _pack_planes(np.ascontiguousarray(u), planes, counts)
