@@ -92,6 +92,57 @@ def test_pooling_and_margin_counts_read_either_layout(b, c, h, w, dtype, channel
     assert bitkernel.margins_at_least(flat, s, needs) == [
         int((odd_margin(flat.astype(np.int64), s.reshape(1, -1)) >= k).sum()) for k in needs]
 
+
+@needs_numba
+def test_the_field_tables_sum_the_real_taps_only():
+    """By hand: a 3x3 kernel with padding 1 on 2x2 maps; every output position is a corner,
+    so each has its own mask of real taps: at (0, 0) the taps (1, 1), (1, 2), (2, 1), (2, 2),
+    bits 4, 5, 7 and 8 of the pattern. With weights alternating +1, -1 (+1 at the
+    even taps 0, 2, 4, 6, 8) and every input +1 (pattern 511) the sum at (0, 0) is
+    w4 + w5 + w7 + w8 = 1 - 1 - 1 + 1 = 0; with inputs +1 only at tap 4 (pattern 16) it is
+    w4 - w5 - w7 - w8 = 1 + 1 + 1 - 1 = 2."""
+    w = np.array([[1, -1, 1, -1, 1, -1, 1, -1, 1]])
+    table, mask_id = bitkernel.field_tables(w, 3, 2, 2, 1)
+    assert mask_id.shape == (2, 2) and len(set(mask_id.ravel().tolist())) == 4
+    assert table[mask_id[0, 0], 511, 0] == 0 and table[mask_id[0, 0], 16, 0] == 2
+    assert table[mask_id[1, 1], 511, 0] == 1 - 1 - 1 + 1      # taps 0, 1, 3, 4
+
+
+@needs_numba
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 3), st.integers(2, 7), st.integers(2, 7), st.integers(1, 5), st.sampled_from([1, 2, 3]),
+       st.integers(0, 1), st.booleans(), st.data())
+def test_a_negated_channel_through_conv_pool_threshold(r, h, w, n, k, padding, pooled, data):
+    """Property: the table step of Algorithm 1 (one input channel negated everywhere) gives
+    the fires, changed rows and changed channels that the plain computation gives: the
+    change dh = conv(-2 x the clean signs) (refbnn.engines.ops.conv2d), an entry firing iff
+    dh exceeds the excess, a pooled one iff one of its window's does."""
+    from refbnn.engines.ops import conv2d
+
+    if min(h, w) + 2 * padding < k:
+        return
+    ho, wo = h + 2 * padding - k + 1, w + 2 * padding - k + 1
+    pooled = pooled and min(ho, wo) >= 2
+    signs = data.draw(arrays(np.bool_, (r, h, w)))
+    wt = data.draw(arrays(np.int8, (n, k * k), elements=st.sampled_from([-1, 1])))
+    b = r + 2                                             # the batch: rows r..1 of it, reversed
+    rows = np.arange(r)[::-1] + 1
+    excess = data.draw(arrays(np.float32, (b, ho, wo, n), elements=st.integers(-2 * k * k - 1, 2 * k * k + 1)))
+    shape = (b, ho // 2, wo // 2, n) if pooled else (b, ho, wo, n)
+    clean = data.draw(arrays(np.bool_, shape))
+    dh = conv2d(np.where(signs, -2.0, 2.0)[:, None], wt.astype(np.float64), k, padding).transpose(0, 2, 3, 1)
+    above = dh > excess[rows]
+    if pooled:
+        hh, ww = ho // 2 * 2, wo // 2 * 2
+        above = above[:, :hh, :ww].reshape(r, ho // 2, 2, wo // 2, 2, n).any(axis=(2, 4))
+    diff = above != clean[rows]
+    table, mask_id = bitkernel.field_tables(wt, k, h, w, padding)
+    fires, row_changed, channel_changed = bitkernel.negated_channel_fires(signs, table, mask_id, padding, rows,
+                                                                          pooled, excess, clean)
+    assert np.array_equal(fires, above)
+    assert np.array_equal(row_changed, diff.any(axis=(1, 2, 3)))
+    assert np.array_equal(channel_changed, diff.any(axis=(0, 1, 2)))
+
 def test_pack_bits_places_bit_j_in_word_j_over_64():
     """By hand: bits 0, 63 and 64 set in a row of 70 -> words [2^0 + 2^63, 2^0]."""
     bits = np.zeros((1, 70), dtype=bool)

@@ -223,6 +223,51 @@ if numba is not None:
                 out[r, k] = hits
 
 
+    @numba.njit(parallel=True, cache=True)
+    def _negated_channel_fires(signs, table, mask_id, rows, k, pad, pooled, excess, clean, fires,
+                               row_changed, channel_changed):      # pragma: no cover - compiled
+        # signs [R, H, W] (bool: +1) of one input channel, every entry of which is negated;
+        # table [masks, 2^(k*k), N]: the sum over a field's real taps of its signs times the
+        # weights, by the field's sign pattern (bit r*k + s for tap (r, s)) and by which taps
+        # are real (mask_id [Ho, Wo]); the change is -2 times that. excess [B, Ho, Wo, N]
+        # (s - clean h, channels last), clean [B, H', W', N]; out: fires [R, H', W', N], row_changed
+        # [R], channel_changed [R, N].
+        n_r, h, w = signs.shape
+        n_out = table.shape[2]
+        ho, wo = excess.shape[1], excess.shape[2]
+        for i in prange(n_r):
+            field = np.zeros((h + 2 * pad, w + 2 * pad), dtype=np.int64)
+            for y in range(h):
+                for x in range(w):
+                    field[y + pad, x + pad] = signs[i, y, x]
+            above = np.empty((ho, wo, n_out), dtype=np.bool_)
+            b = rows[i]
+            for u in range(ho):
+                for v in range(wo):
+                    pattern = 0
+                    for r in range(k):
+                        for s_ in range(k):
+                            pattern |= field[u + r, v + s_] << (r * k + s_)
+                    m = mask_id[u, v]
+                    for n in range(n_out):
+                        above[u, v, n] = -2 * table[m, pattern, n] > excess[b, u, v, n]
+            changed = channel_changed[i]
+            for u in range(fires.shape[1]):
+                for v in range(fires.shape[2]):
+                    for n in range(n_out):    # branch-free (vectorised over the outputs)
+                        if pooled:            # a window fires iff one of its entries does
+                            f = (above[2 * u, 2 * v, n] | above[2 * u, 2 * v + 1, n]
+                                 | above[2 * u + 1, 2 * v, n] | above[2 * u + 1, 2 * v + 1, n])
+                        else:
+                            f = above[u, v, n]
+                        fires[i, u, v, n] = f
+                        changed[n] |= f != clean[b, u, v, n]
+            any_row = False
+            for n in range(n_out):
+                any_row |= changed[n]
+            row_changed[i] = any_row
+
+
 def set_threads(threads: int) -> None:
     """Run the kernel's loops (over inputs) on this many threads of the calling thread
     (numba's setting is per calling thread); the integers do not depend on it."""
@@ -276,6 +321,44 @@ def maxpool(x: np.ndarray) -> np.ndarray:
     out = np.empty((b, c, h // 2, w // 2), dtype=x.dtype)
     _maxpool(np.ascontiguousarray(x), out)
     return out
+
+
+def field_tables(w: np.ndarray, k: int, h: int, wd: int, padding: int) -> tuple[np.ndarray, np.ndarray]:
+    """For one input channel's weights w [N, k*k] (+-1) of a stride-1 convolution of H x W
+    maps: table [masks, 2^(k*k), N], the sum over a field's real taps of its +-1 inputs
+    times the weights, for every sign pattern of the field (bit r*k + s set where tap (r, s)
+    reads +1; a padded tap is absent, docs/semantics.md §2.2), and mask_id [Ho, Wo], which
+    of the masks of real taps each output position has."""
+    ho, wo = h + 2 * padding - k + 1, wd + 2 * padding - k + 1
+    r, s = np.divmod(np.arange(k * k), k)
+    ys = np.arange(ho)[:, None, None] + r[None, None, :] - padding
+    xs = np.arange(wo)[None, :, None] + s[None, None, :] - padding
+    real = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < wd)                  # [Ho, Wo, k*k]
+    masks, mask_id = np.unique(real.reshape(-1, k * k), axis=0, return_inverse=True)
+    patterns = ((np.arange(2 ** (k * k))[:, None] >> np.arange(k * k)) & 1) * 2 - 1     # [2^kk, kk]
+    # small integers (|sum| <= k*k), exact in float32: one matrix product per mask
+    table = (patterns[None, :, :] * masks[:, None, :]).astype(np.float32) @ w.T.astype(np.float32)
+    return np.ascontiguousarray(table, dtype=np.int32), mask_id.reshape(ho, wo)
+
+
+def negated_channel_fires(signs: np.ndarray, table: np.ndarray, mask_id: np.ndarray, padding: int,
+                          rows: np.ndarray, pooled: bool, excess: np.ndarray,
+                          clean: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Algorithm 1's step through a hidden conv layer, its 2x2 max pooling (if `pooled`) and
+    threshold when one input channel is negated everywhere (a neuron of the layer before
+    flipped): the change of each output is -2 times the sum over its field's real taps of
+    the clean signs [R, H, W] times the weights, read from `field_tables`; an entry fires
+    iff its change exceeds the clean excess s - h (excess [B, Ho, Wo, N], channels last, of
+    the batch rows `rows`), a pooled entry iff one of its window's does (max(h) > s iff some
+    h > s). Returns whether each output fires [R, H', W', N] (channels last), which rows and
+    which channels differ from `clean` [B, H', W', N]. Integers throughout."""
+    fires = np.empty((len(signs),) + clean.shape[1:], dtype=bool)
+    row_changed = np.empty(len(signs), dtype=bool)
+    channel_changed = np.zeros((len(signs), table.shape[2]), dtype=bool)
+    k = int(round(np.log2(table.shape[1]) ** 0.5))
+    _negated_channel_fires(np.ascontiguousarray(signs), table, mask_id, np.asarray(rows, dtype=np.int64), k,
+                           padding, pooled, excess, clean, fires, row_changed, channel_changed)
+    return fires, row_changed, channel_changed.any(axis=0)
 
 
 def margins_at_least(h: np.ndarray, s: np.ndarray, needs: list[int]) -> list[int]:

@@ -511,11 +511,18 @@ class FastEngine:
             # the cores itself: its neurons run on threads only where BLAS can be held to one
             # thread meanwhile, else the two compete (on the Fashion CNN, 2 threads: 1.1-1.2x
             # slower with BLAS on every core, 1.3-1.6x faster with BLAS on one).
+            last = flips.correct_with_each_last_flip()
             with ThreadPoolExecutor(self.threads) as pool:
                 for nl in model.neuron_layers:
                     neurons = range(nl.offset, nl.offset + nl.channels)
+                    if last is not None and nl is model.neuron_layers[-1]:
+                        for n, c in zip(neurons, last):
+                            correct[n] += int(c)
+                            if progress is not None:
+                                progress(k * model.neurons + n + 1, len(batches) * model.neurons)
+                        continue
                     with one_blas_thread(nl.positions > 1 and self.threads > 1) as threaded:
-                        run = pool.map if threaded or nl.positions == 1 else map
+                        run = pool.map if self.threads > 1 and (threaded or nl.positions == 1) else map
                         for n, c in zip(neurons, run(flips.correct_with_flip, neurons)):
                             correct[n] += c
                             if progress is not None:

@@ -40,6 +40,8 @@ from .packed import pack_pairs, packed_product
 SPARSE_FRACTION = 0.25   # use the candidate shortcut while it covers at most this share
 PIECE_BYTES = 2**21      # a conv step's piece of rows: its float maps stay in the cache
 PACKED_UNITS = 33        # linear layers with this many units take the packed delta product
+MAX_TABLE_TAPS = 9       # a kernel of at most 3 x 3 taps: 2^9 sign patterns per table
+BITS_SHARE = 16          # the bit kernel recomputes a hidden layer from 1/16 of its columns changed
 
 
 class BatchFlips:
@@ -114,6 +116,25 @@ class BatchFlips:
         new_ok = self.engine.predicted(sub) == self.y[rows]
         return self.clean_correct - int(self.ok[rows].sum()) + int(new_ok.sum())
 
+    def correct_with_each_last_flip(self) -> "np.ndarray | None":
+        """For the neurons of the last threshold layer, where the output layer is a linear layer
+        right after it: the correct predictions with each of them flipped, all at once
+        (negating output a_m moves every class score by -2 a_m W[:, m]); else None.
+        Integers in int32: a score is at most the output layer's fan-in in magnitude."""
+        layers, engine = self.model.layers, self.engine
+        j = len(layers) - 1
+        if not (isinstance(layers[j], Linear) and j >= 1 and isinstance(layers[j - 1], Threshold)):
+            return None
+        a = self.outs[j - 1]
+        scores = self.outs[j].astype(np.int32)
+        w = engine.weight_matrix(j).T.astype(np.int32)                # [N, classes]
+        out = np.empty(a.shape[1], dtype=np.int64)
+        step = max(1, 2**22 // (len(a) * w.shape[1]))                 # [rows, step, classes] at a time
+        for m in range(0, a.shape[1], step):
+            moved = scores[:, None, :] - 2 * a[:, m:m + step, None].astype(np.int32) * w[None, m:m + step, :]
+            out[m:m + step] = (np.argmax(moved, axis=2) == self.y[:, None]).sum(axis=0)    # ties: the first
+        return out
+
     def _takes_flips(self, j: int) -> bool:
         """Layer j is the output layer, linear with few class scores: it takes the list of
         negated entries directly, without a dense tensor."""
@@ -129,7 +150,7 @@ class BatchFlips:
         """New full output h of weight layer j for `rows`: h_clean + W[:, changed] delta."""
         h = _take_rows(self.outs[j], rows)
         if flips is None:
-            return h + self._delta_product(j, self._delta(j, rows, changed, sub), changed)
+            return h + self._change(j, rows, changed, sub)
         # The sparse step listed the negated entries (few class scores): add up W[:, col] * delta
         # over them, grouped by row (the sparse step lists them in row order).
         r, col, vals = flips
@@ -140,6 +161,18 @@ class BatchFlips:
         h = h.copy() if h is self.outs[j] else h
         h[r[starts]] += dh.astype(h.dtype)
         return h
+
+    def _change(self, j: int, rows, changed, sub) -> np.ndarray:
+        """The change of weight layer j's h on `rows`: the delta product, or, where the bit
+        kernel pays (see _recompute_on_bits), the new h of those rows in full less the clean h."""
+        if not self._recompute_on_bits(j, len(changed)):
+            return self._delta_product(j, self._delta(j, rows, changed, sub), changed)
+        if len(changed) == self.outs[j - 1].shape[1]:
+            new = sub                        # every column: sub holds the new rows whole
+        else:
+            new = _take_rows(self.outs[j - 1], rows).copy()
+            new[:, changed] = sub
+        return self.engine._weight_layer(j, new) - _take_rows(self.outs[j], rows)
 
     def _delta_product(self, j: int, delta: np.ndarray, changed: np.ndarray) -> np.ndarray:
         """W[:, changed] delta for weight layer j. A linear layer with many units takes the
@@ -165,6 +198,16 @@ class BatchFlips:
         dh *= 2
         return dh
 
+    def _recompute_on_bits(self, j: int, d: int) -> bool:
+        """Whether hidden weight layer j takes the changed rows' new h from the bit kernel in
+        full rather than the delta product: with d of its K columns changed, the delta costs
+        about d / 2 float multiply-adds per unit and row (two units a column), the full
+        product K / 64 word operations, each 30-40x a float multiply-add's time here (on
+        the Fashion CNN, 2048 units, K = 3136: the delta's 2-10% of columns took 3.6 of
+        Algorithm 1's 5.4 s); so the bit kernel from d >= K / BITS_SHARE."""
+        fan_in = prod(self.model.layers[j].weight.shape[1:])
+        return j != self.model.weight_indices[0] and self.engine._on_bits(j) and d * BITS_SHARE >= fan_in
+
     def _packed(self, j: int) -> np.ndarray:
         """pack_pairs of layer j's weights, once per batch."""
         if j not in self._pk:
@@ -188,7 +231,7 @@ class BatchFlips:
         """Linear layer j and threshold j+1 on every entry (where the candidate shortcut does
         not pay): an output fires (h > s) iff the change dh exceeds the clean excess s - h,
         so the new h is never formed (`_excess`); then as _threshold_step."""
-        dh = self._delta_product(j, self._delta(j, rows, changed, sub), changed)
+        dh = self._change(j, rows, changed, sub)
         excess, clean_fires = self._excess(j, j + 1)
         fires = dh > _take_rows(excess, rows)
         diff = fires != _take_rows(clean_fires, rows)
@@ -242,7 +285,17 @@ class BatchFlips:
             row_changed[sl] = diff.any(axis=(1, 2, 3))
             return diff.any(axis=(0, 1, 2))
 
-        channel_changed = np.logical_or.reduce([piece(sl) for sl in pieces])
+        if len(changed) == 1 and k * k <= MAX_TABLE_TAPS and self.engine._on_bits(j) and np.all(delta):
+            # one channel negated everywhere (the flip of a neuron just before): each field's
+            # change read from a table by its sign pattern, compiled, one pass per row
+            from . import bitkernel
+            key = ("table", j, int(changed[0]))
+            if key not in self._ex:
+                self._ex[key] = bitkernel.field_tables(w_changed, k, delta.shape[2], delta.shape[3], layer.padding)
+            fires, row_changed, channel_changed = bitkernel.negated_channel_fires(
+                delta[:, 0] < 0, *self._ex[key], layer.padding, rows, pooled, excess, clean_fires)
+        else:
+            channel_changed = np.logical_or.reduce([piece(sl) for sl in pieces])
         fires ^= self.engine.thresholds(t)[1]          # polarity -1: +1 iff not fires
         new = (fires.view(np.int8) * np.int8(2) - np.int8(1)).transpose(0, 3, 1, 2)   # as the engine's maps
         return _kept(rows, np.arange(new.shape[1]), new, row_changed, channel_changed)
