@@ -100,6 +100,8 @@ def main() -> None:
     print(f"load average {os.getloadavg()[0]:.2f}; {os.cpu_count()} cores; compile in a fresh environment: "
           f"{compile_seconds():.1f} s (once; cached after)")
     FastEngine(fc, kernel="bits").tolerance(x[:2], DEFAULT_B)        # this process's cache: loaded once
+    warm = FastEngine(cnn, kernel="bits")                                  # (Algorithm 1's kernels too)
+    warm.importance(xc[:4], warm.predictions(xc[:4]))
     for label, threads in (("all cores", os.cpu_count() or 1), ("one core", 1)):
         print(f"\n== {label} ==")
         with one_blas_thread(threads == 1):

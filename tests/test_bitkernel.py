@@ -143,6 +143,23 @@ def test_a_negated_channel_through_conv_pool_threshold(r, h, w, n, k, padding, p
     assert np.array_equal(row_changed, diff.any(axis=(1, 2, 3)))
     assert np.array_equal(channel_changed, diff.any(axis=(0, 1, 2)))
 
+
+@needs_numba
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from([1, 3, 255, 2**22]), st.integers(1, 3), st.integers(1, 4), st.sampled_from([1, 2, 3]),
+       st.integers(0, 1), st.data())
+def test_the_first_convolution_on_integers(z, c, n, k, padding, data):
+    """Property: the direct convolution of integer maps |x| <= z (float32 sums where
+    fan-in * z <= 2^24, int64 past it: z = 2^22 with 9 taps) equals the plain product of
+    the fields, padded taps absent (refbnn.engines.ops.conv2d in exact float64)."""
+    from refbnn.engines.ops import conv2d
+
+    h, w = data.draw(st.integers(k, 6)), data.draw(st.integers(k, 6))
+    x = data.draw(arrays(np.int64, (2, c, h, w), elements=st.integers(-z, z)))
+    wt = data.draw(arrays(np.int8, (n, c * k * k), elements=st.sampled_from([-1, 1])))
+    expected = conv2d(x.astype(np.float64), wt.astype(np.float64), k, padding)
+    assert np.array_equal(bitkernel.integer_conv(x, wt, k, padding, z), expected)
+
 def test_pack_bits_places_bit_j_in_word_j_over_64():
     """By hand: bits 0, 63 and 64 set in a row of 70 -> words [2^0 + 2^63, 2^0]."""
     bits = np.zeros((1, 70), dtype=bool)

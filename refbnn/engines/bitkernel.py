@@ -179,6 +179,32 @@ if numba is not None:
                 out[i, n] = 2 * agree[n] - ones
 
     @numba.njit(parallel=True, cache=True)
+    def _integer_conv(x, wt, pad, out):         # pragma: no cover - compiled
+        # x [B, C, H, W] integers, wt [k, k, C, N] +-1, both in the accumulator's type,
+        # out [B, Ho, Wo, N]: the sum over the real taps (a padded tap is skipped), the
+        # inner loop over the outputs
+        n_b, c, h, w = x.shape
+        k, n_out = wt.shape[0], wt.shape[3]
+        ho, wo = out.shape[1], out.shape[2]
+        for bi in prange(n_b):
+            acc = np.zeros(n_out, dtype=wt.dtype)
+            for u in range(ho):
+                for v in range(wo):
+                    acc[:] = 0
+                    for r in range(k):
+                        y = u + r - pad
+                        if 0 <= y < h:
+                            for s_ in range(k):
+                                xx = v + s_ - pad
+                                if 0 <= xx < w:
+                                    for ci in range(c):
+                                        val = x[bi, ci, y, xx]
+                                        for n in range(n_out):
+                                            acc[n] += val * wt[r, s_, ci, n]
+                    for n in range(n_out):
+                        out[bi, u, v, n] = acc[n]
+
+    @numba.njit(parallel=True, cache=True)
     def _maxpool(x, out):                      # pragma: no cover - compiled
         # 2x2, stride 2, floor: out [B, C, H//2, W//2]
         n_b, c = x.shape[0], x.shape[1]
@@ -305,6 +331,23 @@ def conv_product(x: np.ndarray, w: np.ndarray, k: int, padding: int, packed_w: O
     out = np.empty((b, h + 2 * padding - k + 1, wd + 2 * padding - k + 1, len(w)), dtype=dtype)
     packed_w = pack_conv_weights(w, c, k) if packed_w is None else packed_w
     _conv_packed(pack_channels(x), packed_w.reshape(-1, len(w)), k, c, padding, out)
+    return out.transpose(0, 3, 1, 2)
+
+
+def integer_conv(x: np.ndarray, w: np.ndarray, k: int, padding: int, z: int, dtype=np.int64) -> np.ndarray:
+    """The stride-1 convolution of integer maps x [B, C, H, W] (|x| <= z) with +-1 weights
+    w [N, C*k*k], padded taps absent: [B, N, Ho, Wo] in `dtype`, channels last in memory, by
+    direct sums (a first layer: a field holds a few numbers per channel), exact: in float32
+    where fan-in * z <= 2^24, else in int64."""
+    b, c, h, wd = x.shape
+    n = len(w)
+    bound = c * k * k * max(z, 1)
+    # numba widens integer products to int64 (8 per 512-bit vector); float32 products stay
+    # float32 (16), and every partial sum is an integer of magnitude <= bound: exact below 2^24
+    acc = np.float32 if bound <= 2**24 else np.int64
+    wt = np.ascontiguousarray(w.reshape(n, c, k, k).transpose(2, 3, 1, 0)).astype(acc)
+    out = np.empty((b, h + 2 * padding - k + 1, wd + 2 * padding - k + 1, n), dtype=dtype)
+    _integer_conv(np.ascontiguousarray(x).astype(acc, copy=False), wt, padding, out)
     return out.transpose(0, 3, 1, 2)
 
 
