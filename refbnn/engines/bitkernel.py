@@ -294,6 +294,25 @@ if numba is not None:
             row_changed[i] = any_row
 
 
+    @numba.njit(cache=True)
+    def _flip_weight_bits(words, idx, fan_in, taps, n_words):   # pragma: no cover - compiled
+        # words: packed weights' flat view ([taps, n_words, N]: Linear taps = 1); idx: flat
+        # indices into [N, fan-in], fan-in in [C, taps] order; several may share a word
+        n = len(words) // (taps * n_words)
+        for e in range(len(idx)):
+            row, col = idx[e] // fan_in, idx[e] % fan_in
+            ch, tap = col // taps, col % taps
+            words[(tap * n_words + ch // 64) * n + row] ^= np.uint64(1) << np.uint64(ch % 64)
+
+
+def flip_weight_bits(packed: np.ndarray, idx: np.ndarray, fan_in: int, taps: int = 1) -> None:
+    """Negate, in packed weights (pack_weights: [words, N]; pack_conv_weights: [k, k, Wc, N]
+    with taps = k*k), the weights at the flat indices idx into [N, fan-in] (fan-in in the
+    [C, k, k] order of a weight tensor): each its bit flipped in place, so flipping again
+    undoes it (a bit error mask applied to the packed words)."""
+    _flip_weight_bits(packed.reshape(-1), np.asarray(idx, dtype=np.int64), fan_in, taps, packed.shape[-2])
+
+
 def set_threads(threads: int) -> None:
     """Run the kernel's loops (over inputs) on this many threads of the calling thread
     (numba's setting is per calling thread); the integers do not depend on it."""
@@ -417,9 +436,11 @@ def margins_at_least(h: np.ndarray, s: np.ndarray, needs: list[int]) -> list[int
     return [int(v) for v in out.sum(axis=0)]
 
 
-def integer_product(x: np.ndarray, w: np.ndarray, z: int, dtype=np.int64) -> np.ndarray:
+def integer_product(x: np.ndarray, w: np.ndarray, z: int, packed_w: Optional[np.ndarray] = None,
+                    dtype=np.int64) -> np.ndarray:
     """x [R, K] integers with |x| <= z, w [N, K] of +-1: x @ w.T [R, N] in `dtype`, by the
-    bit planes of x (of x + z where x has negative entries; module docstring)."""
+    bit planes of x (of x + z where x has negative entries; module docstring). `packed_w`:
+    pack_weights(w) already made (then w is read only for its shape)."""
     x = x.astype(np.int64, copy=False)
     off = z if x.size and int(x.min()) < 0 else 0
     u = x + off
@@ -429,8 +450,10 @@ def integer_product(x: np.ndarray, w: np.ndarray, z: int, dtype=np.int64) -> np.
     _pack_planes(np.ascontiguousarray(u), planes, counts)
     # with the offset, the sums before its correction reach 2Z per tap: int64 until corrected
     out = np.empty((len(x), len(w)), dtype=np.int64 if off else dtype)
-    _planes_product(planes, pack_weights(w), counts, out)
-    if off:      # the offset's share: off * sum_j w_j per output
-        out -= off * w.astype(np.int64).sum(axis=1)[None, :]
+    ut = pack_weights(w) if packed_w is None else packed_w
+    _planes_product(planes, ut, counts, out)
+    if off:      # the offset's share: off * sum_j w_j per output, sum_j w_j = 2 popcount(u) - K
+        sums = 2 * np.bitwise_count(ut).sum(axis=0, dtype=np.int64) - x.shape[1]
+        out -= off * sums[None, :]
         return out.astype(dtype, copy=False)
     return out

@@ -173,6 +173,10 @@ class FastEngine:
             self._w[i] = signs.reshape(signs.shape[0], fan_in).astype(dt)
         self._clean = self._w                     # the stored weights, before any flips
         self._pw: dict[int, np.ndarray] = {}      # layer -> its weights packed for the bit kernel
+        # layer -> flips (flat index arrays) made on its packed words but not yet on its float
+        # matrix: `flipped` leaves the float matrix of a layer computed from packed words alone
+        # and `_float` catches up where it is read (each flip is its own inverse)
+        self._pending: dict[int, list[np.ndarray]] = {}
         self._auto_bits: Optional[bool] = None    # "auto": decided on the first product
         self._thr: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._cmp: dict[int, np.ndarray] = {}     # thresholds for comparing, see _threshold
@@ -198,7 +202,7 @@ class FastEngine:
         transient: the masks apply to the stored weights, not to earlier flips."""
         engine = copy.copy(self)
         engine._w = self._negated_weights(weight_masks)
-        engine._pw = {}
+        engine._pw, engine._pending = {}, {}
         return engine
 
     @contextmanager
@@ -210,17 +214,41 @@ class FastEngine:
         flips add to the outer ones. Not for use from several threads at once."""
         if self._w is self._clean or any(self._w[i] is self._clean[i] for i in self._clean):
             self._w = {i: w.copy() for i, w in self._w.items()}
-        touched = [(i, self._w[i].reshape(-1), idx) for i, idx in zip(self.model.weight_indices, indices)
-                   if idx is not None and len(idx)]
-        for i, flat, idx in touched:
-            flat[idx] *= -1
-            self._flip_packed(i, idx)
+        touched = [(i, idx) for i, idx in zip(self.model.weight_indices, indices) if idx is not None and len(idx)]
+        for i, idx in touched:
+            self._flip(i, idx)
         try:
             yield self
         finally:
-            for i, flat, idx in touched:
-                flat[idx] *= -1
-                self._flip_packed(i, idx)
+            for i, idx in reversed(touched):
+                self._flip(i, idx)
+
+    def _flip(self, i: int, idx: np.ndarray) -> None:
+        """Negate weight layer i at the flat indices idx (or undo that): in its packed words,
+        and in its float matrix unless the forward pass reads only the packed words, in which
+        case the flip waits in `_pending` (a flip undone right after it cancels out there)."""
+        if i in self._pw and self._reads_packed(i):
+            pending = self._pending.setdefault(i, [])
+            if pending and pending[-1] is idx:
+                pending.pop()
+            else:
+                pending.append(idx)
+        else:
+            self._float(i).reshape(-1)[idx] *= -1
+        self._flip_packed(i, idx)
+
+    def _float(self, i: int) -> np.ndarray:
+        """Weight layer i's float matrix with every flip applied (the pending ones now)."""
+        for idx in self._pending.pop(i, ()):
+            self._w[i].reshape(-1)[idx] *= -1
+        return self._w[i]
+
+    def _reads_packed(self, i: int) -> bool:
+        """Whether the forward pass computes weight layer i from its packed words alone (a
+        first convolution on integers reads the float matrix)."""
+        first_conv = isinstance(self.model.layers[i], Conv2d) and i == self.model.weight_indices[0] \
+            and self.model.input_threshold is None
+        return self._on_bits(i) and not first_conv
 
     def _negated_weights(self, weight_masks: Optional[Sequence]) -> dict[int, np.ndarray]:
         """A new layer -> matrix dict: the clean weights with each masked entry negated
@@ -263,7 +291,7 @@ class FastEngine:
         if channels is None and self._on_bits(i):
             return self._bits_layer(i, x)
         layer = self.model.layers[i]
-        w = self._w[i]
+        w = self._float(i)
         dt = self._dtype[i]
         x = x.astype(dt, copy=False)
         if isinstance(layer, Linear):
@@ -304,7 +332,7 @@ class FastEngine:
         if isinstance(layer, Linear):
             flat = x.reshape(len(x), -1)
             if integers:
-                return bitkernel.integer_product(flat, self._w[i], model.Z, dtype=dt)
+                return bitkernel.integer_product(flat, self._w[i], model.Z, self._packed(i), dt)
             return bitkernel.signs_product(flat, self._w[i], self._packed(i), dt)
         n, c, k, _ = layer.weight.shape
         if integers:
@@ -313,8 +341,8 @@ class FastEngine:
             # 0.30x the float floor); on more, BLAS's threads spinning beside the kernel's
             # doubled the time (0.49x against 0.23x), so there the kernel's own loop.
             if self.threads == 1:
-                return conv2d(x.astype(dt, copy=False), self._w[i], k, layer.padding)
-            return bitkernel.integer_conv(x, self._w[i], k, layer.padding, model.first_input_bound, dt)
+                return conv2d(x.astype(dt, copy=False), self._float(i), k, layer.padding)
+            return bitkernel.integer_conv(x, self._float(i), k, layer.padding, model.first_input_bound, dt)
         return bitkernel.conv_product(x, self._w[i], k, layer.padding, self._packed(i), dt)
 
     def _packed(self, i: int) -> np.ndarray:
@@ -324,10 +352,10 @@ class FastEngine:
             from . import bitkernel
             layer = self.model.layers[i]
             if isinstance(layer, Linear):
-                self._pw[i] = bitkernel.pack_weights(self._w[i])
+                self._pw[i] = bitkernel.pack_weights(self._float(i))
             else:
                 n, c, k, _ = layer.weight.shape
-                self._pw[i] = bitkernel.pack_conv_weights(self._w[i], c, k)
+                self._pw[i] = bitkernel.pack_conv_weights(self._float(i), c, k)
         return self._pw[i]
 
     def _flip_packed(self, i: int, idx: np.ndarray) -> None:
@@ -336,18 +364,9 @@ class FastEngine:
         packed = self._pw.get(i)
         if packed is None:
             return
-        layer = self.model.layers[i]
-        fan_in = prod(layer.weight.shape[1:])
-        row, col = np.divmod(idx, fan_in)
-        if isinstance(layer, Linear):            # packed [words, N]
-            word, bit = np.divmod(col, 64)
-            np.bitwise_xor.at(packed, (word, row), np.left_shift(np.uint64(1), bit.astype(np.uint64)))
-        else:                                    # packed [k, k, Wc, N]
-            k = layer.weight.shape[-1]
-            ch, tap = np.divmod(col, k * k)
-            r, s = np.divmod(tap, k)
-            word, bit = np.divmod(ch, 64)
-            np.bitwise_xor.at(packed, (r, s, word, row), np.left_shift(np.uint64(1), bit.astype(np.uint64)))
+        from . import bitkernel
+        shape = self.model.layers[i].weight.shape
+        bitkernel.flip_weight_bits(packed, idx, prod(shape[1:]), prod(shape[2:]))
 
     def _threshold(self, i: int, h: np.ndarray, channels: Optional[np.ndarray] = None) -> np.ndarray:
         """+-1 outputs of threshold layer i; with `channels`, h holds only those channels."""
@@ -404,7 +423,7 @@ class FastEngine:
     def weight_matrix(self, i: int) -> np.ndarray:
         """Weight layer i as [N, fan-in] +-1 values (in the layer's exact float type), with
         any flips of this engine applied. Read only."""
-        return self._w[i]
+        return self._float(i)
 
     def thresholds(self, t: int) -> tuple[np.ndarray, np.ndarray]:
         """Threshold layer t: (s as float64, polarity == -1 as bool), one entry per channel."""
