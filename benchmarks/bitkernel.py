@@ -11,7 +11,7 @@ of Table II with random weight bits and random inputs in 0..255. Ratios:
   2. the BER sweep (10 BERs x --reps repetitions, FC, batch 128) on the bit kernel  vs
      10 x reps bare float32 forwards;
   3. Algorithm 1 on the CNN (--cnn-inputs inputs) on the bit kernel  vs  one bare float32
-     forward;
+     forward (the Pi of both equal);
 and the compile time of a fresh environment (a child process with an empty numba cache),
 apart. Each time is the best of three (a shared machine only ever adds time).
 """
@@ -33,10 +33,19 @@ from refbnn.engines import bitkernel
 from refbnn.engines.fast import FastEngine, one_blas_thread
 from refbnn.semantics.margin import DEFAULT_B
 
+# every kernel once, in the types the engine calls them with
 COMPILE = ("import numpy as np, time; t = time.perf_counter(); from refbnn.engines import bitkernel as b; "
-           "a = np.ones((2, 100), np.int8); b.signs_product(a, a); b.integer_product(a, a, 3); "
-           "b.conv_product(np.ones((1, 4, 3, 3), np.int8), np.ones((2, 36), np.int8), 3, 1); "
-           "b.maxpool(np.ones((1, 1, 2, 2), np.float32)); print(time.perf_counter() - t)")
+           "a = np.ones((2, 100), np.int8); b.signs_product(a, a, dtype=np.float32); "
+           "b.integer_product(a, a, 3, dtype=np.float32); "
+           "b.conv_product(np.ones((1, 4, 3, 3), np.int8), np.ones((2, 36), np.int8), 3, 1, dtype=np.float32); "
+           "b.integer_conv(np.ones((1, 1, 3, 3), np.int64), np.ones((2, 9), np.int8), 3, 1, 255, np.float32); "
+           "m = np.ones((1, 2, 2, 2), np.float32); b.maxpool(m); b.maxpool(m.transpose(0, 3, 1, 2)); "
+           "b.margins_at_least(m, np.zeros(2, np.int64), [1]); "
+           "b.margins_at_least(m.transpose(0, 3, 1, 2), np.zeros(2, np.int64), [1]); "
+           "tb, ids = b.field_tables(np.ones((2, 9), np.int8), 3, 2, 2, 1); "
+           "b.negated_channel_fires(np.ones((1, 2, 2), bool), tb, ids, 1, np.arange(1), True, "
+           "np.zeros((1, 2, 2, 2), np.float32), np.zeros((1, 1, 1, 2), bool)); "
+           "b.flip_weight_bits(b.pack_weights(a), np.arange(3), 100); print(time.perf_counter() - t)")
 
 
 def compile_seconds() -> float:

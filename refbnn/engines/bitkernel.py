@@ -313,6 +313,16 @@ def flip_weight_bits(packed: np.ndarray, idx: np.ndarray, fan_in: int, taps: int
     _flip_weight_bits(packed.reshape(-1), np.asarray(idx, dtype=np.int64), fan_in, taps, packed.shape[-2])
 
 
+def threadsafe() -> bool:
+    """Whether the kernels may be launched from several threads at once: numba's threading
+    layer is OpenMP or TBB (its own "workqueue" layer takes one launch at a time). Asked
+    after a kernel has run (the layer is chosen at the first parallel launch); False before."""
+    try:
+        return numba.threading_layer() != "workqueue"
+    except ValueError:          # no parallel launch yet
+        return False
+
+
 def set_threads(threads: int) -> None:
     """Run the kernel's loops (over inputs) on this many threads of the calling thread
     (numba's setting is per calling thread); the integers do not depend on it."""
