@@ -592,10 +592,10 @@ def test_a_traced_pair_adding_to_a_match_is_skipped_and_the_search_goes_on(monke
     pair without it still is (and matches)."""
     from refbnn.oracle import diagnose
 
-    alts = [(("tie-ge",), REGISTRY["tie-ge"].variant),
-            (("tie-ge", "bits-little-endian"), diagnose.combine(REGISTRY["tie-ge"].variant, REGISTRY["bits-little-endian"].variant)),
-            (("polarity-ignored", "bits-little-endian"),
-             diagnose.combine(REGISTRY["polarity-ignored"].variant, REGISTRY["bits-little-endian"].variant))]
+    def pair(a, b):
+        return (a, b), diagnose.combine(REGISTRY[a].variant, REGISTRY[b].variant)
+    alts = [(("tie-ge",), REGISTRY["tie-ge"].variant), pair("tie-ge", "bits-little-endian"),
+            pair("polarity-ignored", "bits-little-endian")]
     monkeypatch.setattr(diagnose, "forward_alternatives", lambda model: alts)
     theirs = np.array([1, 0])
     computed = []
