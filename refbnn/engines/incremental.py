@@ -26,6 +26,11 @@ clean layer outputs `outs` are known, the flip is pushed forward as a *change*:
   tolerated_flips(odd_margin(h, s)) < d, i.e. m < 4d. Only those candidate
   entries, found once per batch and d, are recomputed. A test checks this against
   the full re-run.
+- On the bit kernel (refbnn.engines.bitkernel, docs/engine.md): a hidden layer whose
+  input changed in many columns is recomputed in full for the changed rows; a conv
+  channel negated everywhere (a neuron of the layer before flipped) goes through conv,
+  pooling and threshold by a table of field sign patterns; and the last threshold
+  layer's neurons, before a dense output layer, are flipped all at once (either kernel).
 """
 from __future__ import annotations
 
@@ -62,6 +67,7 @@ class BatchFlips:
         self._pk: dict[int, np.ndarray] = {}
         self._ex: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._g: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._tables: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}   # (conv, channel): field tables
 
     def correct_with_flip(self, n: int) -> int:
         """Correct predictions in this batch with neuron n's output negated everywhere."""
@@ -199,8 +205,9 @@ class BatchFlips:
         return dh
 
     def _recompute_on_bits(self, j: int, d: int) -> bool:
-        """Whether hidden weight layer j takes the changed rows' new h from the bit kernel in
-        full rather than the delta product: with d of its K columns changed, the delta costs
+        """Whether hidden weight layer j (dense or conv) takes the changed rows' new h from the
+        bit kernel in full rather than the delta product: with d of its K columns changed (for
+        a conv, channels of its C*k*k fan-in: a rougher rule), the delta costs
         about d / 2 float multiply-adds per unit and row (two units a column), the full
         product K / 64 word operations, each 30-40x a float multiply-add's time here (on
         the Fashion CNN, 2048 units, K = 3136: the delta's 2-10% of columns took 3.6 of
@@ -289,11 +296,11 @@ class BatchFlips:
             # one channel negated everywhere (the flip of a neuron just before): each field's
             # change read from a table by its sign pattern, compiled, one pass per row
             from . import bitkernel
-            key = ("table", j, int(changed[0]))
-            if key not in self._ex:
-                self._ex[key] = bitkernel.field_tables(w_changed, k, delta.shape[2], delta.shape[3], layer.padding)
+            key = (j, int(changed[0]))
+            if key not in self._tables:
+                self._tables[key] = bitkernel.field_tables(w_changed, k, delta.shape[2], delta.shape[3], layer.padding)
             fires, row_changed, channel_changed = bitkernel.negated_channel_fires(
-                delta[:, 0] < 0, *self._ex[key], layer.padding, rows, pooled, excess, clean_fires)
+                delta[:, 0] < 0, *self._tables[key], layer.padding, rows, pooled, excess, clean_fires)
         else:
             channel_changed = np.logical_or.reduce([piece(sl) for sl in pieces])
         fires ^= self.engine.thresholds(t)[1]          # polarity -1: +1 iff not fires
