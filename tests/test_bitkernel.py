@@ -137,7 +137,7 @@ def test_a_negated_channel_through_conv_pool_threshold(r, h, w, n, k, padding, p
         above = above[:, :hh, :ww].reshape(r, ho // 2, 2, wo // 2, 2, n).any(axis=(2, 4))
     diff = above != clean[rows]
     table, mask_id = bitkernel.field_tables(wt, k, h, w, padding)
-    fires, row_changed, channel_changed = bitkernel.negated_channel_fires(signs, table, mask_id, padding, rows,
+    fires, row_changed, channel_changed = bitkernel.negated_channel_fires(signs, -2 * table, mask_id, padding, rows,
                                                                           pooled, excess, clean)
     assert np.array_equal(fires, above)
     assert np.array_equal(row_changed, diff.any(axis=(1, 2, 3)))
@@ -159,6 +159,21 @@ def test_the_first_convolution_on_integers(z, c, n, k, padding, data):
     wt = data.draw(arrays(np.int8, (n, c * k * k), elements=st.sampled_from([-1, 1])))
     expected = conv2d(x.astype(np.float64), wt.astype(np.float64), k, padding)
     assert np.array_equal(bitkernel.integer_conv(x, wt, k, padding, z), expected)
+
+
+@needs_numba
+@settings(max_examples=60, deadline=None)
+@given(sign_matrices(max_k=300), st.floats(0, 1), st.data())
+def test_a_change_product_by_masked_popcounts(aw, share, data):
+    """Property: for a change delta in {-2, 0, 2} of +-1 inputs (about `share` of them
+    non-zero, whole 64-column words of zeros included), the masked XOR-popcount product
+    equals delta @ w.T, with the weights packed by it or given packed."""
+    a, w = aw
+    keep = data.draw(arrays(np.bool_, a.shape)) & (np.random.default_rng(len(a)).random(a.shape) < share)
+    delta = np.where(keep, 2 * a, 0).astype(np.int8)
+    expected = delta.astype(np.int64) @ w.T.astype(np.int64)
+    assert np.array_equal(bitkernel.change_product(delta, w), expected)
+    assert np.array_equal(bitkernel.change_product(delta, w, bitkernel.pack_weights(w), np.float32), expected)
 
 def test_pack_bits_places_bit_j_in_word_j_over_64():
     """By hand: bits 0, 63 and 64 set in a row of 70 -> words [2^0 + 2^63, 2^0]."""

@@ -155,6 +155,39 @@ if numba is not None:
                 out[i, n] = k - 2 * diff[n]
 
     @numba.njit(parallel=True, cache=True)
+    def _pack_change(delta, signs, nonzero, counts):    # pragma: no cover - compiled
+        # delta [rows, K] -> bits where it is > 0 and where it is != 0, and the count of those
+        n_rows, k = delta.shape
+        for i in prange(n_rows):
+            total = 0
+            for t in range(signs.shape[1]):
+                pos, nz = np.uint64(0), np.uint64(0)
+                base = t * 64
+                for j in range(min(64, k - base)):
+                    v = delta[i, base + j]
+                    pos |= np.uint64(v > 0) << np.uint64(j)
+                    nz |= np.uint64(v != 0) << np.uint64(j)
+                    total += v != 0
+                signs[i, t], nonzero[i, t] = pos, nz
+            counts[i] = total
+
+    @numba.njit(parallel=True, cache=True)
+    def _change_product(signs, nonzero, counts, wt, out):   # pragma: no cover - compiled
+        # signs, nonzero [rows, words]: where a change is positive, where it is not zero;
+        # counts [rows] the non-zero changes; wt [words, N] the weights' bits transposed
+        n_rows, words, n_out = signs.shape[0], signs.shape[1], wt.shape[1]
+        for i in prange(n_rows):
+            differ = np.zeros(n_out, dtype=np.int64)
+            for t in range(words):
+                s, m = signs[i, t], nonzero[i, t]
+                if m == 0:          # no change in these 64 columns (a fifth of the words, after a conv flip)
+                    continue
+                for n in range(n_out):
+                    differ[n] += _popcount((s ^ wt[t, n]) & m)
+            for n in range(n_out):
+                out[i, n] = 2 * (counts[i] - 2 * differ[n])
+
+    @numba.njit(parallel=True, cache=True)
     def _planes_product(planes, ut, counts, out):           # pragma: no cover - compiled
         # planes [rows, n_planes, words] bits of x (+ Z), n_planes a multiple of 4 (the planes
         # past the highest bit are zero words), counts [rows, n_planes] their popcounts,
@@ -250,16 +283,16 @@ if numba is not None:
 
 
     @numba.njit(parallel=True, cache=True)
-    def _negated_channel_fires(signs, table, mask_id, rows, k, pad, pooled, excess, clean, fires,
+    def _negated_channel_fires(signs, change, mask_id, rows, k, pad, pooled, excess, clean, fires,
                                row_changed, channel_changed):      # pragma: no cover - compiled
         # signs [R, H, W] (bool: +1) of one input channel, every entry of which is negated;
-        # table [masks, 2^(k*k), N]: the sum over a field's real taps of its signs times the
-        # weights, by the field's sign pattern (bit r*k + s for tap (r, s)) and by which taps
-        # are real (mask_id [Ho, Wo]); the change is -2 times that. excess [B, Ho, Wo, N]
+        # change [masks, 2^(k*k), N]: the change of an output, by its field's sign pattern
+        # (bit r*k + s for tap (r, s)) and by which taps are real (mask_id [Ho, Wo]), in the
+        # excess's type (so that the comparison runs on vectors of one type). excess [B, Ho, Wo, N]
         # (s - clean h, channels last), clean [B, H', W', N]; out: fires [R, H', W', N], row_changed
         # [R], channel_changed [R, N].
         n_r, h, w = signs.shape
-        n_out = table.shape[2]
+        n_out = change.shape[2]
         ho, wo = excess.shape[1], excess.shape[2]
         for i in prange(n_r):
             field = np.zeros((h + 2 * pad, w + 2 * pad), dtype=np.int64)
@@ -276,7 +309,7 @@ if numba is not None:
                             pattern |= field[u + r, v + s_] << (r * k + s_)
                     m = mask_id[u, v]
                     for n in range(n_out):
-                        above[u, v, n] = -2 * table[m, pattern, n] > excess[b, u, v, n]
+                        above[u, v, n] = change[m, pattern, n] > excess[b, u, v, n]
             changed = channel_changed[i]
             for u in range(fires.shape[1]):
                 for v in range(fires.shape[2]):
@@ -335,6 +368,21 @@ def signs_product(a: np.ndarray, w: np.ndarray, packed_w: Optional[np.ndarray] =
     any type that holds K), by XOR and popcount. `packed_w`: w already packed."""
     out = np.empty((len(a), len(w)), dtype=dtype)
     _signs_product(pack_signs(a), pack_weights(w) if packed_w is None else packed_w, a.shape[1], out)
+    return out
+
+
+def change_product(delta: np.ndarray, w: np.ndarray, packed_w: Optional[np.ndarray] = None,
+                   dtype=np.int64) -> np.ndarray:
+    """delta [R, K] with entries in {-2, 0, 2} (a change of +-1 inputs) and w [N, K] of +-1:
+    delta @ w.T [R, N] in `dtype`. With D the non-zero entries of a row and sigma their
+    signs, sum_{j in D} 2 sigma_j w_j = 2 (|D| - 2 popcount((sigma XOR w) AND D)): one
+    masked XOR-popcount per word. `packed_w`: pack_weights(w) already made."""
+    r, k = delta.shape
+    signs, nonzero = (np.empty((r, (k + WORD - 1) // WORD), dtype=np.uint64) for _ in range(2))
+    counts = np.empty(r, dtype=np.int64)
+    _pack_change(np.ascontiguousarray(delta), signs, nonzero, counts)
+    out = np.empty((r, len(w)), dtype=dtype)
+    _change_product(signs, nonzero, counts, pack_weights(w) if packed_w is None else packed_w, out)
     return out
 
 
@@ -397,10 +445,11 @@ def maxpool(x: np.ndarray) -> np.ndarray:
 
 def field_tables(w: np.ndarray, k: int, h: int, wd: int, padding: int) -> tuple[np.ndarray, np.ndarray]:
     """For one input channel's weights w [N, k*k] (+-1) of a stride-1 convolution of H x W
-    maps: table [masks, 2^(k*k), N], the sum over a field's real taps of its +-1 inputs
-    times the weights, for every sign pattern of the field (bit r*k + s set where tap (r, s)
-    reads +1; a padded tap is absent, docs/semantics.md §2.2), and mask_id [Ho, Wo], which
-    of the masks of real taps each output position has."""
+    maps: table [masks, 2^(k*k), N] (int32), the sum over a field's real taps of its +-1
+    inputs times the weights, for every sign pattern of the field (bit r*k + s set where tap
+    (r, s) reads +1; a padded tap is absent, docs/semantics.md §2.2), and mask_id [Ho, Wo],
+    which of the masks of real taps each output position has. Negating the channel changes
+    an output by -2 times its entry (negated_channel_fires reads that, in the excess's type)."""
     ho, wo = h + 2 * padding - k + 1, wd + 2 * padding - k + 1
     r, s = np.divmod(np.arange(k * k), k)
     ys = np.arange(ho)[:, None, None] + r[None, None, :] - padding
@@ -413,22 +462,23 @@ def field_tables(w: np.ndarray, k: int, h: int, wd: int, padding: int) -> tuple[
     return np.ascontiguousarray(table, dtype=np.int32), mask_id.reshape(ho, wo)
 
 
-def negated_channel_fires(signs: np.ndarray, table: np.ndarray, mask_id: np.ndarray, padding: int,
+def negated_channel_fires(signs: np.ndarray, change: np.ndarray, mask_id: np.ndarray, padding: int,
                           rows: np.ndarray, pooled: bool, excess: np.ndarray,
                           clean: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Algorithm 1's step through a hidden conv layer, its 2x2 max pooling (if `pooled`) and
     threshold when one input channel is negated everywhere (a neuron of the layer before
     flipped): the change of each output is -2 times the sum over its field's real taps of
-    the clean signs [R, H, W] times the weights, read from `field_tables`; an entry fires
+    the clean signs [R, H, W] times the weights: `change` is -2 x the table of `field_tables`,
+    in the excess's type (exact: small integers); an entry fires
     iff its change exceeds the clean excess s - h (excess [B, Ho, Wo, N], channels last, of
     the batch rows `rows`), a pooled entry iff one of its window's does (max(h) > s iff some
     h > s). Returns whether each output fires [R, H', W', N] (channels last), which rows and
     which channels differ from `clean` [B, H', W', N]. Integers throughout."""
     fires = np.empty((len(signs),) + clean.shape[1:], dtype=bool)
     row_changed = np.empty(len(signs), dtype=bool)
-    channel_changed = np.zeros((len(signs), table.shape[2]), dtype=bool)
-    k = int(round(np.log2(table.shape[1]) ** 0.5))
-    _negated_channel_fires(np.ascontiguousarray(signs), table, mask_id, np.asarray(rows, dtype=np.int64), k,
+    channel_changed = np.zeros((len(signs), change.shape[2]), dtype=bool)
+    k = int(round(np.log2(change.shape[1]) ** 0.5))
+    _negated_channel_fires(np.ascontiguousarray(signs), change.astype(excess.dtype, copy=False), mask_id, np.asarray(rows, dtype=np.int64), k,
                            padding, pooled, excess, clean, fires, row_changed, channel_changed)
     return fires, row_changed, channel_changed.any(axis=0)
 

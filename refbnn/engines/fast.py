@@ -533,10 +533,11 @@ class FastEngine:
         correct = np.zeros(model.neurons, dtype=np.int64)
         clean_correct = 0
         batches = list(self.memory_slices(len(xs)))
+        tables: dict = {}             # Algorithm 1's field tables, made once for every batch
         for k, sl in enumerate(batches):
             outs = self.outputs(xs[sl])
             clean_correct += int((self.predicted(outs[-1]) == ys[sl]).sum())
-            flips = BatchFlips(self, outs, ys[sl])
+            flips = BatchFlips(self, outs, ys[sl], tables)
             # Neurons are independent, so they run on threads (NumPy releases the GIL in its
             # loops). A conv neuron's flip holds large products too, which BLAS spreads over
             # the cores itself: its neurons run on threads only where BLAS can be held to one

@@ -26,8 +26,8 @@ clean layer outputs `outs` are known, the flip is pushed forward as a *change*:
   tolerated_flips(odd_margin(h, s)) < d, i.e. m < 4d. Only those candidate
   entries, found once per batch and d, are recomputed. A test checks this against
   the full re-run.
-- On the bit kernel (refbnn.engines.bitkernel, docs/engine.md): a hidden layer whose
-  input changed in many columns is recomputed in full for the changed rows; a conv
+- On the bit kernel (refbnn.engines.bitkernel, docs/engine.md): a hidden dense layer's
+  change is a masked XOR-popcount product of the change's signs; a conv
   channel negated everywhere (a neuron of the layer before flipped) goes through conv,
   pooling and threshold by a table of field sign patterns; and the last threshold
   layer's neurons, before a dense output layer, are flipped all at once (either kernel).
@@ -35,6 +35,7 @@ clean layer outputs `outs` are known, the flip is pushed forward as a *change*:
 from __future__ import annotations
 
 from math import prod
+from typing import Optional
 
 import numpy as np
 
@@ -46,7 +47,6 @@ SPARSE_FRACTION = 0.25   # use the candidate shortcut while it covers at most th
 PIECE_BYTES = 2**21      # a conv step's piece of rows: its float maps stay in the cache
 PACKED_UNITS = 33        # linear layers with this many units take the packed delta product
 MAX_TABLE_TAPS = 9       # a kernel of at most 3 x 3 taps: 2^9 sign patterns per table
-BITS_SHARE = 16          # the bit kernel recomputes a hidden layer from 1/16 of its columns changed
 
 
 class BatchFlips:
@@ -55,7 +55,9 @@ class BatchFlips:
     A friend of `FastEngine`: besides its public surface it calls `_weight_layer` and
     `_threshold` to recompute the changed channels of one layer."""
 
-    def __init__(self, engine, outs: list[np.ndarray], y: np.ndarray):
+    def __init__(self, engine, outs: list[np.ndarray], y: np.ndarray, tables: Optional[dict] = None):
+        """`tables`: a dict to keep the field tables in across batches (they depend on the
+        weights only)."""
         self.engine = engine
         self.model = engine.model
         self.outs = outs
@@ -67,7 +69,8 @@ class BatchFlips:
         self._pk: dict[int, np.ndarray] = {}
         self._ex: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._g: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self._tables: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}   # (conv, channel): field tables
+        self._tables = {} if tables is None else tables     # (conv, channel): its field tables
+        self._ex16: dict = {}                                # conv: its excess in int16 (see below)
 
     def correct_with_flip(self, n: int) -> int:
         """Correct predictions in this batch with neuron n's output negated everywhere."""
@@ -169,16 +172,19 @@ class BatchFlips:
         return h
 
     def _change(self, j: int, rows, changed, sub) -> np.ndarray:
-        """The change of weight layer j's h on `rows`: the delta product, or, where the bit
-        kernel pays (see _recompute_on_bits), the new h of those rows in full less the clean h."""
-        if not self._recompute_on_bits(j, len(changed)):
-            return self._delta_product(j, self._delta(j, rows, changed, sub), changed)
-        if len(changed) == self.outs[j - 1].shape[1]:
-            new = sub                        # every column: sub holds the new rows whole
-        else:
-            new = _take_rows(self.outs[j - 1], rows).copy()
-            new[:, changed] = sub
-        return self.engine._weight_layer(j, new) - _take_rows(self.outs[j], rows)
+        """The change of weight layer j's h on `rows`: W[:, changed] delta, for a hidden dense
+        layer on the bit kernel by masked XOR-popcounts (bitkernel.change_product: one word
+        operation per 64 changed columns, however many of them changed)."""
+        delta = self._delta(j, rows, changed, sub)
+        layer = self.model.layers[j]
+        if not (isinstance(layer, Linear) and j != self.model.weight_indices[0] and self.engine._on_bits(j)):
+            return self._delta_product(j, delta, changed)
+        from . import bitkernel
+        dt = self.engine.layer_dtype(j)
+        w = self.engine.weight_matrix(j)
+        if len(changed) == w.shape[1]:       # every column: the layer's packed weights as they are
+            return bitkernel.change_product(delta, w, self.engine._packed(j), dt)
+        return bitkernel.change_product(delta, w[:, changed], None, dt)
 
     def _delta_product(self, j: int, delta: np.ndarray, changed: np.ndarray) -> np.ndarray:
         """W[:, changed] delta for weight layer j. A linear layer with many units takes the
@@ -203,17 +209,6 @@ class BatchFlips:
             return full.astype(w.dtype) @ w.T
         dh *= 2
         return dh
-
-    def _recompute_on_bits(self, j: int, d: int) -> bool:
-        """Whether hidden weight layer j (dense or conv) takes the changed rows' new h from the
-        bit kernel in full rather than the delta product: with d of its K columns changed (for
-        a conv, channels of its C*k*k fan-in: a rougher rule), the delta costs
-        about d / 2 float multiply-adds per unit and row (two units a column), the full
-        product K / 64 word operations, each 30-40x a float multiply-add's time here (on
-        the Fashion CNN, 2048 units, K = 3136: the delta's 2-10% of columns took 3.6 of
-        Algorithm 1's 5.4 s); so the bit kernel from d >= K / BITS_SHARE."""
-        fan_in = prod(self.model.layers[j].weight.shape[1:])
-        return j != self.model.weight_indices[0] and self.engine._on_bits(j) and d * BITS_SHARE >= fan_in
 
     def _packed(self, j: int) -> np.ndarray:
         """pack_pairs of layer j's weights, once per batch."""
@@ -296,11 +291,18 @@ class BatchFlips:
             # one channel negated everywhere (the flip of a neuron just before): each field's
             # change read from a table by its sign pattern, compiled, one pass per row
             from . import bitkernel
+            # the step reads the whole excess of every row: in int16 where it fits (|s - h| <=
+            # 2 fan-in + 1 < 2^15), half the memory traffic of float32, which bounds this step
+            if j not in self._ex16:
+                small = 2 * prod(layer.weight.shape[1:]) + 1 < 2**15
+                self._ex16[j] = excess.astype(np.int16) if small else excess
+            narrow = self._ex16[j]
             key = (j, int(changed[0]))
             if key not in self._tables:
-                self._tables[key] = bitkernel.field_tables(w_changed, k, delta.shape[2], delta.shape[3], layer.padding)
+                table, mask_id = bitkernel.field_tables(w_changed, k, delta.shape[2], delta.shape[3], layer.padding)
+                self._tables[key] = (-2 * table).astype(narrow.dtype), mask_id     # the change of each output
             fires, row_changed, channel_changed = bitkernel.negated_channel_fires(
-                delta[:, 0] < 0, *self._tables[key], layer.padding, rows, pooled, excess, clean_fires)
+                delta[:, 0] < 0, *self._tables[key], layer.padding, rows, pooled, narrow, clean_fires)
         else:
             channel_changed = np.logical_or.reduce([piece(sl) for sl in pieces])
         fires ^= self.engine.thresholds(t)[1]          # polarity -1: +1 iff not fires
