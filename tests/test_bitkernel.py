@@ -87,9 +87,11 @@ def test_pooling_and_margin_counts_read_either_layout(b, c, h, w, dtype, channel
     s = np.array(data.draw(st.lists(st.integers(-60, 60), min_size=c, max_size=c)), dtype=np.int64)
     needs = sorted(data.draw(st.lists(st.integers(0, 250), min_size=1, max_size=6)))
     m = odd_margin(x.astype(np.int64), s.reshape(1, -1, 1, 1))
-    assert bitkernel.margins_at_least(x, s, needs) == [int((m >= k).sum()) for k in needs]
+    # any bound of m will do; these pick float32, float64 and int64 for m (the needs reach past 221)
+    bound = data.draw(st.sampled_from([2 * (50 + 60) + 1, 2**24, 2**53]))
+    assert bitkernel.margins_at_least(x, s, needs, bound) == [int((m >= k).sum()) for k in needs]
     flat = np.ascontiguousarray(x.reshape(b, -1)[:, :c])          # a dense layer's h [B, C]
-    assert bitkernel.margins_at_least(flat, s, needs) == [
+    assert bitkernel.margins_at_least(flat, s, needs, bound) == [
         int((odd_margin(flat.astype(np.int64), s.reshape(1, -1)) >= k).sum()) for k in needs]
 
 

@@ -265,22 +265,26 @@ if numba is not None:
 
     @numba.njit(parallel=True, cache=True)
     def _count_margins(h, s, channel_axis, needs, out):     # pragma: no cover - compiled
-        # h [rows, A, B] integers (any numeric type; exact), s [C] int64 along axis 1 or 2:
-        # out[r, k] = #entries of row r with m = |2(h - s) - 1| >= needs[k], m in int64
+        # h [rows, A, B] integers (any numeric type), s [C] along axis 1 or 2 and needs, both in
+        # the type m is computed in (exact for every m here: see margins_at_least):
+        # out[r, k] = #entries of row r with m = |2(h - s) - 1| >= needs[k]
         n_rows, n_a, n_b = h.shape
         for r in prange(n_rows):
-            m = np.empty(n_a * n_b, dtype=np.int64)
-            for i in range(n_a):
-                for j in range(n_b):
-                    t = np.int64(h[r, i, j]) - s[i if channel_axis == 1 else j]
-                    m[i * n_b + j] = abs(2 * t - 1)
+            m = np.empty(n_a * n_b, dtype=s.dtype)
+            for i in range(n_a):        # (the channel's axis decided outside the inner loop)
+                if channel_axis == 1:
+                    si = s[i]
+                    for j in range(n_b):
+                        m[i * n_b + j] = abs(2 * (h[r, i, j] - si) - 1)
+                else:
+                    for j in range(n_b):
+                        m[i * n_b + j] = abs(2 * (h[r, i, j] - s[j]) - 1)
             for k in range(len(needs)):
                 need = needs[k]
                 hits = 0
                 for e in range(n_a * n_b):
                     hits += m[e] >= need
                 out[r, k] = hits
-
 
     @numba.njit(parallel=True, cache=True)
     def _negated_channel_fires(signs, change, mask_id, rows, k, pad, pooled, excess, clean, fires,
@@ -483,16 +487,22 @@ def negated_channel_fires(signs: np.ndarray, change: np.ndarray, mask_id: np.nda
     return fires, row_changed, channel_changed.any(axis=0)
 
 
-def margins_at_least(h: np.ndarray, s: np.ndarray, needs: list[int]) -> list[int]:
+def margins_at_least(h: np.ndarray, s: np.ndarray, needs: list[int], bound: int) -> list[int]:
     """For each need: how many entries of h [B, C, ...] (integers in any numeric type)
-    have m = |2(h - s) - 1| >= need, s [C] integers per channel; one pass over h, in int64.
-    Maps laid out channels last in memory are read in that layout (no copy)."""
+    have m = |2(h - s) - 1| >= need, s [C] integers per channel, every m at most `bound`;
+    one pass over h. m is computed in float32 where bound + 1 <= 2^24, float64 where it is
+    <= 2^53 (every integer up to there is exact, and a need past the bound is counted as
+    bound + 1, which no m reaches), else int64. Maps laid out channels last in memory are
+    read in that layout (no copy)."""
+    dt = np.float32 if bound + 1 <= 2**24 else np.float64 if bound + 1 <= 2**53 else np.int64
     if h.ndim == 4 and h.transpose(0, 2, 3, 1).flags.c_contiguous:
         h3, axis = h.transpose(0, 2, 3, 1).reshape(len(h), -1, h.shape[1]), 2
     else:
         h3, axis = np.ascontiguousarray(h).reshape(len(h), h.shape[1], -1), 1
+    if h3.dtype != dt:
+        h3 = h3.astype(dt)
     out = np.empty((len(h), len(needs)), dtype=np.int64)
-    _count_margins(h3, np.asarray(s, dtype=np.int64), axis, np.asarray(needs, dtype=np.int64), out)
+    _count_margins(h3, np.asarray(s).astype(dt), axis, np.array([min(k, bound + 1) for k in needs], dtype=dt), out)
     return [int(v) for v in out.sum(axis=0)]
 
 

@@ -499,13 +499,13 @@ class FastEngine:
         |h| <= fan-in * M; float32 holds every integer up to 2**24, float64 up to 2**53.
         Rows are taken in chunks of about 2**20 values so that the passes stay in cache."""
         s, _ = self._thr[nl.threshold_index]
-        if self._on_bits(self.model.weight_indices[0]):       # one pass, compiled
-            from . import bitkernel
-            bitkernel.set_threads(self.threads)
-            return bitkernel.margins_at_least(h, s.astype(np.int64), needs)
         w = self.model.layers[nl.weight_index].weight
         h_max = prod(w.shape[1:]) * (self.model.Z if nl.first else 1)
         bound = 2 * (h_max + int(np.abs(s).max())) + 1
+        if self._on_bits(self.model.weight_indices[0]):       # one pass, compiled
+            from . import bitkernel
+            bitkernel.set_threads(self.threads)
+            return bitkernel.margins_at_least(h, s.astype(np.int64), needs, bound)
         dt = exact_float(bound) or np.int64
         h = h.reshape(len(h), nl.channels, -1)
         shift = s.astype(dt)[None, :, None]
