@@ -70,8 +70,9 @@ def test_bit_planes_give_the_integer_product(z, signed, data):
 @given(st.integers(1, 3), st.integers(1, 5), st.integers(1, 7), st.integers(1, 7),
        st.sampled_from([np.float32, np.float64, np.int64]), st.booleans(), st.data())
 def test_pooling_and_margin_counts_read_either_layout(b, c, h, w, dtype, channels_last, data):
-    """Property: 2x2 max pooling and the counts of margins m = |2(h - s) - 1| >= need equal
-    NumPy's (refbnn.engines.ops.maxpool, refbnn.semantics.theorem1.odd_margin) on maps stored
+    """Property: 2x2 max pooling, the threshold's +-1 outputs (polarity -1 negating them) and
+    the counts of margins m = |2(h - s) - 1| >= need equal NumPy's (refbnn.engines.ops.maxpool,
+    a comparison, refbnn.semantics.theorem1.odd_margin) on maps stored
     channels first and on maps stored channels last (the packed convolution's layout), and
     the pooled maps keep the layout they came in."""
     from refbnn.engines.ops import maxpool
@@ -90,7 +91,14 @@ def test_pooling_and_margin_counts_read_either_layout(b, c, h, w, dtype, channel
     # any bound of m will do; these pick float32, float64 and int64 for m (the needs reach past 221)
     bound = data.draw(st.sampled_from([2 * (50 + 60) + 1, 2**24, 2**53]))
     assert bitkernel.margins_at_least(x, s, needs, bound) == [int((m >= k).sum()) for k in needs]
+    negative = np.array(data.draw(st.lists(st.booleans(), min_size=c, max_size=c)))
+    want = np.where((x > s.reshape(1, -1, 1, 1)) != negative.reshape(1, -1, 1, 1), 1, -1)
+    signs = bitkernel.threshold_signs(x, s.astype(x.dtype), negative)
+    assert signs is not None or not channels_last             # channels first: left to NumPy
+    assert signs is None or (np.array_equal(signs, want) and signs.dtype == np.int8)
     flat = np.ascontiguousarray(x.reshape(b, -1)[:, :c])          # a dense layer's h [B, C]
+    assert np.array_equal(bitkernel.threshold_signs(flat, s.astype(x.dtype), negative),
+                          np.where((flat > s) != negative, 1, -1))
     assert bitkernel.margins_at_least(flat, s, needs, bound) == [
         int((odd_margin(flat.astype(np.int64), s.reshape(1, -1)) >= k).sum()) for k in needs]
 

@@ -264,6 +264,16 @@ if numba is not None:
                         out[bi, u, v, ci] = max(m, x[bi, 2 * u + 1, 2 * v + 1, ci])
 
     @numba.njit(parallel=True, cache=True)
+    def _threshold_last(h, s, negative, out):    # pragma: no cover - compiled
+        # h [rows, C] (channels last), s [C] in h's type (exact), negative [C]: polarity -1;
+        # out [rows, C] int8: +1 iff h > s (iff h <= s for polarity -1), else -1
+        n_rows, c = h.shape
+        for r in prange(n_rows):
+            for j in range(c):
+                fires = (h[r, j] > s[j]) != negative[j]
+                out[r, j] = 1 if fires else -1
+
+    @numba.njit(parallel=True, cache=True)
     def _count_margins(h, s, channel_axis, needs, out):     # pragma: no cover - compiled
         # h [rows, A, B] integers (any numeric type), s [C] along axis 1 or 2 and needs, both in
         # the type m is computed in (exact for every m here: see margins_at_least):
@@ -485,6 +495,25 @@ def negated_channel_fires(signs: np.ndarray, change: np.ndarray, mask_id: np.nda
     _negated_channel_fires(np.ascontiguousarray(signs), change.astype(excess.dtype, copy=False), mask_id, np.asarray(rows, dtype=np.int64), k,
                            padding, pooled, excess, clean, fires, row_changed, channel_changed)
     return fires, row_changed, channel_changed.any(axis=0)
+
+
+def threshold_signs(h: np.ndarray, s: np.ndarray, negative: np.ndarray) -> Optional[np.ndarray]:
+    """The +-1 outputs (int8) of a threshold layer for h [B, C] or maps [B, C, H, W] laid out
+    channels last in memory: +1 iff h > s, iff h <= s where `negative` (polarity -1), in the
+    layout h came in; s in a type that holds it and h exactly (refbnn.engines.fast). None
+    for maps laid out channels first (the caller's NumPy comparison takes those)."""
+    if h.ndim == 2 and h.flags.c_contiguous:
+        rows = h
+    elif h.ndim == 4 and h.transpose(0, 2, 3, 1).flags.c_contiguous:
+        rows = h.transpose(0, 2, 3, 1).reshape(-1, h.shape[1])
+    else:
+        return None
+    out = np.empty(rows.shape, dtype=np.int8)
+    _threshold_last(rows, np.asarray(s, dtype=h.dtype), np.asarray(negative, dtype=np.bool_), out)
+    if h.ndim == 2:
+        return out
+    b, c, hh, ww = h.shape
+    return out.reshape(b, hh, ww, c).transpose(0, 3, 1, 2)
 
 
 def margins_at_least(h: np.ndarray, s: np.ndarray, needs: list[int], bound: int) -> list[int]:

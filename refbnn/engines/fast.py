@@ -377,6 +377,11 @@ class FastEngine:
     def _threshold(self, i: int, h: np.ndarray, channels: Optional[np.ndarray] = None) -> np.ndarray:
         """+-1 outputs of threshold layer i; with `channels`, h holds only those channels."""
         s, negative = self._cmp[i], self._thr[i][1]
+        if channels is None and self._on_bits(self.model.weight_indices[0]) and s.dtype == h.dtype:
+            from . import bitkernel       # one compiled pass, on every core
+            out = bitkernel.threshold_signs(h, s, negative)
+            if out is not None:
+                return out
         if channels is not None:
             s, negative = s[channels], negative[channels]
         shape = (1, -1) + (1,) * (h.ndim - 2)
