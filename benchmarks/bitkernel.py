@@ -47,6 +47,8 @@ COMPILE = ("import numpy as np, time; t = time.perf_counter(); from refbnn.engin
            "b.negated_channel_fires(np.ones((1, 2, 2), bool), -2 * tb, ids, 1, np.arange(1), True, "
            "np.zeros((1, 2, 2, 2), np.float32), np.zeros((1, 1, 1, 2), bool)); "
            "b.flip_weight_bits(b.pack_weights(a), np.arange(3), 100); b.change_product(2 * a, a, dtype=np.float32); "
+           "b.change_fires(2 * a, a, None, np.arange(2), np.zeros((2, 2), np.float32), np.zeros((2, 2), bool), "
+           "np.zeros(2, bool)); "
            "print(time.perf_counter() - t)")
 
 

@@ -177,13 +177,24 @@ def test_the_first_convolution_on_integers(z, c, n, k, padding, data):
 def test_a_change_product_by_masked_popcounts(aw, share, data):
     """Property: for a change delta in {-2, 0, 2} of +-1 inputs (about `share` of them
     non-zero, whole 64-column words of zeros included), the masked XOR-popcount product
-    equals delta @ w.T, with the weights packed by it or given packed."""
+    equals delta @ w.T, with the weights packed by it or given packed; and the step through
+    the threshold fires where that change exceeds the excess, as a comparison does."""
     a, w = aw
     keep = data.draw(arrays(np.bool_, a.shape)) & (np.random.default_rng(len(a)).random(a.shape) < share)
     delta = np.where(keep, 2 * a, 0).astype(np.int8)
     expected = delta.astype(np.int64) @ w.T.astype(np.int64)
     assert np.array_equal(bitkernel.change_product(delta, w), expected)
     assert np.array_equal(bitkernel.change_product(delta, w, bitkernel.pack_weights(w), np.float32), expected)
+    # and through the threshold at once: rows of a larger batch, out of order
+    rows = np.arange(len(a))[::-1] + 1
+    excess = data.draw(arrays(np.float32, (len(a) + 2, len(w)), elements=st.integers(-2 * a.shape[1], 2 * a.shape[1])))
+    clean = data.draw(arrays(np.bool_, excess.shape))
+    negative = data.draw(arrays(np.bool_, len(w)))
+    new, row_changed, unit_changed = bitkernel.change_fires(delta, w, None, rows, excess, clean, negative)
+    fires = expected > excess[rows]
+    assert np.array_equal(new, np.where(fires != negative, 1, -1)) and new.dtype == np.int8
+    assert np.array_equal(row_changed, (fires != clean[rows]).any(axis=1))
+    assert np.array_equal(unit_changed, (fires != clean[rows]).any(axis=0))
 
 def test_pack_bits_places_bit_j_in_word_j_over_64():
     """By hand: bits 0, 63 and 64 set in a row of 70 -> words [2^0 + 2^63, 2^0]."""

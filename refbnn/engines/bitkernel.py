@@ -188,6 +188,32 @@ if numba is not None:
                 out[i, n] = 2 * (counts[i] - 2 * differ[n])
 
     @numba.njit(parallel=True, cache=True)
+    def _change_fires(signs, nonzero, counts, wt, rows, excess, clean, negative, new, row_changed,
+                      unit_changed):                      # pragma: no cover - compiled
+        # _change_product's change dh, compared at once with the threshold: an output fires
+        # iff dh > excess[rows[i]] (the clean s - h); new: +-1 after polarity (negative);
+        # row_changed, unit_changed [R, N]: where fires differs from clean[rows[i]]
+        n_rows, words, n_out = signs.shape[0], signs.shape[1], wt.shape[1]
+        for i in prange(n_rows):
+            differ = np.zeros(n_out, dtype=np.int64)
+            for t in range(words):
+                s, m = signs[i, t], nonzero[i, t]
+                if m == 0:
+                    continue
+                for n in range(n_out):
+                    differ[n] += _popcount((s ^ wt[t, n]) & m)
+            b = rows[i]
+            changed = unit_changed[i]
+            for n in range(n_out):
+                fires = 2 * (counts[i] - 2 * differ[n]) > excess[b, n]
+                new[i, n] = 1 if fires != negative[n] else -1
+                changed[n] = fires != clean[b, n]
+            any_row = False
+            for n in range(n_out):
+                any_row |= changed[n]
+            row_changed[i] = any_row
+
+    @numba.njit(parallel=True, cache=True)
     def _planes_product(planes, ut, counts, out):           # pragma: no cover - compiled
         # planes [rows, n_planes, words] bits of x (+ Z), n_planes a multiple of 4 (the planes
         # past the highest bit are zero words), counts [rows, n_planes] their popcounts,
@@ -391,13 +417,37 @@ def change_product(delta: np.ndarray, w: np.ndarray, packed_w: Optional[np.ndarr
     delta @ w.T [R, N] in `dtype`. With D the non-zero entries of a row and sigma their
     signs, sum_{j in D} 2 sigma_j w_j = 2 (|D| - 2 popcount((sigma XOR w) AND D)): one
     masked XOR-popcount per word. `packed_w`: pack_weights(w) already made."""
+    signs, nonzero, counts = _packed_change(delta)
+    out = np.empty((len(delta), len(w)), dtype=dtype)
+    _change_product(signs, nonzero, counts, pack_weights(w) if packed_w is None else packed_w, out)
+    return out
+
+
+def _packed_change(delta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     r, k = delta.shape
     signs, nonzero = (np.empty((r, (k + WORD - 1) // WORD), dtype=np.uint64) for _ in range(2))
     counts = np.empty(r, dtype=np.int64)
     _pack_change(np.ascontiguousarray(delta), signs, nonzero, counts)
-    out = np.empty((r, len(w)), dtype=dtype)
-    _change_product(signs, nonzero, counts, pack_weights(w) if packed_w is None else packed_w, out)
-    return out
+    return signs, nonzero, counts
+
+
+def change_fires(delta: np.ndarray, w: np.ndarray, packed_w: Optional[np.ndarray], rows: np.ndarray,
+                 excess: np.ndarray, clean: np.ndarray,
+                 negative: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A dense layer and its threshold after a change delta [R, K] in {-2, 0, 2} of its +-1
+    inputs (Algorithm 1): the change dh = delta @ w.T (change_product), and an output fires
+    iff dh exceeds the clean excess s - h (excess [B, N], of the batch rows `rows`). Returns
+    the new +-1 outputs [R, N] (int8, polarity -1 where `negative`), which rows and which
+    units fire otherwise than `clean` [B, N] (the clean outputs before polarity)."""
+    signs, nonzero, counts = _packed_change(delta)
+    r, n = len(delta), len(w)
+    new = np.empty((r, n), dtype=np.int8)
+    row_changed = np.empty(r, dtype=bool)
+    unit_changed = np.empty((r, n), dtype=bool)
+    _change_fires(signs, nonzero, counts, pack_weights(w) if packed_w is None else packed_w,
+                  np.asarray(rows, dtype=np.int64), excess, clean, np.asarray(negative, dtype=np.bool_), new,
+                  row_changed, unit_changed)
+    return new, row_changed, unit_changed.any(axis=0)
 
 
 def pack_weights(w: np.ndarray) -> np.ndarray:

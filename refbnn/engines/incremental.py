@@ -176,8 +176,7 @@ class BatchFlips:
         layer on the bit kernel by masked XOR-popcounts (bitkernel.change_product: one word
         operation per 64 changed columns, however many of them changed)."""
         delta = self._delta(j, rows, changed, sub)
-        layer = self.model.layers[j]
-        if not (isinstance(layer, Linear) and j != self.model.weight_indices[0] and self.engine._on_bits(j)):
+        if not self._on_bits(j):
             return self._delta_product(j, delta, changed)
         from . import bitkernel
         dt = self.engine.layer_dtype(j)
@@ -185,6 +184,11 @@ class BatchFlips:
         if len(changed) == w.shape[1]:       # every column: the layer's packed weights as they are
             return bitkernel.change_product(delta, w, self.engine._packed(j), dt)
         return bitkernel.change_product(delta, w[:, changed], None, dt)
+
+    def _on_bits(self, j: int) -> bool:
+        """Whether hidden dense layer j takes its change from the bit kernel."""
+        return isinstance(self.model.layers[j], Linear) and j != self.model.weight_indices[0] \
+            and self.engine._on_bits(j)
 
     def _delta_product(self, j: int, delta: np.ndarray, changed: np.ndarray) -> np.ndarray:
         """W[:, changed] delta for weight layer j. A linear layer with many units takes the
@@ -232,9 +236,18 @@ class BatchFlips:
     def _linear_threshold_step(self, j: int, rows, changed, sub):
         """Linear layer j and threshold j+1 on every entry (where the candidate shortcut does
         not pay): an output fires (h > s) iff the change dh exceeds the clean excess s - h,
-        so the new h is never formed (`_excess`); then as _threshold_step."""
-        dh = self._change(j, rows, changed, sub)
+        so the new h is never formed (`_excess`); then as _threshold_step. On the bit kernel
+        the change and the comparison are one compiled pass (bitkernel.change_fires)."""
         excess, clean_fires = self._excess(j, j + 1)
+        if self._on_bits(j):
+            from . import bitkernel
+            w = self.engine.weight_matrix(j)
+            whole = len(changed) == w.shape[1]        # every column: the packed weights as they are
+            new, row_changed, unit_changed = bitkernel.change_fires(
+                self._delta(j, rows, changed, sub), w if whole else w[:, changed],
+                self.engine._packed(j) if whole else None, rows, excess, clean_fires, self.engine.thresholds(j + 1)[1])
+            return _kept(rows, np.arange(new.shape[1]), new, row_changed, unit_changed)
+        dh = self._change(j, rows, changed, sub)
         fires = dh > _take_rows(excess, rows)
         diff = fires != _take_rows(clean_fires, rows)
         fires ^= self.engine.thresholds(j + 1)[1]       # polarity -1: +1 iff not fires
