@@ -46,7 +46,7 @@ from .packed import pack_pairs, packed_product
 SPARSE_FRACTION = 0.25   # use the candidate shortcut while it covers at most this share
 PIECE_BYTES = 2**21      # a conv step's piece of rows: its float maps stay in the cache
 PACKED_UNITS = 33        # linear layers with this many units take the packed delta product
-MAX_TABLE_TAPS = 9       # a kernel of at most 3 x 3 taps: 2^9 sign patterns per table
+MAX_TABLE_TAPS = 9       # a kernel of at most 3 x 3 taps: 2^9 sign patterns per table, changes <= 18
 
 
 class BatchFlips:
@@ -70,7 +70,7 @@ class BatchFlips:
         self._ex: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._g: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._tables = {} if tables is None else tables     # (conv, channel): its field tables
-        self._ex16: dict = {}                                # conv: its excess in int16 (see below)
+        self._ex8: dict = {}                                 # conv: its excess clipped to int8 (see below)
 
     def correct_with_flip(self, n: int) -> int:
         """Correct predictions in this batch with neuron n's output negated everywhere."""
@@ -304,12 +304,12 @@ class BatchFlips:
             # one channel negated everywhere (the flip of a neuron just before): each field's
             # change read from a table by its sign pattern, compiled, one pass per row
             from . import bitkernel
-            # the step reads the whole excess of every row: in int16 where it fits (|s - h| <=
-            # 2 fan-in + 1 < 2^15), half the memory traffic of float32, which bounds this step
-            if j not in self._ex16:
-                small = 2 * prod(layer.weight.shape[1:]) + 1 < 2**15
-                self._ex16[j] = excess.astype(np.int16) if small else excess
-            narrow = self._ex16[j]
+            # The step reads the whole excess of every row, which bounds its time: in int8, a
+            # quarter of float32's bytes. A change here is at most 2 k*k <= 18 in magnitude, so
+            # an excess clipped to [-127, 127] gives every comparison dh > excess its answer.
+            if j not in self._ex8:
+                self._ex8[j] = np.clip(excess, -127, 127).astype(np.int8)
+            narrow = self._ex8[j]
             key = (j, int(changed[0]))
             if key not in self._tables:
                 table, mask_id = bitkernel.field_tables(w_changed, k, delta.shape[2], delta.shape[3], layer.padding)
