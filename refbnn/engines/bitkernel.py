@@ -542,8 +542,9 @@ def negated_channel_fires(signs: np.ndarray, change: np.ndarray, mask_id: np.nda
     row_changed = np.empty(len(signs), dtype=bool)
     channel_changed = np.zeros((len(signs), change.shape[2]), dtype=bool)
     k = int(round(np.log2(change.shape[1]) ** 0.5))
-    _negated_channel_fires(np.ascontiguousarray(signs), change.astype(excess.dtype, copy=False), mask_id, np.asarray(rows, dtype=np.int64), k,
-                           padding, pooled, excess, clean, fires, row_changed, channel_changed)
+    _negated_channel_fires(np.ascontiguousarray(signs), change.astype(excess.dtype, copy=False), mask_id,
+                           np.asarray(rows, dtype=np.int64), k, padding, pooled, excess, clean, fires, row_changed,
+                           channel_changed)
     return fires, row_changed, channel_changed.any(axis=0)
 
 
