@@ -16,6 +16,13 @@ sum_j w_j x_j = sum_p 2^p (2 popcount(x_p AND u) - popcount(x_p)) (- Z sum_j w_j
 step is integer arithmetic in int64, so the results are the integers of the definition
 by construction; tests/test_bitkernel.py checks them against the plain products.
 
+Around the products, compiled as well: max pooling, the thresholds and T's margin counts
+(in the channels-last layout the packed convolution leaves), a first convolution on
+integers by direct sums, bit error flips XORed into packed weights, and Algorithm 1's
+steps (a change of +-1 inputs by masked XOR-popcounts, the same through a threshold, and
+a conv channel negated everywhere by a table of field sign patterns); docs/engine.md says
+why each is exact.
+
 Compiled with `cache=True`: only the first call in a fresh environment compiles.
 """
 from __future__ import annotations
