@@ -178,20 +178,26 @@ if numba is not None:
                 signs[i, t], nonzero[i, t] = pos, nz
             counts[i] = total
 
+    @numba.njit(cache=True)
+    def _row_differ(signs, nonzero, wt):        # pragma: no cover - compiled
+        # one row's [words] change bits against wt [words, N]: per output, how many changed
+        # inputs have the other sign than the weight, popcount((sigma XOR w) AND D)
+        differ = np.zeros(wt.shape[1], dtype=np.int64)
+        for t in range(len(signs)):
+            s, m = signs[t], nonzero[t]
+            if m == 0:          # no change in these 64 columns (a fifth of the words, after a conv flip)
+                continue
+            for n in range(wt.shape[1]):
+                differ[n] += _popcount((s ^ wt[t, n]) & m)
+        return differ
+
     @numba.njit(parallel=True, cache=True)
     def _change_product(signs, nonzero, counts, wt, out):   # pragma: no cover - compiled
         # signs, nonzero [rows, words]: where a change is positive, where it is not zero;
         # counts [rows] the non-zero changes; wt [words, N] the weights' bits transposed
-        n_rows, words, n_out = signs.shape[0], signs.shape[1], wt.shape[1]
-        for i in prange(n_rows):
-            differ = np.zeros(n_out, dtype=np.int64)
-            for t in range(words):
-                s, m = signs[i, t], nonzero[i, t]
-                if m == 0:          # no change in these 64 columns (a fifth of the words, after a conv flip)
-                    continue
-                for n in range(n_out):
-                    differ[n] += _popcount((s ^ wt[t, n]) & m)
-            for n in range(n_out):
+        for i in prange(signs.shape[0]):
+            differ = _row_differ(signs[i], nonzero[i], wt)
+            for n in range(wt.shape[1]):
                 out[i, n] = 2 * (counts[i] - 2 * differ[n])
 
     @numba.njit(parallel=True, cache=True)
@@ -200,15 +206,9 @@ if numba is not None:
         # _change_product's change dh, compared at once with the threshold: an output fires
         # iff dh > excess[rows[i]] (the clean s - h); new: +-1 after polarity (negative);
         # row_changed, unit_changed [R, N]: where fires differs from clean[rows[i]]
-        n_rows, words, n_out = signs.shape[0], signs.shape[1], wt.shape[1]
-        for i in prange(n_rows):
-            differ = np.zeros(n_out, dtype=np.int64)
-            for t in range(words):
-                s, m = signs[i, t], nonzero[i, t]
-                if m == 0:
-                    continue
-                for n in range(n_out):
-                    differ[n] += _popcount((s ^ wt[t, n]) & m)
+        n_out = wt.shape[1]
+        for i in prange(signs.shape[0]):
+            differ = _row_differ(signs[i], nonzero[i], wt)
             b = rows[i]
             changed = unit_changed[i]
             for n in range(n_out):
