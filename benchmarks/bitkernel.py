@@ -13,8 +13,8 @@ of Table II with random weight bits and random inputs in 0..255. Ratios:
   3. Algorithm 1 on the CNN (--cnn-inputs inputs) on the bit kernel  vs  one bare float32
      forward (the Pi of both equal);
 and the compile time of a fresh environment (a child process with an empty numba cache),
-apart. Each time is the best of three (a shared machine only ever adds time), the sweeps'
-excepted: one run each, the bare forwards' and the engines' alike.
+apart. Each time is the best of three (a shared machine only ever adds time), except the
+sweeps', which run once each (the bare forwards and the engines alike).
 """
 from __future__ import annotations
 

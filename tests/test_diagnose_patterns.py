@@ -471,10 +471,13 @@ def test_what_a_diagnosis_skips_and_why():
     assert len(d.skipped) == len(full)
 
 
-def test_a_match_whose_pi_was_not_recomputed_says_what_it_covers(monkeypatch):
+@pytest.mark.parametrize("pi_keys, words", [(("importance", "var_importance"), "Pi and VAR(Pi)"),
+                                             (("var_importance",), "VAR(Pi)")])
+def test_a_match_whose_pi_was_not_recomputed_says_what_it_covers(monkeypatch, pi_keys, words):
     """With a budget of 0, an alternative that would need Algorithm 1 in full is still tried
-    on the other failing claims (here the accuracy, without Pi and VAR(Pi)), and its match
-    says that only those were recomputed. (Which alternative reproduces what is set here.)"""
+    on the other failing claims (here the accuracy, without Pi and VAR(Pi), or without
+    VAR(Pi) alone), and its match says that only those were recomputed. (Which alternative
+    reproduces what is set here.)"""
     from types import SimpleNamespace
 
     from refbnn.oracle import diagnose
@@ -485,13 +488,14 @@ def test_a_match_whose_pi_was_not_recomputed_says_what_it_covers(monkeypatch):
     monkeypatch.setattr(diagnose, "_reproduces",
                         lambda engine, fast, v, model, data, sub, path, atol: seen.append(sorted(sub)) or True)
     data = SimpleNamespace(x=np.ones((5, 3), int), y=np.zeros(5, int))
-    claims = {"accuracy": 0.5, "importance": [0.1], "var_importance": 0.2}
-    checks = [{"quantity": q, "pass": False} for q in ("accuracy", "importance[0]", "var_importance")]
+    claims = {"accuracy": 0.5, **{k: {"importance": [0.1], "var_importance": 0.2}[k] for k in pi_keys}}
+    checks = [{"quantity": q, "pass": False}
+              for q in ["accuracy"] + [{"importance": "importance[0]"}.get(k, k) for k in pi_keys]]
     d = diagnose.diagnose_claims(FC, data, claims, "c.json", 0.0, checks, budget=0)
     assert seen == [["accuracy"]] and d.tried == 1 and len(d.matches) == 1
     m = d.matches[0]
     assert m.tested == "accuracy" and m.untested.startswith(
-        "your Pi and VAR(Pi) were not recomputed under it: Algorithm 1 without the incremental engine would take ")
+        f"your {words} were not recomputed under it: Algorithm 1 without the incremental engine would take ")
     assert d.lines()[0].startswith("diagnosis: your accuracy match refbnn exactly if ")
 
 
@@ -627,23 +631,6 @@ def test_only_failing_claims_make_a_match_when_pi_is_not_recomputed(monkeypatch)
                                      [{"quantity": "accuracy", "pass": True}, {"quantity": quantity, "pass": False}],
                                      budget=0)
         assert tried == [] and d.matches == [] and d.tried == 0 and len(d.skipped) == 1
-
-
-def test_a_recomputed_var_importance_alone_is_left_out_past_the_budget(monkeypatch):
-    """VAR(Pi) failing beside the accuracy, past the budget: only the accuracy is recomputed."""
-    from types import SimpleNamespace
-
-    from refbnn.oracle import diagnose
-
-    cand = [(("pi-flip-h",), REGISTRY["pi-flip-h"].variant, frozenset({"forward", "importance"}))]
-    seen = []
-    monkeypatch.setattr(diagnose, "candidates", lambda model, needed: cand)
-    monkeypatch.setattr(diagnose, "_reproduces",
-                        lambda engine, fast, v, model, data, sub, path, atol: seen.append(sorted(sub)) or True)
-    data = SimpleNamespace(x=np.ones((5, 3), int), y=np.zeros(5, int))
-    checks = [{"quantity": "accuracy", "pass": False}, {"quantity": "var_importance", "pass": False}]
-    d = diagnose.diagnose_claims(FC, data, {"accuracy": 0.5, "var_importance": 0.2}, "c.json", 0.0, checks, budget=0)
-    assert seen == [["accuracy"]] and d.matches[0].untested.startswith("your VAR(Pi) were not recomputed")
 
 
 def test_each_forward_pass_is_computed_once_per_size_of_alternative(monkeypatch):

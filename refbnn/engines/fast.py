@@ -128,12 +128,6 @@ def _kernel(kernel: Optional[str]) -> str:
     return kernel
 
 
-def bitkernel_threadsafe() -> bool:
-    """Whether the bit kernel may be called from several threads at once (see importance)."""
-    from . import bitkernel
-    return bitkernel.threadsafe()
-
-
 @contextmanager
 def one_blas_thread(wanted: bool = True) -> Iterator[bool]:
     """BLAS held to one thread for the block, if `wanted` and threadpoolctl is installed
@@ -539,6 +533,7 @@ class FastEngine:
         clean_correct = 0
         batches = list(self.memory_slices(len(xs)))
         tables: dict = {}             # Algorithm 1's field tables, made once for every batch
+        from . import bitkernel       # (its threadsafe() is asked only where the kernel runs)
         for k, sl in enumerate(batches):
             outs = self.outputs(xs[sl])
             clean_correct += int((self.predicted(outs[-1]) == ys[sl]).sum())
@@ -564,7 +559,7 @@ class FastEngine:
                     # with each kernel on every core (Fashion CNN, 2 cores: 5.1x against 6.7x
                     # a bare forward)
                     on_threads = self.threads > 1 and (not self._on_bits(model.weight_indices[0])
-                                                       or bitkernel_threadsafe())
+                                                       or bitkernel.threadsafe())
                     with one_blas_thread(nl.positions > 1 and on_threads) as threaded:
                         run = pool.map if on_threads and (threaded or nl.positions == 1) else map
                         for n, c in zip(neurons, run(flips.correct_with_flip, neurons)):

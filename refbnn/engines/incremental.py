@@ -179,16 +179,20 @@ class BatchFlips:
         if not self._on_bits(j):
             return self._delta_product(j, delta, changed)
         from . import bitkernel
-        dt = self.engine.layer_dtype(j)
-        w = self.engine.weight_matrix(j)
-        if len(changed) == w.shape[1]:       # every column: the layer's packed weights as they are
-            return bitkernel.change_product(delta, w, self.engine._packed(j), dt)
-        return bitkernel.change_product(delta, w[:, changed], None, dt)
+        return bitkernel.change_product(delta, *self._changed_weights(j, changed), self.engine.layer_dtype(j))
 
     def _on_bits(self, j: int) -> bool:
         """Whether hidden dense layer j takes its change from the bit kernel."""
         return isinstance(self.model.layers[j], Linear) and j != self.model.weight_indices[0] \
             and self.engine._on_bits(j)
+
+    def _changed_weights(self, j: int, changed: np.ndarray) -> tuple[np.ndarray, "np.ndarray | None"]:
+        """Layer j's weight columns `changed`, and their packed words where these are the
+        engine's own (every column), for the bit kernel's change products."""
+        w = self.engine.weight_matrix(j)
+        if len(changed) == w.shape[1]:
+            return w, self.engine._packed(j)
+        return w[:, changed], None
 
     def _delta_product(self, j: int, delta: np.ndarray, changed: np.ndarray) -> np.ndarray:
         """W[:, changed] delta for weight layer j. A linear layer with many units takes the
@@ -241,11 +245,9 @@ class BatchFlips:
         excess, clean_fires = self._excess(j, j + 1)
         if self._on_bits(j):
             from . import bitkernel
-            w = self.engine.weight_matrix(j)
-            whole = len(changed) == w.shape[1]        # every column: the packed weights as they are
             new, row_changed, unit_changed = bitkernel.change_fires(
-                self._delta(j, rows, changed, sub), w if whole else w[:, changed],
-                self.engine._packed(j) if whole else None, rows, excess, clean_fires, self.engine.thresholds(j + 1)[1])
+                self._delta(j, rows, changed, sub), *self._changed_weights(j, changed), rows, excess, clean_fires,
+                self.engine.thresholds(j + 1)[1])
             return _kept(rows, np.arange(new.shape[1]), new, row_changed, unit_changed)
         dh = self._change(j, rows, changed, sub)
         fires = dh > _take_rows(excess, rows)
